@@ -1,0 +1,36 @@
+# Two commands set up a fresh machine: `make run` (the main job) and `make test` (the test suite).
+# Both create or reuse the virtual environment .venv.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv run test test-all lint bench lim clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Main job: Lim & Maddukuri's heuristic table on page 256 (until the training harness lands).
+run: $(STAMP)
+	$(BIN)/python scripts/lim_heuristics.py
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -m ''
+
+lint: $(STAMP)
+	$(BIN)/ruff check dreamalloc tests scripts
+
+bench: $(STAMP)
+	$(BIN)/python scripts/bench_env.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

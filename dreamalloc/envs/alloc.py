@@ -1,0 +1,68 @@
+"""``AllocEnv``: one heap as a gymnasium Env, a thin view of the batched core with B = 1.
+
+Observation: Box(float32) = [bitmap (N), request size, history (n), summary (4), hole features (2k)],
+each part optional except the size (see ``AllocConfig``). Action: Discrete, by ``action``:
+``heuristic`` (index into ``heuristics``, Lim's order best/worst/first by default), ``address`` (a start
+cell; ``info["action_mask"]`` and ``action_masks()`` give the valid ones) or ``hole`` (the k-th free run
+that fits, in address order). ``info`` has the heap metrics at every step and ``episode`` {r, l} at the end.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from dreamalloc.envs.core import AllocConfig, AllocCore
+from dreamalloc.envs.vector import _split_config
+
+
+class AllocEnv(gym.Env):
+    metadata = {"render_modes": ["ansi"]}
+
+    def __init__(self, render_mode: str | None = None, device: str = "cpu", **kwargs):
+        if render_mode not in (None, "ansi"):
+            raise ValueError(f"unknown render_mode {render_mode!r}; AllocEnv renders 'ansi' only")
+        self.render_mode = render_mode
+        self.core = AllocCore(1, AllocConfig(**_split_config(kwargs)), device=device, autoreset=False)
+        cfg = self.core.cfg
+        lo, hi = cfg.obs_bounds()
+        self.observation_space = gym.spaces.Box(lo, hi, dtype=np.float32)
+        self.action_space = gym.spaces.Discrete(cfg.n_actions)
+
+    def reset(self, *, seed: int | None = None, options=None):
+        super().reset(seed=seed)
+        obs, info = self.core.reset(None if seed is None else [seed])
+        return obs[0].cpu().numpy(), _unbatch(info)
+
+    def step(self, action):
+        if isinstance(action, np.ndarray):
+            action = action.reshape(-1)
+        a = torch.as_tensor(action).reshape(1)
+        obs, r, term, trunc, info = self.core.step(a)
+        return obs[0].cpu().numpy(), float(r[0]), bool(term[0]), bool(trunc[0]), _unbatch(info)
+
+    def action_masks(self) -> np.ndarray:
+        """Valid actions now (all True for the heuristic space); the sb3-contrib MaskablePPO hook."""
+        m = self.core.action_mask()
+        return np.ones(self.action_space.n, bool) if m is None else m[0].cpu().numpy()
+
+    def render(self):
+        occ = self.core.heaps.occ[0].cpu().numpy()
+        line = "".join("#" if o else "." for o in occ)
+        return f"{line}  request={int(self.core.request[0])}"
+
+
+def _unbatch(info: dict) -> dict:
+    out = {}
+    for k, v in info.items():
+        if k.startswith("_") or k == "final_obs":
+            continue
+        if isinstance(v, dict):
+            out[k] = _unbatch(v)
+        elif isinstance(v, torch.Tensor):
+            x = v[0].cpu()
+            out[k] = x.numpy() if x.ndim else x.item()
+        else:
+            out[k] = v
+    return out

@@ -1,0 +1,325 @@
+"""The batched allocation environment on torch tensors: B heaps stepping together, on CPU or GPU.
+
+The gymnasium envs (``vector.py``, ``alloc.py``) are thin numpy views of this core; agents that live on
+the same device can also drive it directly. Step semantics follow Lim & Maddukuri (REFERENCE.md §1):
+
+* the agent acts only on allocation requests; frees are applied by the env between its steps;
+* reward ``alloc_reward`` (0.1) per successful allocation, ``invalid_reward`` (-10) for an invalid address
+  or hole (state unchanged, the episode goes on). The step that ends the episode earns, by
+  ``terminal_reward``: "lim" (default, their code): 0 when the failing request came straight after the
+  placement, ``alloc_reward`` when frees came in between; "zero": always 0; "alloc": always ``alloc_reward``
+  (the return is then exactly 0.1 x successful allocations);
+* terminated when the next allocation request fits in no free run; truncated once ``max_allocs``
+  (default 2 N) allocations have succeeded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from dreamalloc.heap import ALIGNS, RULES, FreeRuns, HeapBatch, heap_metrics, place_address
+from dreamalloc.workloads import ALLOC, FREE, FREE_ALL, make_stream
+
+ACTION_SPACES = ("heuristic", "address", "hole")
+SIZE_SCALES = ("raw", "fraction")
+TERMINAL_REWARDS = ("lim", "zero", "alloc")
+LIM_ORDER = ("best", "worst", "first")  # Lim & Maddukuri's action order
+
+
+@dataclass
+class AllocConfig:
+    """Everything an allocation env is built from (the keyword arguments of the gymnasium envs)."""
+
+    cells: int = 256
+    stream: str = "random"
+    stream_params: dict = field(default_factory=dict)
+    action: str = "heuristic"  # heuristic | address | hole
+    heuristics: tuple = LIM_ORDER  # rules the heuristic action chooses among, in action order
+    holes: int = 8  # K for the hole action space
+    align: str = "start"  # where heuristics and holes place a block in its run: start | end
+    bitmap: bool = True  # observe the occupancy bitmap
+    history: int = 0  # observe the last n request sizes, most recent first (-1 before any)
+    summary: bool = False  # observe free fraction, largest run fraction, runs / N, frag_largest
+    hole_features: int = 0  # observe (start / N, length / N) of the first k runs that fit the request
+    size_scale: str = "raw"  # request size as raw cells (Lim) or as a fraction of N (Mandal)
+    alloc_reward: float = 0.1
+    invalid_reward: float = -10.0
+    terminal_reward: str = "lim"  # what the episode's last successful allocation earns: lim | zero | alloc
+    max_allocs: int | None = None  # truncation; None means 2 * cells
+    ideal: bool = False  # compacting heap: the capacity bound no allocator can pass
+
+    def validate(self) -> AllocConfig:
+        def bad(msg):
+            raise ValueError(f"invalid allocation env config: {msg}")
+
+        if not isinstance(self.cells, (int, np.integer)) or self.cells < 2:
+            bad(f"cells must be an integer >= 2, got {self.cells!r}")
+        if self.action not in ACTION_SPACES:
+            bad(f"unknown action space {self.action!r}; choose one of {', '.join(ACTION_SPACES)}")
+        self.heuristics = tuple(self.heuristics)
+        if not self.heuristics:
+            bad("heuristics must name at least one placement rule")
+        for r in self.heuristics:
+            if r not in RULES:
+                bad(f"unknown placement heuristic {r!r}; choose among {', '.join(RULES)}")
+        if self.align not in ALIGNS:
+            bad(f"unknown align {self.align!r}; choose one of {', '.join(ALIGNS)}")
+        if self.terminal_reward not in TERMINAL_REWARDS:
+            bad(f"unknown terminal_reward {self.terminal_reward!r}; choose one of {', '.join(TERMINAL_REWARDS)}")
+        if self.size_scale not in SIZE_SCALES:
+            bad(f"unknown size_scale {self.size_scale!r}; choose one of {', '.join(SIZE_SCALES)}")
+        for name in ("holes", "history", "hole_features"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or v < 0:
+                bad(f"{name} must be a non-negative integer, got {v!r}")
+        if self.action == "hole" and self.holes < 1:
+            bad("holes must be >= 1 for the hole action space")
+        if self.max_allocs is None:
+            self.max_allocs = 2 * self.cells
+        if self.max_allocs < 1:
+            bad(f"max_allocs must be >= 1, got {self.max_allocs}")
+        return self
+
+    @property
+    def n_actions(self) -> int:
+        return {"heuristic": len(self.heuristics), "address": self.cells, "hole": self.holes}[self.action]
+
+    @property
+    def obs_dim(self) -> int:
+        return (self.cells if self.bitmap else 0) + 1 + self.history + 4 * self.summary + 2 * self.hole_features
+
+    def obs_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        size_hi = float(self.cells) if self.size_scale == "raw" else 1.0
+        lo = [0.0] * (self.cells if self.bitmap else 0) + [0.0] + [-1.0] * self.history
+        hi = [1.0] * (self.cells if self.bitmap else 0) + [size_hi] + [size_hi] * self.history
+        lo += [0.0] * (4 * self.summary + 2 * self.hole_features)
+        hi += [1.0] * (4 * self.summary + 2 * self.hole_features)
+        return np.asarray(lo, np.float32), np.asarray(hi, np.float32)
+
+
+class AllocCore:
+    """B allocation envs over one ``HeapBatch``; tensors in, tensors out."""
+
+    def __init__(self, num_heaps: int, config: AllocConfig | None = None, device="cpu",
+                 autoreset: bool = True, **overrides):
+        cfg = config if config is not None else AllocConfig()
+        if overrides:
+            unknown = sorted(set(overrides) - set(AllocConfig.__dataclass_fields__))
+            if unknown:
+                raise ValueError(f"unknown allocation env option(s) {unknown}; valid options: "
+                                 f"{', '.join(sorted(AllocConfig.__dataclass_fields__))}")
+            cfg = AllocConfig(**{**cfg.__dict__, **overrides})
+        self.cfg = cfg.validate()
+        self.B, self.N = int(num_heaps), int(cfg.cells)
+        self.device = torch.device(device)
+        self.autoreset = autoreset
+        self.heaps = HeapBatch(self.B, self.N, self.device)
+        self.stream = make_stream(cfg.stream, self.B, self.N, self.device, **dict(cfg.stream_params))
+        dev = self.device
+        self.request = torch.zeros(self.B, dtype=torch.long, device=dev)
+        self.hist = torch.full((self.B, cfg.history), -1, dtype=torch.long, device=dev)
+        self.seed = torch.zeros(self.B, dtype=torch.long, device=dev)
+        self.episode = torch.full((self.B,), -1, dtype=torch.long, device=dev)
+        self.ep_return = torch.zeros(self.B, dtype=torch.float64, device=dev)
+        self.ep_len = torch.zeros(self.B, dtype=torch.long, device=dev)
+        self.needs_reset = torch.ones(self.B, dtype=torch.bool, device=dev)
+        self.freed = torch.zeros(self.B, dtype=torch.bool, device=dev)  # frees applied since the placement
+        self.runs: FreeRuns = FreeRuns.of(self.heaps.occ)
+
+    # ----------------------------------------------------------------------------------------------
+    def reset(self, seed=None, rows=None) -> tuple[torch.Tensor, dict]:
+        """Start new episodes. ``seed`` (one int per row, or one int for row r = seed + r) restarts the
+        episode count at 0; without it each row moves on to its next episode."""
+        rows = torch.arange(self.B, device=self.device) if rows is None else torch.as_tensor(
+            rows, dtype=torch.long, device=self.device)
+        if seed is not None:
+            s = torch.as_tensor(seed, dtype=torch.long, device=self.device).reshape(-1)
+            self.seed[rows] = s + torch.arange(rows.numel(), device=self.device) if s.numel() == 1 else s
+            self.episode[rows] = 0
+        else:
+            never = rows[self.episode[rows] < 0]
+            if never.numel():
+                entropy = np.random.SeedSequence().generate_state(never.numel(), np.uint32).astype(np.int64)
+                self.seed[never] = torch.as_tensor(entropy, device=self.device)
+            self.episode[rows] += 1
+        self._new_episode(rows)
+        self.runs = FreeRuns.of(self.heaps.occ)
+        obs = self._observe()
+        return obs, self._info(self.runs)
+
+    def _new_episode(self, rows: torch.Tensor) -> None:
+        self.heaps._reset(rows)
+        self.hist[rows] = -1
+        self.ep_return[rows] = 0.0
+        self.ep_len[rows] = 0
+        self.stream.reset(self.heaps, rows, self.seed[rows], self.episode[rows])
+        self._advance(rows)
+        self.needs_reset[rows] = False
+
+    def _advance(self, rows: torch.Tensor) -> None:
+        """Apply the stream's frees until every row has a pending allocation request."""
+        for _ in range(4 * self.N + 16):
+            if rows.numel() == 0:
+                return
+            req = self.stream.next(self.heaps, rows)
+            is_alloc = req.op == ALLOC
+            f = (req.op == FREE) & (req.block >= 0)
+            if f.any():
+                self.heaps._release(rows[f], req.block[f])
+            fa = req.op == FREE_ALL
+            if fa.any():
+                self.heaps._clear(rows[fa])
+            self.freed[rows[f | fa]] = True
+            sizes = req.size[is_alloc]
+            self.heaps.check_size(sizes)
+            self.request[rows[is_alloc]] = sizes
+            rows = rows[~is_alloc]
+        raise RuntimeError(f"stream {self.cfg.stream!r} issued {4 * self.N + 16} requests in a row without an "
+                           "allocation; a stream must keep allocating")
+
+    # ----------------------------------------------------------------------------------------------
+    def check_action(self, action) -> torch.Tensor:
+        a = torch.as_tensor(action, device=self.device)
+        if a.is_floating_point():
+            if not torch.equal(a, a.round()):
+                raise ValueError(f"actions must be integers, got {a.flatten()[:4].tolist()}")
+        a = a.long().reshape(-1)
+        if a.numel() != self.B:
+            raise ValueError(f"expected {self.B} actions (one per heap), got {a.numel()}")
+        n = self.cfg.n_actions
+        if int(a.min()) < 0 or int(a.max()) >= n:
+            i = int(((a < 0) | (a >= n)).nonzero()[0])
+            raise ValueError(f"action {int(a[i])} of heap {i} is out of range for the {self.cfg.action} "
+                             f"action space Discrete({n})")
+        return a
+
+    def addresses(self, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode actions into start addresses and validity, against the current free runs."""
+        runs, size, cfg = self.runs, self.request, self.cfg
+        if cfg.action == "heuristic":
+            addr = torch.full_like(size, -1)
+            for i, rule in enumerate(cfg.heuristics):
+                m = action == i
+                if m.any():
+                    addr = torch.where(m, place_address(runs, size, rule, self.heaps.rover, cfg.align), addr)
+            return addr, addr >= 0
+        if cfg.action == "address":
+            return action, runs.window_free(action, size)
+        start, length = runs.first_fitting(size, cfg.holes)
+        st = start.gather(1, action[:, None]).squeeze(1)
+        ln = length.gather(1, action[:, None]).squeeze(1)
+        valid = ln > 0
+        addr = st + ln - size if cfg.align == "end" else st
+        return torch.where(valid, addr, -1), valid
+
+    def step(self, action):
+        if self.needs_reset.any():
+            raise RuntimeError("step() called on an episode that has ended (or never started); call reset()")
+        a = self.check_action(action)
+        size = self.request
+        if self.cfg.ideal:
+            self._compact_where_needed()
+        addr, valid = self.addresses(a)
+        rows = valid.nonzero().squeeze(1)
+        self.heaps._place(rows, addr[rows], size[rows])
+        self.freed.zero_()
+        if self.cfg.history and rows.numel():
+            self.hist[rows] = torch.cat([size[rows, None], self.hist[rows, :-1]], 1)
+        self._advance(rows)
+        runs = FreeRuns.of(self.heaps.occ)
+        room = (self.N - self.heaps.used) if self.cfg.ideal else runs.largest()
+        fits = room >= self.request
+        terminated = valid & ~fits
+        truncated = valid & fits & (self.heaps.n_allocs >= self.cfg.max_allocs)
+        last = {"lim": torch.where(self.freed, self.cfg.alloc_reward, 0.0), "zero": 0.0,
+                "alloc": self.cfg.alloc_reward}[self.cfg.terminal_reward]
+        reward = torch.where(valid, torch.where(terminated, last, self.cfg.alloc_reward), self.cfg.invalid_reward)
+        self.ep_return += reward
+        self.ep_len += 1
+        self.runs = runs
+        info = self._info(runs)
+        obs = self._observe()
+        done = terminated | truncated
+        if done.any():
+            info["episode"] = {"r": self.ep_return.clone(), "l": self.ep_len.clone()}
+            info["_episode"] = done.clone()
+            if self.autoreset:
+                info["final_obs"], info["_final_obs"] = obs.clone(), done.clone()
+                d = done.nonzero().squeeze(1)
+                self.episode[d] += 1
+                self._new_episode(d)
+                self.runs = runs.emptied(done) if bool((self.heaps.used[d] == 0).all()) else FreeRuns.of(
+                    self.heaps.occ)
+                obs[d] = self._observe(d)
+                if "action_mask" in info:
+                    info["action_mask"] = self.action_mask()
+            else:
+                self.needs_reset |= done
+        return obs, reward.float(), terminated, truncated, info
+
+    def _compact_where_needed(self) -> None:
+        short = (self.runs.largest() < self.request) & (self.N - self.heaps.used >= self.request)
+        if short.any():
+            self.heaps._compact(short.nonzero().squeeze(1))
+            self.runs = FreeRuns.of(self.heaps.occ)
+
+    # ----------------------------------------------------------------------------------------------
+    def action_mask(self) -> torch.Tensor | None:
+        """[B, n_actions] bool for the address and hole spaces (every heuristic is always valid)."""
+        if self.cfg.action == "address":
+            return self.runs.address_mask(self.request)
+        if self.cfg.action == "hole":
+            n_fit = self.runs.n_fitting(self.request)
+            return torch.arange(self.cfg.holes, device=self.device)[None, :] < n_fit[:, None]
+        return None
+
+    def _info(self, runs: FreeRuns) -> dict:
+        info = heap_metrics(self.heaps, runs)
+        info["request"] = self.request.clone()
+        mask = self.action_mask()
+        if mask is not None:
+            info["action_mask"] = mask
+        return info
+
+    def _observe(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        cfg, N = self.cfg, float(self.N)
+        sel = (lambda t: t) if rows is None else (lambda t: t[rows])
+        scale = 1.0 if cfg.size_scale == "raw" else 1.0 / N
+        parts = []
+        if cfg.bitmap:
+            parts.append(sel(self.heaps.occ).float())
+        parts.append(sel(self.request)[:, None].float() * scale)
+        if cfg.history:
+            h = sel(self.hist).float()
+            parts.append(torch.where(h < 0, -1.0, h * scale))
+        if cfg.summary:
+            runs = self.runs
+            free = (self.N - sel(self.heaps.used)).float()
+            largest = sel(runs.largest()).float()
+            frag = torch.where(free > 0, 1.0 - largest / free.clamp(min=1), 0.0)
+            parts.append(torch.stack([free / N, largest / N, sel(runs.counts()).float() / N, frag], 1))
+        if cfg.hole_features:
+            st, ln = self.runs.first_fitting(self.request, cfg.hole_features)
+            parts.append(torch.stack([sel(st).float() / N, sel(ln).float() / N], 2).flatten(1))
+        return torch.cat(parts, 1)
+
+    # ----------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything needed to continue these episodes exactly (for checkpoints)."""
+        return {"heaps": self.heaps.state_dict(), "stream": self.stream.state_dict(),
+                "request": self.request.clone(), "hist": self.hist.clone(), "seed": self.seed.clone(),
+                "episode": self.episode.clone(), "ep_return": self.ep_return.clone(),
+                "ep_len": self.ep_len.clone(), "needs_reset": self.needs_reset.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.heaps.load_state_dict(state["heaps"])
+        self.stream.load_state_dict(state["stream"])
+        for k in ("request", "hist", "seed", "episode", "ep_return", "ep_len", "needs_reset"):
+            getattr(self, k).copy_(state[k])
+        self.runs = FreeRuns.of(self.heaps.occ)
+
+
+__all__ = ["ACTION_SPACES", "LIM_ORDER", "AllocConfig", "AllocCore"]

@@ -1,0 +1,39 @@
+"""Request streams (workloads) and their registry: ``make_stream(name, batch, cells, **params)``."""
+
+from __future__ import annotations
+
+from dreamalloc.workloads.base import ALLOC, FREE, FREE_ALL, Requests, RequestStream, ScriptedStream
+from dreamalloc.workloads.lim import BfGoodStream, MixedStream, RandomStream, WfGoodStream
+
+STREAMS: dict[str, type[RequestStream]] = {
+    "random": RandomStream,
+    "bf-good": BfGoodStream,
+    "wf-good": WfGoodStream,
+    "mixed": MixedStream,
+}
+ALIASES = {"dist": "random", "ff-bad": "bf-good", "bf_good": "bf-good", "wf_good": "wf-good"}
+
+
+def stream_names() -> list[str]:
+    return sorted(STREAMS)
+
+
+def make_stream(name: str, batch: int, cells: int, device="cpu", **params) -> RequestStream:
+    """Build a registered stream; unknown names and parameters fail with the list of valid ones."""
+    key = ALIASES.get(name, name)
+    if key not in STREAMS:
+        raise ValueError(f"unknown request stream {name!r}; choose one of {', '.join(stream_names())} "
+                         f"(aliases: {', '.join(sorted(ALIASES))})")
+    try:
+        return STREAMS[key](batch, cells, device, **params)
+    except TypeError as e:
+        raise ValueError(f"bad parameters {sorted(params)} for stream {name!r}: {e}") from None
+
+
+def register_stream(name: str, cls: type[RequestStream]) -> None:
+    """Add a stream family under a name (later workload families use this)."""
+    STREAMS[name] = cls
+
+
+__all__ = ["ALLOC", "FREE", "FREE_ALL", "STREAMS", "Requests", "RequestStream", "ScriptedStream",
+           "make_stream", "register_stream", "stream_names"]
