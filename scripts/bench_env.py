@@ -161,6 +161,8 @@ def main(argv=None) -> int:
           f"cpu cores: {os.cpu_count()}, native device: {args.device}"
           + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else "")
           + ", SyncVectorEnv device: cpu")
+    print(f"load average (1, 5, 15 min) at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())} "
+          "(other processes on this machine skew the timings)")
     print(f"env: stream={ENV_KW['stream']}, action={ENV_KW['action']}, random actions; B={B} heaps per "
           f"vector step; >= {args.seconds} s timed per measurement; steps/s = heap-steps (vector steps x B)")
 
@@ -190,6 +192,7 @@ def main(argv=None) -> int:
         s = f"{syn['heap_steps_per_s']:,.0f}" if syn else "-"
         x = f"{nat['heap_steps_per_s'] / syn['heap_steps_per_s']:.1f}x" if syn else "-"
         print(f"| {n} | {nat['heap_steps_per_s']:,.0f} | {s} | {x} |")
+    print(f"load average (1, 5, 15 min) at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print()
     if args.no_sync:
         return 0

@@ -38,7 +38,7 @@ class AllocEnv(gym.Env):
     def step(self, action):
         if isinstance(action, np.ndarray):
             action = action.reshape(-1)
-        a = torch.as_tensor(action).reshape(1)
+        a = torch.as_tensor(action).reshape(-1)  # check_action names a wrong count
         obs, r, term, trunc, info = self.core.step(a)
         return obs[0].cpu().numpy(), float(r[0]), bool(term[0]), bool(trunc[0]), _unbatch(info)
 

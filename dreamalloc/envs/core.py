@@ -137,6 +137,8 @@ class AllocCore:
             rows, dtype=torch.long, device=self.device)
         if seed is not None:
             s = torch.as_tensor(seed, dtype=torch.long, device=self.device).reshape(-1)
+            if s.numel() not in (1, rows.numel()):
+                raise ValueError(f"seed must be one int or one per heap ({rows.numel()}), got {s.numel()} seeds")
             self.seed[rows] = s + torch.arange(rows.numel(), device=self.device) if s.numel() == 1 else s
             self.episode[rows] = 0
         else:
@@ -220,8 +222,6 @@ class AllocCore:
             raise RuntimeError("step() called on an episode that has ended (or never started); call reset()")
         a = self.check_action(action)
         size = self.request
-        if self.cfg.ideal:
-            self._compact_where_needed()
         addr, valid = self.addresses(a)
         rows = valid.nonzero().squeeze(1)
         self.heaps._place(rows, addr[rows], size[rows])
@@ -229,9 +229,10 @@ class AllocCore:
         if self.cfg.history and rows.numel():
             self.hist[rows] = torch.cat([size[rows, None], self.hist[rows, :-1]], 1)
         self._advance(rows)
+        if self.cfg.ideal:
+            self._compact_where_needed(rows)
         runs = FreeRuns.of(self.heaps.occ)
-        room = (self.N - self.heaps.used) if self.cfg.ideal else runs.largest()
-        fits = room >= self.request
+        fits = runs.largest() >= self.request
         terminated = valid & ~fits
         truncated = valid & fits & (self.heaps.n_allocs >= self.cfg.max_allocs)
         last = {"lim": torch.where(self.freed, self.cfg.alloc_reward, 0.0), "zero": 0.0,
@@ -244,27 +245,34 @@ class AllocCore:
         obs = self._observe()
         done = terminated | truncated
         if done.any():
-            info["episode"] = {"r": self.ep_return.clone(), "l": self.ep_len.clone()}
-            info["_episode"] = done.clone()
-            if self.autoreset:
-                info["final_obs"], info["_final_obs"] = obs.clone(), done.clone()
+            episode = {"r": self.ep_return.clone(), "l": self.ep_len.clone()}
+            if self.autoreset:  # gymnasium's SAME_STEP: the finished step's obs / info go under final_*
+                final_info = info
                 d = done.nonzero().squeeze(1)
                 self.episode[d] += 1
                 self._new_episode(d)
                 self.runs = runs.emptied(done) if bool((self.heaps.used[d] == 0).all()) else FreeRuns.of(
                     self.heaps.occ)
+                final_obs, obs = obs, obs.clone()
                 obs[d] = self._observe(d)
-                if "action_mask" in info:
-                    info["action_mask"] = self.action_mask()
+                info = self._info(self.runs)
+                info.update(final_obs=final_obs, _final_obs=done.clone(), final_info=final_info,
+                            _final_info=done.clone())
             else:
                 self.needs_reset |= done
+            info["episode"], info["_episode"] = episode, done.clone()
         return obs, reward.float(), terminated, truncated, info
 
-    def _compact_where_needed(self) -> None:
-        short = (self.runs.largest() < self.request) & (self.N - self.heaps.used >= self.request)
+    def _compact_where_needed(self, rows: torch.Tensor) -> None:
+        """Ideal heap: compact the rows whose request fits in the free cells but in no single run, so the
+        agent always sees (and its mask describes) the heap it will act on."""
+        if rows.numel() == 0:
+            return
+        largest = FreeRuns.of(self.heaps.occ[rows]).largest()
+        req = self.request[rows]
+        short = (largest < req) & (self.N - self.heaps.used[rows] >= req)
         if short.any():
-            self.heaps._compact(short.nonzero().squeeze(1))
-            self.runs = FreeRuns.of(self.heaps.occ)
+            self.heaps._compact(rows[short])
 
     # ----------------------------------------------------------------------------------------------
     def action_mask(self) -> torch.Tensor | None:

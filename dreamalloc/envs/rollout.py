@@ -24,8 +24,9 @@ def first_episodes(core: AllocCore, action_fn, seed: int = 0, max_steps: int | N
         _, _, term, trunc, info = core.step(action_fn(core))
         new = (term | trunc) & ~done
         if new.any():
+            final = info.get("final_info", info)
             for k, v in [("return", info["episode"]["r"]), ("length", info["episode"]["l"])] + [
-                    (k, v) for k, v in info.items() if isinstance(v, torch.Tensor) and v.ndim == 1]:
+                    (k, v) for k, v in final.items() if isinstance(v, torch.Tensor) and v.ndim == 1]:
                 if k not in out:
                     out[k] = torch.zeros(B, dtype=v.dtype, device=v.device)
                 out[k][new] = v[new]

@@ -1,8 +1,9 @@
 """``AllocVectorEnv``: a native gymnasium VectorEnv over the batched core (not copies of a single env).
 
-Autoreset is SAME_STEP: a heap whose episode ends returns the first observation of its next episode, with
-the final observation in ``info["final_obs"]`` (a dense [B, D] array, rows valid where ``_final_obs``).
-Per-heap metrics are in ``info`` at every step; ``info["episode"]`` = {"r", "l"} where ``_episode``.
+Autoreset is SAME_STEP: a heap whose episode ends returns the first observation (and info) of its next
+episode; the finished step's observation and info are in ``info["final_obs"]`` (a dense [B, D] array) and
+``info["final_info"]``, rows valid where ``_final_obs`` / ``_final_info``. Per-heap metrics are in ``info``
+at every step; ``info["episode"]`` = {"r", "l"} where ``_episode``.
 """
 
 from __future__ import annotations
