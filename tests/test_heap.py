@@ -71,7 +71,7 @@ def check_runs(runs: FreeRuns, bitmaps: list[list[bool]]) -> None:
     N = len(bitmaps[0])
     heap, start, length = runs.heap.tolist(), runs.start.tolist(), runs.length.tolist()
     expect = [(b, s, n) for b, bits in enumerate(bitmaps) for s, n in slow_runs(bits)]
-    assert list(zip(heap, start, length)) == expect
+    assert list(zip(heap, start, length, strict=True)) == expect
     counts = [len(slow_runs(bits)) for bits in bitmaps]
     offsets = [0]
     for c in counts:
@@ -83,14 +83,14 @@ def check_runs(runs: FreeRuns, bitmaps: list[list[bool]]) -> None:
     assert runs.cells == N
     # maximal and covering: every run is bounded by occupied cells or the edges, and the runs are exactly
     # the free cells
-    for b, s, n in zip(heap, start, length):
+    for b, s, n in zip(heap, start, length, strict=True):
         bits = bitmaps[b]
         assert n >= 1
         assert not any(bits[s:s + n])
         assert s == 0 or bits[s - 1]
         assert s + n == N or bits[s + n]
     for b, bits in enumerate(bitmaps):
-        covered = sorted(c for hb, s, n in zip(heap, start, length) if hb == b for c in range(s, s + n))
+        covered = sorted(c for hb, s, n in zip(heap, start, length, strict=True) if hb == b for c in range(s, s + n))
         assert covered == [c for c in range(N) if not bits[c]]
 
 
@@ -110,7 +110,7 @@ def check_heaps(h: HeapBatch, m: Model) -> None:
         assert all(v == -1 for v in seq_dead)
         # no overlap, inside the heap (on the tensors' own table)
         spans = sorted((int(h.block_start[b, s]), int(h.block_size[b, s])) for s in live)
-        for (s0, n0), (s1, _) in zip(spans, spans[1:]):
+        for (s0, n0), (s1, _) in zip(spans, spans[1:], strict=False):
             assert s0 + n0 <= s1
         assert all(0 <= s and s + n <= N for s, n in spans)
         # occupancy and owner maps
@@ -144,10 +144,10 @@ def check_views(h: HeapBatch, m: Model, data) -> None:
     size = data.draw(st.lists(st.integers(1, N), min_size=h.batch, max_size=h.batch), label="mask sizes")
     mask = runs.address_mask(torch.tensor(size))
     assert mask.shape == (h.batch, N) and mask.dtype == torch.bool
-    assert mask.tolist() == [slow_address_mask(bits, s) for bits, s in zip(bitmaps, size)]
+    assert mask.tolist() == [slow_address_mask(bits, s) for bits, s in zip(bitmaps, size, strict=True)]
     addr = data.draw(st.lists(st.integers(0, N - 1), min_size=h.batch, max_size=h.batch), label="win addr")
     wf = runs.window_free(torch.tensor(addr), torch.tensor(size))
-    assert wf.tolist() == [slow_window_free(bits, a, s) for bits, a, s in zip(bitmaps, addr, size)]
+    assert wf.tolist() == [slow_window_free(bits, a, s) for bits, a, s in zip(bitmaps, addr, size, strict=True)]
     met = heap_metrics(h, runs)
     for b, bits in enumerate(bitmaps):
         free, rs = bits.count(False), slow_runs(bits)
@@ -189,10 +189,10 @@ def do_alloc(h: HeapBatch, m: Model, data) -> None:
         size = data.draw(st.lists(sizes_st, min_size=len(rows), max_size=len(rows)))
         arg_a, arg_s = torch.tensor(addr), torch.tensor(size)
     before = [set(m.blocks[b]) for b in rows]
-    expect = [m.window_free(b, a, s) for b, a, s in zip(rows, addr, size)]
+    expect = [m.window_free(b, a, s) for b, a, s in zip(rows, addr, size, strict=True)]
     ok = h.allocate(arg_a, arg_s, heaps=heaps)
     assert ok.dtype == torch.bool and ok.tolist() == expect
-    for b, a, s, okb, old in zip(rows, addr, size, expect, before):
+    for b, a, s, okb, old in zip(rows, addr, size, expect, before, strict=True):
         if not okb:
             continue
         new = set(h.live[b].nonzero().squeeze(1).tolist()) - old
@@ -210,7 +210,7 @@ def do_free(h: HeapBatch, m: Model, data) -> None:
     heaps, rows = draw_rows(data, h.batch, among=nonempty)
     slots = [data.draw(st.sampled_from(sorted(m.blocks[b])), label="slot") for b in rows]
     h.free(torch.tensor(slots), heaps=heaps)
-    for b, s in zip(rows, slots):
+    for b, s in zip(rows, slots, strict=True):
         del m.blocks[b][s]
 
 
@@ -287,7 +287,7 @@ def test_fill_then_free_everything_coalesces(N, data):
         h.free(s, heaps=[0])
     assert not h.occ.any() and int(h.used[0]) == 0
     runs = FreeRuns.of(h.occ)
-    assert list(zip(runs.start.tolist(), runs.length.tolist())) == [(0, N)]
+    assert list(zip(runs.start.tolist(), runs.length.tolist(), strict=True)) == [(0, N)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -312,32 +312,32 @@ def test_free_runs_queries_match_slow_scan(bits, data):
     size = data.draw(st.lists(st.integers(1, N), min_size=Bn, max_size=Bn))
     size_t = torch.tensor(size)
     rs = [slow_runs(b) for b in bits]
-    fit = [[(s, n) for s, n in r if n >= sz] for r, sz in zip(rs, size)]
+    fit = [[(s, n) for s, n in r if n >= sz] for r, sz in zip(rs, size, strict=True)]
     assert runs.fitting(size_t).tolist() == [n >= size[hb] for hb, n in zip(runs.heap.tolist(),
-                                                                            runs.length.tolist())]
+                                                                            runs.length.tolist(), strict=True)]
     assert runs.n_fitting(size_t).tolist() == [len(f) for f in fit]
     k = data.draw(st.lists(st.integers(0, 4), min_size=Bn, max_size=Bn))
     assert runs.kth_fitting(size_t, torch.tensor(k)).tolist() == [f[kk][0] if kk < len(f) else -1
-                                                                  for f, kk in zip(fit, k)]
+                                                                  for f, kk in zip(fit, k, strict=True)]
     n = data.draw(st.integers(1, 4))
     fs, fl = runs.first_fitting(size_t, n)
     assert fs.tolist() == [[f[i][0] if i < len(f) else 0 for i in range(n)] for f in fit]
     assert fl.tolist() == [[f[i][1] if i < len(f) else 0 for i in range(n)] for f in fit]
-    assert runs.address_mask(size_t).tolist() == [slow_address_mask(b, s) for b, s in zip(bits, size)]
+    assert runs.address_mask(size_t).tolist() == [slow_address_mask(b, s) for b, s in zip(bits, size, strict=True)]
     addr = data.draw(st.lists(st.integers(0, N - 1), min_size=Bn, max_size=Bn))
     assert runs.window_free(torch.tensor(addr), size_t).tolist() == [
-        slow_window_free(b, a, s) for b, a, s in zip(bits, addr, size)]
+        slow_window_free(b, a, s) for b, a, s in zip(bits, addr, size, strict=True)]
     # rank of the fitting runs: 1, 2, 3, ... within each heap
     fits = runs.fitting(size_t)
     r = runs.rank(fits).tolist()
     seen = [0] * Bn
-    for hb, fit_, rr in zip(runs.heap.tolist(), fits.tolist(), r):
+    for hb, fit_, rr in zip(runs.heap.tolist(), fits.tolist(), r, strict=True):
         seen[hb] += fit_
         assert rr == seen[hb]
     # emptied: the chosen heaps become one run (0, N), the others keep their runs
     mask = data.draw(st.lists(st.booleans(), min_size=Bn, max_size=Bn))
     emp = runs.emptied(torch.tensor(mask))
-    check_runs(emp, [[False] * N if mk else b for b, mk in zip(bits, mask)])
+    check_runs(emp, [[False] * N if mk else b for b, mk in zip(bits, mask, strict=True)])
 
 
 def test_free_runs_hand_example():

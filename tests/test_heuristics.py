@@ -97,10 +97,10 @@ def test_rules_match_reference(case):
         idx, found = choose_run(runs, size_t, rule, rover_t)
         for align in ALIGNS:
             got = place_address(runs, size_t, rule, rover=rover_t, align=align).tolist()
-            want = [ref_place(bt, s, rule, r, align) for bt, s, r in zip(bits, size, rover)]
+            want = [ref_place(bt, s, rule, r, align) for bt, s, r in zip(bits, size, rover, strict=True)]
             assert got == want, (rule, align)
         # choose_run: found iff something fits, and the index names a fitting run of the same heap
-        assert found.tolist() == [any(n >= s for _, n in holes(bt)) for bt, s in zip(bits, size)]
+        assert found.tolist() == [any(n >= s for _, n in holes(bt)) for bt, s in zip(bits, size, strict=True)]
         for b in range(len(bits)):
             if found[b]:
                 i = int(idx[b])
@@ -127,7 +127,7 @@ def test_rule_sequences_on_heap_match_reference(N, data):
                 size = torch.tensor([sizes[b][t] for b in rows])
                 runs = FreeRuns.of(h.occ[rows])
                 addr = place_address(runs, size, rule, rover=h.rover[rows], align=align)
-                for b, a in zip(rows, addr.tolist()):
+                for b, a in zip(rows, addr.tolist(), strict=True):
                     got[b].append(a)
                 ok = addr >= 0
                 rows_ok = torch.tensor(rows)[ok]
@@ -203,7 +203,7 @@ def mandal_heap(batch: int = 1) -> HeapBatch:
 def test_mandal_heap_layout():
     h = mandal_heap()
     runs = FreeRuns.of(h.occ)
-    assert list(zip(runs.start.tolist(), runs.length.tolist())) == [(0, 5), (15, 10), (30, 10), (55, 10),
+    assert list(zip(runs.start.tolist(), runs.length.tolist(), strict=True)) == [(0, 5), (15, 10), (30, 10), (55, 10),
                                                                     (70, 10), (95, 5)]
     assert int(runs.free_cells()) == 50
     assert int(h.rover[0]) == 95  # just past the last block placed (80-94)

@@ -14,8 +14,14 @@ from hypothesis import strategies as st
 from dreamalloc.heap import FreeRuns, HeapBatch, place_address
 from dreamalloc.workloads import ALLOC, FREE, FREE_ALL, make_stream, stream_names
 from dreamalloc.workloads.base import S_ALLOC, S_FREE_ALL, S_FREE_OLDEST
-from dreamalloc.workloads.lim import (BfGoodStream, MixedStream, RandomStream, WfGoodStream, bf_good_script,
-                                      wf_good_script)
+from dreamalloc.workloads.lim import (
+    BfGoodStream,
+    MixedStream,
+    RandomStream,
+    WfGoodStream,
+    bf_good_script,
+    wf_good_script,
+)
 from dreamalloc.workloads.rng import CounterRNG, numpy_generator, splitmix64, splitmix64_int
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -79,7 +85,7 @@ def test_counter_rng_independent_of_batch_composition():
     subsets = [[0, 1, 2, 3, 4], [2], [4, 0], [1, 3, 2], [0, 1, 2, 3, 4], [3]]
     for sub in subsets * 3:
         u = batch.uniform(torch.tensor(sub))
-        for b, v in zip(sub, u.tolist()):
+        for b, v in zip(sub, u.tolist(), strict=True):
             draws[b].append(v)
     for b in range(5):
         alone = CounterRNG(1)
@@ -183,14 +189,14 @@ def test_streams_deterministic_and_batch_independent(name):
     seeds, episodes = [3, 3, 8, 21, 5], [0, 1, 0, 2, 0]
     first = drive(name, seeds, episodes, 120, 64)
     again = drive(name, seeds, episodes, 120, 64)
-    for x, y in zip(first, again):
+    for x, y in zip(first, again, strict=True):
         assert torch.equal(x, y)
     # a different episode of the same seed gives a different sequence
     assert not torch.equal(first[0][:, 0], first[0][:, 1]) or not torch.equal(first[1][:, 0], first[1][:, 1])
     # heap b alone sees what it sees in the batch of 5
     for b in (0, 3):
         alone = drive(name, [seeds[b]], [episodes[b]], 120, 64)
-        for x, y in zip(first, alone):
+        for x, y in zip(first, alone, strict=True):
             assert torch.equal(x[:, b], y[:, 0]), (name, b)
 
 
@@ -426,9 +432,13 @@ def test_scripted_stream_restarts_on_reset(name):
     heaps.reset([1])
     stream.reset(heaps, torch.tensor([1]), torch.tensor([2]), torch.tensor([5]))  # row 1: seed 2, episode 5
     step(4)
-    assert got[0] == expect(script[0], 7)
-    assert got[2] == expect(script[2], 7)
-    assert got[1] == expect(script[1], 3) + expect(script[3], 4)
+    # (a script may be shorter than 7 requests at 64 cells; the random stream follows it)
+    assert all(len(sc) >= 5 for sc in script)
+    for b in (0, 2):
+        n = min(7, len(script[b]))
+        assert got[b][:n] == expect(script[b], n)
+    n = min(4, len(script[3]))
+    assert got[1][: 3 + n] == expect(script[1], 3) + expect(script[3], n)
 
 
 def test_scripted_free_oldest_frees_the_oldest_block():

@@ -163,8 +163,10 @@ class AllocCore:
 
     def _advance(self, rows: torch.Tensor) -> None:
         """Apply the stream's frees until every row has a pending allocation request."""
+        first = rows
         for _ in range(4 * self.N + 16):
             if rows.numel() == 0:
+                self.heaps.check_size(self.request[first])  # one check per step: streams must stay in [1, N]
                 return
             req = self.stream.next(self.heaps, rows)
             is_alloc = req.op == ALLOC
@@ -175,9 +177,8 @@ class AllocCore:
             if fa.any():
                 self.heaps._clear(rows[fa])
             self.freed[rows[f | fa]] = True
-            sizes = req.size[is_alloc]
-            self.heaps.check_size(sizes)
-            self.request[rows[is_alloc]] = sizes
+            a_rows = rows[is_alloc]
+            self.request[a_rows] = req.size[is_alloc]
             rows = rows[~is_alloc]
         raise RuntimeError(f"stream {self.cfg.stream!r} issued {4 * self.N + 16} requests in a row without an "
                            "allocation; a stream must keep allocating")
@@ -293,26 +294,33 @@ class AllocCore:
         return info
 
     def _observe(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """[n, obs_dim] float32, written part by part into one fresh buffer (one pass over the bitmap)."""
         cfg, N = self.cfg, float(self.N)
         sel = (lambda t: t) if rows is None else (lambda t: t[rows])
         scale = 1.0 if cfg.size_scale == "raw" else 1.0 / N
-        parts = []
+        n = self.B if rows is None else rows.numel()
+        out = torch.empty((n, cfg.obs_dim), dtype=torch.float32, device=self.device)
+        i = 0
         if cfg.bitmap:
-            parts.append(sel(self.heaps.occ).float())
-        parts.append(sel(self.request)[:, None].float() * scale)
+            out[:, : self.N].copy_(sel(self.heaps.occ))
+            i = self.N
+        out[:, i] = sel(self.request) * scale
+        i += 1
         if cfg.history:
             h = sel(self.hist).float()
-            parts.append(torch.where(h < 0, -1.0, h * scale))
+            out[:, i: i + cfg.history] = torch.where(h < 0, -1.0, h * scale)
+            i += cfg.history
         if cfg.summary:
             runs = self.runs
             free = (self.N - sel(self.heaps.used)).float()
             largest = sel(runs.largest()).float()
             frag = torch.where(free > 0, 1.0 - largest / free.clamp(min=1), 0.0)
-            parts.append(torch.stack([free / N, largest / N, sel(runs.counts()).float() / N, frag], 1))
+            out[:, i: i + 4] = torch.stack([free / N, largest / N, sel(runs.counts()).float() / N, frag], 1)
+            i += 4
         if cfg.hole_features:
             st, ln = self.runs.first_fitting(self.request, cfg.hole_features)
-            parts.append(torch.stack([sel(st).float() / N, sel(ln).float() / N], 2).flatten(1))
-        return torch.cat(parts, 1)
+            out[:, i:] = torch.stack([sel(st).float() / N, sel(ln).float() / N], 2).flatten(1)
+        return out
 
     # ----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:

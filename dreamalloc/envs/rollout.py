@@ -6,7 +6,6 @@ episodes is one batched run of E heaps.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from dreamalloc.envs.core import AllocConfig, AllocCore

@@ -8,9 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 INF = torch.iinfo(torch.long).max
+
+
+def _flatnonzero(mask: torch.Tensor) -> torch.Tensor:
+    """Indices of the True entries; on CPU numpy's scan is several times faster than torch's nonzero."""
+    if mask.device.type == "cpu":
+        return torch.from_numpy(np.flatnonzero(mask.numpy()))
+    return mask.nonzero().squeeze(1)
 
 
 @dataclass(frozen=True)
@@ -27,7 +35,7 @@ class FreeRuns:
         B, N = occ.shape
         ext = torch.ones((B, N + 2), dtype=torch.bool, device=occ.device)
         ext[:, 1:-1] = occ
-        edges = (ext[:, 1:] != ext[:, :-1]).view(-1).nonzero().squeeze(1)  # alternate run start / end
+        edges = _flatnonzero((ext[:, 1:] != ext[:, :-1]).view(-1))  # alternate run start / end
         begin, end = edges[0::2], edges[1::2]
         heap = torch.div(begin, N + 1, rounding_mode="floor")
         counts = torch.bincount(heap, minlength=B)

@@ -68,9 +68,10 @@ class HeapBatch:
     # ----------------------------------------------------------------------------------------------
     def _cells_of(self, rows: Rows, start: torch.Tensor, size: torch.Tensor):
         """Flat (row, column) indices of the cells [start, start + size) of each row."""
-        rr = torch.repeat_interleave(rows, size)
-        base = torch.repeat_interleave(start - (torch.cumsum(size, 0) - size), size)
-        return rr, base + torch.arange(rr.numel(), device=self.device)
+        total = int(size.sum())  # output_size spares repeat_interleave a second pass and a sync
+        rr = torch.repeat_interleave(rows, size, output_size=total)
+        base = torch.repeat_interleave(start - (torch.cumsum(size, 0) - size), size, output_size=total)
+        return rr, base + torch.arange(total, device=self.device)
 
     def _place(self, rows: Rows, start: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
         """Allocate ``size`` cells at ``start`` in each row (the window must be free); returns the slots."""
@@ -87,7 +88,7 @@ class HeapBatch:
         self.used[rows] += size
         self.rover[rows] = (start + size) % self.cells
         rr, cc = self._cells_of(rows, start, size)
-        self.owner[rr, cc] = torch.repeat_interleave(slot, size).int()
+        self.owner[rr, cc] = torch.repeat_interleave(slot, size, output_size=rr.numel()).int()
         self.occ[rr, cc] = True
         self.version += 1
         return slot
@@ -156,7 +157,7 @@ class HeapBatch:
         hr = rows[r_idx]
         st, sz = self.block_start[hr, s_idx], self.block_size[hr, s_idx]
         rr, cc = self._cells_of(hr, st, sz)
-        self.owner[rr, cc] = torch.repeat_interleave(s_idx, sz).int()
+        self.owner[rr, cc] = torch.repeat_interleave(s_idx, sz, output_size=rr.numel()).int()
         self.occ[rr, cc] = True
         self.rover[rows] = self.used[rows] % self.cells
         self.version += 1

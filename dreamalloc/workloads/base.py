@@ -45,8 +45,8 @@ class RequestStream(ABC):
     def state_dict(self) -> dict:
         return {}
 
-    def load_state_dict(self, state: dict) -> None:
-        pass
+    def load_state_dict(self, state: dict) -> None:  # noqa: B027 (stateless streams keep nothing)
+        return None
 
 
 # Script steps of adversarial sequences.
@@ -78,7 +78,7 @@ class ScriptedStream(RequestStream):
 
     def reset(self, heaps, rows, seed, episode):
         scripts = [self.script(numpy_generator(int(s), int(e), self.SALT)) for s, e in
-                   zip(seed.tolist(), episode.tolist())]
+                   zip(seed.tolist(), episode.tolist(), strict=True)]
         L = max([len(s) for s in scripts] + [1])
         if L > self.ops.shape[1]:
             pad = L - self.ops.shape[1]

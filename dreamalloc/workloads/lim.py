@@ -11,8 +11,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dreamalloc.workloads.base import (ALLOC, FREE, S_ALLOC, S_FREE_ALL, S_FREE_OLDEST, Requests,
-                                       RequestStream, Script, ScriptedStream)
+from dreamalloc.workloads.base import (
+    ALLOC,
+    FREE,
+    S_ALLOC,
+    S_FREE_ALL,
+    S_FREE_OLDEST,
+    Requests,
+    RequestStream,
+    Script,
+    ScriptedStream,
+)
 from dreamalloc.workloads.rng import CounterRNG
 
 
@@ -34,7 +43,7 @@ class RandomStream(RequestStream):
         self.rng.reseed(rows, seed, episode, self.SALT)
 
     def next(self, heaps, rows):
-        u_op, u_block, u_size = self.rng.uniform(rows), self.rng.uniform(rows), self.rng.uniform(rows)
+        u_op, u_block, u_size = self.rng.uniforms(rows, 3).unbind(1)
         n = heaps.n_live[rows]
         is_free = (u_op < self.free_prob) & (n > 0)
         k = (u_block * n).long().clamp(max=heaps.cells - 1)

@@ -68,6 +68,14 @@ class CounterRNG:
         z = splitmix64(self.key[rows] + c * _GOLDEN)
         return _srl(z, 11).double() * (1.0 / (1 << 53))
 
+    def uniforms(self, rows: torch.Tensor, k: int) -> torch.Tensor:
+        """[n, k] floats: the same numbers as k successive ``uniform`` calls, in one pass."""
+        c = self.counter[rows]
+        self.counter[rows] = c + k
+        steps = c[:, None] + torch.arange(k, device=c.device)
+        z = splitmix64(self.key[rows, None] + steps * _GOLDEN)
+        return _srl(z, 11).double() * (1.0 / (1 << 53))
+
     def integers(self, rows: torch.Tensor, low: torch.Tensor | int, high: torch.Tensor | int) -> torch.Tensor:
         """Integers uniform in [low, high] (inclusive) per row."""
         u = self.uniform(rows)
