@@ -236,9 +236,11 @@ class AllocCore:
         fits = runs.largest() >= self.request
         terminated = valid & ~fits
         truncated = valid & fits & (self.heaps.n_allocs >= self.cfg.max_allocs)
-        last = {"lim": torch.where(self.freed, self.cfg.alloc_reward, 0.0), "zero": 0.0,
-                "alloc": self.cfg.alloc_reward}[self.cfg.terminal_reward]
-        reward = torch.where(valid, torch.where(terminated, last, self.cfg.alloc_reward), self.cfg.invalid_reward)
+        f64 = dict(dtype=torch.float64, device=self.device)  # exact sums of 0.1 in the episode return
+        alloc_r, invalid_r = torch.tensor(self.cfg.alloc_reward, **f64), torch.tensor(self.cfg.invalid_reward, **f64)
+        last = {"lim": torch.where(self.freed, alloc_r, 0.0), "zero": torch.zeros((), **f64),
+                "alloc": alloc_r}[self.cfg.terminal_reward]
+        reward = torch.where(valid, torch.where(terminated, last, alloc_r), invalid_r)
         self.ep_return += reward
         self.ep_len += 1
         self.runs = runs
@@ -262,7 +264,7 @@ class AllocCore:
             else:
                 self.needs_reset |= done
             info["episode"], info["_episode"] = episode, done.clone()
-        return obs, reward.float(), terminated, truncated, info
+        return obs, reward, terminated, truncated, info
 
     def _compact_where_needed(self, rows: torch.Tensor) -> None:
         """Ideal heap: compact the rows whose request fits in the free cells but in no single run, so the

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dreamalloc.workloads.base import ALLOC, FREE, FREE_ALL, Requests, RequestStream, ScriptedStream
 from dreamalloc.workloads.lim import BfGoodStream, MixedStream, RandomStream, WfGoodStream
+from dreamalloc.workloads.tasks import TaskStream
 
 STREAMS: dict[str, type[RequestStream]] = {
     "random": RandomStream,
     "bf-good": BfGoodStream,
     "wf-good": WfGoodStream,
     "mixed": MixedStream,
+    "tasks": TaskStream,  # a distribution over the others: stream_params={"tasks": [{name, stream, params}]}
 }
 ALIASES = {"dist": "random", "ff-bad": "bf-good", "bf_good": "bf-good", "wf_good": "wf-good"}
 
@@ -36,4 +38,4 @@ def register_stream(name: str, cls: type[RequestStream]) -> None:
 
 
 __all__ = ["ALLOC", "FREE", "FREE_ALL", "STREAMS", "Requests", "RequestStream", "ScriptedStream",
-           "make_stream", "register_stream", "stream_names"]
+           "TaskStream", "make_stream", "register_stream", "stream_names"]

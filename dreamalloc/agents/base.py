@@ -1,0 +1,50 @@
+"""The interface every method implements, so train.py and evaluate.py treat them alike.
+
+An agent acts on a batch of observations [B, D] (torch, on its device) with an optional recurrent state,
+learns from the transitions it is shown, and saves / loads its whole state. Adding a method means one
+module here and one config file under conf/agent/.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+
+from dreamalloc.envs.core import AllocConfig
+
+
+class Agent(ABC):
+    name: ClassVar[str]
+    learns: ClassVar[bool] = False
+
+    def __init__(self, obs_dim: int, n_actions: int, env: AllocConfig, device: torch.device, **hparams):
+        self.obs_dim, self.n_actions, self.env, self.device = obs_dim, n_actions, env, device
+
+    def initial_state(self, batch: int) -> Any:
+        """Recurrent state at the start of a trial (None for feed-forward agents)."""
+        return None
+
+    @abstractmethod
+    def act(self, obs: torch.Tensor, state: Any, info: dict, deterministic: bool = False
+            ) -> tuple[torch.Tensor, Any]:
+        """Actions [B] (int64) and the next recurrent state. ``info`` carries e.g. ``action_mask``."""
+
+    def observe(self, obs, action, reward, terminated, truncated, next_obs, info) -> None:  # noqa: B027
+        """One batched env transition (``next_obs`` is the pre-reset final obs where an episode ended)."""
+
+    def update(self, step: int) -> dict[str, float]:
+        """Learn from what was observed so far if it is time to; returns metrics to log."""
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:  # noqa: B027 (stateless agents keep nothing)
+        return None
+
+    def meta(self) -> dict:
+        """What a checkpoint must match to be loaded into this agent."""
+        return {"agent": self.name, "obs_dim": self.obs_dim, "n_actions": self.n_actions,
+                "action_space": self.env.action}

@@ -1,0 +1,152 @@
+"""Structured configs: the schema of every Hydra group, registered in Hydra's ConfigStore.
+
+Because every node is a dataclass, a misspelt key or a wrongly typed value in a YAML file or an override
+fails at start with OmegaConf's message naming the key; values with a closed set of choices are checked
+in ``validate`` with a message that lists them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from dreamalloc.envs.core import AllocConfig
+
+
+@dataclass
+class EnvConf:
+    """The allocation env (everything of AllocConfig but the stream, which the suite gives)."""
+
+    num_envs: int = 16
+    cells: int = 256
+    action: str = "heuristic"
+    heuristics: list[str] = field(default_factory=lambda: ["best", "worst", "first"])
+    holes: int = 8
+    align: str = "start"
+    bitmap: bool = True
+    history: int = 0
+    summary: bool = False
+    hole_features: int = 0
+    size_scale: str = "raw"
+    alloc_reward: float = 0.1
+    invalid_reward: float = -10.0
+    terminal_reward: str = "lim"
+    max_allocs: int | None = None
+
+
+@dataclass
+class TaskConf:
+    name: str = MISSING
+    stream: str = MISSING
+    params: dict[str, Any] = field(default_factory=dict)
+    weight: float = 1.0
+
+
+@dataclass
+class SuiteConf:
+    """A training task distribution and named held-out evaluation sets."""
+
+    name: str = MISSING
+    train: list[TaskConf] = MISSING
+    heldout: dict[str, list[TaskConf]] = MISSING
+
+
+@dataclass
+class HeuristicAgentConf:
+    name: str = "heuristic"
+    rule: str = "best"
+
+
+@dataclass
+class LoggerConf:
+    mode: str = "offline"  # offline | online | disabled
+    project: str = "dreamalloc"
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+    every: int = 1024  # env steps between training-metric lines
+
+
+@dataclass
+class EvalConf:
+    every: int = 0  # env steps between evaluations during training (0: only at the end)
+    trials: int = 16  # trials per held-out task
+    episodes_per_trial: int = 3  # K; the recurrent state is kept across the K episodes of a trial
+    deterministic: bool = True
+    seed: int = 1_000_000_000  # trial t of every task uses stream seed seed + t: the same for every method
+    timeline: bool = True  # picture of one heap's occupancy over an episode
+
+
+@dataclass
+class Config:
+    env: EnvConf = field(default_factory=EnvConf)
+    suite: SuiteConf = MISSING
+    agent: Any = MISSING
+    logger: LoggerConf = field(default_factory=LoggerConf)
+    eval: EvalConf = field(default_factory=EvalConf)
+    seed: int = 0
+    steps: int = 20_000  # env steps (heap-steps) of training
+    device: str = "auto"  # auto | cpu | cuda
+    run_name: str | None = None  # default: {agent}_{suite}_s{seed}
+    run_dir: str = "${hydra:runtime.output_dir}"
+    checkpoint_dir: str = "checkpoints"  # checkpoints of a run go to {checkpoint_dir}/{run_name}
+    checkpoint_every: int = 0  # env steps between checkpoints (0: only at the end)
+    keep_checkpoints: int = 3
+    save_replay: bool = True  # include the replay buffer of agents that have one
+    resume: Any = False  # false | true (the latest checkpoint of run_name) | PATH (a run or checkpoint dir)
+    progress: str = "auto"  # auto (when stderr is a terminal) | on | off
+    checkpoint: str | None = None  # evaluate.py: the checkpoint (file or directory) to evaluate
+
+
+CHOICES = {"logger.mode": ("offline", "online", "disabled"), "progress": ("auto", "on", "off")}
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    cs.store(group="env", name="env_schema", node=EnvConf)
+    cs.store(group="suite", name="suite_schema", node=SuiteConf)
+    cs.store(group="agent", name="heuristic_schema", node=HeuristicAgentConf)
+    cs.store(group="logger", name="logger_schema", node=LoggerConf)
+
+
+def register_agent_schema(name: str, node: type) -> None:
+    """Learning agents add their schema here (conf/agent/NAME.yaml lists ``NAME_schema`` as its default)."""
+    ConfigStore.instance().store(group="agent", name=f"{name}_schema", node=node)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks that a schema cannot express: closed sets of choices and budgets."""
+    for key, allowed in CHOICES.items():
+        v = OmegaConf.select(cfg, key)
+        if v not in allowed:
+            raise ValueError(f"config error: {key}={v!r}; choose one of {', '.join(allowed)}")
+    for key in ("steps", "eval.trials", "eval.episodes_per_trial", "env.num_envs"):
+        if OmegaConf.select(cfg, key) < 1:
+            raise ValueError(f"config error: {key} must be >= 1, got {OmegaConf.select(cfg, key)}")
+    for key in ("eval.every", "checkpoint_every", "logger.every"):
+        if OmegaConf.select(cfg, key) < 0:
+            raise ValueError(f"config error: {key} must be >= 0, got {OmegaConf.select(cfg, key)}")
+    if not cfg.suite.train:
+        raise ValueError(f"config error: suite {cfg.suite.name!r} has no training tasks")
+    alloc_config(cfg.env, cfg.suite.train)  # the env's own checks (action space, heuristics, ...)
+
+
+def tasks_of(tasks) -> list[dict]:
+    return [dict(OmegaConf.to_container(t, resolve=True)) if not isinstance(t, dict) else t for t in tasks]
+
+
+def alloc_config(env, tasks) -> AllocConfig:
+    """The AllocConfig of an env config plus a task list (one task: its stream; several: a TaskStream)."""
+    e = OmegaConf.to_container(env, resolve=True) if not isinstance(env, dict) else dict(env)
+    e.pop("num_envs", None)
+    e["heuristics"] = tuple(e["heuristics"])
+    tasks = tasks_of(tasks)
+    if len(tasks) == 1:
+        stream, params = tasks[0]["stream"], dict(tasks[0].get("params") or {})
+    else:
+        stream, params = "tasks", {"tasks": tasks}
+    return AllocConfig(stream=stream, stream_params=params, **e).validate()

@@ -1,0 +1,52 @@
+"""Writes one evaluation to disk and to the logger: results.json, a Markdown table, CSV and plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dreamalloc.report.plots import plot_adaptation, plot_heap_timeline
+from dreamalloc.report.results import save_results
+from dreamalloc.report.tables import episode_curve, markdown_table, results_table, write_csv
+
+COLUMNS = ["set", "task", "method", "return", "first_ep", "last_ep", "frag_largest", "frag_runs",
+           "hindsight_rule", "hindsight_best", "capacity_bound"]
+
+
+def write_evaluation(results: dict, out_dir: Path, logger=None, step: int | None = None) -> Path:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timelines = results.pop("_timelines", {})
+    save_results(out_dir / "results.json", results)
+    rows = results_table(results)
+    write_csv(rows, out_dir / "results.csv")
+    (out_dir / "results.md").write_text(markdown_table(rows, COLUMNS) + "\n")
+    images = {}
+    for set_name, s in results["sets"].items():
+        for task, t in s["tasks"].items():
+            curves = {results["method"]: episode_curve(t["returns"]),
+                      f"hindsight best ({t['hindsight_best']['rule']})": episode_curve(t["hindsight_best"]["returns"]),
+                      "capacity bound": episode_curve(t["capacity_bound"])}
+            images[f"adaptation/{set_name}/{task}"] = plot_adaptation(
+                curves, out_dir / f"adaptation_{set_name}_{task}.png",
+                title=f"{set_name} / {task}: return by episode within a trial")
+    for key, owner in timelines.items():
+        name = key.replace("/", "_")
+        images[f"timeline/{key}"] = plot_heap_timeline(
+            owner, out_dir / f"timeline_{name}.png", title=f"{results['method']} on {key}: heap over an episode")
+    if logger is not None:
+        flat = [[r.get(c) if not isinstance(r.get(c), tuple) else r[c][0] for c in COLUMNS] for r in rows]
+        logger.log_table("eval_results", COLUMNS, flat, step=step)
+        for name, path in images.items():
+            logger.log_image(name, path, step=step)
+    return out_dir
+
+
+def print_results(results: dict | None) -> float | None:
+    """Print the evaluation table; returns the mean return over all tasks (a sweep's objective)."""
+    if not results:
+        return None
+    rows = results_table(results)
+    print(markdown_table(rows, COLUMNS))
+    return float(np.mean([r["return"][0] for r in rows]))

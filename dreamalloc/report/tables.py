@@ -1,0 +1,208 @@
+"""Tables of evaluation results: one evaluation (``results_table``) or many seeds merged (``compare_rows``).
+
+A row is a dict. A value that carries a 95 % t-interval is a ``(mean, low, high)`` tuple: markdown shows
+it as ``12.34 [11.90, 12.78]``, the CSV spreads it over ``col``, ``col_low``, ``col_high`` so a
+spreadsheet or pandas reads plain numbers.
+
+Which samples an interval is over matters, and differs by table:
+- within one evaluation, the independent units are trials (fresh held-out tasks); the episodes of one
+  trial share a task and the agent's memory, so they are not independent. The "return" interval is over
+  per-trial mean returns; first/last-episode intervals are over trials.
+- across seeds (``compare_rows``), the unit is the seed: each seed's mean return over all its trials and
+  episodes is one sample, so the interval says how much a rerun would move the number.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from dreamalloc.report.results import Results
+from dreamalloc.report.stats import mean_ci
+
+CI = tuple[float, float, float]  # (mean, low, high)
+
+
+def _matrix(returns, name: str = "returns") -> np.ndarray:
+    a = np.asarray(returns, dtype=np.float64)
+    if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0:
+        raise ValueError(f"{name} must be a non-empty [trials][K] matrix, got shape {a.shape}")
+    return a
+
+
+def episode_curve(returns, confidence: float = 0.95) -> list[CI]:
+    """Return by episode index within a trial: (mean, low, high) over trials for episodes 1..K.
+
+    The meta-RL adaptation picture (REFERENCE.md section 6): a method that learns within a trial rises
+    from episode 1 to K; one that does not stays flat.
+    """
+    a = _matrix(returns)
+    return [mean_ci(a[:, j], confidence) for j in range(a.shape[1])]
+
+
+def _task_rows(results: Results):
+    for sname, s in results["sets"].items():
+        for tname, t in s["tasks"].items():
+            yield sname, tname, t
+
+
+def results_table(results: Results) -> list[dict]:
+    """One row per (set, task) of one evaluation: return with CIs, first/last episode, metrics, baselines."""
+    rows = []
+    for sname, tname, t in _task_rows(results):
+        r = _matrix(t["returns"])
+        row: dict = {
+            "set": sname, "task": tname, "method": results["method"], "seed": results["seed"],
+            "step": results["step"], "trials": r.shape[0], "episodes": r.shape[1],
+            "return": mean_ci(r.mean(axis=1)),  # over per-trial means: trials are the independent units
+            "first_ep": mean_ci(r[:, 0]),
+            "last_ep": mean_ci(r[:, -1]),
+        }
+        for name, m in t["metrics"].items():
+            row[name] = float(np.mean(m))
+        row["hindsight_rule"] = t["hindsight_best"]["rule"]
+        row["hindsight_best"] = float(np.mean(t["hindsight_best"]["returns"]))
+        row["capacity_bound"] = float(np.mean(t["capacity_bound"]))
+        rows.append(row)
+    return rows
+
+
+def _group(found: Iterable[Results]) -> dict[tuple[str, str, str, str], list[tuple[Results, dict]]]:
+    """(suite, set, task, method) -> [(results of one seed, its task result)], in first-seen order."""
+    groups: dict[tuple[str, str, str, str], list[tuple[Results, dict]]] = {}
+    for res in found:
+        for sname, tname, t in _task_rows(res):
+            groups.setdefault((res["suite"], sname, tname, res["method"]), []).append((res, t))
+    return groups
+
+
+def _check_one_per_seed(key, members) -> None:
+    seeds = [res["seed"] for res, _ in members]
+    dup = sorted({s for s in seeds if seeds.count(s) > 1})
+    if dup:
+        raise ValueError(f"method {key[3]!r} set {key[1]!r} task {key[2]!r}: several evaluations of seed(s) "
+                         f"{dup}; keep one per seed (results.latest_per_run keeps the largest step)")
+
+
+def compare_rows(found: Iterable[Results]) -> list[dict]:
+    """Merge evaluations of several methods and seeds: one row per (suite, set, task, method).
+
+    Each seed contributes its mean over all trials and episodes; the interval is across seeds (with one
+    seed it collapses to the mean, and ``n_seeds`` says so). Pass one evaluation per (method, seed):
+    see ``results.latest_per_run``.
+    """
+    rows = []
+    for key, members in sorted(_group(found).items()):
+        _check_one_per_seed(key, members)
+        suite, sname, tname, method = key
+        rets = [_matrix(t["returns"]) for _, t in members]
+        steps = sorted({res["step"] for res, _ in members})
+        rules = sorted({t["hindsight_best"]["rule"] for _, t in members})
+        rows.append({
+            "suite": suite, "method": method, "set": sname, "task": tname,
+            "n_seeds": len(members),
+            "seeds": " ".join(str(res["seed"]) for res, _ in members),
+            "step": steps[0] if len(steps) == 1 else f"{steps[0]}-{steps[-1]}",  # a range flags unequal runs
+            "return": mean_ci([r.mean() for r in rets]),
+            "first_ep": mean_ci([r[:, 0].mean() for r in rets]),
+            "last_ep": mean_ci([r[:, -1].mean() for r in rets]),
+            "hindsight_rule": "/".join(rules),
+            "hindsight_best": float(np.mean([np.mean(t["hindsight_best"]["returns"]) for _, t in members])),
+            "capacity_bound": float(np.mean([np.mean(t["capacity_bound"]) for _, t in members])),
+        })
+    return rows
+
+
+def compare_curves(found: Iterable[Results]) -> tuple[dict[tuple[str, str, str], dict[str, list[CI]]], list[str]]:
+    """Adaptation curves across seeds: {(suite, set, task): {method: [(mean, low, high)] for episodes 1..K}}.
+
+    Each seed's curve is its per-episode-index mean over trials; the band is the interval across seeds.
+    A method whose seeds disagree on K has no common x axis: it is left out and named in the returned
+    list of warnings rather than stopping the whole comparison.
+    """
+    curves: dict[tuple[str, str, str], dict[str, list[CI]]] = {}
+    warnings = []
+    for key, members in sorted(_group(found).items()):
+        _check_one_per_seed(key, members)
+        per_seed = [_matrix(t["returns"]).mean(axis=0) for _, t in members]  # [K] each
+        ks = sorted({len(c) for c in per_seed})
+        if len(ks) > 1:
+            warnings.append(f"method {key[3]!r} set {key[1]!r} task {key[2]!r}: seeds have different "
+                            f"episodes_per_trial {ks}; no adaptation curve drawn")
+            continue
+        a = np.stack(per_seed)  # [seeds, K]
+        curves.setdefault(key[:3], {})[key[3]] = [mean_ci(a[:, j]) for j in range(a.shape[1])]
+    return curves, warnings
+
+
+def _is_ci(v) -> bool:
+    return isinstance(v, tuple) and len(v) == 3
+
+
+def format_value(v, digits: int = 2) -> str:
+    """How a table cell reads: ``12.34 [11.90, 12.78]`` for an interval, fixed decimals for a float."""
+    if v is None:
+        return ""
+    if _is_ci(v):
+        m, lo, hi = v
+        return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+    if isinstance(v, float | np.floating):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None, digits: int = 2) -> str:
+    """A GitHub markdown table; columns padded so it also reads aligned in a terminal.
+
+    ``columns`` picks and orders the keys (default: every key, in first-seen order); a missing value is
+    an empty cell. Numeric columns are right-aligned.
+    """
+    columns = list(columns) if columns is not None else _columns(rows)
+    cells = [[format_value(r.get(c), digits).replace("|", "\\|") for c in columns] for r in rows]
+    numeric = [all(isinstance(r.get(c), int | float | tuple | np.number) and not isinstance(r.get(c), bool)
+                   for r in rows if r.get(c) is not None) and any(r.get(c) is not None for r in rows)
+               for c in columns]
+    widths = [max([len(c), 3] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+
+    def line(values):
+        padded = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)]
+        return "| " + " | ".join(padded) + " |"
+
+    sep = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2))
+                         for w, num in zip(widths, numeric, strict=True)) + "|"
+    return "\n".join([line(columns), sep] + [line(c) for c in cells]) + "\n"
+
+
+def _columns(rows: Sequence[dict]) -> list[str]:
+    cols: dict[str, None] = {}
+    for r in rows:
+        cols.update(dict.fromkeys(r))
+    return list(cols)
+
+
+def write_csv(rows: Sequence[dict], path: str | os.PathLike, columns: Sequence[str] | None = None) -> Path:
+    """Write rows as CSV; an interval column ``c`` becomes ``c``, ``c_low``, ``c_high`` (full precision)."""
+    path = Path(path)
+    columns = list(columns) if columns is not None else _columns(rows)
+    ci_cols = {c for c in columns if any(_is_ci(r.get(c)) for r in rows)}
+    header = []
+    for c in columns:
+        header += [c, f"{c}_low", f"{c}_high"] if c in ci_cols else [c]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for r in rows:
+            out = []
+            for c in columns:
+                v = r.get(c)
+                if c in ci_cols:
+                    out += list(v) if _is_ci(v) else ["" if v is None else v, "", ""]
+                else:
+                    out.append("" if v is None else v)
+            w.writerow([repr(float(v)) if isinstance(v, float | np.floating) else v for v in out])
+    return path

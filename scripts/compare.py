@@ -1,0 +1,83 @@
+"""Compare methods across seeds from their evaluation results.
+
+    python scripts/compare.py RUN_DIR_OR_RESULTS_JSON ... [--out DIR] [--markdown] [--digits N]
+
+Finds every results.json under the given paths (recursively; for a run evaluated at several steps, the
+largest step), groups by (method, set, task), and reports each seed's mean return over all trials and
+episodes, merged into a mean with a 95 % t-interval across seeds (one seed: the interval collapses to the
+mean and n_seeds says 1), the first- and last-episode means across seeds, the hindsight-best heuristic
+and the capacity bound. Writes compare.csv, compare.md and adaptation_<set>_<task>.png (return by
+episode index within a trial, one curve per method, band across seeds) into --out.
+
+By default it prints what it read, the table and what it wrote; --markdown prints only the markdown table
+(to paste or pipe). Exit status 2 with one message naming the path or file on a user error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from dreamalloc.report.results import find_results, latest_per_run
+from dreamalloc.report.tables import compare_curves, compare_rows, markdown_table, write_csv
+
+COLUMNS = ["method", "set", "task", "n_seeds", "step", "return", "first_ep", "last_ep", "hindsight_rule",
+           "hindsight_best", "capacity_bound"]
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", s).strip("-") or "_"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("paths", nargs="+", help="run dirs, folders of runs, or results.json files")
+    ap.add_argument("--out", default="compare_out", help="folder for compare.csv, compare.md, plots")
+    ap.add_argument("--markdown", action="store_true", help="print only the markdown table")
+    ap.add_argument("--digits", type=int, default=2, help="decimals in the printed table")
+    args = ap.parse_args(argv)
+
+    try:
+        found = latest_per_run(find_results(args.paths))
+        results = [r for _, r in found]
+        rows = compare_rows(results)
+        curves, warnings = compare_curves(results)
+    except ValueError as e:
+        print(f"compare: {e}", file=sys.stderr)
+        return 2
+
+    suites = sorted({r["suite"] for r in results})
+    columns = (["suite"] if len(suites) > 1 else []) + COLUMNS
+    table = markdown_table(rows, columns, digits=args.digits)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, out / "compare.csv", ["suite", *COLUMNS[:4], "seeds", *COLUMNS[4:]])
+    (out / "compare.md").write_text(table)
+    # imported here: the table needs no matplotlib, and a plotting problem should not cost the table
+    from dreamalloc.report.plots import plot_adaptation
+
+    pngs = []
+    for (suite, sname, tname), by_method in curves.items():
+        prefix = f"{_slug(suite)}_" if len(suites) > 1 else ""
+        title = f"{sname} / {tname}" + (f" ({suite})" if len(suites) > 1 else "") + ": mean across seeds, 95 % CI"
+        pngs.append(plot_adaptation(by_method, out / f"adaptation_{prefix}{_slug(sname)}_{_slug(tname)}.png", title))
+
+    if args.markdown:
+        print(table, end="")
+    else:
+        print(f"{len(found)} evaluations ({len({r['method'] for r in results})} methods, suites {', '.join(suites)}):")
+        for f, r in found:
+            print(f"  {r['method']} seed {r['seed']} step {r['step']}: {f}")
+        print()
+        print(table)
+        print(f"wrote {out / 'compare.csv'}, {out / 'compare.md'} and {len(pngs)} adaptation plot(s) in {out}")
+    for w in warnings:
+        print(f"compare: warning: {w}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""The experiment harness as a user meets it: configs, train.py, resume, evaluate.py, sweeps."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from dreamalloc.envs.rollout import capacity_bound, heuristic_returns
+from dreamalloc.experiment.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from dreamalloc.experiment.cli import register_configs  # noqa: F401  (registers the schemas)
+from dreamalloc.experiment.config import validate
+from dreamalloc.experiment.training import train
+from dreamalloc.heap import RULES
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = str(ROOT / "conf")
+PY = sys.executable
+QUICK = ["env=alloc64", "env.num_envs=8", "eval.trials=3", "eval.episodes_per_trial=2", "logger=disabled",
+         "progress=off"]
+
+
+def cfg_of(overrides, tmp_path=None):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    if tmp_path is not None:
+        cfg.run_dir = str(tmp_path / "run")
+        cfg.checkpoint_dir = str(tmp_path / "ckpt")
+    return cfg
+
+
+def run_cli(script, args, cwd, timeout=240, **kw):
+    env = {**os.environ, "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([PY, str(ROOT / script), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env, **kw)
+
+
+# --- configuration ---------------------------------------------------------------------------------
+def test_misspelt_key_fails_naming_the_key():
+    with pytest.raises(Exception, match="num_envz"):
+        cfg_of(["env.num_envz=3"])
+    with pytest.raises(Exception, match="rulez"):
+        cfg_of(["agent.rulez=best"])
+
+
+def test_wrong_type_fails_naming_the_key():
+    with pytest.raises(Exception, match="cells"):
+        cfg_of(["env.cells=many"])
+
+
+@pytest.mark.parametrize("override,match", [
+    ("logger.mode=sometimes", "logger.mode"), ("progress=maybe", "progress"), ("steps=0", "steps"),
+    ("env.action=teleport", "action space"), ("env.heuristics=[best,luckiest]", "luckiest"),
+    ("agent.rule=luckiest", None), ("eval.trials=0", "eval.trials")])
+def test_bad_values_fail_with_the_choices(override, match, tmp_path):
+    cfg = cfg_of(QUICK + [override], tmp_path)
+    with pytest.raises(ValueError, match=match or "luckiest"):
+        validate(cfg)
+        train(cfg)
+
+
+def test_unknown_group_option_lists_choices(tmp_path):
+    r = run_cli("train.py", ["agent=telepathy"], tmp_path, timeout=60)
+    assert r.returncode != 0 and "telepathy" in r.stderr and "heuristic" in r.stderr
+
+
+def test_cli_user_error_is_one_line(tmp_path):
+    r = run_cli("train.py", QUICK + ["env.action=teleport", f"hydra.run.dir={tmp_path}/r"], tmp_path, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.strip().startswith("dreamalloc: error:") and "Traceback" not in r.stderr
+
+
+# --- determinism, evaluation protocol ---------------------------------------------------------------
+def test_same_seed_same_metric_files(tmp_path):
+    files = []
+    for name in ("a", "b"):
+        cfg = cfg_of(QUICK + ["steps=1024", "logger.every=64", "seed=3"], tmp_path / name)
+        out = train(cfg)
+        files.append((Path(out["run_dir"]) / "metrics.jsonl").read_text())
+        res = json.loads((Path(out["run_dir"]) / "eval" / "step_000000001024" / "results.json").read_text())
+        files.append(json.dumps(res["sets"], sort_keys=True))
+    assert files[0] == files[2] and files[1] == files[3]
+    assert len(files[0].splitlines()) >= 16
+
+
+def test_evaluation_equals_direct_computation(tmp_path):
+    """The protocol on a heuristic agent reproduces a direct batched rollout of the same streams."""
+    cfg = cfg_of(QUICK + ["agent.rule=worst", "steps=8", "eval.trials=5", "eval.episodes_per_trial=3",
+                          "eval.seed=77"], tmp_path)
+    res = train(cfg)["results"]
+    for task in ("mixed", "wf-good", "bf-good", "random"):
+        t = res["sets"]["lim2024"]["tasks"][task]
+        direct = heuristic_returns("worst", 5, 77, k=3, cells=64, stream=task)["return"]
+        np.testing.assert_allclose(np.asarray(t["returns"]), direct)
+        per_rule = {r: heuristic_returns(r, 5, 77, k=3, cells=64, stream=task)["return"].mean() for r in RULES}
+        assert t["hindsight_best"]["rule"] == max(RULES, key=lambda r: per_rule[r])
+        np.testing.assert_allclose(np.asarray(t["capacity_bound"]),
+                                   capacity_bound(5, 77, k=3, cells=64, stream=task)["return"])
+    run = Path(res and cfg.run_dir)
+    out = run / "eval" / "step_000000000008"
+    for f in ("results.json", "results.md", "results.csv", "adaptation_lim2024_mixed.png"):
+        assert (out / f).stat().st_size > 0, f
+    assert list(out.glob("timeline_*.png"))
+
+
+# --- checkpoints and resume ---------------------------------------------------------------------------
+def test_checkpoint_incompatibility_is_a_clear_error(tmp_path):
+    cfg = cfg_of(QUICK + ["steps=64"], tmp_path)
+    train(cfg)
+    ckpt = latest_checkpoint(tmp_path / "ckpt" / "heuristic_lim2024_s0")
+    with pytest.raises(CheckpointError, match="agent.*'dqn'"):
+        load_checkpoint(ckpt, expected={"agent": "dqn"})
+    with pytest.raises(CheckpointError, match="obs_dim"):
+        load_checkpoint(ckpt, expected={"obs_dim": 999})
+    # evaluate.py on an env the agent was not trained for: one clear line
+    bad = tmp_path / "garbage.pt"
+    bad.write_bytes(b"not a checkpoint")
+    r = run_cli("evaluate.py", QUICK + [f"checkpoint={bad}", f"hydra.run.dir={tmp_path}/ev"], tmp_path, timeout=60)
+    assert r.returncode == 2 and "garbage.pt" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_sigkill_then_resume(tmp_path):
+    args = QUICK + ["steps=6000", "checkpoint_every=512", "logger.every=128", "env.num_envs=16",
+                    f"checkpoint_dir={tmp_path}/ckpt", f"hydra.run.dir={tmp_path}/run", "run_name=killme"]
+    env = {**os.environ, "WANDB_SILENT": "true"}
+    proc = subprocess.Popen([PY, str(ROOT / "train.py"), *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckdir = tmp_path / "ckpt" / "killme"
+    deadline = time.time() + 120
+    while time.time() < deadline and (latest_checkpoint(ckdir) is None if ckdir.exists() else True):
+        assert proc.poll() is None, proc.stderr.read().decode()
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = load_checkpoint(latest_checkpoint(ckdir))["step"]
+    assert 0 < killed_at < 6000
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    r = run_cli("train.py", [f"resume={tmp_path}/run", "progress=off"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    final = load_checkpoint(latest_checkpoint(ckdir))
+    assert final["step"] == 6000 and final["config"]["steps"] == 6000  # the original config
+    after = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    resumed = after[len(lines):]
+    assert resumed and resumed[0]["step"] > killed_at and resumed[-1]["step"] >= 6000
+    assert all(not any(isinstance(v, float) and np.isnan(v) for v in line.values()) for line in resumed)
+
+
+def test_resume_continues_like_an_uninterrupted_run(tmp_path):
+    """Stop at a checkpoint, resume: the env stream and counters pick up exactly where they were."""
+    full = train(cfg_of(QUICK + ["steps=2048", "logger.every=256"], tmp_path / "full"))
+    part = cfg_of(QUICK + ["steps=1024", "logger.every=256"], tmp_path / "part")
+    train(part)
+    ck = load_checkpoint(latest_checkpoint(tmp_path / "part" / "ckpt" / "heuristic_lim2024_s0"))
+    ck["config"]["steps"] = 2048
+    torch.save(ck, latest_checkpoint(tmp_path / "part" / "ckpt" / "heuristic_lim2024_s0"))
+    res = cfg_of(QUICK + [f"resume={tmp_path / 'part' / 'ckpt' / 'heuristic_lim2024_s0'}"], tmp_path / "part")
+    out = train(res)
+    assert out["step"] == full["step"] == 2048 and out["episodes"] == full["episodes"]
+
+
+# --- sweeps --------------------------------------------------------------------------------------------
+def test_two_job_multirun(tmp_path):
+    r = run_cli("train.py", ["-m", "seed=0,1", *QUICK, "steps=128", f"checkpoint_dir={tmp_path}/ckpt",
+                             f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    results = sorted((tmp_path / "sweep").glob("*/eval/*/results.json"))
+    assert len(results) == 2
+    seeds = sorted(json.loads(p.read_text())["seed"] for p in results)
+    assert seeds == [0, 1]
+    cmp = subprocess.run([PY, str(ROOT / "scripts" / "compare.py"), str(tmp_path / "sweep"), "--out",
+                          str(tmp_path / "cmp")], capture_output=True, text=True, timeout=120)
+    assert cmp.returncode == 0, cmp.stderr
+    assert "heuristic:best" in cmp.stdout and (tmp_path / "cmp" / "compare.md").exists()
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "local_submitit"])
+def test_sweep_launchers(launcher, tmp_path):
+    """The joblib launcher, and the SLURM launcher's code path through submitit's local executor."""
+    extra = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else []
+    r = run_cli("train.py", ["-m", f"hydra/launcher={launcher}", *extra, "seed=0,1", *QUICK, "steps=64",
+                             f"checkpoint_dir={tmp_path}/ckpt", f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    results = sorted((tmp_path / "sweep").glob("*/eval/*/results.json"))
+    assert sorted(json.loads(p.read_text())["seed"] for p in results) == [0, 1]
