@@ -12,23 +12,12 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 from gymnasium.utils.env_checker import check_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dreamalloc  # noqa: F401  (registers dreamalloc/Alloc-v0)
 from dreamalloc.envs import ALLOC_ID, AllocConfig, AllocEnv, AllocVectorEnv
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The env works on tiny tensors: intra-op threads only add contention (10x slower on a busy 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 ALLOC_R = np.float32(0.1)
 INVALID_R = -10.0

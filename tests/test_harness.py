@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from dreamalloc.envs.rollout import capacity_bound, heuristic_returns
 from dreamalloc.experiment.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
@@ -190,3 +191,25 @@ def test_sweep_launchers(launcher, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     results = sorted((tmp_path / "sweep").glob("*/eval/*/results.json"))
     assert sorted(json.loads(p.read_text())["seed"] for p in results) == [0, 1]
+
+
+def test_evaluate_cli_on_checkpoint_and_heuristic(tmp_path):
+    train(cfg_of(QUICK + ["steps=64", "agent.rule=worst"], tmp_path))
+    ck = tmp_path / "ckpt" / "heuristic_lim2024_s0"
+    r = run_cli("evaluate.py", QUICK + [f"checkpoint={ck}", "suite=lim2024_mixed", "eval.trials=2",
+                                        f"hydra.run.dir={tmp_path}/ev"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "ev" / "eval" / "results.json").read_text())
+    assert res["method"] == "heuristic:worst" and res["suite"] == "lim2024_mixed" and res["step"] == 64
+    assert "| mixed" in r.stdout
+    r = run_cli("evaluate.py", QUICK + ["agent.rule=second", "env.heuristics=[best,worst,first,next,second]",
+                                        "eval.trials=2", f"hydra.run.dir={tmp_path}/h"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "h" / "eval" / "results.json").read_text())["method"] == "heuristic:second"
+
+
+def test_agent_modules_are_discovered_with_their_schema():
+    from dreamalloc.agents import agent_classes
+
+    assert agent_classes()["heuristic"].Config().rule == "best"
+    assert OmegaConf.get_type(cfg_of(["agent=heuristic"]).agent).__name__ == "HeuristicConfig"

@@ -1,11 +1,20 @@
-"""Agents: one module per method, all behind ``Agent``; ``make_agent(name, ...)`` builds one by name."""
+"""Agents: one module per method, all behind ``Agent``.
+
+Adding a method means one module here (a subclass of ``Agent`` with a ``name`` and a ``Config`` dataclass,
+its hyperparameter schema) and one file conf/agent/NAME.yaml (``defaults: [NAME_schema]``): modules of this
+package are discovered on first use, so nothing else needs editing.
+"""
 
 from __future__ import annotations
+
+import importlib
+import pkgutil
 
 from dreamalloc.agents.base import Agent
 from dreamalloc.agents.heuristic import HeuristicAgent
 
-AGENTS: dict[str, type[Agent]] = {"heuristic": HeuristicAgent}
+AGENTS: dict[str, type[Agent]] = {}
+_discovered = False
 
 
 def register_agent(cls: type[Agent]) -> type[Agent]:
@@ -13,10 +22,28 @@ def register_agent(cls: type[Agent]) -> type[Agent]:
     return cls
 
 
+def agent_classes() -> dict[str, type[Agent]]:
+    """Every Agent subclass defined in a module of this package, by name."""
+    global _discovered
+    if not _discovered:
+        for mod in pkgutil.iter_modules(__path__):
+            if not mod.name.startswith("_") and mod.name != "base":
+                importlib.import_module(f"{__name__}.{mod.name}")
+        stack = list(Agent.__subclasses__())
+        while stack:
+            cls = stack.pop()
+            stack.extend(cls.__subclasses__())
+            if getattr(cls, "name", None) and cls.__module__.startswith(__name__):
+                AGENTS.setdefault(cls.name, cls)
+        _discovered = True
+    return AGENTS
+
+
 def make_agent(name: str, obs_dim: int, n_actions: int, env, device, **hparams) -> Agent:
-    if name not in AGENTS:
-        raise ValueError(f"unknown agent {name!r}; choose one of {', '.join(sorted(AGENTS))}")
-    return AGENTS[name](obs_dim, n_actions, env, device, **hparams)
+    agents = agent_classes()
+    if name not in agents:
+        raise ValueError(f"unknown agent {name!r}; choose one of {', '.join(sorted(agents))}")
+    return agents[name](obs_dim, n_actions, env, device, **hparams)
 
 
-__all__ = ["AGENTS", "Agent", "HeuristicAgent", "make_agent", "register_agent"]
+__all__ = ["AGENTS", "Agent", "HeuristicAgent", "agent_classes", "make_agent", "register_agent"]

@@ -17,6 +17,7 @@ from dreamalloc.envs.core import AllocConfig
 
 class Agent(ABC):
     name: ClassVar[str]
+    Config: ClassVar[type]  # dataclass of the agent's hyperparameters (its Hydra schema, with a ``name`` field)
     learns: ClassVar[bool] = False
 
     def __init__(self, obs_dim: int, n_actions: int, env: AllocConfig, device: torch.device, **hparams):
@@ -38,7 +39,8 @@ class Agent(ABC):
         """Learn from what was observed so far if it is time to; returns metrics to log."""
         return {}
 
-    def state_dict(self) -> dict:
+    def state_dict(self, include_replay: bool = True) -> dict:
+        """Everything needed to continue training; replay buffers only when ``include_replay``."""
         return {}
 
     def load_state_dict(self, state: dict) -> None:  # noqa: B027 (stateless agents keep nothing)

@@ -6,14 +6,23 @@ recomputes the placement from the observed bitmap and request, so it runs in eve
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from dreamalloc.agents.base import Agent
 from dreamalloc.heap import RULES, FreeRuns, place_address
 
 
+@dataclass
+class HeuristicConfig:
+    name: str = "heuristic"
+    rule: str = "best"  # first | next | best | worst | second
+
+
 class HeuristicAgent(Agent):
     name = "heuristic"
+    Config = HeuristicConfig
 
     def __init__(self, obs_dim, n_actions, env, device, rule: str = "best"):
         super().__init__(obs_dim, n_actions, env, device)

@@ -55,12 +55,6 @@ class SuiteConf:
 
 
 @dataclass
-class HeuristicAgentConf:
-    name: str = "heuristic"
-    rule: str = "best"
-
-
-@dataclass
 class LoggerConf:
     mode: str = "offline"  # offline | online | disabled
     project: str = "dreamalloc"
@@ -109,13 +103,11 @@ def register_configs() -> None:
     cs.store(name="base_config", node=Config)
     cs.store(group="env", name="env_schema", node=EnvConf)
     cs.store(group="suite", name="suite_schema", node=SuiteConf)
-    cs.store(group="agent", name="heuristic_schema", node=HeuristicAgentConf)
+    from dreamalloc.agents import agent_classes
+
+    for name, cls in agent_classes().items():
+        cs.store(group="agent", name=f"{name}_schema", node=cls.Config)
     cs.store(group="logger", name="logger_schema", node=LoggerConf)
-
-
-def register_agent_schema(name: str, node: type) -> None:
-    """Learning agents add their schema here (conf/agent/NAME.yaml lists ``NAME_schema`` as its default)."""
-    ConfigStore.instance().store(group="agent", name=f"{name}_schema", node=node)
 
 
 def validate(cfg: DictConfig) -> None:

@@ -121,7 +121,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     def save(at: int) -> Path:
         path = save_checkpoint(checkpoint_path(ckpt_dir, at), {
             "config": resolved, "run_dir": str(run_dir), "step": at, "episodes": episodes,
-            "agent": agent.state_dict(), "env": core.state_dict(), "rng": rng_state(),
+            "agent": agent.state_dict(include_replay=bool(cfg.save_replay)), "env": core.state_dict(),
+            "rng": rng_state(),
             "meta": agent.meta(), "wandb_id": logger.wandb_run_id})
         prune_checkpoints(ckpt_dir, int(cfg.keep_checkpoints))
         return path
