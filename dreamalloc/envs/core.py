@@ -127,6 +127,9 @@ class AllocCore:
         self.ep_len = torch.zeros(self.B, dtype=torch.long, device=dev)
         self.needs_reset = torch.ones(self.B, dtype=torch.bool, device=dev)
         self.freed = torch.zeros(self.B, dtype=torch.bool, device=dev)  # frees applied since the placement
+        f64 = dict(dtype=torch.float64, device=dev)  # rewards in float64: exact sums of 0.1 in the returns
+        self._alloc_r = torch.tensor(cfg.alloc_reward, **f64)
+        self._invalid_r = torch.tensor(cfg.invalid_reward, **f64)
         self.runs: FreeRuns = FreeRuns.of(self.heaps.occ)
 
     # ----------------------------------------------------------------------------------------------
@@ -236,9 +239,8 @@ class AllocCore:
         fits = runs.largest() >= self.request
         terminated = valid & ~fits
         truncated = valid & fits & (self.heaps.n_allocs >= self.cfg.max_allocs)
-        f64 = dict(dtype=torch.float64, device=self.device)  # exact sums of 0.1 in the episode return
-        alloc_r, invalid_r = torch.tensor(self.cfg.alloc_reward, **f64), torch.tensor(self.cfg.invalid_reward, **f64)
-        last = {"lim": torch.where(self.freed, alloc_r, 0.0), "zero": torch.zeros((), **f64),
+        alloc_r, invalid_r = self._alloc_r, self._invalid_r
+        last = {"lim": torch.where(self.freed, alloc_r, 0.0), "zero": torch.zeros_like(alloc_r),
                 "alloc": alloc_r}[self.cfg.terminal_reward]
         reward = torch.where(valid, torch.where(terminated, last, alloc_r), invalid_r)
         self.ep_return += reward
