@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from dreamalloc.workloads.base import ALLOC, FREE, FREE_ALL, Requests, RequestStream, ScriptedStream
+from dreamalloc.workloads.families import PatternStream
 from dreamalloc.workloads.lim import BfGoodStream, MixedStream, RandomStream, WfGoodStream
 from dreamalloc.workloads.tasks import TaskStream
+from dreamalloc.workloads.traces import TraceStream
 
 STREAMS: dict[str, type[RequestStream]] = {
+    "pattern": PatternStream,  # parameterised size / lifetime / phase families (families.py)
     "random": RandomStream,
     "bf-good": BfGoodStream,
     "wf-good": WfGoodStream,
     "mixed": MixedStream,
+    "trace": TraceStream,  # a recorded real-program trace: stream_params={"path": "python_json"}
     "tasks": TaskStream,  # a distribution over the others: stream_params={"tasks": [{name, stream, params}]}
 }
 ALIASES = {"dist": "random", "ff-bad": "bf-good", "bf_good": "bf-good", "wf_good": "wf-good"}

@@ -1,0 +1,463 @@
+"""Recorded allocation traces of real programs, and their replay as a request stream.
+
+Trace format v1
+---------------
+A text file, optionally gzip-compressed (the name ends in ``.gz``)::
+
+    # dreamalloc-trace v1
+    # command: gzip -c /usr/share/dict/words        (any number of further '#' comment lines)
+    a 0 64          allocate 64 bytes (SIZE >= 1) as the new live id 0
+    a 1 24
+    f 0             free the live id 0
+    a 0 1024        ids can be reused once freed
+
+The first line is exactly ``# dreamalloc-trace v1``; comment lines may only follow it, before the first
+event. Ids are non-negative integers that only pair allocations with frees (they carry no address);
+``realloc`` is recorded as a free of the old block followed by an allocation of the new one. Blocks still
+live at the end of the trace are simply never freed. ``read_trace`` returns an ``[E, 3]`` int64 array of
+(op, id, size) with op 0 = alloc, 1 = free (size 0 for frees); any malformed file raises ``TraceError`` naming
+the file, the line and what was expected, and nothing is returned half-loaded.
+
+Recording: ``scripts/record_trace.py`` runs an unmodified program under valgrind's ``--trace-malloc=yes``;
+``parse_valgrind_log`` turns that log into events (REFERENCE.md section 7).
+
+Replay (``TraceStream``, registered as stream ``"trace"``)
+---------------------------------------------------------
+Byte sizes become ``ceil(bytes / granularity)`` cells clipped to ``[1, cells]``; allocations smaller than
+``min_bytes`` are dropped with their frees. Each heap replays a segment of the trace: from event 0 (or, with
+``random_start``, from an allocation event drawn per (seed, episode)) for at most ``window`` events. A free
+names the block by its allocation ordinal within the episode, mapped to a heap slot through
+``heaps.block_seq`` (an episode ends at the first allocation that fits nowhere, so every earlier allocation
+succeeded and the ordinals match). Frees of blocks allocated before the segment start are skipped. When no
+allocation is left in the segment the stream issues FREE_ALL and replays the segment again, so episodes can
+run as long as the allocator survives. Limitation: a run of more than ``4 * cells + 15`` consecutive frees
+inside a segment (rare: the exit-time free storm is turned into the FREE_ALL) trips the env's guard.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import zlib
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dreamalloc.workloads.base import ALLOC, FREE, FREE_ALL, Requests, RequestStream
+from dreamalloc.workloads.rng import CounterRNG
+
+HEADER = "# dreamalloc-trace v1"
+OP_ALLOC, OP_FREE = 0, 1
+DATA_DIR = Path(__file__).resolve().parent / "data" / "traces"
+
+
+class TraceError(ValueError):
+    """A malformed trace file (the message names the file and line)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# reading and writing
+# --------------------------------------------------------------------------------------------------
+def _open_text(path: Path, mode: str):
+    if path.name.endswith(".gz"):
+        return gzip.open(path, mode + "t", encoding="utf-8", newline="\n")
+    return open(path, mode, encoding="utf-8", newline="\n")
+
+
+def _as_events(events) -> np.ndarray:
+    arr = np.asarray(events, dtype=np.int64)
+    if arr.size == 0:
+        return np.zeros((0, 3), dtype=np.int64)
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise ValueError(f"events must be (op, id, size) triples, got an array of shape {arr.shape}")
+    return arr
+
+
+def validate_events(events, where: str = "events") -> np.ndarray:
+    """Check the pairing of (op, id, size) events; raises TraceError naming the offending event."""
+    arr = _as_events(events)
+    live: set[int] = set()
+    for i, (op, bid, size) in enumerate(arr.tolist()):
+        if bid < 0:
+            raise TraceError(f"{where}, event {i}: id must be a non-negative integer, got {bid}")
+        if op == OP_ALLOC:
+            if size < 1:
+                raise TraceError(f"{where}, event {i}: allocation size must be >= 1, got {size}")
+            if bid in live:
+                raise TraceError(f"{where}, event {i}: id {bid} is allocated while already live")
+            live.add(bid)
+        elif op == OP_FREE:
+            if bid not in live:
+                raise TraceError(f"{where}, event {i}: free of id {bid}, which is not live")
+            live.discard(bid)
+        else:
+            raise TraceError(f"{where}, event {i}: op must be 0 (alloc) or 1 (free), got {op}")
+    return arr
+
+
+def write_trace(path, events, comments: Iterable[str] = ()) -> Path:
+    """Write events (an ``[E, 3]`` array or (op, id, size) triples) as a v1 trace; gzip if the name ends in .gz.
+
+    The events are validated first, so a written trace always reads back."""
+    path = Path(path)
+    arr = validate_events(events, str(path))
+    lines = [HEADER]
+    for c in comments:
+        for part in str(c).splitlines() or [""]:
+            lines.append(f"# {part}")
+    for op, bid, size in arr.tolist():
+        lines.append(f"a {bid} {size}" if op == OP_ALLOC else f"f {bid}")
+    text = "\n".join(lines) + "\n"
+    if path.name.endswith(".gz"):
+        # mtime=0: the same events give the same bytes
+        with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+            gz.write(text.encode("utf-8"))
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def read_trace(path) -> np.ndarray:
+    """Read a v1 trace (plain or .gz) into an ``[E, 3]`` int64 array of (op, id, size)."""
+    path = Path(path)
+    name = str(path)
+    try:
+        with _open_text(path, "r") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        raise
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as e:
+        raise TraceError(f"{name}: cannot read the file ({type(e).__name__}: {e}); expected a text trace, "
+                         "optionally gzip-compressed and complete") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if not lines or lines[0].rstrip("\r") != HEADER:
+        got = lines[0][:60] if lines else "an empty file"
+        raise TraceError(f"{name}, line 1: expected the header {HEADER!r}, got {got!r}")
+    out = np.zeros((len(lines), 3), dtype=np.int64)
+    n = 0
+    live: set[int] = set()
+    in_header = True
+    for lineno, raw in enumerate(lines[1:], start=2):
+        line = raw.strip()
+        if line.startswith("#"):
+            if not in_header:
+                raise TraceError(f"{name}, line {lineno}: comment lines are only allowed before the first event")
+            continue
+        in_header = False
+        fields = line.split()
+        if not fields:
+            raise TraceError(f"{name}, line {lineno}: expected an event 'a ID SIZE' or 'f ID', got an empty line")
+        op = fields[0]
+        if op == "a":
+            if len(fields) != 3:
+                raise TraceError(f"{name}, line {lineno}: expected 'a ID SIZE' (3 fields), got {len(fields)}: "
+                                 f"{line!r}")
+        elif op == "f":
+            if len(fields) != 2:
+                raise TraceError(f"{name}, line {lineno}: expected 'f ID' (2 fields), got {len(fields)}: {line!r}")
+        else:
+            raise TraceError(f"{name}, line {lineno}: unknown op {op!r}; expected 'a' (alloc) or 'f' (free)")
+        try:
+            vals = [int(x) for x in fields[1:]]
+        except ValueError:
+            raise TraceError(f"{name}, line {lineno}: expected non-negative integers after {op!r}, got "
+                             f"{line!r}") from None
+        if not all(x.isdigit() for x in fields[1:]):
+            raise TraceError(f"{name}, line {lineno}: expected non-negative integers after {op!r}, got {line!r}")
+        bid = vals[0]
+        if op == "a":
+            size = vals[1]
+            if size < 1:
+                raise TraceError(f"{name}, line {lineno}: allocation size must be >= 1, got {size}")
+            if bid in live:
+                raise TraceError(f"{name}, line {lineno}: id {bid} is allocated again while still live "
+                                 "(expected a new or freed id)")
+            live.add(bid)
+            out[n] = (OP_ALLOC, bid, size)
+        else:
+            if bid not in live:
+                raise TraceError(f"{name}, line {lineno}: free of id {bid}, which is not live (expected the id "
+                                 "of a live allocation)")
+            live.discard(bid)
+            out[n] = (OP_FREE, bid, 0)
+        n += 1
+    return out[:n].copy()
+
+
+def resolve_trace(path) -> Path:
+    """A file path, or the name of a shipped trace (``"python_json"`` -> data/traces/python_json.trace.gz)."""
+    p = Path(path)
+    if p.exists():
+        return p
+    for cand in (DATA_DIR / str(path), DATA_DIR / f"{path}.trace.gz", DATA_DIR / f"{path}.trace"):
+        if cand.exists():
+            return cand
+    raise FileNotFoundError(f"no trace file {str(path)!r} and no shipped trace of that name; shipped traces: "
+                            f"{', '.join(shipped_traces()) or 'none'}")
+
+
+def shipped_traces() -> list[str]:
+    if not DATA_DIR.is_dir():
+        return []
+    return sorted(f.name.split(".trace")[0] for f in DATA_DIR.iterdir() if ".trace" in f.name)
+
+
+# --------------------------------------------------------------------------------------------------
+# valgrind --trace-malloc=yes logs
+# --------------------------------------------------------------------------------------------------
+_PREFIX = re.compile(r"^--(\d+)--\s?")
+_CALL = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\(([^)]*)\)")
+_RESULT = re.compile(r"=\s*(0x[0-9A-Fa-f]+|0|\(nil\))\s*$")
+_ALLOC_NAMES = {"malloc", "valloc", "pvalloc", "memalign", "aligned_alloc", "__builtin_new",
+                "__builtin_vec_new"}
+_FREE_NAMES = {"free", "cfree", "__builtin_delete", "__builtin_vec_delete"}
+
+
+def _int(s: str) -> int:
+    s = s.strip()
+    if s in ("(nil)", ""):
+        return 0
+    return int(s, 16) if s.lower().startswith("0x") else int(s)
+
+
+def _size_arg(args: str) -> int:
+    """Size of an allocating call: ``size N`` if named (memalign(al A, size N)), else the first integer."""
+    m = re.search(r"size\s+(\d+)", args)
+    if m:
+        return int(m.group(1))
+    return _int(args.split(",")[0])
+
+
+def parse_valgrind_log(text_or_lines) -> np.ndarray:
+    """Events ``[E, 3]`` of (op, id, size) from a valgrind ``--trace-malloc=yes`` log (one or more processes).
+
+    Allocations are paired with frees by (pid, address); ids are handed out in order and reused after a free.
+    free(0x0), frees of unknown addresses and failed allocations (= 0x0) are skipped; realloc(0x0, N) is an
+    allocation, realloc(p, 0) a free, realloc(p, N) a free of p then an allocation; calloc(n, m) has size
+    n * m; memalign(al A, size N) has size N; C++ ``_Zn*`` / ``_Zd*`` are new / delete.
+    """
+    lines = text_or_lines.splitlines() if isinstance(text_or_lines, str) else text_or_lines
+    events: list[tuple[int, int, int]] = []
+    addr_id: dict[tuple[str, int], int] = {}
+    free_ids: list[int] = []
+    next_id = 0
+
+    def alloc(pid: str, addr: int, size: int) -> None:
+        nonlocal next_id
+        if addr == 0 or size < 1:  # failed, or malloc(0): nothing to model (0-byte blocks)
+            return
+        key = (pid, addr)
+        if key in addr_id:  # an address handed out twice without a free we saw: forget the old block
+            events.append((OP_FREE, addr_id.pop(key), 0))
+            free_ids.append(events[-1][1])
+        if free_ids:
+            bid = free_ids.pop()
+        else:
+            bid, next_id = next_id, next_id + 1
+        addr_id[key] = bid
+        events.append((OP_ALLOC, bid, size))
+
+    def free(pid: str, addr: int) -> None:
+        bid = addr_id.pop((pid, addr), None)
+        if bid is not None:
+            events.append((OP_FREE, bid, 0))
+            free_ids.append(bid)
+
+    for raw in lines:
+        line = raw.rstrip("\r\n") if isinstance(raw, str) else raw.decode().rstrip("\r\n")
+        m = _PREFIX.match(line)
+        if not m:
+            continue
+        pid, body = m.group(1), line[m.end():].strip()
+        c = _CALL.match(body)
+        if not c:
+            continue
+        name, args = c.group(1), c.group(2)
+        r = _RESULT.search(body)
+        result = _int(r.group(1)) if r else 0
+        try:
+            if name == "realloc":
+                old_s, size_s = args.split(",")
+                old, size = _int(old_s), _int(size_s)
+                if old == 0:
+                    alloc(pid, result, size)
+                elif size == 0:
+                    free(pid, old)
+                elif result != 0:
+                    free(pid, old)
+                    alloc(pid, result, size)
+            elif name == "calloc":
+                n, sz = (int(x) for x in args.split(","))
+                alloc(pid, result, n * sz)
+            elif name in _ALLOC_NAMES or name.startswith("_Zn"):
+                alloc(pid, result, _size_arg(args))
+            elif name in _FREE_NAMES or name.startswith("_Zd"):
+                addr = _int(args.split(",")[0])
+                if addr != 0:
+                    free(pid, addr)
+        except ValueError:
+            continue  # a line of another shape (e.g. malloc_usable_size): not an allocation event
+    return np.asarray(events, dtype=np.int64).reshape(-1, 3)
+
+
+# --------------------------------------------------------------------------------------------------
+# replay
+# --------------------------------------------------------------------------------------------------
+def trace_requests(events: np.ndarray, granularity: int, cells: int, min_bytes: int = 0):
+    """Per-event arrays of the replay: op (0/1), size in cells (allocs), and ``ref``: the trace-wide
+    allocation index of the event's block (its own index for an alloc, its alloc's for a free)."""
+    ev = np.array(events, dtype=np.int64).reshape(-1, 3)  # a copy: the cached trace stays read-only
+    if min_bytes > 0:
+        keep = np.ones(len(ev), dtype=bool)
+        small: set[int] = set()
+        for i, (op, bid, size) in enumerate(ev.tolist()):
+            if op == OP_ALLOC:
+                if size < min_bytes:
+                    small.add(bid)
+                    keep[i] = False
+                else:
+                    small.discard(bid)
+            elif bid in small:
+                small.discard(bid)
+                keep[i] = False
+        ev = ev[keep]
+    op = ev[:, 0]
+    size = np.clip(-(-ev[:, 2] // granularity), 1, cells)
+    size[op == OP_FREE] = 0
+    ref = np.zeros(len(ev), dtype=np.int64)
+    cur: dict[int, int] = {}
+    k = 0
+    for i, (o, bid, _) in enumerate(ev.tolist()):
+        if o == OP_ALLOC:
+            cur[bid] = k
+            ref[i] = k
+            k += 1
+        else:
+            ref[i] = cur.pop(bid)
+    return op, size, ref
+
+
+_CACHE: dict[tuple, np.ndarray] = {}
+
+
+def _read_cached(path: Path) -> np.ndarray:
+    """read_trace, memoised on (path, size, mtime): many envs replay the same few traces."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _CACHE:
+        if len(_CACHE) >= 16:
+            _CACHE.clear()
+        _CACHE[key] = read_trace(path)
+        _CACHE[key].setflags(write=False)
+    return _CACHE[key]
+
+
+class TraceStream(RequestStream):
+    """Replays a recorded trace (see the module docstring); stream ``"trace"``."""
+
+    SALT = 23
+
+    def __init__(self, batch, cells, device="cpu", path: str = "python_json", granularity: int = 16,
+                 min_bytes: int = 0, window: int | None = None, random_start: bool = False):
+        super().__init__(batch, cells, device)
+        if int(granularity) < 1:
+            raise ValueError(f"granularity must be >= 1 byte per cell, got {granularity}")
+        if window is not None and int(window) < 1:
+            raise ValueError(f"window must be a positive number of events (or None for all), got {window}")
+        self.path = resolve_trace(path)
+        self.granularity, self.min_bytes = int(granularity), int(min_bytes)
+        self.window = None if window is None else int(window)
+        self.random_start = bool(random_start)
+        op, size, ref = trace_requests(_read_cached(self.path), self.granularity, self.cells, self.min_bytes)
+        E = len(op)
+        alloc_events = np.flatnonzero(op == OP_ALLOC)
+        if len(alloc_events) == 0:
+            raise ValueError(f"trace {self.path} has no allocation left to replay (min_bytes={min_bytes})")
+        d = self.device
+        self.E = E
+        self.op = torch.as_tensor(op, device=d)
+        self.size = torch.as_tensor(size, device=d)
+        self.ref = torch.as_tensor(ref, device=d)
+        self.alloc_events = torch.as_tensor(alloc_events, device=d)
+        # next_alloc[i]: first alloc event at or after i (E if none); index E is a sentinel
+        nxt = np.full(E + 1, E, dtype=np.int64)
+        nxt[alloc_events] = alloc_events
+        nxt = np.minimum.accumulate(nxt[::-1])[::-1]
+        self.next_alloc = torch.as_tensor(nxt.copy(), device=d)
+        # skipping frees of blocks allocated before the segment start: the first j >= i with key[j] >= a0,
+        # key = ref for frees and +inf for allocs, found by binary lifting over a sparse table of range maxima
+        big = np.iinfo(np.int64).max
+        key = np.where(op == OP_ALLOC, big, ref)
+        levels = [np.concatenate([key, [big]])]
+        while (1 << len(levels)) <= E:
+            prev, h = levels[-1], 1 << (len(levels) - 1)
+            shifted = np.concatenate([prev[h:], np.full(h, big)])
+            levels.append(np.maximum(prev, shifted))
+        self.table = torch.as_tensor(np.stack(levels), device=d)  # [L, E + 1]
+        B = self.batch
+        z = torch.zeros(B, dtype=torch.long, device=d)
+        self.start, self.end, self.ptr, self.base, self.a0 = z.clone(), z.clone(), z.clone(), z.clone(), z.clone()
+        self.rng = CounterRNG(B, d)
+
+    def reset(self, heaps, rows, seed, episode):
+        if self.random_start:
+            self.rng.reseed(rows, seed, episode, self.SALT)
+            u = self.rng.uniform(rows)
+            n_alloc = self.alloc_events.numel()
+            k = (u * n_alloc).long().clamp(max=n_alloc - 1)
+            start = self.alloc_events[k]
+            self.a0[rows] = k
+        else:
+            start = torch.zeros_like(rows)
+            self.a0[rows] = 0
+        self.start[rows] = start
+        end = start + (self.window if self.window is not None else self.E)
+        self.end[rows] = end.clamp(max=self.E)
+        self.ptr[rows] = start
+        self.base[rows] = heaps.n_allocs[rows]
+
+    def _skip_dropped(self, p: torch.Tensor, a0: torch.Tensor) -> torch.Tensor:
+        """First event index j >= p that is an alloc or a free of a block allocated at or after a0."""
+        for lvl in range(self.table.shape[0] - 1, -1, -1):
+            h = 1 << lvl
+            q = p.clamp(max=self.E)
+            jump = (self.table[lvl, q] < a0) & (p + h <= self.E)
+            p = torch.where(jump, p + h, p)
+        return p
+
+    def next(self, heaps, rows):
+        p, a0, end = self.ptr[rows], self.a0[rows], self.end[rows]
+        wrap = self.next_alloc[p.clamp(max=self.E)] >= end
+        p = torch.where(wrap, p, self._skip_dropped(p, a0))
+        pc = p.clamp(max=self.E - 1)
+        ev_op, ev_size, ev_ref = self.op[pc], self.size[pc], self.ref[pc]
+        is_alloc = ~wrap & (ev_op == OP_ALLOC)
+        is_free = ~wrap & (ev_op == OP_FREE)
+        # the block a free names: the (base + ref - a0)-th allocation of the episode
+        ordinal = self.base[rows] + ev_ref - a0
+        hit = (heaps.block_seq[rows] == ordinal[:, None]) & heaps.live[rows]
+        slot = torch.where(hit.any(1), hit.long().argmax(1), -1)
+        op = torch.where(wrap, FREE_ALL, torch.where(is_alloc, ALLOC, FREE))
+        size = torch.where(is_alloc, ev_size, 0)
+        block = torch.where(is_free, slot, -1)
+        # pointers: after a wrap the segment restarts, and its allocation ordinals continue from n_allocs
+        self.ptr[rows] = torch.where(wrap, self.start[rows], p + 1)
+        self.base[rows] = torch.where(wrap, heaps.n_allocs[rows], self.base[rows])
+        return Requests(op, size, block)
+
+    def state_dict(self):
+        return {"start": self.start.clone(), "end": self.end.clone(), "ptr": self.ptr.clone(),
+                "base": self.base.clone(), "a0": self.a0.clone(), "rng": self.rng.state_dict()}
+
+    def load_state_dict(self, state):
+        for k in ("start", "end", "ptr", "base", "a0"):
+            getattr(self, k).copy_(state[k])
+        self.rng.load_state_dict(state["rng"])
+
+
+__all__ = ["HEADER", "TraceError", "TraceStream", "parse_valgrind_log", "read_trace", "resolve_trace",
+           "shipped_traces", "trace_requests", "validate_events", "write_trace", "DATA_DIR"]

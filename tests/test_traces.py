@@ -1,0 +1,319 @@
+"""Recorded real allocation traces: the v1 file format, the valgrind log parser and the replay stream."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+import torch
+
+from dreamalloc.envs import AllocCore
+from dreamalloc.workloads import ALLOC, FREE, FREE_ALL, STREAMS
+from dreamalloc.workloads.traces import (
+    HEADER,
+    TraceError,
+    TraceStream,
+    parse_valgrind_log,
+    read_trace,
+    resolve_trace,
+    shipped_traces,
+    write_trace,
+)
+
+EVENTS = [(0, 0, 64), (0, 1, 24), (1, 0, 0), (0, 0, 1024), (0, 7, 1), (1, 1, 0), (1, 7, 0)]
+FIRST_FIT = 2  # the default heuristic actions are (best, worst, first)
+
+
+# --------------------------------------------------------------------------------------------------
+# file format
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["t.trace", "t.trace.gz"])
+def test_write_read_round_trip(tmp_path, name):
+    p = write_trace(tmp_path / name, EVENTS, comments=["command: echo hi", "second"])
+    got = read_trace(p)
+    assert got.dtype == np.int64 and got.shape == (len(EVENTS), 3)
+    assert [tuple(e) for e in got.tolist()] == EVENTS
+    raw = gzip.decompress(p.read_bytes()) if name.endswith(".gz") else p.read_bytes()
+    lines = raw.decode().splitlines()
+    assert lines[:3] == [HEADER, "# command: echo hi", "# second"]
+    assert lines[3:6] == ["a 0 64", "a 1 24", "f 0"]
+
+
+def test_write_rejects_invalid_events(tmp_path):
+    with pytest.raises(TraceError, match="not live"):
+        write_trace(tmp_path / "bad.trace", [(0, 0, 8), (1, 1, 0)])
+    assert not (tmp_path / "bad.trace").exists()
+
+
+BAD = {
+    "header": ("# dreamalloc-trace v2\na 0 8\n", 1, "header"),
+    "empty": ("", 1, "header"),
+    "op": (f"{HEADER}\na 0 8\nx 0\n", 3, "unknown op"),
+    "fields_a": (f"{HEADER}\na 0\n", 2, "3 fields"),
+    "fields_f": (f"{HEADER}\na 0 8\nf 0 8\n", 3, "2 fields"),
+    "nonint": (f"{HEADER}\na 0 8.5\n", 2, "integers"),
+    "negative": (f"{HEADER}\na -1 8\n", 2, "integers"),
+    "size0": (f"{HEADER}\n# c\na 0 0\n", 3, "size must be >= 1"),
+    "unknown_free": (f"{HEADER}\na 0 8\nf 1\n", 3, "not live"),
+    "double_free": (f"{HEADER}\na 0 8\nf 0\nf 0\n", 4, "not live"),
+    "dup_live": (f"{HEADER}\na 0 8\na 1 8\na 0 8\n", 4, "still live"),
+    "late_comment": (f"{HEADER}\na 0 8\n# late\n", 3, "comment"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_malformed_files_name_the_line(tmp_path, case):
+    text, line, what = BAD[case]
+    p = tmp_path / f"{case}.trace"
+    p.write_text(text)
+    with pytest.raises(TraceError, match=f"{case}.trace, line {line}: .*{what}"):
+        read_trace(p)
+
+
+def test_truncated_gzip(tmp_path):
+    p = write_trace(tmp_path / "t.trace.gz", [(0, i, 8 + i) for i in range(2000)])
+    data = p.read_bytes()
+    q = tmp_path / "cut.trace.gz"
+    q.write_bytes(data[: len(data) // 2])
+    with pytest.raises(TraceError, match="cut.trace.gz"):
+        read_trace(q)
+
+
+# --------------------------------------------------------------------------------------------------
+# valgrind logs
+# --------------------------------------------------------------------------------------------------
+LOG = """\
+==100== Massif, a heap profiler
+==100== Command: prog
+--100-- malloc(5) = 0x4A40040
+--100-- calloc(4,8) = 0x4A400A0
+--100-- free(0x0)
+--100-- free(0x4A40040)
+--100-- realloc(0x4A400A0,2048) = 0x4A41DB0
+--100-- realloc(0x0,1600)malloc(1600) = 0x4A42000
+--100-- _Znwm(48) = 0x4A43000
+--100-- memalign(al 64, size 100) = 0x4A44000
+--100-- free(0xDEAD)
+--100-- _ZdlPv(0x4A43000)
+--100-- realloc(0x4A42000,0)free(0x4A42000)
+--100--  = 0
+--100-- malloc(0) = 0x4A45000
+--100-- free(0x4A45000)
+--100-- _Znam(16) = 0x4A46000
+--100-- _ZdaPv(0x4A46000)
+--100-- free(0x4A41DB0)
+"""
+
+
+def test_parse_valgrind_log_each_line_format():
+    got = [tuple(e) for e in parse_valgrind_log(LOG).tolist()]
+    assert got == [
+        (0, 0, 5),  # malloc
+        (0, 1, 32),  # calloc 4 * 8
+        (1, 0, 0),  # free (free(0x0) skipped)
+        (1, 1, 0), (0, 1, 2048),  # realloc = free old + alloc new
+        (0, 0, 1600),  # realloc(0x0, N) = malloc
+        (0, 2, 48),  # operator new
+        (0, 3, 100),  # memalign: size N
+        (1, 2, 0),  # operator delete (free of an unknown address skipped)
+        (1, 0, 0),  # realloc(p, 0) = free
+        (0, 0, 16), (1, 0, 0),  # new[] / delete[] (malloc(0) and its free skipped)
+        (1, 1, 0),
+    ]
+    assert [tuple(e) for e in parse_valgrind_log(LOG.splitlines()).tolist()] == got
+
+
+def test_parsed_log_writes_a_valid_trace(tmp_path):
+    p = write_trace(tmp_path / "v.trace.gz", parse_valgrind_log(LOG), ["command: prog"])
+    assert len(read_trace(p)) == 13
+
+
+# --------------------------------------------------------------------------------------------------
+# replay
+# --------------------------------------------------------------------------------------------------
+def test_shipped_traces_resolve_and_are_small():
+    names = shipped_traces()
+    assert {"python_json", "sqlite_insert"} <= set(names)
+    for n in names:
+        p = resolve_trace(n)
+        assert p.stat().st_size < 300_000
+    assert STREAMS["trace"] is TraceStream
+
+
+class Recorder:
+    """Wraps a stream's next() to log the requests of heap 0 and check every free names a live block."""
+
+    def __init__(self, core):
+        self.log, inner = [], core.stream.next
+
+        def nxt(heaps, rows):
+            req = inner(heaps, rows)
+            f = req.op == FREE
+            assert bool((req.block[f] >= 0).all()), "a trace free did not find its block"
+            assert bool(heaps.live[rows[f], req.block[f]].all())
+            for r, o, s in zip(rows.tolist(), req.op.tolist(), req.size.tolist(), strict=True):
+                if r == 0:
+                    self.log.append((o, s))
+            return req
+
+        core.stream.next = nxt
+
+
+def test_replay_exact_requests_and_wraparound(tmp_path):
+    # sizes 32, 16, 48, 20 bytes -> 2, 1, 3, 2 cells at 16 bytes per cell
+    p = write_trace(tmp_path / "s.trace", [(0, 0, 32), (0, 1, 16), (1, 0, 0), (0, 0, 48), (1, 1, 0),
+                                           (0, 1, 20), (1, 0, 0), (1, 1, 0)])
+    core = AllocCore(1, cells=64, stream="trace", stream_params={"path": str(p)})
+    rec = Recorder(core)
+    core.reset(seed=0)
+    for _ in range(8):
+        core.step(torch.tensor([FIRST_FIT]))
+    one = [(ALLOC, 1), (FREE, 0), (ALLOC, 3), (FREE, 0), (ALLOC, 2)]  # after the first ALLOC 2 (at reset)
+    assert rec.log == [(ALLOC, 2)] + one + [(FREE_ALL, 0), (ALLOC, 2)] + one + [(FREE_ALL, 0), (ALLOC, 2)]
+    assert int(core.heaps.n_allocs[0]) == 8 and int(core.heaps.n_live[0]) == 0  # the pending ALLOC 2 not placed
+
+
+def test_min_bytes_and_window(tmp_path):
+    p = write_trace(tmp_path / "s.trace", [(0, 0, 32), (0, 1, 4), (1, 1, 0), (0, 1, 40), (1, 0, 0)])
+    core = AllocCore(1, cells=64, stream="trace", stream_params={"path": str(p), "min_bytes": 8})
+    rec = Recorder(core)
+    core.reset(seed=0)
+    for _ in range(3):
+        core.step(torch.tensor([FIRST_FIT]))
+    # the 4-byte block and its free are dropped; the trailing free becomes the FREE_ALL of the wrap-around
+    assert rec.log == [(ALLOC, 2), (ALLOC, 3), (FREE_ALL, 0), (ALLOC, 2), (ALLOC, 3)]
+    core = AllocCore(1, cells=64, stream="trace", stream_params={"path": str(p), "window": 2, "granularity": 8})
+    rec = Recorder(core)
+    core.reset(seed=0)
+    for _ in range(3):
+        core.step(torch.tensor([FIRST_FIT]))
+    assert rec.log == [(ALLOC, 4), (ALLOC, 1), (FREE_ALL, 0), (ALLOC, 4), (ALLOC, 1)]
+
+
+def check_heaps(h):
+    live = h.live
+    assert torch.equal(h.used, torch.where(live, h.block_size, 0).sum(1))
+    assert torch.equal(h.occ.sum(1), h.used)  # the cells owned add up: no two blocks overlap
+    assert torch.equal(h.n_live, live.sum(1))
+    for b in range(h.batch):
+        slots = live[b].nonzero().squeeze(1)
+        cover = torch.zeros(h.cells, dtype=torch.long)
+        for s in slots.tolist():
+            st, sz = int(h.block_start[b, s]), int(h.block_size[b, s])
+            cover[st: st + sz] += 1
+            assert bool((h.owner[b, st: st + sz] == s).all())
+        assert int(cover.max()) <= 1
+
+
+def run(B, seed, steps, **params):
+    core = AllocCore(B, cells=256, stream="trace", stream_params=params)
+    rec = Recorder(core)
+    core.reset(seed=seed)
+    out, ends = [], 0
+    for i in range(steps):
+        _, r, term, trunc, _ = core.step(torch.full((B,), FIRST_FIT))
+        ends += int((term | trunc).sum())
+        out.append(core.heaps.occ.clone())
+        if i % 50 == 0:
+            check_heaps(core.heaps)
+    check_heaps(core.heaps)
+    return torch.stack(out), ends, rec
+
+
+@pytest.mark.parametrize("name", ["python_json", "sqlite_insert", "sort_gpl"])
+def test_shipped_trace_replays_with_first_fit(name):
+    occ, ends, rec = run(3, 0, 300, path=name)
+    assert sum(op == ALLOC for op, _ in rec.log) >= 300
+    assert sum(op == FREE for op, _ in rec.log) > 0
+
+
+def test_replay_is_deterministic():
+    a, _, ra = run(2, 5, 120, path="sqlite_insert", random_start=True, window=3000)
+    b, _, rb = run(2, 5, 120, path="sqlite_insert", random_start=True, window=3000)
+    assert torch.equal(a, b) and ra.log == rb.log
+
+
+def test_batch_independence_random_start():
+    B, seed, steps = 3, 11, 100
+    batch, _, _ = run(B, seed, steps, path="python_json", random_start=True, window=4000)
+    for b in range(B):
+        single, _, _ = run(1, seed + b, steps, path="python_json", random_start=True, window=4000)
+        assert torch.equal(batch[:, b], single[:, 0]), f"heap {b} differs from a batch of one with seed + {b}"
+
+
+def test_state_dict_round_trip():
+    core = AllocCore(2, cells=128, stream="trace",
+                     stream_params={"path": "sqlite_insert", "random_start": True, "window": 400})
+    core.reset(seed=9)
+    act = torch.full((2,), FIRST_FIT)
+    for _ in range(60):
+        core.step(act)
+    saved = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in core.stream.state_dict().items()}
+    state = core.state_dict()
+
+    def go():
+        out = []
+        for _ in range(60):
+            core.step(act)
+            out.append(core.heaps.occ.clone())
+        return torch.stack(out)
+
+    first = go()
+    core.load_state_dict(state)
+    assert torch.equal(core.stream.ptr, saved["ptr"])
+    assert torch.equal(go(), first)
+
+
+def test_random_start_varies_and_skips_older_frees():
+    core = AllocCore(8, cells=256, stream="trace",
+                     stream_params={"path": "sqlite_insert", "random_start": True, "window": 500})
+    Recorder(core)  # every free must find its (post-start) block
+    core.reset(seed=3)
+    assert len(set(core.stream.start.tolist())) > 1
+    for _ in range(200):
+        core.step(torch.full((8,), FIRST_FIT))
+    check_heaps(core.heaps)
+
+
+def test_bad_params():
+    with pytest.raises(FileNotFoundError, match="shipped traces"):
+        TraceStream(1, 64, path="no_such_trace")
+    with pytest.raises(ValueError, match="granularity"):
+        TraceStream(1, 64, path="python_json", granularity=0)
+    with pytest.raises(ValueError, match="no allocation"):
+        TraceStream(1, 64, path="sort_gpl", min_bytes=10**9)
+
+
+# --------------------------------------------------------------------------------------------------
+# recording
+# --------------------------------------------------------------------------------------------------
+def _recorder():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "record_trace.py"
+    spec = importlib.util.spec_from_file_location("record_trace", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_record_without_valgrind_says_how_to_install(tmp_path, monkeypatch, capsys):
+    rec = _recorder()
+    monkeypatch.setattr(rec.shutil, "which", lambda name: None)
+    assert rec.main(["-o", str(tmp_path / "x.trace"), "--", "/bin/true"]) == 2
+    assert "apt-get install -y valgrind" in capsys.readouterr().err
+    assert not (tmp_path / "x.trace").exists()
+
+
+@pytest.mark.skipif(__import__("shutil").which("valgrind") is None, reason="valgrind is not installed")
+def test_record_a_real_program(tmp_path):
+    rec = _recorder()
+    out = tmp_path / "echo.trace.gz"
+    assert rec.main(["-o", str(out), "--max-events", "100", "--", "/bin/echo", "hi"]) == 0
+    ev = read_trace(out)
+    assert 0 < len(ev) <= 100 and ev[0, 0] == 0
+    header = gzip.decompress(out.read_bytes()).decode().splitlines()
+    assert header[0] == HEADER and header[1] == "# command: /bin/echo hi"
+    assert any(line.startswith("# valgrind: valgrind-") for line in header[:10])
