@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test test-all lint bench lim clean
+.PHONY: venv run test test-all lint bench lim clean valgrind
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,10 +21,16 @@ run: $(STAMP)
 	$(BIN)/python train.py steps=4096 eval.trials=32 logger=offline
 	$(BIN)/python scripts/lim_heuristics.py --episodes 300
 
-test: $(STAMP)
+# The trace recorder's test runs a real program under valgrind (Debian package; root installs it here).
+valgrind:
+	@command -v valgrind >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; } || \
+		{ echo "valgrind is missing: install it (apt-get install valgrind)"; exit 1; }
+
+test: $(STAMP) valgrind
 	$(BIN)/python -m pytest
 
-test-all: $(STAMP)
+test-all: $(STAMP) valgrind
 	$(BIN)/python -m pytest -m ''
 
 lint: $(STAMP)

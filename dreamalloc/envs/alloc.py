@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 from dreamalloc.envs.core import AllocConfig, AllocCore
-from dreamalloc.envs.vector import _split_config
 
 
 class AllocEnv(gym.Env):
@@ -24,7 +23,7 @@ class AllocEnv(gym.Env):
         if render_mode not in (None, "ansi"):
             raise ValueError(f"unknown render_mode {render_mode!r}; AllocEnv renders 'ansi' only")
         self.render_mode = render_mode
-        self.core = AllocCore(1, AllocConfig(**_split_config(kwargs)), device=device, autoreset=False)
+        self.core = AllocCore(1, AllocConfig.from_kwargs(**kwargs), device=device, autoreset=False)
         cfg = self.core.cfg
         lo, hi = cfg.obs_bounds()
         self.observation_space = gym.spaces.Box(lo, hi, dtype=np.float32)

@@ -51,6 +51,15 @@ class AllocConfig:
     max_allocs: int | None = None  # truncation; None means 2 * cells
     ideal: bool = False  # compacting heap: the capacity bound no allocator can pass
 
+    @classmethod
+    def from_kwargs(cls, base: AllocConfig | None = None, **kwargs) -> AllocConfig:
+        """A config from keyword arguments (over ``base``); an unknown option is an error listing the valid ones."""
+        unknown = sorted(set(kwargs) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown allocation env option(s) {unknown}; valid options: "
+                             f"{', '.join(sorted(cls.__dataclass_fields__))}")
+        return cls(**{**(base.__dict__ if base is not None else {}), **kwargs})
+
     def validate(self) -> AllocConfig:
         def bad(msg):
             raise ValueError(f"invalid allocation env config: {msg}")
@@ -105,13 +114,7 @@ class AllocCore:
 
     def __init__(self, num_heaps: int, config: AllocConfig | None = None, device="cpu",
                  autoreset: bool = True, **overrides):
-        cfg = config if config is not None else AllocConfig()
-        if overrides:
-            unknown = sorted(set(overrides) - set(AllocConfig.__dataclass_fields__))
-            if unknown:
-                raise ValueError(f"unknown allocation env option(s) {unknown}; valid options: "
-                                 f"{', '.join(sorted(AllocConfig.__dataclass_fields__))}")
-            cfg = AllocConfig(**{**cfg.__dict__, **overrides})
+        cfg = AllocConfig.from_kwargs(config, **overrides)
         self.cfg = cfg.validate()
         self.B, self.N = int(num_heaps), int(cfg.cells)
         self.device = torch.device(device)

@@ -31,7 +31,7 @@ class AllocVectorEnv(VectorEnv):
     def __init__(self, num_envs: int = 8, device: str = "cpu", **kwargs):
         if int(num_envs) < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-        self.core = AllocCore(int(num_envs), AllocConfig(**_split_config(kwargs)), device=device)
+        self.core = AllocCore(int(num_envs), AllocConfig.from_kwargs(**kwargs), device=device)
         self.num_envs = int(num_envs)
         cfg = self.core.cfg
         lo, hi = cfg.obs_bounds()
@@ -56,10 +56,3 @@ class AllocVectorEnv(VectorEnv):
         m = self.core.action_mask()
         return None if m is None else m.cpu().numpy()
 
-
-def _split_config(kwargs: dict) -> dict:
-    unknown = sorted(set(kwargs) - set(AllocConfig.__dataclass_fields__))
-    if unknown:
-        raise ValueError(f"unknown allocation env option(s) {unknown}; valid options: "
-                         f"{', '.join(sorted(AllocConfig.__dataclass_fields__))}")
-    return kwargs
