@@ -20,7 +20,8 @@ class Agent(ABC):
     Config: ClassVar[type]  # dataclass of the agent's hyperparameters (its Hydra schema, with a ``name`` field)
     learns: ClassVar[bool] = False
 
-    def __init__(self, obs_dim: int, n_actions: int, env: AllocConfig, device: torch.device, **hparams):
+    def __init__(self, obs_dim: int, n_actions: int, env: AllocConfig | None, device: torch.device, **hparams):
+        """``env`` is the allocation env's config (None for a generic env such as CartPole)."""
         self.obs_dim, self.n_actions, self.env, self.device = obs_dim, n_actions, env, device
 
     def initial_state(self, batch: int) -> Any:
@@ -49,4 +50,4 @@ class Agent(ABC):
     def meta(self) -> dict:
         """What a checkpoint must match to be loaded into this agent."""
         return {"agent": self.name, "obs_dim": self.obs_dim, "n_actions": self.n_actions,
-                "action_space": self.env.action}
+                "action_space": getattr(self.env, "action", None)}
