@@ -1,0 +1,97 @@
+"""Any gymnasium vector env behind the batched core's tensor interface, plus a plain training loop.
+
+Agents are written against ``AllocCore`` (tensors in, tensors out, SAME_STEP autoreset with ``final_obs``
+and ``episode`` in info). ``GymVecCore`` gives e.g. CartPole-v1 that same face, so the baselines can be
+checked on standard tasks and against Stable-Baselines3 with exactly the code that runs on allocation.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+
+
+def _tensor(x, device):
+    if isinstance(x, np.ndarray):
+        t = torch.from_numpy(x)
+        if t.dtype == torch.float64 and x.ndim > 1:
+            t = t.float()
+        return t.to(device)
+    if isinstance(x, dict):
+        return {k: _tensor(v, device) for k, v in x.items()}
+    return x
+
+
+class GymVecCore:
+    """``num_envs`` copies of a registered gymnasium env (sync vectorised), as torch tensors on ``device``."""
+
+    def __init__(self, env_id: str, num_envs: int, device="cpu", **make_kwargs):
+        self.device = torch.device(device)
+        env = gym.make_vec(env_id, num_envs=int(num_envs), vectorization_mode="sync",
+                           vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP}, **make_kwargs)
+        self.env = gym.wrappers.vector.RecordEpisodeStatistics(env)
+        self.B = int(num_envs)
+        if not isinstance(self.env.single_action_space, gym.spaces.Discrete):
+            raise ValueError(f"{env_id}: only Discrete action spaces are supported, got "
+                             f"{self.env.single_action_space}")
+        self.obs_dim = int(np.prod(self.env.single_observation_space.shape))
+        self.n_actions = int(self.env.single_action_space.n)
+
+    def reset(self, seed: int | None = None):
+        obs, info = self.env.reset(seed=seed)
+        return _tensor(obs.reshape(self.B, -1).astype(np.float32), self.device), _tensor(info, self.device)
+
+    def step(self, action: torch.Tensor):
+        obs, r, term, trunc, info = self.env.step(action.cpu().numpy())
+        info = dict(info)
+        if "final_obs" in info:
+            done = info["_final_obs"]
+            dense = obs.copy()
+            dense[done] = np.stack([info["final_obs"][i] for i in np.flatnonzero(done)])
+            info["final_obs"] = dense.reshape(self.B, -1).astype(np.float32)
+            info.pop("final_info", None)
+            info.pop("_final_info", None)
+        if "episode" in info:
+            info["episode"] = {"r": info["episode"]["r"].astype(np.float64), "l": info["episode"]["l"]}
+        return (_tensor(obs.reshape(self.B, -1).astype(np.float32), self.device),
+                torch.as_tensor(r, dtype=torch.float64, device=self.device),
+                torch.as_tensor(term, device=self.device), torch.as_tensor(trunc, device=self.device),
+                _tensor(info, self.device))
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def fit(agent, core, steps: int, seed: int = 0) -> list[float]:
+    """Train ``agent`` for ``steps`` env steps on ``core`` (the same act / observe / update cycle as
+    train.py); returns the returns of the episodes finished along the way."""
+    obs, info = core.reset(seed=seed)
+    state = agent.initial_state(core.B)
+    returns: list[float] = []
+    step = 0
+    while step < steps:
+        action, state = agent.act(obs, state, info)
+        next_obs, reward, term, trunc, info = core.step(action)
+        agent.observe(obs, action, reward, term, trunc, info.get("final_obs", next_obs), info)
+        obs = next_obs
+        step += core.B
+        if "episode" in info:
+            returns.extend(info["episode"]["r"][info["_episode"]].tolist())
+        agent.update(step)
+    return returns
+
+
+def evaluate(agent, core, episodes: int, seed: int = 10_000, deterministic: bool = True) -> np.ndarray:
+    """Returns of the first ``episodes`` episodes to finish (the agent's state reset once at the start)."""
+    obs, info = core.reset(seed=seed)
+    state = agent.initial_state(core.B)
+    out: list[float] = []
+    while len(out) < episodes:
+        with torch.no_grad():
+            action, state = agent.act(obs, state, info, deterministic)
+        obs, _, _, _, info = core.step(action)
+        if "episode" in info:
+            out.extend(info["episode"]["r"][info["_episode"]].tolist())
+    return np.asarray(out[:episodes])
