@@ -7,6 +7,7 @@ import gzip
 import numpy as np
 import pytest
 import torch
+from invariants import check_heaps
 
 from dreamalloc.envs import AllocCore
 from dreamalloc.workloads import ALLOC, FREE, FREE_ALL, STREAMS
@@ -189,21 +190,6 @@ def test_min_bytes_and_window(tmp_path):
     for _ in range(3):
         core.step(torch.tensor([FIRST_FIT]))
     assert rec.log == [(ALLOC, 4), (ALLOC, 1), (FREE_ALL, 0), (ALLOC, 4), (ALLOC, 1)]
-
-
-def check_heaps(h):
-    live = h.live
-    assert torch.equal(h.used, torch.where(live, h.block_size, 0).sum(1))
-    assert torch.equal(h.occ.sum(1), h.used)  # the cells owned add up: no two blocks overlap
-    assert torch.equal(h.n_live, live.sum(1))
-    for b in range(h.batch):
-        slots = live[b].nonzero().squeeze(1)
-        cover = torch.zeros(h.cells, dtype=torch.long)
-        for s in slots.tolist():
-            st, sz = int(h.block_start[b, s]), int(h.block_size[b, s])
-            cover[st: st + sz] += 1
-            assert bool((h.owner[b, st: st + sz] == s).all())
-        assert int(cover.max()) <= 1
 
 
 def run(B, seed, steps, **params):

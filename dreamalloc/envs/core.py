@@ -11,6 +11,14 @@ the same device can also drive it directly. Step semantics follow Lim & Maddukur
   (the return is then exactly 0.1 x successful allocations);
 * terminated when the next allocation request fits in no free run; truncated once ``max_allocs``
   (default 2 N) allocations have succeeded.
+
+Meta-RL trials (RL^2, REFERENCE.md §6): a trial is ``trial_episodes`` consecutive episodes of a heap, and a
+task distribution keeps its task for the whole trial. Every info carries ``trial_start`` (the returned
+obs opens a trial: recurrent agents reset their state there and only there), ``trial_end`` (this step
+closed a trial) and ``episode_start``; with ``meta_obs`` the observation also holds the previous action
+(one-hot), the previous reward and the episode-start flag (zeros for the action and reward at trial
+start; kept across episode boundaries inside a trial). Each heap runs at its own point in its trial.
+``info["task_id"]`` (task / shift streams) is for analysis; agents see it only with ``task_obs``.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import torch
 
 from dreamalloc.heap import ALIGNS, RULES, FreeRuns, HeapBatch, heap_metrics, place_address
 from dreamalloc.workloads import ALLOC, FREE, FREE_ALL, make_stream
+from dreamalloc.workloads.tasks import expand_tasks
 
 ACTION_SPACES = ("heuristic", "address", "hole")
 SIZE_SCALES = ("raw", "fraction")
@@ -50,6 +59,9 @@ class AllocConfig:
     terminal_reward: str = "lim"  # what the episode's last successful allocation earns: lim | zero | alloc
     max_allocs: int | None = None  # truncation; None means 2 * cells
     ideal: bool = False  # compacting heap: the capacity bound no allocator can pass
+    trial_episodes: int = 1  # K: episodes per meta-RL trial (a task distribution keeps its task for a trial)
+    meta_obs: bool = False  # observe previous action (one-hot), previous reward, episode-start flag (RL^2)
+    task_obs: bool = False  # observe the current task id (one-hot): an oracle, off for adaptive agents
 
     @classmethod
     def from_kwargs(cls, base: AllocConfig | None = None, **kwargs) -> AllocConfig:
@@ -86,6 +98,10 @@ class AllocConfig:
                 bad(f"{name} must be a non-negative integer, got {v!r}")
         if self.action == "hole" and self.holes < 1:
             bad("holes must be >= 1 for the hole action space")
+        if not isinstance(self.trial_episodes, (int, np.integer)) or self.trial_episodes < 1:
+            bad(f"trial_episodes must be an integer >= 1, got {self.trial_episodes!r}")
+        if self.task_obs and self.n_tasks < 2:
+            bad(f"task_obs needs a stream with several tasks (tasks or shift), not {self.stream!r}")
         if self.max_allocs is None:
             self.max_allocs = 2 * self.cells
         if self.max_allocs < 1:
@@ -97,8 +113,21 @@ class AllocConfig:
         return {"heuristic": len(self.heuristics), "address": self.cells, "hole": self.holes}[self.action]
 
     @property
+    def n_tasks(self) -> int:
+        """Tasks the stream switches among (1 for a single stream)."""
+        if self.stream in ("tasks", "shift") and "tasks" in self.stream_params:
+            return len(expand_tasks(self.stream_params["tasks"]))
+        return 1
+
+    @property
+    def meta_dim(self) -> int:
+        """Width of the meta-RL part of the observation: previous action one-hot, reward, episode start."""
+        return (self.n_actions + 2) if self.meta_obs else 0
+
+    @property
     def obs_dim(self) -> int:
-        return (self.cells if self.bitmap else 0) + 1 + self.history + 4 * self.summary + 2 * self.hole_features
+        return ((self.cells if self.bitmap else 0) + 1 + self.history + 4 * self.summary + 2 * self.hole_features
+                + self.meta_dim + (self.n_tasks if self.task_obs else 0))
 
     def obs_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         size_hi = float(self.cells) if self.size_scale == "raw" else 1.0
@@ -106,6 +135,14 @@ class AllocConfig:
         hi = [1.0] * (self.cells if self.bitmap else 0) + [size_hi] + [size_hi] * self.history
         lo += [0.0] * (4 * self.summary + 2 * self.hole_features)
         hi += [1.0] * (4 * self.summary + 2 * self.hole_features)
+        if self.meta_obs:
+            r_lo = min(self.invalid_reward, self.alloc_reward, 0.0)
+            r_hi = max(self.invalid_reward, self.alloc_reward, 0.0)
+            lo += [0.0] * self.n_actions + [r_lo, 0.0]
+            hi += [1.0] * self.n_actions + [r_hi, 1.0]
+        if self.task_obs:
+            lo += [0.0] * self.n_tasks
+            hi += [1.0] * self.n_tasks
         return np.asarray(lo, np.float32), np.asarray(hi, np.float32)
 
 
@@ -130,6 +167,12 @@ class AllocCore:
         self.ep_len = torch.zeros(self.B, dtype=torch.long, device=dev)
         self.needs_reset = torch.ones(self.B, dtype=torch.bool, device=dev)
         self.freed = torch.zeros(self.B, dtype=torch.bool, device=dev)  # frees applied since the placement
+        self.prev_action = torch.full((self.B,), -1, dtype=torch.long, device=dev)  # -1: none (trial start)
+        self.prev_reward = torch.zeros(self.B, dtype=torch.float64, device=dev)
+        self.episode_start = torch.ones(self.B, dtype=torch.bool, device=dev)  # the obs opens an episode
+        self.trial_start = torch.ones(self.B, dtype=torch.bool, device=dev)  # the obs opens a trial
+        if cfg.trial_episodes > 1 and hasattr(self.stream, "set_trial_length"):
+            self.stream.set_trial_length(cfg.trial_episodes)
         f64 = dict(dtype=torch.float64, device=dev)  # rewards in float64: exact sums of 0.1 in the returns
         self._alloc_r = torch.tensor(cfg.alloc_reward, **f64)
         self._invalid_r = torch.tensor(cfg.invalid_reward, **f64)
@@ -166,6 +209,12 @@ class AllocCore:
         self.stream.reset(self.heaps, rows, self.seed[rows], self.episode[rows])
         self._advance(rows)
         self.needs_reset[rows] = False
+        self.episode_start[rows] = True
+        first = self.episode[rows] % self.cfg.trial_episodes == 0
+        self.trial_start[rows] = first
+        opens = rows[first]
+        self.prev_action[opens] = -1
+        self.prev_reward[opens] = 0.0
 
     def _advance(self, rows: torch.Tensor) -> None:
         """Apply the stream's frees until every row has a pending allocation request."""
@@ -249,9 +298,14 @@ class AllocCore:
         self.ep_return += reward
         self.ep_len += 1
         self.runs = runs
+        self.prev_action.copy_(a)
+        self.prev_reward.copy_(reward)
+        self.episode_start.zero_()
+        self.trial_start.zero_()
+        done = terminated | truncated
+        trial_end = done & (self.episode % self.cfg.trial_episodes == self.cfg.trial_episodes - 1)
         info = self._info(runs)
         obs = self._observe()
-        done = terminated | truncated
         if done.any():
             episode = {"r": self.ep_return.clone(), "l": self.ep_len.clone()}
             if self.autoreset:  # gymnasium's SAME_STEP: the finished step's obs / info go under final_*
@@ -264,11 +318,13 @@ class AllocCore:
                 final_obs, obs = obs, obs.clone()
                 obs[d] = self._observe(d)
                 info = self._info(self.runs)
+                final_info["trial_end"] = trial_end
                 info.update(final_obs=final_obs, _final_obs=done.clone(), final_info=final_info,
                             _final_info=done.clone())
             else:
                 self.needs_reset |= done
             info["episode"], info["_episode"] = episode, done.clone()
+        info["trial_end"] = trial_end
         return obs, reward, terminated, truncated, info
 
     def _compact_where_needed(self, rows: torch.Tensor) -> None:
@@ -295,6 +351,11 @@ class AllocCore:
     def _info(self, runs: FreeRuns) -> dict:
         info = heap_metrics(self.heaps, runs)
         info["request"] = self.request.clone()
+        info["episode_start"] = self.episode_start.clone()
+        info["trial_start"] = self.trial_start.clone()
+        info["trial_end"] = torch.zeros_like(self.trial_start)
+        if hasattr(self.stream, "task_id"):
+            info["task_id"] = self.stream.task_id.clone()
         mask = self.action_mask()
         if mask is not None:
             info["action_mask"] = mask
@@ -326,7 +387,18 @@ class AllocCore:
             i += 4
         if cfg.hole_features:
             st, ln = self.runs.first_fitting(self.request, cfg.hole_features)
-            out[:, i:] = torch.stack([sel(st).float() / N, sel(ln).float() / N], 2).flatten(1)
+            out[:, i: i + 2 * cfg.hole_features] = torch.stack([sel(st).float() / N, sel(ln).float() / N],
+                                                               2).flatten(1)
+            i += 2 * cfg.hole_features
+        if cfg.meta_obs:
+            k = cfg.n_actions
+            pa = sel(self.prev_action)
+            out[:, i: i + k] = torch.nn.functional.one_hot(pa.clamp(min=0), k).float() * (pa >= 0)[:, None]
+            out[:, i + k] = sel(self.prev_reward).float()
+            out[:, i + k + 1] = sel(self.episode_start).float()
+            i += k + 2
+        if cfg.task_obs:
+            out[:, i:] = torch.nn.functional.one_hot(sel(self.stream.task_id), cfg.n_tasks).float()
         return out
 
     # ----------------------------------------------------------------------------------------------
@@ -335,13 +407,18 @@ class AllocCore:
         return {"heaps": self.heaps.state_dict(), "stream": self.stream.state_dict(),
                 "request": self.request.clone(), "hist": self.hist.clone(), "seed": self.seed.clone(),
                 "episode": self.episode.clone(), "ep_return": self.ep_return.clone(),
-                "ep_len": self.ep_len.clone(), "needs_reset": self.needs_reset.clone()}
+                "ep_len": self.ep_len.clone(), "needs_reset": self.needs_reset.clone(),
+                "prev_action": self.prev_action.clone(), "prev_reward": self.prev_reward.clone(),
+                "episode_start": self.episode_start.clone(), "trial_start": self.trial_start.clone()}
 
     def load_state_dict(self, state: dict) -> None:
         self.heaps.load_state_dict(state["heaps"])
         self.stream.load_state_dict(state["stream"])
         for k in ("request", "hist", "seed", "episode", "ep_return", "ep_len", "needs_reset"):
             getattr(self, k).copy_(state[k])
+        for k in ("prev_action", "prev_reward", "episode_start", "trial_start"):  # absent in older checkpoints
+            if k in state:
+                getattr(self, k).copy_(state[k])
         self.runs = FreeRuns.of(self.heaps.occ)
 
 

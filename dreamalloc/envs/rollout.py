@@ -71,7 +71,7 @@ def capacity_bound(episodes: int, seed: int = 0, device="cpu", k: int = 1, **env
 def env_kwargs(cfg: AllocConfig) -> dict:
     """The AllocConfig fields that matter to a fixed heuristic replaying the same streams."""
     keep = ("cells", "stream", "stream_params", "align", "alloc_reward", "invalid_reward", "terminal_reward",
-            "max_allocs")
+            "max_allocs", "trial_episodes")
     return {name: getattr(cfg, name) for name in keep}
 
 

@@ -35,14 +35,24 @@ class EnvConf:
     invalid_reward: float = -10.0
     terminal_reward: str = "lim"
     max_allocs: int | None = None
+    trial_episodes: int = 1  # K episodes per meta-RL trial in training (evaluation uses eval.episodes_per_trial)
+    meta_obs: bool = False  # previous action / reward / episode-start flag in the observation (RL^2 agents)
+    task_obs: bool = False  # the task id in the observation (an oracle; never for adaptive agents)
 
 
 @dataclass
 class TaskConf:
+    """A task (a stream family with parameter values), or with ``ranges`` / ``choices`` a task distribution
+    expanded into ``samples`` tasks drawn with ``seed`` (see workloads/tasks.py)."""
+
     name: str = MISSING
     stream: str = MISSING
     params: dict[str, Any] = field(default_factory=dict)
     weight: float = 1.0
+    ranges: dict[str, Any] = field(default_factory=dict)
+    choices: dict[str, Any] = field(default_factory=dict)
+    samples: int = 0
+    seed: int = 0
 
 
 @dataclass
@@ -128,7 +138,15 @@ def validate(cfg: DictConfig) -> None:
 
 
 def tasks_of(tasks) -> list[dict]:
-    return [dict(OmegaConf.to_container(t, resolve=True)) if not isinstance(t, dict) else t for t in tasks]
+    """Plain task dicts, without the defaults of the schema's unused fields."""
+    out = []
+    for t in tasks:
+        d = dict(OmegaConf.to_container(t, resolve=True)) if not isinstance(t, dict) else dict(t)
+        for key, empty in (("ranges", {}), ("choices", {}), ("samples", 0), ("seed", 0)):
+            if key in d and d[key] == empty:
+                del d[key]
+        out.append(d)
+    return out
 
 
 def alloc_config(env, tasks) -> AllocConfig:
@@ -137,7 +155,7 @@ def alloc_config(env, tasks) -> AllocConfig:
     e.pop("num_envs", None)
     e["heuristics"] = tuple(e["heuristics"])
     tasks = tasks_of(tasks)
-    if len(tasks) == 1:
+    if len(tasks) == 1 and not tasks[0].get("ranges") and not tasks[0].get("choices"):
         stream, params = tasks[0]["stream"], dict(tasks[0].get("params") or {})
     else:
         stream, params = "tasks", {"tasks": tasks}

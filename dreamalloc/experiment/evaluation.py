@@ -27,6 +27,7 @@ SCHEMA = 1
 def evaluate_task(agent: Agent, env, task: dict, trials: int, k: int, seed: int, device: torch.device,
                   deterministic: bool = True, timeline: bool = False) -> dict[str, Any]:
     cfg = alloc_config(env, [task])
+    cfg.trial_episodes = k  # a trial is the K evaluation episodes: one task, the agent's state kept
     core = AllocCore(trials, cfg, device=device)
     if core.cfg.obs_dim != agent.obs_dim or core.cfg.n_actions != agent.n_actions:
         raise ValueError(f"the agent expects observations of {agent.obs_dim} values and {agent.n_actions} "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dreamalloc.workloads.base import ALLOC, FREE, FREE_ALL, Requests, RequestStream, ScriptedStream
 from dreamalloc.workloads.families import PatternStream
 from dreamalloc.workloads.lim import BfGoodStream, MixedStream, RandomStream, WfGoodStream
+from dreamalloc.workloads.shift import ShiftStream
 from dreamalloc.workloads.tasks import TaskStream
 from dreamalloc.workloads.traces import TraceStream
 
@@ -15,6 +16,7 @@ STREAMS: dict[str, type[RequestStream]] = {
     "wf-good": WfGoodStream,
     "mixed": MixedStream,
     "trace": TraceStream,  # a recorded real-program trace: stream_params={"path": "python_json"}
+    "shift": ShiftStream,  # in-episode switches between tasks: stream_params={"tasks": [...], "at": 64}
     "tasks": TaskStream,  # a distribution over the others: stream_params={"tasks": [{name, stream, params}]}
 }
 ALIASES = {"dist": "random", "ff-bad": "bf-good", "bf_good": "bf-good", "wf_good": "wf-good"}
