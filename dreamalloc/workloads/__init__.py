@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from dreamalloc.workloads.adversarial import (
+    AdversarialStream,
+    FfGoodStream,
+    NfGoodStream,
+    PreholedStream,
+    SfGoodStream,
+)
 from dreamalloc.workloads.base import ALLOC, FREE, FREE_ALL, Requests, RequestStream, ScriptedStream
 from dreamalloc.workloads.families import PatternStream
 from dreamalloc.workloads.lim import BfGoodStream, MixedStream, RandomStream, WfGoodStream
@@ -15,11 +22,17 @@ STREAMS: dict[str, type[RequestStream]] = {
     "bf-good": BfGoodStream,
     "wf-good": WfGoodStream,
     "mixed": MixedStream,
+    "adversarial": AdversarialStream,  # only `target` (first|next|best|worst|second) survives (adversarial.py)
+    "ff-good": FfGoodStream,  # adversarial, target="first"
+    "nf-good": NfGoodStream,  # adversarial, target="next"
+    "sf-good": SfGoodStream,  # adversarial, target="second"
+    "preholed": PreholedStream,  # Mandal & Rohil's pre-holed heap, then a list of sizes
     "trace": TraceStream,  # a recorded real-program trace: stream_params={"path": "python_json"}
     "shift": ShiftStream,  # in-episode switches between tasks: stream_params={"tasks": [...], "at": 64}
     "tasks": TaskStream,  # a distribution over the others: stream_params={"tasks": [{name, stream, params}]}
 }
-ALIASES = {"dist": "random", "ff-bad": "bf-good", "bf_good": "bf-good", "wf_good": "wf-good"}
+ALIASES = {"dist": "random", "ff-bad": "bf-good", "bf_good": "bf-good", "wf_good": "wf-good", "ff_good": "ff-good",
+           "nf_good": "nf-good", "sf_good": "sf-good"}
 
 
 def stream_names() -> list[str]:

@@ -51,6 +51,7 @@ class RequestStream(ABC):
 
 # Script steps of adversarial sequences.
 S_ALLOC, S_FREE_OLDEST, S_FREE_ALL = 0, 1, 2
+S_FREE_SEQ = 3  # free the block that was the script's j-th allocation (j, 0-based, in the size field)
 Script = list[tuple[int, int]]
 
 
@@ -59,6 +60,8 @@ class ScriptedStream(RequestStream):
 
     Subclasses define ``script(rng)``; the rng is a numpy Generator seeded by (seed, episode), so the script
     is reproducible per heap. FREE_OLDEST frees the live block allocated earliest in the episode.
+    FREE_SEQ j frees the block made by the j-th allocation counted from the script's first request (heap
+    allocations before the script do not shift j); nothing is freed when that block is no longer live.
     """
 
     SALT = 7
@@ -71,6 +74,7 @@ class ScriptedStream(RequestStream):
         self.sizes = torch.zeros_like(self.ops)
         self.length = torch.zeros(self.batch, dtype=torch.long, device=self.device)
         self.ptr = torch.zeros_like(self.length)
+        self.seq_base = torch.zeros_like(self.length)  # heap allocation count when the script started
 
     @abstractmethod
     def script(self, rng: np.random.Generator) -> Script:
@@ -93,6 +97,7 @@ class ScriptedStream(RequestStream):
         self.ops[rows], self.sizes[rows] = flat_t[:, 0], flat_t[:, 1]
         self.length[rows] = torch.tensor([len(s) for s in scripts], dtype=torch.long, device=self.device)
         self.ptr[rows] = 0
+        self.seq_base[rows] = heaps.n_allocs[rows]
         if self.then is not None:
             self.then.reset(heaps, rows, seed, episode)
 
@@ -106,10 +111,19 @@ class ScriptedStream(RequestStream):
             r, pp = rows[scripted], p[scripted]
             s_op, s_size = self.ops[r, pp], self.sizes[r, pp]
             self.ptr[r] = pp + 1
+            starts = pp == 0
+            if starts.any():
+                self.seq_base[r[starts]] = heaps.n_allocs[r[starts]]
             oldest = heaps._oldest(r)
             op[scripted] = torch.where(s_op == S_ALLOC, ALLOC, torch.where(s_op == S_FREE_ALL, FREE_ALL, FREE))
             size[scripted] = torch.where(s_op == S_ALLOC, s_size, 0)
-            block[scripted] = torch.where(s_op == S_FREE_OLDEST, oldest, -1)
+            blk = torch.where(s_op == S_FREE_OLDEST, oldest, -1)
+            by_seq = s_op == S_FREE_SEQ
+            if by_seq.any():
+                rs = r[by_seq]
+                hit = heaps.live[rs] & (heaps.block_seq[rs] == (self.seq_base[rs] + s_size[by_seq])[:, None])
+                blk[by_seq] = torch.where(hit.any(1), hit.long().argmax(1), -1)
+            block[scripted] = blk
         rest = ~scripted
         if rest.any():
             if self.then is None:
@@ -120,7 +134,7 @@ class ScriptedStream(RequestStream):
 
     def state_dict(self):
         s = {"ops": self.ops.clone(), "sizes": self.sizes.clone(), "length": self.length.clone(),
-             "ptr": self.ptr.clone()}
+             "ptr": self.ptr.clone(), "seq_base": self.seq_base.clone()}
         if self.then is not None:
             s["then"] = self.then.state_dict()
         return s
@@ -129,5 +143,7 @@ class ScriptedStream(RequestStream):
         self.ops, self.sizes = state["ops"].clone(), state["sizes"].clone()
         self.length.copy_(state["length"])
         self.ptr.copy_(state["ptr"])
+        if "seq_base" in state:  # absent in checkpoints from before FREE_SEQ
+            self.seq_base.copy_(state["seq_base"])
         if self.then is not None:
             self.then.load_state_dict(state["then"])
