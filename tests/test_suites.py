@@ -72,3 +72,12 @@ def test_meta_rl_trials_through_the_config():
     assert core.cfg.trial_episodes == 3 and core.cfg.obs_dim == 256 + 1 + 3 + 2
     _, info = core.reset(seed=0)
     assert bool(info["trial_start"].all()) and "task_id" in info
+
+
+def test_adversarial_rotation_experiment_gives_every_rule_as_an_action():
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=adversarial_rotation"])
+    validate(cfg)
+    core = AllocCore(2, alloc_config(cfg.env, cfg.suite.train))
+    assert core.cfg.heuristics == ("first", "next", "best", "worst", "second")
+    assert core.cfg.meta_obs and core.cfg.trial_episodes == 3
