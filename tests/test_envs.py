@@ -274,6 +274,22 @@ def test_render_ansi():
     assert text.startswith("." * 16) and f"request={info['request']}" in text
 
 
+def test_render_rgb_array_is_the_memory_map():
+    env = AllocEnv(cells=10, render_mode="rgb_array", stream_params=ONLY_ALLOCS)
+    env.reset(seed=0)
+    env.step(2)  # first fit: cells [0, size) become used
+    occ = env.core.heaps.occ[0].cpu().numpy().astype(bool)
+    img = env.render()
+    px = AllocEnv.CELL_PX
+    assert img.dtype == np.uint8 and img.shape == (3 * px, 4 * px, 3)  # 10 cells on a 4-wide grid, 3 rows
+    cells = img[::px, ::px].reshape(-1, 3)  # one pixel per cell, row-major
+    used, free = cells[np.flatnonzero(occ)[0]], cells[np.flatnonzero(~occ)[0]]
+    assert occ.any() and (~occ).any() and not np.array_equal(used, free)
+    for i, o in enumerate(occ):
+        assert np.array_equal(cells[i], used if o else free), i
+    assert not np.array_equal(cells[10], free) and not np.array_equal(cells[10], used)  # padding
+
+
 # --------------------------------------------------------------------------------------------------
 # gymnasium conformance
 # --------------------------------------------------------------------------------------------------

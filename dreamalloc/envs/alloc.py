@@ -17,11 +17,13 @@ from dreamalloc.envs.core import AllocConfig, AllocCore
 
 
 class AllocEnv(gym.Env):
-    metadata = {"render_modes": ["ansi"]}
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+    CELL_PX = 8  # rgb_array: each heap cell is a CELL_PX square, cells laid out row-major in a near-square grid
 
     def __init__(self, render_mode: str | None = None, device: str = "cpu", **kwargs):
-        if render_mode not in (None, "ansi"):
-            raise ValueError(f"unknown render_mode {render_mode!r}; AllocEnv renders 'ansi' only")
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"unknown render_mode {render_mode!r}; AllocEnv renders "
+                             f"{' or '.join(self.metadata['render_modes'])}")
         self.render_mode = render_mode
         self.core = AllocCore(1, AllocConfig.from_kwargs(**kwargs), device=device, autoreset=False)
         cfg = self.core.cfg
@@ -47,9 +49,24 @@ class AllocEnv(gym.Env):
         return np.ones(self.action_space.n, bool) if m is None else m[0].cpu().numpy()
 
     def render(self):
-        occ = self.core.heaps.occ[0].cpu().numpy()
+        occ = self.core.heaps.occ[0].cpu().numpy().astype(bool)
+        if self.render_mode == "rgb_array":
+            return heap_image(occ, self.CELL_PX)
         line = "".join("#" if o else "." for o in occ)
         return f"{line}  request={int(self.core.request[0])}"
+
+
+def heap_image(occ: np.ndarray, px: int = 8) -> np.ndarray:
+    """A memory map [H, W, 3] uint8: used cells dark, free cells light, row-major in a near-square grid (video
+    recorders and SB3's make_vec_env want rgb_array)."""
+    n = len(occ)
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = -(-n // cols)
+    grid = np.full(rows * cols, 2, np.uint8)  # 2 = padding past the heap's end
+    grid[:n] = occ
+    palette = np.array([[225, 228, 232], [40, 70, 140], [255, 255, 255]], np.uint8)  # free, used, padding
+    img = palette[grid.reshape(rows, cols)]
+    return np.repeat(np.repeat(img, px, axis=0), px, axis=1)
 
 
 def _unbatch(info: dict) -> dict:

@@ -1,0 +1,141 @@
+"""RL^2-PPO on Duan et al.'s meta-RL sanity tasks, against the paper's numbers (REFERENCE.md §6).
+
+Trains ``rl2_ppo`` with the gym_vec fit loop (the act / observe / update cycle of train.py) on Bernoulli
+bandits or random tabular MDPs, then measures total reward per trial on 1,000 fresh instances (seeds never
+used in training), greedy and sampled, with a 95% confidence interval, next to random and the paper's
+RL^2 and classic baselines. Results and commands: docs/rl2.md.
+
+    OMP_NUM_THREADS=1 nice python scripts/rl2_sanity.py --task bandit10 --steps 1500000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from dreamalloc.agents.rl2_ppo import RL2PPOAgent
+from dreamalloc.envs.meta_baselines import (
+    PSRL,
+    BanditOracle,
+    MDPOracle,
+    RandomPolicy,
+    Thompson,
+    evaluate_trials,
+    tuned_ucb1,
+)
+from dreamalloc.envs.meta_tasks import BanditCore, TabularMDPCore
+
+EVAL_SEED = 10**9  # far from the training seeds (seed .. seed + envs - 1, then their later trials)
+
+# task -> (env factory, paper numbers, agent hyperparameters); one chunk = one trial where it fits
+TASKS = {
+    "bandit10": (lambda B: BanditCore(B, arms=5, pulls=10),
+                 {"random": 5.0, "Gittins": 6.6, "UCB1": 6.7, "RL^2": 6.7},
+                 dict(n_steps=100, bptt=10, batch_size=1000, gamma=0.99, gae_lambda=0.95)),
+    "bandit100": (lambda B: BanditCore(B, arms=5, pulls=100),
+                  {"random": 49.9, "Gittins": 78.3, "UCB1": 78.0, "RL^2": 78.7},
+                  dict(n_steps=100, bptt=100, batch_size=2000, gamma=0.99, gae_lambda=0.95)),
+    "mdp10": (lambda B: TabularMDPCore(B, states=10, actions=5, horizon=10, episodes=10),
+              {"random": 100.1, "PSRL": 138.1, "RL^2": 156.2},
+              dict(n_steps=100, bptt=100, batch_size=2000, gamma=0.99, gae_lambda=0.95)),
+}
+
+
+def train(agent, core, steps: int, seed: int, minutes: float | None, log_every: int) -> tuple[int, list[float]]:
+    """gym_vec.fit's act / observe / update cycle, stopped at ``steps`` env steps or after ``minutes`` of
+    wall-clock (whichever comes first); prints the mean trial return now and then. Returns (steps done,
+    trial returns)."""
+    obs, info = core.reset(seed=seed)
+    state = agent.initial_state(core.B)
+    deadline = None if minutes is None else time.perf_counter() + 60.0 * minutes
+    returns: list[float] = []
+    step, next_log = 0, log_every
+    while step < steps and (deadline is None or time.perf_counter() < deadline):
+        action, state = agent.act(obs, state, info)
+        next_obs, reward, term, trunc, info = core.step(action)
+        agent.observe(obs, action, reward, term, trunc, info.get("final_obs", next_obs), info)
+        obs = next_obs
+        step += core.B
+        if "trial" in info:
+            returns.extend(info["trial"]["r"][info["_trial"]].tolist())
+        agent.update(step)
+        if step >= next_log:
+            next_log += log_every
+            print(f"  {step:>10,} steps  mean trial return (last 1000) {np.mean(returns[-1000:]):.3f}", flush=True)
+    return step, returns
+
+
+def mean_ci(x: np.ndarray) -> tuple[float, float, float]:
+    """Mean and its normal-approximation 95% interval."""
+    m, half = float(x.mean()), 1.96 * float(x.std(ddof=1)) / np.sqrt(len(x))
+    return m, m - half, m + half
+
+
+def baselines(task: str, make_core, trials: int) -> dict[str, tuple[float, float, float]]:
+    """Random, the adaptive references and the oracle on the evaluation instances themselves."""
+    pols = {"random": RandomPolicy()}
+    if task.startswith("bandit"):
+        core = make_core(1)
+        pols.update(Thompson=Thompson(), oracle=BanditOracle())
+    else:
+        pols.update(PSRL=PSRL(), oracle=MDPOracle())
+    out = {k: mean_ci(evaluate_trials(p, make_core(trials), trials, seed=EVAL_SEED)) for k, p in pols.items()}
+    if task.startswith("bandit"):
+        _, x, _ = tuned_ucb1(core.arms, core.pulls, trials, seed=EVAL_SEED)
+        out["UCB1 (tuned c)"] = mean_ci(x)
+    return out
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--task", choices=sorted(TASKS), default="bandit10")
+    p.add_argument("--steps", type=int, default=2_000_000, help="env steps of training")
+    p.add_argument("--envs", type=int, default=64, help="parallel envs (rows of the batched task)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--minutes", type=float, default=None, help="stop training after this much wall-clock")
+    p.add_argument("--log-every", type=int, default=200_000, help="env steps between progress lines")
+    p.add_argument("--trials", type=int, default=1000, help="fresh instances to evaluate on")
+    p.add_argument("--hp", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="agent hyperparameter overrides (JSON values), e.g. lr=1e-3 hidden=[64]")
+    p.add_argument("--json", help="write the results here")
+    a = p.parse_args(argv)
+    make_core, paper, hp = TASKS[a.task]
+    hp = dict(hp, hidden=[64], rnn_hidden=64, lr=1e-3, clip=0.1, ent_coef=0.01, n_epochs=8)
+    for kv in a.hp:
+        k, v = kv.split("=", 1)
+        hp[k] = json.loads(v)
+    torch.manual_seed(a.seed)
+    np.random.seed(a.seed)
+    core = make_core(a.envs)
+    agent = RL2PPOAgent(core.obs_dim, core.n_actions, None, "cpu", **hp)
+    t0 = time.perf_counter()
+    steps, returns = train(agent, core, a.steps, a.seed, a.minutes, a.log_every)
+    train_s = time.perf_counter() - t0
+    out = {"task": a.task, "steps": steps, "envs": a.envs, "seed": a.seed, "hp": hp, "train_s": train_s,
+           "updates": agent.n_updates, "train_last_1000_trials": float(np.mean(returns[-1000:]))}
+    for mode, det in (("greedy", True), ("sampled", False)):
+        x = evaluate_trials(agent, make_core(a.trials), a.trials, seed=EVAL_SEED, deterministic=det)
+        out[mode] = mean_ci(x)
+    out["wall_s"] = time.perf_counter() - t0
+    out["baselines"] = baselines(a.task, make_core, a.trials)
+    ref = ", ".join(f"{k} {v}" for k, v in paper.items())
+    print(f"{a.task}: {steps:,} env steps ({a.envs} envs, {agent.n_updates} updates), "
+          f"train {train_s:.0f} s, total {out['wall_s']:.0f} s")
+    for mode in ("greedy", "sampled"):
+        m, lo, hi = out[mode]
+        print(f"  RL^2-PPO {mode:8s} {m:7.2f} [{lo:.2f}, {hi:.2f}] over {a.trials} fresh instances")
+    same = ", ".join(f"{k} {m:.2f} [{lo:.2f}, {hi:.2f}]" for k, (m, lo, hi) in out["baselines"].items())
+    print(f"  same instances: {same}")
+    print(f"  paper (Duan et al. 2016, Table 1): {ref}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return out
+
+
+if __name__ == "__main__":
+    main()
