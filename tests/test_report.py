@@ -17,6 +17,7 @@ import pytest
 from scipy import stats
 
 from dreamalloc.report import (
+    adaptation_rows,
     compare_curves,
     compare_rows,
     episode_curve,
@@ -357,3 +358,31 @@ def test_compare_curves_across_seeds():
     assert "odd" not in curves["lim2024", "heldout", "mixed"] and "'odd'" in warnings[0]
     rows = compare_rows(found[:2])
     assert rows[0]["return"] == pytest.approx(t_interval([a.mean(), b.mean()]))  # seed means, not pooled episodes
+
+
+def test_adaptation_rows_pool_tasks_per_set_and_overall():
+    res = make_results([[1, 2, 3], [1, 2, 3], [2, 2, 4]], set_name="a")
+    res["sets"]["a"]["tasks"]["other"] = _task(make_results([[1, 1, 1], [3, 3, 3]]))
+    res["sets"]["b"] = {"tasks": {"flat": _task(make_results([[2, 2, 2], [2, 2, 2]]))}}
+    rows = {r["set"]: r for r in adaptation_rows(res)}
+    assert list(rows) == ["a", "b", "all"]
+    a = rows["a"]
+    assert (a["trials"], a["episodes"], a["method"]) == (5, 3, "ppo")
+    assert a["first_ep"] == pytest.approx(t_interval([1, 1, 2, 1, 3]))
+    assert a["last_ep"] == pytest.approx(t_interval([3, 3, 4, 1, 3]))
+    assert a["gain"] == pytest.approx(t_interval([2, 2, 2, 0, 0]))
+    assert rows["b"]["gain"] == pytest.approx((0, 0, 0)) and rows["b"]["adapts"] is False
+    assert rows["all"]["trials"] == 7
+    rising = make_results([[1, 5]] * 3 + [[2, 6]] * 3)
+    assert [r["adapts"] for r in adaptation_rows(rising)] == [True]  # one set: no "all" row
+
+
+def test_adaptation_script_prints_the_table(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import adaptation
+
+    (tmp_path / "results.json").write_text(json.dumps(make_results([[1, 5], [2, 6], [1, 6], [2, 5]])))
+    assert adaptation.main([str(tmp_path), "--markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "| ppo" in out and "| True" in out and "4.00 [" in out
+    assert adaptation.main([str(tmp_path / "missing")]) == 2

@@ -7,6 +7,7 @@ in matplotlib).
 from dreamalloc.report.results import find_results, latest_per_run, load_results, save_results, validate_results
 from dreamalloc.report.stats import mean_ci
 from dreamalloc.report.tables import (
+    adaptation_rows,
     compare_curves,
     compare_rows,
     episode_curve,
@@ -16,6 +17,7 @@ from dreamalloc.report.tables import (
 )
 
 __all__ = [
+    "adaptation_rows",
     "compare_curves",
     "compare_rows",
     "episode_curve",

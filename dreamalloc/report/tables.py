@@ -71,6 +71,26 @@ def results_table(results: Results) -> list[dict]:
     return rows
 
 
+def adaptation_rows(results: Results) -> list[dict]:
+    """Within-trial adaptation per held-out set and over all of them: first- and last-episode return (trials
+    of every task pooled, each trial one sample), the paired gain last - first, and ``adapts``: the last
+    episode's interval lies wholly above the first's (the meta-RL acceptance test)."""
+    pooled: dict[str, list[np.ndarray]] = {}
+    for sname, _, t in _task_rows(results):
+        r = _matrix(t["returns"])
+        pooled.setdefault(sname, []).append(r)
+    groups = {k: np.concatenate(v) for k, v in pooled.items()}
+    if len(groups) > 1:
+        groups["all"] = np.concatenate(list(groups.values()))
+    rows = []
+    for name, r in groups.items():
+        first, last = mean_ci(r[:, 0]), mean_ci(r[:, -1])
+        rows.append({"method": results["method"], "set": name, "trials": r.shape[0], "episodes": r.shape[1],
+                     "first_ep": first, "last_ep": last, "gain": mean_ci(r[:, -1] - r[:, 0]),
+                     "adapts": bool(last[1] > first[2])})
+    return rows
+
+
 def _group(found: Iterable[Results]) -> dict[tuple[str, str, str, str], list[tuple[Results, dict]]]:
     """(suite, set, task, method) -> [(results of one seed, its task result)], in first-seen order."""
     groups: dict[tuple[str, str, str, str], list[tuple[Results, dict]]] = {}
