@@ -14,6 +14,8 @@ then steps until at least ``--seconds`` of wall time have passed (time.perf_coun
     python scripts/bench_env.py                      # B=1024, N in 64,256,1024,4096 (a few minutes)
     python scripts/bench_env.py --quick              # smoke test
     python scripts/bench_env.py --profile 256        # cProfile of native steps at N=256 (no table)
+    python scripts/bench_env.py --env load_balance   # LoadBalanceVectorEnv vs SyncVectorEnv of LoadBalanceEnv
+                                                     # (Park's defaults; --cells is then jobs per episode)
 
 The last line is ``speedup_vs_sync_vector_env: X`` (the speedup at N=256, or at the first N measured).
 """
@@ -37,10 +39,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import gymnasium as gym  # noqa: E402
 from gymnasium.vector import AutoresetMode, SyncVectorEnv  # noqa: E402
 
-from dreamalloc.envs import AllocEnv, AllocVectorEnv  # noqa: E402
+from dreamalloc.envs import AllocEnv, AllocVectorEnv, LoadBalanceEnv, LoadBalanceVectorEnv  # noqa: E402
 
 ENV_KW = {"stream": "random", "action": "heuristic"}
 HEADLINE_N = 256
+ENV = {"kind": "alloc"}  # --env: alloc (N = heap cells) or load_balance (N = jobs per episode)
 N_ACTION_POOL = 64  # distinct pre-drawn action vectors, cycled
 
 
@@ -78,12 +81,15 @@ def time_steps(env: gym.vector.VectorEnv, batch: int, seconds: float, warmup: in
             "us_per_vector_step": 1e6 * elapsed / steps, "episodes": episodes}
 
 
-def make_native(batch: int, cells: int, device: str) -> AllocVectorEnv:
+def make_native(batch: int, cells: int, device: str) -> AllocVectorEnv | LoadBalanceVectorEnv:
+    if ENV["kind"] == "load_balance":
+        return LoadBalanceVectorEnv(num_envs=batch, num_jobs=cells, device=device)
     return AllocVectorEnv(num_envs=batch, cells=cells, device=device, **ENV_KW)
 
 
 def make_sync(batch: int, cells: int) -> SyncVectorEnv:
-    fn = lambda: AllocEnv(cells=cells, **ENV_KW)
+    fn = lambda: (LoadBalanceEnv(num_jobs=cells) if ENV["kind"] == "load_balance" else AllocEnv(cells=cells,
+                                                                                               **ENV_KW))
     return SyncVectorEnv([fn] * batch, autoreset_mode=AutoresetMode.SAME_STEP)
 
 
@@ -142,7 +148,13 @@ def main(argv=None) -> int:
     p.add_argument("--profile", type=int, default=None, metavar="N",
                    help="instead of the table, cProfile native steps at heap size N (top 15 by tottime)")
     p.add_argument("--profile-steps", type=int, default=50)
+    p.add_argument("--env", choices=("alloc", "load_balance"), default="alloc",
+                   help="alloc (default; N = heap cells) or load_balance (Park's defaults; N = jobs per episode, "
+                        "default 1000)")
     args = p.parse_args(argv)
+    ENV["kind"] = args.env
+    if args.env == "load_balance" and args.cells == p.get_default("cells"):
+        args.cells = "1000"
 
     if args.quick:
         args.batch, args.cells, args.seconds = 64, "64", 0.3
@@ -163,8 +175,12 @@ def main(argv=None) -> int:
           + ", SyncVectorEnv device: cpu")
     print(f"load average (1, 5, 15 min) at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())} "
           "(other processes on this machine skew the timings)")
-    print(f"env: stream={ENV_KW['stream']}, action={ENV_KW['action']}, random actions; B={B} heaps per "
-          f"vector step; >= {args.seconds} s timed per measurement; steps/s = heap-steps (vector steps x B)")
+    if args.env == "load_balance":
+        print(f"env: load_balance (Park's defaults, N = jobs per episode), random servers; B={B} envs per "
+              f"vector step; >= {args.seconds} s timed per measurement; steps/s = env steps (vector steps x B)")
+    else:
+        print(f"env: stream={ENV_KW['stream']}, action={ENV_KW['action']}, random actions; B={B} heaps per "
+              f"vector step; >= {args.seconds} s timed per measurement; steps/s = heap-steps (vector steps x B)")
 
     if args.profile is not None:
         print(profile_native(B, args.profile, args.profile_steps, args.device))

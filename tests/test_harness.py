@@ -213,3 +213,24 @@ def test_agent_modules_are_discovered_with_their_schema():
 
     assert agent_classes()["heuristic"].Config().rule == "best"
     assert OmegaConf.get_type(cfg_of(["agent=heuristic"]).agent).__name__ == "HeuristicConfig"
+
+
+def test_checkpoint_of_another_agent_and_suite_loads_without_naming_them(tmp_path):
+    """evaluate.py and resume take the agent and suite from the checkpoint, whole: a PPO checkpoint on the
+    mixed suite loads under today's defaults (heuristic agent, lim2024 suite) without agent=/suite=."""
+    train(cfg_of(QUICK + ["steps=128", "agent=ppo", "agent.n_steps=8", "agent.batch_size=32",
+                          "suite=lim2024_mixed"], tmp_path))
+    ck = tmp_path / "ckpt" / "ppo_lim2024_mixed_s0"
+    r = run_cli("evaluate.py", QUICK + [f"checkpoint={ck}", "eval.trials=2", f"hydra.run.dir={tmp_path}/ev"],
+                tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads((tmp_path / "ev" / "eval" / "results.json").read_text())
+    assert res["method"].startswith("ppo") and res["suite"] == "lim2024_mixed" and res["step"] == 128
+    path = latest_checkpoint(ck)
+    payload = load_checkpoint(path)
+    payload["config"]["steps"] = payload["config"]["agent"]["total_steps"] = 192
+    torch.save(payload, path)
+    out = train(cfg_of(QUICK + [f"resume={path}"], tmp_path))
+    assert out["step"] == 192
+    resumed = load_checkpoint(latest_checkpoint(ck))
+    assert resumed["config"]["agent"]["name"] == "ppo" and resumed["config"]["suite"]["name"] == "lim2024_mixed"

@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from dreamalloc.experiment.checkpoint import CheckpointError, check_meta, latest_checkpoint, load_checkpoint
-from dreamalloc.experiment.config import alloc_config, register_configs, validate
+from dreamalloc.experiment.config import make_core, register_configs, validate, with_nodes
 from dreamalloc.experiment.evaluation import evaluate_suite
 from dreamalloc.experiment.logging import Logger
 from dreamalloc.experiment.seeding import seed_everything, select_device
@@ -33,6 +33,8 @@ def train_main(cfg: DictConfig) -> float | None:
         _fail(e)
     from dreamalloc.experiment.reporting import print_results
     print(f"run directory: {out['run_dir']}\ncheckpoint: {out['checkpoint']}")
+    for key, v in (out.get("forgetting") or {}).items():
+        print(f"{key}: {v:.4g}")
     return print_results(out["results"])
 
 
@@ -44,7 +46,6 @@ def _overridden(name: str) -> bool:
 
 
 def evaluate_main(cfg: DictConfig) -> float | None:
-    from dreamalloc.envs.core import AllocCore
     from dreamalloc.experiment.reporting import print_results, write_evaluation
 
     try:
@@ -58,13 +59,13 @@ def evaluate_main(cfg: DictConfig) -> float | None:
             trained = OmegaConf.create(payload["config"])
             # the agent and its env come from the checkpoint; the suite too unless given on the command line
             keep_suite = cfg.suite if _overridden("suite") else trained.suite
-            cfg = OmegaConf.merge(cfg, {"env": trained.env, "agent": trained.agent, "seed": trained.seed})
-            cfg.suite = keep_suite
+            cfg = with_nodes(cfg, {"env": trained.env, "agent": trained.agent, "seed": trained.seed,
+                                   "suite": keep_suite})
             step = int(payload["step"])
         validate(cfg)
         device = select_device(cfg.device)
         seed_everything(int(cfg.seed))
-        core = AllocCore(1, alloc_config(cfg.env, cfg.suite.train), device=device)
+        core = make_core(cfg.env, cfg.suite.train, 1, device)
         agent = build_agent(cfg, core, device)
         if payload is not None:
             check_meta(ckpt, payload.get("meta"), agent.meta())

@@ -13,13 +13,15 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from dreamalloc.envs.core import AllocConfig
+from dreamalloc.envs.core import AllocConfig, AllocCore
+from dreamalloc.envs.load_balance import LoadBalanceConfig, LoadBalanceCore
 
 
 @dataclass
 class EnvConf:
     """The allocation env (everything of AllocConfig but the stream, which the suite gives)."""
 
+    kind: str = "alloc"  # which env family: alloc | load_balance (LoadBalanceEnvConf)
     num_envs: int = 16
     cells: int = 256
     action: str = "heuristic"
@@ -38,6 +40,23 @@ class EnvConf:
     trial_episodes: int = 1  # K episodes per meta-RL trial in training (evaluation uses eval.episodes_per_trial)
     meta_obs: bool = False  # previous action / reward / episode-start flag in the observation (RL^2 agents)
     task_obs: bool = False  # the task id in the observation (an oracle; never for adaptive agents)
+
+
+@dataclass
+class LoadBalanceEnvConf:
+    """The load-balancing env (LoadBalanceConfig but the job laws, which the suite's tasks give)."""
+
+    kind: str = "load_balance"
+    num_envs: int = 16
+    num_servers: int = 10
+    service_rates: list[float] | None = None  # None: Park's 0.15, 0.25, ... for num_servers
+    num_jobs: int = 1000
+    obs_high: float = 5e5
+    obs_scale: float = 1.0
+    reward_scale: float = 1.0
+    trial_episodes: int = 1
+    meta_obs: bool = False
+    task_obs: bool = False
 
 
 @dataclass
@@ -62,6 +81,7 @@ class SuiteConf:
     name: str = MISSING
     train: list[TaskConf] = MISSING
     heldout: dict[str, list[TaskConf]] = MISSING
+    train_b: list[TaskConf] = field(default_factory=list)  # protocol=forgetting: the second training phase
 
 
 @dataclass
@@ -86,7 +106,7 @@ class EvalConf:
 
 @dataclass
 class Config:
-    env: EnvConf = field(default_factory=EnvConf)
+    env: Any = MISSING  # EnvConf (env=alloc*) or LoadBalanceEnvConf (env=load_balance): the group's schema
     suite: SuiteConf = MISSING
     agent: Any = MISSING
     logger: LoggerConf = field(default_factory=LoggerConf)
@@ -103,21 +123,41 @@ class Config:
     resume: Any = False  # false | true (the latest checkpoint of run_name) | PATH (a run or checkpoint dir)
     progress: str = "auto"  # auto (when stderr is a terminal) | on | off
     checkpoint: str | None = None  # evaluate.py: the checkpoint (file or directory) to evaluate
+    protocol: str = "standard"  # standard | adaptive (trials, K > 1) | forgetting (train on A, then suite.train_b)
 
 
-CHOICES = {"logger.mode": ("offline", "online", "disabled"), "progress": ("auto", "on", "off")}
+CHOICES = {"logger.mode": ("offline", "online", "disabled"), "progress": ("auto", "on", "off"),
+           "protocol": ("standard", "adaptive", "forgetting")}  # env.kind (absent: alloc) is checked by env_config
 
 
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     cs.store(group="env", name="env_schema", node=EnvConf)
+    cs.store(group="env", name="lb_env_schema", node=LoadBalanceEnvConf)
     cs.store(group="suite", name="suite_schema", node=SuiteConf)
     from dreamalloc.agents import agent_classes
 
     for name, cls in agent_classes().items():
         cs.store(group="agent", name=f"{name}_schema", node=cls.Config)
     cs.store(group="logger", name="logger_schema", node=LoggerConf)
+
+
+def with_nodes(cfg: DictConfig, nodes: dict) -> DictConfig:
+    """``cfg`` with the given nodes taken from elsewhere (a checkpoint's config). A node of the same name as
+    the one composed here is merged onto it (so keys added to a schema since get their defaults); one of
+    another name is replaced whole (a ppo checkpoint under the default heuristic agent, another suite)."""
+    base = OmegaConf.to_container(cfg, resolve=False)
+    for key, node in nodes.items():
+        here = cfg.get(key) if key in cfg else None
+        if isinstance(node, dict | DictConfig) and isinstance(here, DictConfig) and \
+                here.get("name", None) == node.get("name", None) and \
+                here.get("kind", "alloc") == node.get("kind", "alloc"):  # env families have other schemas
+            node = OmegaConf.merge(here, node)
+        base[key] = OmegaConf.to_container(node, resolve=False) if isinstance(node, DictConfig) else node
+    out = OmegaConf.create(base)
+    OmegaConf.set_struct(out, True)
+    return out
 
 
 def validate(cfg: DictConfig) -> None:
@@ -134,7 +174,15 @@ def validate(cfg: DictConfig) -> None:
             raise ValueError(f"config error: {key} must be >= 0, got {OmegaConf.select(cfg, key)}")
     if not cfg.suite.train:
         raise ValueError(f"config error: suite {cfg.suite.name!r} has no training tasks")
-    alloc_config(cfg.env, cfg.suite.train)  # the env's own checks (action space, heuristics, ...)
+    env_config(cfg.env, cfg.suite.train)  # the env's own checks (action space, heuristics, job laws, ...)
+    if cfg.protocol == "forgetting":
+        if not cfg.suite.train_b:
+            raise ValueError(f"config error: protocol=forgetting needs suite.train_b (the tasks of phase B); "
+                             f"suite {cfg.suite.name!r} has none")
+        env_config(cfg.env, cfg.suite.train_b)
+    if cfg.protocol == "adaptive" and cfg.eval.episodes_per_trial < 2:
+        raise ValueError("config error: protocol=adaptive evaluates per episode of a trial: set "
+                         f"eval.episodes_per_trial >= 2, got {cfg.eval.episodes_per_trial}")
 
 
 def tasks_of(tasks) -> list[dict]:
@@ -153,6 +201,7 @@ def alloc_config(env, tasks) -> AllocConfig:
     """The AllocConfig of an env config plus a task list (one task: its stream; several: a TaskStream)."""
     e = OmegaConf.to_container(env, resolve=True) if not isinstance(env, dict) else dict(env)
     e.pop("num_envs", None)
+    e.pop("kind", None)
     e["heuristics"] = tuple(e["heuristics"])
     tasks = tasks_of(tasks)
     if len(tasks) == 1 and not tasks[0].get("ranges") and not tasks[0].get("choices"):
@@ -160,3 +209,25 @@ def alloc_config(env, tasks) -> AllocConfig:
     else:
         stream, params = "tasks", {"tasks": tasks}
     return AllocConfig(stream=stream, stream_params=params, **e).validate()
+
+
+def env_config(env, tasks) -> AllocConfig | LoadBalanceConfig:
+    """The env config of an env node plus a task list, for either env family (``env.kind``)."""
+    kind = env.get("kind", "alloc") if isinstance(env, dict) else OmegaConf.select(env, "kind", default="alloc")
+    if kind == "alloc":
+        return alloc_config(env, tasks)
+    if kind != "load_balance":
+        raise ValueError(f"config error: env.kind={kind!r}; choose one of alloc, load_balance")
+    e = OmegaConf.to_container(env, resolve=True) if not isinstance(env, dict) else dict(env)
+    for key in ("num_envs", "kind"):
+        e.pop(key, None)
+    if e.get("service_rates") is not None:
+        e["service_rates"] = tuple(e["service_rates"])
+    return LoadBalanceConfig(tasks=tasks_of(tasks), **e).validate()
+
+
+def make_core(env, tasks, num_envs: int, device, autoreset: bool = True) -> AllocCore | LoadBalanceCore:
+    """The batched env core of an env node and a task list."""
+    c = env_config(env, tasks)
+    cls = LoadBalanceCore if isinstance(c, LoadBalanceConfig) else AllocCore
+    return cls(int(num_envs), c, device=device, autoreset=autoreset)

@@ -17,7 +17,7 @@ import torch
 from dreamalloc.agents.base import Agent
 from dreamalloc.envs.core import AllocCore
 from dreamalloc.envs.rollout import capacity_bound, env_kwargs, heuristic_returns, run_episodes
-from dreamalloc.experiment.config import alloc_config, tasks_of
+from dreamalloc.experiment.config import alloc_config, env_config, tasks_of
 from dreamalloc.heap import RULES
 
 METRIC_KEYS = ("frag_largest", "frag_runs", "utilisation", "allocations", "free_runs", "largest_free")
@@ -56,6 +56,39 @@ def evaluate_task(agent: Agent, env, task: dict, trials: int, k: int, seed: int,
     return out
 
 
+def evaluate_lb_task(agent: Agent, env, task: dict, trials: int, k: int, seed: int, device: torch.device,
+                     deterministic: bool = True, timeline: bool = False) -> dict[str, Any]:
+    """The same protocol on the load-balancing env: the references are every dispatch rule (the hindsight
+    best is reported) and the no-wait bound (every job served at once by the fastest server)."""
+    from dreamalloc.agents.dispatch import DISPATCH_RULES
+    from dreamalloc.envs.load_balance import LoadBalanceCore
+    from dreamalloc.envs.load_balance.rollout import dispatch_returns, no_wait_bound, run_episodes
+
+    cfg = env_config(env, [task])
+    cfg.trial_episodes = k
+    core = LoadBalanceCore(trials, cfg, device=device)
+    if core.cfg.obs_dim != agent.obs_dim or core.cfg.n_actions != agent.n_actions:
+        raise ValueError(f"the agent expects observations of {agent.obs_dim} values and {agent.n_actions} "
+                         f"actions, but the evaluation env of task {task['name']!r} has {core.cfg.obs_dim} and "
+                         f"{core.cfg.n_actions}; evaluate with the env config the agent was trained on")
+    state = [agent.initial_state(trials)]
+
+    def policy(obs, info):
+        with torch.no_grad():
+            a, state[0] = agent.act(obs, state[0], info, deterministic)
+        return a
+
+    res = run_episodes(core, policy, seed, k)
+    per_rule = {r: dispatch_returns(r, core.cfg, trials, seed, k, device) for r in DISPATCH_RULES}
+    best = max(DISPATCH_RULES, key=lambda r: float(per_rule[r]["return"].mean()))
+    return {"returns": res["return"].tolist(),
+            "metrics": {"mean_job_time": res["mean_job_time"].tolist()},
+            "hindsight_best": {"rule": best, "returns": per_rule[best]["return"].tolist()},
+            "heuristics": {r: float(v["return"].mean()) for r, v in per_rule.items()},
+            "heuristic_job_time": {r: float(v["mean_job_time"].mean()) for r, v in per_rule.items()},
+            "capacity_bound": no_wait_bound(core.cfg, trials, seed, k, device).tolist()}
+
+
 def evaluate_suite(agent: Agent, env, suite, eval_cfg, device, method: str, seed: int, step: int) -> dict:
     """The results document (schema in dreamalloc/report/results.py); timelines under ``_timelines``."""
     results: dict[str, Any] = {"schema": SCHEMA, "method": method, "seed": int(seed), "suite": str(suite.name),
@@ -63,10 +96,12 @@ def evaluate_suite(agent: Agent, env, suite, eval_cfg, device, method: str, seed
                                "sets": {}}
     timelines: dict[str, np.ndarray] = {}
     first = True
+    kind = env.get("kind", "alloc") if isinstance(env, dict) else getattr(env, "kind", "alloc")
+    evaluate_one = evaluate_lb_task if kind == "load_balance" else evaluate_task
     for set_name, tasks in suite.heldout.items():
         set_out: dict[str, Any] = {"tasks": {}}
         for task in tasks_of(tasks):
-            r = evaluate_task(agent, env, task, int(eval_cfg.trials), int(eval_cfg.episodes_per_trial),
+            r = evaluate_one(agent, env, task, int(eval_cfg.trials), int(eval_cfg.episodes_per_trial),
                               int(eval_cfg.seed), device, bool(eval_cfg.deterministic),
                               timeline=bool(eval_cfg.timeline) and first)
             if "_timeline" in r:

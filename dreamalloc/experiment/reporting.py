@@ -14,6 +14,13 @@ COLUMNS = ["set", "task", "method", "return", "first_ep", "last_ep", "frag_large
            "hindsight_rule", "hindsight_best", "capacity_bound"]
 
 
+def columns(rows: list[dict]) -> list[str]:
+    """The table's columns: load-balance results show mean job time where the allocator shows fragmentation."""
+    if any("mean_job_time" in r for r in rows):
+        return [c for c in COLUMNS if not c.startswith("frag")][:6] + ["mean_job_time"] + COLUMNS[8:]
+    return COLUMNS
+
+
 def write_evaluation(results: dict, out_dir: Path, logger=None, step: int | None = None) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -21,7 +28,7 @@ def write_evaluation(results: dict, out_dir: Path, logger=None, step: int | None
     save_results(out_dir / "results.json", results)
     rows = results_table(results)
     write_csv(rows, out_dir / "results.csv")
-    (out_dir / "results.md").write_text(markdown_table(rows, COLUMNS) + "\n")
+    (out_dir / "results.md").write_text(markdown_table(rows, columns(rows)) + "\n")
     images = {}
     for set_name, s in results["sets"].items():
         for task, t in s["tasks"].items():
@@ -36,8 +43,8 @@ def write_evaluation(results: dict, out_dir: Path, logger=None, step: int | None
         images[f"timeline/{key}"] = plot_heap_timeline(
             owner, out_dir / f"timeline_{name}.png", title=f"{results['method']} on {key}: heap over an episode")
     if logger is not None:
-        flat = [[r.get(c) if not isinstance(r.get(c), tuple) else r[c][0] for c in COLUMNS] for r in rows]
-        logger.log_table("eval_results", COLUMNS, flat, step=step)
+        flat = [[r.get(c) if not isinstance(r.get(c), tuple) else r[c][0] for c in columns(rows)] for r in rows]
+        logger.log_table("eval_results", columns(rows), flat, step=step)
         for name, path in images.items():
             logger.log_image(name, path, step=step)
     return out_dir
@@ -48,5 +55,5 @@ def print_results(results: dict | None) -> float | None:
     if not results:
         return None
     rows = results_table(results)
-    print(markdown_table(rows, COLUMNS))
+    print(markdown_table(rows, columns(rows)))
     return float(np.mean([r["return"][0] for r in rows]))

@@ -7,6 +7,7 @@ left it, with the original config.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections import deque
@@ -28,7 +29,7 @@ from dreamalloc.experiment.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from dreamalloc.experiment.config import alloc_config, validate
+from dreamalloc.experiment.config import make_core, validate, with_nodes
 from dreamalloc.experiment.evaluation import evaluate_suite, summary
 from dreamalloc.experiment.logging import Logger
 from dreamalloc.experiment.seeding import rng_state, seed_everything, select_device, set_rng_state
@@ -41,7 +42,30 @@ def run_name(cfg: DictConfig) -> str:
 
 
 def method_name(cfg: DictConfig) -> str:
-    return f"heuristic:{cfg.agent.rule}" if cfg.agent.name == "heuristic" else str(cfg.agent.name)
+    if cfg.agent.name in ("heuristic", "dispatch"):
+        return f"{cfg.agent.name}:{cfg.agent.rule}"
+    return str(cfg.agent.name)
+
+
+def training_phases(cfg: DictConfig) -> list[tuple[str, Any, int]]:
+    """[(phase, training tasks, last env step)]: one phase of ``steps``, or with protocol=forgetting two
+    (suite.train, then suite.train_b), ``steps`` each."""
+    if cfg.protocol == "forgetting":
+        return [("A", cfg.suite.train, int(cfg.steps)), ("B", cfg.suite.train_b, 2 * int(cfg.steps))]
+    return [("train", cfg.suite.train, int(cfg.steps))]
+
+
+def forgetting_report(after_a: dict, after_b: dict) -> dict[str, float]:
+    """Per held-out task: mean return after phase A, after phase B, and the drop (A minus B: > 0 is forgetting)."""
+    out = {}
+    for set_name, s in after_a["sets"].items():
+        for task, t in s["tasks"].items():
+            a = float(np.mean(t["returns"]))
+            b = float(np.mean(after_b["sets"][set_name]["tasks"][task]["returns"]))
+            out[f"forgetting/{set_name}/{task}/after_A"] = a
+            out[f"forgetting/{set_name}/{task}/after_B"] = b
+            out[f"forgetting/{set_name}/{task}/drop"] = a - b
+    return out
 
 
 def build_agent(cfg: DictConfig, core: AllocCore, device: torch.device):
@@ -81,9 +105,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     payload = None
     if resume_from is not None:
         payload = load_checkpoint(resume_from)
-        keep = {"resume": cfg.resume, "progress": cfg.progress}
-        cfg = OmegaConf.merge(cfg, payload["config"])  # the original run's config wins
-        cfg.resume, cfg.progress = keep["resume"], keep["progress"]
+        # the original run's config wins, node by node (its agent or suite may differ from today's defaults)
+        cfg = with_nodes(cfg, {**payload["config"], "resume": cfg.resume, "progress": cfg.progress})
     validate(cfg)
     device = select_device(cfg.device)
     seed_everything(int(cfg.seed))
@@ -92,7 +115,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_dir = Path(cfg.checkpoint_dir) / run_name(cfg)
     (run_dir / "checkpoint_dir.txt").write_text(str(ckpt_dir.resolve()) + "\n")
     B = int(cfg.env.num_envs)
-    core = AllocCore(B, alloc_config(cfg.env, cfg.suite.train), device=device)
+    phases = training_phases(cfg)
+    total = phases[-1][2]
+    phase = next(i for i, p in enumerate(phases) if p[2] > (int(payload["step"]) if payload else 0) or
+                 i == len(phases) - 1)
+    core = make_core(cfg.env, phases[phase][1], B, device)
     agent = build_agent(cfg, core, device)
     step, episodes = 0, 0
     if payload is not None:
@@ -102,7 +129,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         core.load_state_dict(payload["env"])
         set_rng_state(payload["rng"])
         step, episodes = int(payload["step"]), int(payload["episodes"])
-        obs, info = core._observe(), core._info(core.runs)
+        obs, info = core.current() if hasattr(core, "current") else (core._observe(), core._info(core.runs))
     else:
         obs, info = core.reset(seed=int(cfg.seed) * TRAIN_SEED_STRIDE)
     def every(key: str) -> int:
@@ -135,14 +162,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return res
 
     show = cfg.progress == "on" or (cfg.progress == "auto" and sys.stderr.isatty())
-    bar = tqdm(total=int(cfg.steps), initial=min(step, int(cfg.steps)), disable=not show, unit="step",
+    bar = tqdm(total=total, initial=min(step, total), disable=not show, unit="step",
                dynamic_ncols=True, desc=run_name(cfg))
     recent: deque[float] = deque(maxlen=100)
     state = agent.initial_state(B)
     t0, s0 = time.perf_counter(), step
     last_eval = None
+    phase_evals: dict[str, dict] = {}
     try:
-        while step < int(cfg.steps):
+        while step < total:
+            if step >= phases[phase][2]:  # protocol=forgetting: phase A is over; evaluate, move on to B
+                res = run_eval(step)
+                phase_evals[phases[phase][0]] = res
+                (run_dir / f"eval_after_{phases[phase][0]}.txt").write_text(f"step_{step:012d}\n")
+                phase += 1
+                core = make_core(cfg.env, phases[phase][1], B, device)
+                obs, info = core.reset(seed=int(cfg.seed) * TRAIN_SEED_STRIDE + phase * 7_919)
+                state = agent.initial_state(B)
             action, state = agent.act(obs, state, info)
             next_obs, reward, term, trunc, info = core.step(action)
             final_obs = info.get("final_obs", next_obs)
@@ -155,7 +191,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 recent.extend(info["episode"]["r"][done].tolist())
             upd = agent.update(step)
             bar.update(B)
-            if step >= next_log or step >= int(cfg.steps):
+            if step >= next_log or step >= total:
                 next_log = step + every("logger.every")
                 line = {"train/episodes": episodes, **{f"train/{k}": float(v) for k, v in upd.items()}}
                 if recent:
@@ -163,19 +199,24 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 logger.log(line, step=step)
                 sps = (step - s0) / max(time.perf_counter() - t0, 1e-9)
                 bar.set_postfix(sps=f"{sps:,.0f}", ret=f"{line.get('train/return', float('nan')):.2f}")
-            if next_eval is not None and step >= next_eval and step < int(cfg.steps):
+            if next_eval is not None and step >= next_eval and step < total:
                 next_eval += every("eval.every")
                 last_eval = run_eval(step)
-            if next_ckpt is not None and step >= next_ckpt and step < int(cfg.steps):
+            if next_ckpt is not None and step >= next_ckpt and step < total:
                 next_ckpt += every("checkpoint_every")
                 save(step)
         bar.close()
         path = save(step)
         last_eval = run_eval(step)
+        extra = {}
+        if cfg.protocol == "forgetting" and "A" in phase_evals:
+            extra = forgetting_report(phase_evals["A"], last_eval)
+            (run_dir / "forgetting.json").write_text(json.dumps(extra, indent=1) + "\n")
+            logger.log(extra, step=step)
         logger.log_summary({"steps": step, "episodes": episodes, "checkpoint": str(path),
-                            **summary(last_eval)})
+                            **summary(last_eval), **extra})
     finally:
         bar.close()
         logger.close()
     return {"run_dir": str(run_dir), "checkpoint": str(path), "step": step, "episodes": episodes,
-            "results": last_eval}
+            "results": last_eval, "forgetting": extra}

@@ -1,0 +1,177 @@
+"""What a load-balancing env is built from: the servers, the episode, the job law and its shifts.
+
+Defaults are Park's ``load_balance`` (REFERENCE.md §3): 10 servers with service rates 0.15, 0.25, ..., 1.05,
+1,000 jobs per episode, Pareto(1.5) job sizes with minimum 100, exponential inter-arrival times of mean 55,
+observations clipped at 5e5. Everything a distribution shift needs is a parameter: the servers (env level,
+it changes the observation), and per task the job law, with ``phases`` that change it inside an episode.
+
+A task is ``{name, stream: jobs, params, weight}`` (the allocator's task schema, so ``ranges`` / ``choices``
+/ ``samples`` expand task distributions the same way, ``workloads.tasks.expand_tasks``). Its params:
+
+* ``job_interval``: mean of the exponential inter-arrival time (time units; the draw is truncated to int);
+* ``size_dist``: ``pareto`` (minimum ``size_scale``, tail index ``size_shape``: Park's law),
+  ``exponential`` (mean ``size_scale``), ``lognormal`` (median ``size_scale``, sigma ``size_shape``) or
+  ``constant`` (``size_scale``); sizes are truncated to int, at least 1 and at most ``size_max`` (0: no cap);
+* ``phases``: a list of ``{at: JOB_INDEX, ...params}``: from job ``at`` on, those params replace the earlier
+  ones (an in-episode shift: e.g. the arrival rate doubles halfway through).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dreamalloc.workloads.tasks import expand_tasks
+
+SIZE_DISTS = ("pareto", "exponential", "lognormal", "constant")
+JOB_LAW = {"job_interval": 55.0, "size_dist": "pareto", "size_shape": 1.5, "size_scale": 100.0, "size_max": 0}
+TASK_PARAMS = (*JOB_LAW, "phases")
+PARK_TASK = {"name": "park", "stream": "jobs", "params": {}}
+
+
+def park_rates(n: int = 10) -> tuple[float, ...]:
+    """Park's service rates for n servers: 0.15, 0.25, ... (0.15 + 0.1 (n - 1)), as Python floats."""
+    return tuple(round(0.15 + 0.1 * i, 10) for i in range(n))
+
+
+def _bad(msg: str):
+    raise ValueError(f"invalid load-balance env config: {msg}")
+
+
+def _check_law(law: dict, where: str) -> None:
+    iv = law["job_interval"]
+    if isinstance(iv, bool) or not isinstance(iv, (int, float)) or not iv >= 0:
+        _bad(f"{where}: job_interval must be a number >= 0, got {iv!r}")
+    if law["size_dist"] not in SIZE_DISTS:
+        _bad(f"{where}: unknown size_dist {law['size_dist']!r}; choose one of {', '.join(SIZE_DISTS)}")
+    for key in ("size_shape", "size_scale"):
+        v = law[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            _bad(f"{where}: {key} must be a number > 0, got {v!r}")
+    m = law["size_max"]
+    if isinstance(m, bool) or not isinstance(m, (int, float)) or m < 0:
+        _bad(f"{where}: size_max must be a number >= 0 (0: no cap), got {m!r}")
+
+
+def job_phases(task: dict, num_jobs: int) -> list[tuple[int, dict]]:
+    """[(first job index, full job law)] of a concrete task, checked, in job order."""
+    params = dict(task.get("params") or {})
+    where = f"task {task.get('name')!r}"
+    unknown = sorted(set(params) - set(TASK_PARAMS))
+    if unknown:
+        _bad(f"{where} has unknown param(s) {unknown}; valid: {', '.join(TASK_PARAMS)}")
+    phases = params.pop("phases", None) or []
+    law = {**JOB_LAW, **params}
+    _check_law(law, where)
+    out = [(0, law)]
+    if not isinstance(phases, Sequence) or isinstance(phases, str):
+        _bad(f"{where}: phases must be a list of {{at, ...params}}, got {phases!r}")
+    last = 0
+    for p in phases:
+        if not isinstance(p, Mapping) or "at" not in p:
+            _bad(f"{where}: every phase needs an 'at' job index, got {p!r}")
+        p = dict(p)
+        at = p.pop("at")
+        bad_keys = sorted(set(p) - set(JOB_LAW))
+        if bad_keys:
+            _bad(f"{where}: phase at {at} has unknown key(s) {bad_keys}; valid: at, {', '.join(JOB_LAW)}")
+        if isinstance(at, bool) or not isinstance(at, (int, np.integer)) or not last < at < num_jobs:
+            _bad(f"{where}: phase 'at' must be increasing job indices in (0, num_jobs={num_jobs}), got {at!r}")
+        last = int(at)
+        law = {**out[-1][1], **p}
+        _check_law(law, f"{where} phase at {at}")
+        out.append((int(at), law))
+    return out
+
+
+@dataclass
+class LoadBalanceConfig:
+    """Everything a load-balancing env is built from (the keyword arguments of the gymnasium envs)."""
+
+    num_servers: int = 10
+    service_rates: tuple | None = None  # None: Park's 0.15, 0.25, ... for num_servers
+    num_jobs: int = 1000  # jobs (decisions) per episode; the episode ends when the last one has left
+    tasks: list = field(default_factory=lambda: [dict(PARK_TASK)])  # job laws; one drawn per trial
+    obs_high: float = 5e5  # Park clips loads and the job size here (before obs_scale)
+    obs_scale: float = 1.0  # observations are multiplied by this (Park: 1; learners want ~1e-3)
+    reward_scale: float = 1.0  # rewards are multiplied by this (Park: 1)
+    trial_episodes: int = 1  # K episodes per meta-RL trial (a trial keeps its task)
+    meta_obs: bool = False  # previous action (one-hot), previous reward, episode-start flag (RL^2)
+    task_obs: bool = False  # the task id one-hot (an oracle, off for adaptive agents)
+
+    kind = "load_balance"  # class attribute: how the harness tells env families apart
+    action = "server"
+
+    @classmethod
+    def from_kwargs(cls, base: LoadBalanceConfig | None = None, **kwargs) -> LoadBalanceConfig:
+        unknown = sorted(set(kwargs) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown load-balance env option(s) {unknown}; valid options: "
+                             f"{', '.join(sorted(cls.__dataclass_fields__))}")
+        return cls(**{**(base.__dict__ if base is not None else {}), **kwargs})
+
+    def validate(self) -> LoadBalanceConfig:
+        for name, low in (("num_servers", 1), ("num_jobs", 1), ("trial_episodes", 1)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+                _bad(f"{name} must be an integer >= {low}, got {v!r}")
+        if self.service_rates is None:
+            self.service_rates = park_rates(self.num_servers)
+        rates = tuple(self.service_rates)
+        if len(rates) != self.num_servers:
+            _bad(f"service_rates has {len(rates)} values but num_servers is {self.num_servers}")
+        if not all(isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 for r in rates):
+            _bad(f"service_rates must all be numbers > 0, got {list(rates)}")
+        self.service_rates = tuple(float(r) for r in rates)
+        for name in ("obs_high", "obs_scale", "reward_scale"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+                _bad(f"{name} must be a number > 0, got {v!r}")
+        try:
+            self.tasks = expand_tasks(list(self.tasks))
+        except ValueError as e:
+            _bad(f"tasks: {e}")
+        for t in self.tasks:
+            if t["stream"] != "jobs":
+                _bad(f"task {t['name']!r}: stream must be 'jobs' for the load-balance env, got {t['stream']!r}")
+            if t["weight"] < 0:
+                _bad(f"task {t['name']!r}: weight must be >= 0, got {t['weight']}")
+            job_phases(t, self.num_jobs)
+        if sum(t["weight"] for t in self.tasks) <= 0:
+            _bad("task weights must have a positive sum")
+        if self.task_obs and self.n_tasks < 2:
+            _bad("task_obs needs several tasks")
+        return self
+
+    @property
+    def n_actions(self) -> int:
+        return self.num_servers
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.tasks)
+
+    @property
+    def meta_dim(self) -> int:
+        return (self.n_actions + 2) if self.meta_obs else 0
+
+    @property
+    def obs_dim(self) -> int:
+        return self.num_servers + 1 + self.meta_dim + (self.n_tasks if self.task_obs else 0)
+
+    def obs_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        hi_load = self.obs_high * self.obs_scale
+        lo = [0.0] * (self.num_servers + 1)
+        hi = [hi_load] * (self.num_servers + 1)
+        if self.meta_obs:
+            lo += [0.0] * self.n_actions + [float(np.finfo(np.float32).min), 0.0]
+            hi += [1.0] * self.n_actions + [0.0, 1.0]
+        if self.task_obs:
+            lo += [0.0] * self.n_tasks
+            hi += [1.0] * self.n_tasks
+        return np.asarray(lo, np.float32), np.asarray(hi, np.float32)
+
+
+__all__ = ["JOB_LAW", "PARK_TASK", "SIZE_DISTS", "LoadBalanceConfig", "job_phases", "park_rates"]

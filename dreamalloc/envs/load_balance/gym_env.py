@@ -1,0 +1,76 @@
+"""Gymnasium faces of the batched core: ``LoadBalanceEnv`` (one env, B = 1) and ``LoadBalanceVectorEnv``
+(the native batched VectorEnv, SAME_STEP autoreset like ``envs.vector.AllocVectorEnv``).
+
+Observation: Box(float32) [per-server load (S), incoming job size, (meta obs), (task one-hot)]; action:
+Discrete(S), the server. ``info`` has ``loads``, ``queue`` (jobs per server), ``time``, ``mean_job_time``
+(so far; the episode's at its end) and ``episode`` {r, l} where an episode ended.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from dreamalloc.envs.alloc import _unbatch
+from dreamalloc.envs.load_balance.config import LoadBalanceConfig
+from dreamalloc.envs.load_balance.core import LoadBalanceCore
+from dreamalloc.envs.vector import _to_numpy
+
+
+class LoadBalanceEnv(gym.Env):
+    metadata = {"render_modes": ["ansi"]}
+
+    def __init__(self, render_mode: str | None = None, device: str = "cpu", **kwargs):
+        if render_mode not in (None, "ansi"):
+            raise ValueError(f"unknown render_mode {render_mode!r}; LoadBalanceEnv renders ansi")
+        self.render_mode = render_mode
+        self.core = LoadBalanceCore(1, LoadBalanceConfig.from_kwargs(**kwargs), device=device, autoreset=False)
+        lo, hi = self.core.cfg.obs_bounds()
+        self.observation_space = gym.spaces.Box(lo, hi, dtype=np.float32)
+        self.action_space = gym.spaces.Discrete(self.core.cfg.n_actions)
+
+    def reset(self, *, seed: int | None = None, options=None):
+        super().reset(seed=seed)
+        obs, info = self.core.reset(None if seed is None else [seed])
+        return obs[0].numpy(force=True), _unbatch(info)
+
+    def step(self, action):
+        a = torch.as_tensor(np.asarray(action)).reshape(-1)
+        obs, r, term, trunc, info = self.core.step(a)
+        return obs[0].numpy(force=True), float(r[0]), bool(term[0]), bool(trunc[0]), _unbatch(info)
+
+    def render(self):
+        load, queue = self.core.loads()
+        return (f"t={int(self.core.now[0])} job={int(self.core.incoming()[0])} "
+                + " ".join(f"[{int(q)}:{int(w)}]" for q, w in zip(queue[0], load[0], strict=True)))
+
+
+class LoadBalanceVectorEnv(VectorEnv):
+    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
+
+    def __init__(self, num_envs: int = 8, device: str = "cpu", **kwargs):
+        if int(num_envs) < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.core = LoadBalanceCore(int(num_envs), LoadBalanceConfig.from_kwargs(**kwargs), device=device)
+        self.num_envs = int(num_envs)
+        lo, hi = self.core.cfg.obs_bounds()
+        self.single_observation_space = gym.spaces.Box(lo, hi, dtype=np.float32)
+        self.single_action_space = gym.spaces.Discrete(self.core.cfg.n_actions)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+
+    def reset(self, *, seed=None, options=None):
+        if seed is not None:
+            first = seed if isinstance(seed, int) else seed[0]
+            self._np_random, _ = gym.utils.seeding.np_random(first)
+            self.action_space.seed(first)
+        obs, info = self.core.reset(seed)
+        return obs.numpy(force=True), _to_numpy(info)
+
+    def step(self, actions):
+        obs, reward, term, trunc, info = self.core.step(torch.as_tensor(np.asarray(actions)))
+        return (obs.numpy(force=True), reward.numpy(force=True), term.numpy(force=True), trunc.numpy(force=True),
+                _to_numpy(info))

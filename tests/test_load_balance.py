@@ -1,0 +1,331 @@
+"""The load-balancing env (Park's load_balance), its dispatch heuristics and its harness protocols."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+from hydra import compose, initialize_config_dir
+
+import dreamalloc.envs  # noqa: F401  (registers dreamalloc/LoadBalance-v0)
+from dreamalloc.agents import make_agent
+from dreamalloc.agents.dispatch import DISPATCH_RULES, dispatch
+from dreamalloc.envs.load_balance import LoadBalanceConfig, LoadBalanceCore, park_rates
+from dreamalloc.envs.load_balance.rollout import dispatch_returns, no_wait_bound
+from dreamalloc.experiment.cli import register_configs  # noqa: F401
+from dreamalloc.experiment.config import validate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _set_jobs(core, arrival, size):
+    """Replace row 0's freshly drawn episode by a hand-written one (before its first decision)."""
+    core.arrival[0, : len(arrival)] = torch.tensor(arrival)
+    core.size[0, : len(size)] = torch.tensor(size)
+    core.now[0] = arrival[0]
+
+
+# --- dynamics ------------------------------------------------------------------------------------
+def test_hand_worked_episode():
+    """Two servers (rates 1.0, 0.5), jobs of size 100, 50, 40 arriving at 10, 20, 30.
+    Job 0 -> server 0 runs 10..110; job 1 -> server 0 waits, runs 110..160; job 2 -> server 1 runs
+    int(40 / 0.5) = 80: 30..110. Rewards: -(20-10) x 1 job; -(30-20) x 2 jobs; the drain from 30:
+    -(80 + 130 + 80). Return -320 = -(100 + 140 + 80), the total time in system."""
+    core = LoadBalanceCore(1, num_servers=2, service_rates=(1.0, 0.5), num_jobs=3, autoreset=False)
+    core.reset(seed=0)
+    _set_jobs(core, [10, 20, 30], [100, 50, 40])
+    obs = core._observe()
+    assert obs[0].tolist() == [0.0, 0.0, 100.0]
+    obs, r, term, _, info = core.step([0])
+    assert (float(r[0]), bool(term[0])) == (-10.0, False)
+    assert obs[0].tolist() == [90.0, 0.0, 50.0]  # remaining time of the running job
+    obs, r, term, _, info = core.step([0])
+    assert float(r[0]) == -20.0
+    assert obs[0].tolist() == [130.0, 0.0, 40.0]  # Park: queued job counts by size, running by time left
+    assert info["queue"][0].tolist() == [2, 0]
+    obs, r, term, _, info = core.step([1])
+    assert (float(r[0]), bool(term[0])) == (-290.0, True)
+    assert obs[0].tolist() == [0.0, 0.0, 0.0]  # drained
+    assert float(info["mean_job_time"][0]) == pytest.approx(320 / 3)
+    assert info["episode"]["r"][0].item() == -320.0 and info["episode"]["l"][0].item() == 3
+
+
+def _python_reference(arrival, size, rates, actions):
+    """Park's FIFO servers in plain Python, one job at a time: observations and rewards of every step."""
+    busy, jobs, obs, rewards = [0] * len(rates), [], [], []
+    for j, a in enumerate(actions):
+        t0 = arrival[j]
+        load = [0] * len(rates)
+        for s, st, f, sz in jobs:
+            if f > t0:
+                load[s] += (f - t0) if st <= t0 else sz
+        obs.append(load + [size[j]])
+        st = max(t0, busy[a])
+        busy[a] = st + int(size[j] / rates[a])
+        jobs.append((a, st, busy[a], size[j]))
+        t1 = arrival[j + 1] if j + 1 < len(actions) else float("inf")
+        rewards.append(-sum(max(min(f, t1) - t0, 0) for _, _, f, _ in jobs))
+    return obs, rewards
+
+
+def test_matches_a_plain_python_reference():
+    core = LoadBalanceCore(3, num_jobs=300, autoreset=False)
+    obs, _ = core.reset(seed=2)
+    arrival, size = core.arrival.tolist(), core.size.tolist()
+    g = torch.Generator().manual_seed(0)
+    actions = [torch.randint(10, (3,), generator=g) for _ in range(300)]
+    got_obs, got_r = [obs], []
+    for a in actions:
+        o, r, *_ = core.step(a)
+        got_obs.append(o)
+        got_r.append(r)
+    for b in range(3):
+        ref_obs, ref_r = _python_reference(arrival[b], size[b], core.cfg.service_rates, [int(a[b]) for a in actions])
+        assert [float(r[b]) for r in got_r] == ref_r
+        assert [o[b].tolist() for o in got_obs[:-1]] == [[float(v) for v in x] for x in ref_obs]
+
+
+def test_park_defaults_and_job_law():
+    cfg = LoadBalanceConfig().validate()
+    assert cfg.service_rates == (0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.95, 1.05)
+    assert park_rates(3) == (0.15, 0.25, 0.35) and cfg.obs_dim == 11 and cfg.n_actions == 10
+    core = LoadBalanceCore(64, autoreset=False)
+    core.reset(seed=3)
+    size, gap = core.size.double(), core.arrival.diff(dim=1).double()
+    assert int(core.size.min()) >= 100  # int((Pareto(1.5) + 1) * 100)
+    assert float(size.median()) == pytest.approx(100 * 2 ** (1 / 1.5), rel=0.03)
+    assert float(gap.mean()) == pytest.approx(54.5, rel=0.03)  # int(Exponential(55))
+    assert bool((gap >= 0).all())
+
+
+def test_phases_shift_the_law_inside_an_episode():
+    task = {"name": "burst", "stream": "jobs",
+            "params": {"job_interval": 100.0, "phases": [{"at": 500, "job_interval": 10.0,
+                                                           "size_dist": "constant", "size_scale": 7.0}]}}
+    core = LoadBalanceCore(32, tasks=[task], autoreset=False)
+    core.reset(seed=0)
+    gap = core.arrival.diff(dim=1).double()
+    assert float(gap[:, :498].mean()) == pytest.approx(99.5, rel=0.05)
+    assert float(gap[:, 500:].mean()) == pytest.approx(9.5, rel=0.05)
+    assert bool((core.size[:, 500:] == 7).all()) and bool((core.size[:, :500] >= 100).all())
+
+
+def test_determinism_per_seed():
+    def rollout(seed):
+        core = LoadBalanceCore(3, num_jobs=30)
+        obs, _ = core.reset(seed=seed)
+        g = torch.Generator().manual_seed(1)
+        out = [obs]
+        for _ in range(70):
+            obs, r, *_ = core.step(torch.randint(10, (3,), generator=g))
+            out += [obs, r[:, None].float()]
+        return torch.cat(out, 1)
+
+    assert torch.equal(rollout(5), rollout(5))
+    assert not torch.equal(rollout(5), rollout(6))
+
+
+def test_batched_equals_single_env_on_same_seeds():
+    B, steps = 4, 50
+    batched = gym.make_vec("dreamalloc/LoadBalance-v0", num_envs=B, vectorization_mode="vector_entry_point",
+                           num_jobs=20, meta_obs=True, trial_episodes=2)
+    singles = [gym.make("dreamalloc/LoadBalance-v0", num_jobs=20, meta_obs=True, trial_episodes=2)
+               for _ in range(B)]
+    obs_b, _ = batched.reset(seed=11)
+    obs_s = [e.reset(seed=11 + b)[0] for b, e in enumerate(singles)]
+    np.testing.assert_array_equal(obs_b, np.stack(obs_s))
+    rng = np.random.default_rng(0)
+    for _ in range(steps):
+        a = rng.integers(10, size=B)
+        obs_b, r_b, term_b, _, info = batched.step(a)
+        for b, e in enumerate(singles):
+            o, r, term, _, _ = e.step(int(a[b]))
+            assert r == r_b[b] and term == term_b[b]
+            np.testing.assert_array_equal(o, info["final_obs"][b] if term else obs_b[b])
+            if term:
+                o, _ = e.reset()  # the single env moves on to its next episode, like the autoreset row
+                np.testing.assert_array_equal(o, obs_b[b])
+
+
+def test_gymnasium_check_env():
+    env = gym.make("dreamalloc/LoadBalance-v0", num_jobs=25)
+    check_env(env.unwrapped, skip_render_check=True)
+    env = gym.make("dreamalloc/LoadBalance-v0", num_jobs=25, meta_obs=True, obs_scale=1e-3)
+    check_env(env.unwrapped, skip_render_check=True)
+
+
+def test_trials_keep_the_task_and_meta_obs():
+    tasks = [{"name": f"t{i}", "stream": "jobs", "params": {"job_interval": 20.0 + 40 * i}} for i in range(4)]
+    core = LoadBalanceCore(16, num_jobs=5, tasks=tasks, trial_episodes=3, meta_obs=True)
+    obs, info = core.reset(seed=0)
+    ids, starts = [info["task_id"].clone()], [info["trial_start"].clone()]
+    for _ in range(5 * 6):
+        obs, r, term, _, info = core.step(torch.zeros(16, dtype=torch.long))
+        if term.any():
+            ids.append(info["task_id"].clone())
+            starts.append(info["trial_start"].clone())
+    assert torch.equal(ids[0], ids[1]) and torch.equal(ids[0], ids[2])  # one task for the 3 episodes
+    assert bool(starts[3].all()) and not bool(starts[1].any())
+    assert not torch.equal(ids[0], ids[3])  # a new trial draws again
+    # meta obs: [loads 10, size, prev action one-hot 10, prev reward, episode start]; a new trial opens here,
+    # so the previous action and reward are cleared
+    assert obs.shape == (16, 23) and bool((obs[:, 22] == 1).all()) and bool((obs[:, 11:22] == 0).all())
+    obs, r, *_ = core.step(torch.full((16,), 2))
+    assert bool((obs[:, 13] == 1).all()) and torch.equal(obs[:, 21], r.float()) and bool((obs[:, 22] == 0).all())
+
+
+# --- dispatch heuristics ---------------------------------------------------------------------------
+def test_dispatch_rules_on_a_known_state():
+    rates = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
+    info = {"loads": torch.tensor([[300, 150, 300]]), "queue": torch.tensor([[0, 1, 3]]),
+            "job_size": torch.tensor([100]), "episode_start": torch.tensor([True])}
+    assert int(dispatch("greedy", info, rates)[0]) == 2  # (300+100)/.5 = 800, 250/1 = 250, 400/2 = 200
+    info["loads"] = torch.tensor([[0, 150, 700]])
+    assert int(dispatch("greedy", info, rates)[0]) == 0  # 200 < 250 < 400
+    assert int(dispatch("jsq", info, rates)[0]) == 0
+    info["queue"] = torch.tensor([[2, 1, 1]])
+    assert int(dispatch("jsq", info, rates)[0]) == 2  # fewest jobs, ties to the faster server
+    g = torch.Generator().manual_seed(0)
+    picks = torch.stack([dispatch("p2c", {**info, "loads": info["loads"].expand(500, 3),
+                                          "queue": info["queue"].expand(500, 3)}, rates, g)])
+    assert not bool((picks == 0).any())  # server 0 (2 jobs) loses every duel
+    assert 0.4 < float((picks == 1).double().mean()) < 0.6  # 1 and 2 tie: the first drawn wins
+    rr = torch.arange(7)
+    assert dispatch("round_robin", info, rates, counter=rr).tolist() == [0, 1, 2, 0, 1, 2, 0]
+    many = {**info, "loads": torch.zeros(20000, 3)}
+    freq = torch.bincount(dispatch("rate_random", many, rates, g), minlength=3).double() / 20000
+    assert freq.tolist() == pytest.approx([0.5 / 3.5, 1 / 3.5, 2 / 3.5], abs=0.02)
+    freq = torch.bincount(dispatch("random", many, rates, g), minlength=3).double() / 20000
+    assert freq.tolist() == pytest.approx([1 / 3] * 3, abs=0.02)
+
+
+def test_heuristic_ordering_on_park_defaults():
+    """Mean job time over 16 episodes of Park's env: greedy < rate-proportional random < round robin and
+    uniform random (Park: about 770, 3,440, 12,150, 14,790; REFERENCE.md section 3)."""
+    cfg = LoadBalanceConfig().validate()
+    t = {r: float(dispatch_returns(r, cfg, 16, seed=0)["mean_job_time"].mean())
+         for r in ("greedy", "jsq", "rate_random", "round_robin", "random")}
+    assert t["greedy"] < t["rate_random"] < min(t["round_robin"], t["random"])
+    assert t["jsq"] < t["rate_random"]
+    bound = -float(no_wait_bound(cfg, 16, seed=0).mean()) / 1000
+    assert 250 < bound < t["greedy"]  # every job at once on the fastest server: the floor
+
+
+@pytest.mark.slow
+def test_park_reference_numbers_100_episodes():
+    cfg = LoadBalanceConfig().validate()
+    t = {r: float(dispatch_returns(r, cfg, 100, seed=0)["mean_job_time"].mean()) for r in DISPATCH_RULES}
+    print(t)
+    assert t["greedy"] < t["p2c"] < t["rate_random"] < min(t["round_robin"], t["random"])
+
+
+def test_dispatch_agent_round_robin_restarts_each_episode():
+    core = LoadBalanceCore(2, num_jobs=4)
+    agent = make_agent("dispatch", core.cfg.obs_dim, core.cfg.n_actions, core.cfg, "cpu", rule="round_robin")
+    obs, info = core.reset(seed=0)
+    state, seen = agent.initial_state(2), []
+    for _ in range(6):
+        a, state = agent.act(obs, state, info)
+        seen.append(int(a[0]))
+        obs, _, _, _, info = core.step(a)
+    assert seen == [0, 1, 2, 3, 0, 1]
+
+
+# --- configuration errors --------------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs,match", [
+    ({"num_servers": 0}, "num_servers"),
+    ({"service_rates": (1.0, 2.0)}, "service_rates"),
+    ({"num_servers": 2, "service_rates": (1.0, -1.0)}, "service_rates"),
+    ({"num_jobs": 0}, "num_jobs"),
+    ({"obs_scale": 0.0}, "obs_scale"),
+    ({"tasks": [{"name": "x", "stream": "jobs", "params": {"size_dist": "zipf"}}]}, "size_dist"),
+    ({"tasks": [{"name": "x", "stream": "jobs", "params": {"job_intervall": 3}}]}, "job_intervall"),
+    ({"tasks": [{"name": "x", "stream": "jobs", "params": {"size_shape": -1}}]}, "size_shape"),
+    ({"tasks": [{"name": "x", "stream": "jobs", "params": {"phases": [{"at": 5000, "job_interval": 9}]}}]},
+     "phase 'at'"),
+    ({"tasks": [{"name": "x", "stream": "random"}]}, "stream must be 'jobs'"),
+    ({"cells": 64}, "cells"),
+])
+def test_bad_config_fails_naming_the_key(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LoadBalanceCore(1, **kwargs)
+
+
+def test_bad_action_names_the_server_space():
+    core = LoadBalanceCore(2, num_jobs=5)
+    core.reset(seed=0)
+    with pytest.raises(ValueError, match="Discrete"):
+        core.step([0, 10])
+
+
+def _cfg(overrides):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+@pytest.mark.parametrize("override,match", [
+    ("protocol=sometimes", "protocol"), ("env.num_servers=0", "num_servers"),
+    ("suite=lb_standard", "protocol=forgetting needs suite.train_b"),
+])
+def test_bad_harness_config(override, match):
+    extra = ["protocol=forgetting"] if "forgetting" in match else []
+    cfg = _cfg(["experiment=redovian2025_standard", override, *extra])
+    with pytest.raises(ValueError, match=match):
+        validate(cfg)
+
+
+def test_dispatch_agent_refuses_the_allocator():
+    cfg = _cfg(["agent=dispatch"])
+    with pytest.raises(ValueError, match="load-balance env"):
+        from dreamalloc.experiment.config import make_core
+        from dreamalloc.experiment.training import build_agent
+        core = make_core(cfg.env, cfg.suite.train, 1, "cpu")
+        build_agent(cfg, core, torch.device("cpu"))
+
+
+# --- harness end to end ----------------------------------------------------------------------------
+def _train(tmp_path, *args):
+    env = {**os.environ, "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args, "logger=disabled", "progress=off",
+                           f"hydra.run.dir={tmp_path / 'run'}", f"checkpoint_dir={tmp_path / 'ckpt'}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_train_standard_a2c_end_to_end(tmp_path):
+    p = _train(tmp_path, "experiment=redovian2025_standard", "agent=a2c", "steps=480", "env.num_jobs=40",
+               "eval.trials=4")
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = json.loads(next((tmp_path / "run" / "eval").glob("step_*/results.json")).read_text())
+    t = res["sets"]["park"]["tasks"]["park"]
+    assert np.asarray(t["returns"]).shape == (4, 1) and t["hindsight_best"]["rule"] in DISPATCH_RULES
+    assert np.asarray(t["metrics"]["mean_job_time"]).min() > 0
+    assert "mean_job_time" in p.stdout
+
+
+@pytest.mark.slow
+def test_train_adaptive_rl2_ppo_end_to_end(tmp_path):
+    p = _train(tmp_path, "experiment=redovian2025_adaptive", "agent=rl2_ppo", "steps=640", "eval.trials=2")
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = json.loads(next((tmp_path / "run" / "eval").glob("step_*/results.json")).read_text())
+    assert np.asarray(res["sets"]["shifted"]["tasks"]["heavy_load"]["returns"]).shape == (2, 3)
+
+
+def test_train_forgetting_reports_the_drop(tmp_path):
+    p = _train(tmp_path, "experiment=redovian2025_forgetting", "agent=a2c", "steps=160", "env.num_jobs=30",
+               "eval.trials=2", "env.num_envs=8")
+    assert p.returncode == 0, p.stderr[-2000:]
+    rep = json.loads((tmp_path / "run" / "forgetting.json").read_text())
+    key = "forgetting/A/A_light_pareto/"
+    assert rep[key + "drop"] == pytest.approx(rep[key + "after_A"] - rep[key + "after_B"])
+    assert len(list((tmp_path / "run" / "eval").glob("step_*"))) == 2  # after A and after B
+
+
+def test_bad_config_on_the_command_line_is_one_line(tmp_path):
+    p = _train(tmp_path, "experiment=redovian2025_standard", "env.num_jobs=0")
+    assert p.returncode == 2 and "num_jobs" in p.stderr and "Traceback" not in p.stderr
