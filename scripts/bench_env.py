@@ -16,6 +16,8 @@ then steps until at least ``--seconds`` of wall time have passed (time.perf_coun
     python scripts/bench_env.py --profile 256        # cProfile of native steps at N=256 (no table)
     python scripts/bench_env.py --env load_balance   # LoadBalanceVectorEnv vs SyncVectorEnv of LoadBalanceEnv
                                                      # (Park's defaults; --cells is then jobs per episode)
+    python scripts/bench_env.py --streams random,trace:python_json,trace:sqlite_insert,trace:sort_gpl --cells 256
+                                                     # native env per request stream, ratio to the first
 
 The last line is ``speedup_vs_sync_vector_env: X`` (the speedup at N=256, or at the first N measured).
 """
@@ -113,6 +115,39 @@ def bench_sync(batch: int, cells: int, seconds: float) -> dict:
     return r
 
 
+def stream_kwargs(spec: str) -> dict:
+    """``random`` / ``mixed`` / ... (a stream name) or ``trace:NAME`` (a shipped trace or a trace file)."""
+    if spec.startswith("trace:"):
+        return {"stream": "trace", "stream_params": {"path": spec.split(":", 1)[1]}, "action": "heuristic"}
+    return {"stream": spec, "action": "heuristic"}
+
+
+def bench_streams(specs: list[str], batch: int, cells: list[int], seconds: float, device: str) -> float:
+    """Native env steps/s per request stream, and each stream's ratio to the first (the reference, measured in
+    the same run). Returns the smallest ratio."""
+    rows = []
+    for n in cells:
+        for spec in specs:
+            env = AllocVectorEnv(num_envs=batch, cells=n, device=device, **stream_kwargs(spec))
+            try:
+                r = time_steps(env, batch, seconds, warmup=20, min_steps=10, device=device)
+            finally:
+                env.close()
+            print(f"  N={n} {spec}: {r['vector_steps']} vector steps in {r['seconds']:.2f} s, "
+                  f"{r['episodes']} episodes ended", flush=True)
+            rows.append((n, spec, r["heap_steps_per_s"]))
+    print()
+    print(f"| N | stream | native steps/s | ratio to {specs[0]} |")
+    print("|---:|---|---:|---:|")
+    worst = float("inf")
+    for n, spec, sps in rows:
+        ref = next(x for m, sp, x in rows if m == n and sp == specs[0])
+        worst = min(worst, sps / ref) if spec != specs[0] else worst
+        print(f"| {n} | {spec} | {sps:,.0f} | {sps / ref:.2f}x |")
+    print(f"load average (1, 5, 15 min) at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    return worst
+
+
 def profile_native(batch: int, cells: int, steps: int, device: str, top: int = 15) -> str:
     """cProfile of ``steps`` native vector steps after a warm-up, sorted by tottime."""
     env = make_native(batch, cells, device)
@@ -151,6 +186,9 @@ def main(argv=None) -> int:
     p.add_argument("--env", choices=("alloc", "load_balance"), default="alloc",
                    help="alloc (default; N = heap cells) or load_balance (Park's defaults; N = jobs per episode, "
                         "default 1000)")
+    p.add_argument("--streams", default=None, metavar="S1,S2,...",
+                   help="instead of the SyncVectorEnv table: the native env on each request stream (a stream "
+                        "name or trace:NAME), with ratios to the first; ends with min_ratio_to_reference")
     args = p.parse_args(argv)
     ENV["kind"] = args.env
     if args.env == "load_balance" and args.cells == p.get_default("cells"):
@@ -184,6 +222,12 @@ def main(argv=None) -> int:
 
     if args.profile is not None:
         print(profile_native(B, args.profile, args.profile_steps, args.device))
+        return 0
+    if args.streams:
+        specs = [x.strip() for x in args.streams.split(",") if x.strip()]
+        if len(specs) < 2:
+            p.error("--streams needs a reference stream and at least one more, e.g. random,trace:python_json")
+        print(f"min_ratio_to_reference: {bench_streams(specs, B, cells, args.seconds, args.device):.2f}")
         return 0
 
     rows = []

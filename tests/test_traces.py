@@ -304,3 +304,20 @@ def test_record_a_real_program(tmp_path):
     header = gzip.decompress(out.read_bytes()).decode().splitlines()
     assert header[0] == HEADER and header[1] == "# command: /bin/echo hi"
     assert any(line.startswith("# valgrind: valgrind-") for line in header[:10])
+
+
+def test_bench_env_measures_trace_replay_against_the_random_stream(capsys):
+    """The benchmark row the README quotes: the native env on shipped traces, as a ratio to the random stream
+    measured in the same run (a smoke run here: correctness of the table, not speed)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_env.py"
+    spec = importlib.util.spec_from_file_location("bench_env", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--quick", "--seconds", "0.05", "--streams", "random,trace:sort_gpl"]) == 0
+    out = capsys.readouterr().out
+    assert "| 64 | random |" in out and "| 64 | trace:sort_gpl |" in out
+    ratio = float(out.strip().splitlines()[-1].split("min_ratio_to_reference:")[1])
+    assert ratio > 0
