@@ -23,6 +23,7 @@ from dreamalloc.envs.rollout import capacity_bound, env_kwargs, heuristic_return
 from dreamalloc.experiment.config import EnvConf, SuiteConf, alloc_config, tasks_of
 from dreamalloc.heap import RULES
 from dreamalloc.report import mean_ci
+from dreamalloc.workloads import STREAMS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,6 +41,13 @@ def load_group(group: str, name: str) -> dict:
 
 def fmt(ci: tuple[float, float, float]) -> str:
     return f"{ci[0]:.2f} [{ci[1]:.2f}, {ci[2]:.2f}]"
+
+
+def is_alloc_suite(name: str) -> bool:
+    """Allocation suites only: load-balancing suites (job laws, stream ``jobs``) have their own report,
+    scripts/lb_heuristics.py."""
+    suite = load_group("suite", name)
+    return all(t.get("stream") in STREAMS for t in tasks_of(suite["train"]))
 
 
 def report_suite(name: str, env: dict, trials: int, seed: int) -> tuple[list[str], Counter]:
@@ -72,7 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.trials < 2:
         raise SystemExit("workload_report: --trials must be >= 2 (the intervals need two samples)")
     env = load_group("env", args.env)
-    names = args.suites.split(",") if args.suites else sorted(p.stem for p in (ROOT / "conf" / "suite").glob("*.yaml"))
+    names = args.suites.split(",") if args.suites else [n for n in sorted(p.stem for p in (ROOT / "conf" / "suite")
+                                                                     .glob("*.yaml")) if is_alloc_suite(n)]
     t0 = time.perf_counter()
     body, summary = [], []
     for name in names:

@@ -81,3 +81,19 @@ def test_adversarial_rotation_experiment_gives_every_rule_as_an_action():
     core = AllocCore(2, alloc_config(cfg.env, cfg.suite.train))
     assert core.cfg.heuristics == ("first", "next", "best", "worst", "second")
     assert core.cfg.meta_obs and core.cfg.trial_episodes == 3
+
+
+def test_workload_report_writes_the_table(tmp_path, capsys):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "workload_report.py"
+    spec = importlib.util.spec_from_file_location("workload_report", path)
+    wr = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wr)
+    assert wr.is_alloc_suite("adversarial_all") and not wr.is_alloc_suite("lb_standard")
+    out = tmp_path / "w.md"
+    wr.main(["--env", "alloc64", "--suites", "lim2024_mixed", "--trials", "3", "--out", str(out)])
+    text = out.read_text()
+    assert "| lim2024_mixed | 1 |" in text and "| mixed | mixed |" in text and "capacity bound" in text
+    row = next(line for line in text.splitlines() if line.startswith("| mixed | mixed |"))
+    assert row.count("**") == 2 and row.count("[") == 6  # one rule in bold; five rules + bound with CIs
