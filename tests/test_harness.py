@@ -234,3 +234,22 @@ def test_checkpoint_of_another_agent_and_suite_loads_without_naming_them(tmp_pat
     assert out["step"] == 192
     resumed = load_checkpoint(latest_checkpoint(ck))
     assert resumed["config"]["agent"]["name"] == "ppo" and resumed["config"]["suite"]["name"] == "lim2024_mixed"
+
+
+def test_non_finite_loss_saves_the_last_good_state_and_stops(tmp_path, monkeypatch):
+    from dreamalloc.agents.base import NonFiniteLossError
+    from dreamalloc.agents.ppo import PPOAgent
+
+    real = PPOAgent.update
+
+    def update(self, step):
+        if step >= 96:
+            raise NonFiniteLossError("policy loss is nan")
+        return real(self, step)
+
+    monkeypatch.setattr(PPOAgent, "update", update)
+    cfg = cfg_of(QUICK + ["steps=256", "agent=ppo", "agent.n_steps=4", "agent.batch_size=16"], tmp_path)
+    with pytest.raises(NonFiniteLossError, match="policy loss is nan.*step 96.*ckpt_"):
+        train(cfg)
+    ck = load_checkpoint(latest_checkpoint(tmp_path / "ckpt" / "ppo_lim2024_s0"))
+    assert ck["step"] == 96 and ck["agent"]["n_updates"] == 2  # updates at 32 and 64 ran; the one at 96 did not

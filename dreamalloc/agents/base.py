@@ -15,6 +15,11 @@ import torch
 from dreamalloc.envs.core import AllocConfig
 
 
+class NonFiniteLossError(FloatingPointError):
+    """Raised by ``update`` when a loss or a gradient is NaN or infinite, *before* any parameter changed: the
+    agent still holds its last good state, so the caller can save a checkpoint and stop."""
+
+
 class Agent(ABC):
     name: ClassVar[str]
     Config: ClassVar[type]  # dataclass of the agent's hyperparameters (its Hydra schema, with a ``name`` field)

@@ -9,6 +9,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from dreamalloc.agents.base import NonFiniteLossError
 from dreamalloc.experiment.checkpoint import CheckpointError, check_meta, latest_checkpoint, load_checkpoint
 from dreamalloc.experiment.config import make_core, register_configs, validate, with_nodes
 from dreamalloc.experiment.evaluation import evaluate_suite
@@ -16,7 +17,7 @@ from dreamalloc.experiment.logging import Logger
 from dreamalloc.experiment.seeding import seed_everything, select_device
 from dreamalloc.experiment.training import build_agent, method_name, run_name, train
 
-USER_ERRORS = (ValueError, FileNotFoundError, CheckpointError, KeyError)
+USER_ERRORS = (ValueError, FileNotFoundError, CheckpointError, KeyError, NonFiniteLossError)
 
 register_configs()
 

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from dreamalloc.agents import make_agent
+from dreamalloc.agents.base import NonFiniteLossError
 from dreamalloc.envs.core import AllocCore
 from dreamalloc.experiment.checkpoint import (
     check_meta,
@@ -189,7 +190,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 done = info["_episode"]
                 episodes += int(done.sum())
                 recent.extend(info["episode"]["r"][done].tolist())
-            upd = agent.update(step)
+            try:
+                upd = agent.update(step)
+            except NonFiniteLossError as e:  # raised before any parameter changed: the agent is still good
+                path = save(step)
+                raise NonFiniteLossError(f"{e}; training stopped at step {step}, the last good state is saved "
+                                         f"in {path}") from e
             bar.update(B)
             if step >= next_log or step >= total:
                 next_log = step + every("logger.every")

@@ -1,0 +1,265 @@
+"""DreamerV3 (Hafner et al., Nature 2025) as an agent of this codebase: act / observe / update / checkpoints.
+
+Acting runs the RSSM posterior on each batch of observations and samples from the (masked) policy; every
+transition is written to a sequence replay together with the latent the agent acted from; ``update`` does
+``train_ratio`` replayed steps per env step (config.py), each gradient update being one step of one
+optimiser on the sum of the world-model, actor, critic and replay-value losses. A NaN or infinite loss or
+gradient raises ``NonFiniteLossError`` before any parameter changes.
+"""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import nullcontext
+from dataclasses import asdict, fields
+
+import torch
+from torch.nn import functional as F
+
+from dreamalloc.agents.base import Agent, NonFiniteLossError
+from dreamalloc.agents.dreamer.behavior import ActorCritic
+from dreamalloc.agents.dreamer.config import DreamerConfig, check
+from dreamalloc.agents.dreamer.replay import SequenceReplay
+from dreamalloc.agents.dreamer.world_model import WorldModel
+from dreamalloc.nn.optim import LaProp, adaptive_clip_
+
+START_KEYS = ("trial_start", "episode_start", "_final_obs")  # info flags: the obs opens an episode (or trial)
+
+
+def _flag(x, B: int, device) -> torch.Tensor:
+    return torch.as_tensor(x, device=device).to(torch.bool).reshape(B)
+
+
+class DreamerAgent(Agent):
+    name = "dreamer"
+    Config = DreamerConfig
+    learns = True
+
+    def __init__(self, obs_dim, n_actions, env, device, **hparams):
+        super().__init__(obs_dim, n_actions, env, torch.device(device))
+        names = {f.name for f in fields(DreamerConfig)}
+        unknown = sorted(set(hparams) - names)
+        if unknown:
+            raise ValueError(f"unknown dreamer hyperparameter(s) {unknown}; valid: {', '.join(sorted(names))}")
+        self.cfg = c = check(DreamerConfig(**hparams))
+        cuda = self.device.type == "cuda"
+        self.amp = c.precision == "bf16" and cuda
+        if c.precision == "bf16" and not cuda:
+            warnings.warn("agent=dreamer: precision=bf16 needs CUDA; running in fp32", stacklevel=2)
+        self.wm = WorldModel(obs_dim, n_actions, c).to(self.device)
+        self.ac = ActorCritic(self.wm.rssm.feat_dim, n_actions, c).to(self.device)
+        self._img_step = None
+        if c.compile and not cuda:
+            warnings.warn("agent=dreamer: compile=true is used on CUDA only; running eagerly", stacklevel=2)
+        elif c.compile:
+            self.wm.obs_step_fn = torch.compile(self.wm.rssm.obs_step)
+            self._img_step = torch.compile(self.wm.rssm.img_step)
+        self.params = [p for p in (*self.wm.parameters(), *self.ac.parameters()) if p.requires_grad]
+        if c.optimizer == "laprop":
+            self.opt = LaProp(self.params, lr=c.lr, betas=(c.beta1, c.beta2), eps=c.eps)
+        else:
+            self.opt = torch.optim.Adam(self.params, lr=c.lr, betas=(c.beta1, c.beta2), eps=c.eps)
+        self.replay: SequenceReplay | None = None
+        self.n_updates, self.env_steps, self._credit = 0, 0, 0.0
+        self._counted: int | None = None  # env_steps already credited with updates
+        self._pending: dict | None = None
+        self._next: dict | None = None  # what the next record of each env carries in (prev action, reward, first)
+        self.metrics: dict[str, float] = {}
+
+    # --- acting -------------------------------------------------------------------------------------
+    def initial_state(self, batch: int) -> dict:
+        deter, stoch = self.wm.rssm.initial(batch, self.device)
+        return {"deter": deter, "stoch": stoch, "action": torch.zeros(batch, self.n_actions, device=self.device),
+                "first": torch.ones(batch, dtype=torch.bool, device=self.device)}
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
+
+    def act(self, obs, state, info, deterministic=False):
+        B = obs.shape[0]
+        if state is None:
+            state = self.initial_state(B)
+        first = state["first"].clone()
+        for k in START_KEYS:
+            if info and k in info:
+                first |= _flag(info[k], B, self.device)
+                break
+        mask = info.get("action_mask") if info else None
+        with torch.no_grad(), self._autocast():
+            token = self.wm.encode(obs.to(self.device).float())
+            deter, stoch, _ = self.wm.rssm.obs_step(state["deter"], state["stoch"], state["action"], token, first)
+            logp = self.ac.logp(self.wm.rssm.feat(deter, stoch), mask)
+            if deterministic:
+                action = logp.argmax(-1)
+            else:
+                u = torch.rand_like(logp).clamp_(min=torch.finfo(logp.dtype).tiny)
+                action = (logp - torch.log(-torch.log(u))).argmax(-1)
+        deter, stoch = deter.float(), stoch.float()
+        new = {"deter": deter, "stoch": stoch, "action": F.one_hot(action, self.n_actions).float(),
+               "first": torch.zeros_like(first)}
+        self._pending = {"action": action, "deter_in": state["deter"], "stoch_in": state["stoch"], "first": first,
+                         "deter": deter, "stoch": stoch, "mask": mask}
+        return action, new
+
+    def observe(self, obs, action, reward, terminated, truncated, next_obs, info) -> None:
+        B, dev = obs.shape[0], self.device
+        if self.replay is None:
+            c = self.cfg
+            self.replay = SequenceReplay(B, max(c.replay_size // B, c.batch_length + 1), self.obs_dim,
+                                         self.n_actions, c.deter, c.stoch, dev,
+                                         masked=bool(info and "action_mask" in info))
+        if self._next is None or self._next["reward"].shape[0] != B:
+            self._next = {"prev_action": torch.full((B,), -1, dtype=torch.long, device=dev),
+                          "reward": torch.zeros(B, device=dev), "first": torch.ones(B, dtype=torch.bool, device=dev)}
+        pend, self._pending = self._pending, None
+        if pend is None or pend["action"] is not action:  # an external driver acted: no latent to store
+            d0, s0 = self.wm.rssm.initial(B, dev)
+            pend = {"deter_in": d0, "stoch_in": s0, "deter": d0, "stoch": s0, "first": self._next["first"],
+                    "mask": None}
+        action = action.to(dev).long()
+        reward = reward.to(dev).float()
+        terminated, truncated = _flag(terminated, B, dev), _flag(truncated, B, dev)
+        nx = self._next
+        rows = torch.arange(B, device=dev)
+        no = torch.zeros(B, dtype=torch.bool, device=dev)
+        self.replay.add(rows, obs.to(dev).float(), nx["prev_action"], nx["reward"], pend["first"], no, no,
+                        pend["mask"], pend["deter_in"], pend["stoch_in"])
+        ended = terminated | truncated
+        if bool(ended.any()):  # the final observation of each ended episode is a record of its own
+            r = ended.nonzero().squeeze(1)
+            yes = torch.ones(r.numel(), dtype=torch.bool, device=dev)
+            self.replay.add(r, next_obs.to(dev).float()[r], action[r], reward[r], ~yes, terminated[r], yes, None,
+                            pend["deter"][r], pend["stoch"][r])
+        starts = ended.clone()
+        for k in START_KEYS:
+            if info and k in info:
+                starts = _flag(info[k], B, dev)
+                break
+        self._next = {"prev_action": torch.where(ended, -1, action), "reward": torch.where(ended, 0.0, reward),
+                      "first": starts}
+        self.env_steps += B
+
+    # --- learning -------------------------------------------------------------------------------------
+    def update(self, step: int) -> dict[str, float]:
+        """Gradient updates owed by the env steps since the last call: ``train_ratio`` replayed steps per env
+        step, once ``learning_starts`` env steps were observed."""
+        c = self.cfg
+        if self.replay is None or self.env_steps < c.learning_starts or not self.replay.can_sample(c.batch_length):
+            return self.metrics
+        if self._counted is None:  # learning starts now, with one update
+            self._counted, self._credit = self.env_steps, 1.0
+        self._credit += (self.env_steps - self._counted) * c.train_ratio / (c.batch_size * c.batch_length)
+        self._counted = self.env_steps
+        sums: dict[str, float] = {}
+        n = 0
+        while self._credit >= 1.0:
+            self._credit -= 1.0
+            for k, v in self.train_step().items():
+                sums[k] = sums.get(k, 0.0) + v
+            n += 1
+        if n:
+            self.metrics = {k: v / n for k, v in sums.items()}
+        return self.metrics
+
+    def _lr(self) -> float:
+        c = self.cfg
+        return c.lr * min(1.0, (self.n_updates + 1) / c.warmup) if c.warmup > 0 else c.lr
+
+    def train_step(self, data: dict | None = None) -> dict[str, float]:
+        """One gradient update on a replayed batch (sampled unless ``data`` is given)."""
+        c = self.cfg
+        if data is None:
+            data = self.replay.sample(c.batch_size, c.batch_length)
+        B, T = data["reward"].shape
+        if c.replay_context:
+            deter0 = data["deter"][:, 0]
+            stoch0 = F.one_hot(data["stoch"][:, 0], c.classes).float()
+        else:
+            deter0, stoch0 = self.wm.rssm.initial(B, self.device)
+        with self._autocast():
+            wm_losses, deter, stoch, feat = self.wm.loss(data, deter0, stoch0)
+            K = c.imag_last if 0 < c.imag_last < T else T  # imagination starts: the last K steps of each row
+            N = B * K
+            d = deter.detach()[:, -K:].reshape(N, -1)
+            s = stoch.detach()[:, -K:].reshape(N, c.stoch, c.classes)
+            mask0 = data["mask"][:, -K:].reshape(N, -1) if "mask" in data else None
+            with torch.no_grad():
+                def policy(f, h):
+                    logp = self.ac.logp(f, mask0 if h == 0 else None)
+                    u = torch.rand_like(logp).clamp_(min=torch.finfo(logp.dtype).tiny)
+                    return F.one_hot((logp - torch.log(-torch.log(u))).argmax(-1), self.n_actions).to(f.dtype)
+
+                ideter, istoch, iact = self.wm.rssm.imagine(d, s, policy, c.imag_length, self._img_step)
+                ifeat = self.wm.rssm.feat(ideter, istoch)
+                irew = self.wm.reward_mean(ifeat)
+                icont = self.wm.cont_prob(ifeat)
+            rep = {"feat": feat.detach()[:, -K:], "reward": data["reward"][:, -K:],
+                   "terminal": data["terminal"][:, -K:], "last": data["last"][:, -K:], "discount": self.wm.discount}
+            ac_losses, metrics = self.ac.loss(ifeat, iact, irew, icont, mask0, rep if c.loss_repval > 0 else None)
+        scales = {"dyn": c.kl_dyn, "rep": c.kl_rep, "rec": c.loss_rec, "rew": c.loss_rew, "con": c.loss_con,
+                  "policy": c.loss_policy, "value": c.loss_value, "repval": c.loss_repval}
+        losses = {**wm_losses, **ac_losses}
+        total = sum(scales[k] * v.float() for k, v in losses.items())
+        if not bool(torch.isfinite(total)):
+            bad = [k for k, v in losses.items() if not bool(torch.isfinite(v))]
+            raise NonFiniteLossError(f"agent=dreamer: non-finite loss ({', '.join(bad) or 'total'}) at update "
+                                     f"{self.n_updates}; parameters are those of the last good update")
+        self.opt.zero_grad(set_to_none=True)
+        total.backward()
+        grads = [p.grad for p in self.params if p.grad is not None]
+        gnorm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        if not bool(torch.isfinite(gnorm)):
+            self.opt.zero_grad(set_to_none=True)
+            raise NonFiniteLossError(f"agent=dreamer: non-finite gradient at update {self.n_updates}; parameters "
+                                     "are those of the last good update")
+        if c.agc > 0:
+            adaptive_clip_(self.params, c.agc)
+        lr = self._lr()
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        self.opt.step()
+        self.ac.update_slow()
+        self.n_updates += 1
+        if c.replay_context and "env" in data:
+            self.replay.write_latents(data, deter, stoch)
+        out = {f"loss/{k}": float(v.detach()) for k, v in losses.items()}
+        out.update({k: float(v) for k, v in metrics.items()})
+        out.update(loss=float(total.detach()), grad_norm=float(gnorm), lr=lr, updates=float(self.n_updates))
+        return out
+
+    # --- checkpoints ----------------------------------------------------------------------------------
+    def state_dict(self, include_replay: bool = True) -> dict:
+        return {"config": asdict(self.cfg), "wm": self.wm.state_dict(), "ac": self.ac.state_dict(),
+                "opt": self.opt.state_dict(), "n_updates": self.n_updates, "env_steps": self.env_steps,
+                "credit": self._credit, "counted": self._counted, "next": self._next,
+                "metrics": dict(self.metrics),
+                "replay": self.replay.state_dict() if include_replay and self.replay is not None else None,
+                "replay_envs": self.replay.B if self.replay is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.wm.load_state_dict(state["wm"])
+        self.ac.load_state_dict(state["ac"])
+        self.opt.load_state_dict(state["opt"])
+        self.n_updates, self.env_steps = int(state["n_updates"]), int(state["env_steps"])
+        self._credit = float(state["credit"])
+        self._counted = state.get("counted")
+        nx = state.get("next")
+        self._next = {k: v.to(self.device) for k, v in nx.items()} if nx is not None else None
+        self.metrics = dict(state.get("metrics", {}))
+        rep = state.get("replay")
+        if rep is not None:
+            c = self.cfg
+            B = int(state["replay_envs"])
+            self.replay = SequenceReplay(B, rep["obs"].shape[1], self.obs_dim, self.n_actions, c.deter, c.stoch,
+                                         self.device, masked=rep.get("mask") is not None)
+            self.replay.load_state_dict({k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in rep.items()})
+        else:
+            self.replay = None
+        self._pending = None
+
+    def meta(self) -> dict:
+        c = self.cfg
+        return {**super().meta(), "deter": c.deter, "hidden": c.hidden, "classes": c.classes, "units": c.units}
+
+
+__all__ = ["DreamerAgent"]

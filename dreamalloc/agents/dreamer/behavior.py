@@ -1,0 +1,124 @@
+"""The actor-critic trained in imagination: lambda returns, a REINFORCE actor with percentile-normalised
+advantages, a two-hot critic held close to its slow EMA copy, and the replay value loss.
+
+The world model gets no gradient from these losses (imagination runs from detached start states under
+no_grad), exactly as DreamerV3 with ``ac_grads: False``.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dreamalloc.agents.dreamer.config import DreamerConfig
+from dreamalloc.nn.dense import norm_mlp
+from dreamalloc.nn.layers import masked_logits
+from dreamalloc.nn.normalize import PercentileNormalizer
+from dreamalloc.nn.twohot import symexp_bins, twohot, twohot_mean
+
+
+def lambda_return(last: torch.Tensor, term: torch.Tensor, reward: torch.Tensor, boot: torch.Tensor,
+                  disc: float, lam: float) -> torch.Tensor:
+    """TD(lambda) returns [N, T-1] of sequences [N, T] where ``reward[t]`` is the reward on the way into step t
+    and ``boot[t]`` the value bootstrapped at step t:
+
+        R_t = r_{t+1} + disc (1 - term_{t+1}) ((1 - c) boot_{t+1} + c R_{t+1}),  c = lam (1 - last_{t+1}),
+
+    with R_{T-1} = boot_{T-1}; ``term`` may be fractional (a predicted continue probability)."""
+    live = (1.0 - term.float())[:, 1:] * disc
+    cont = (1.0 - last.float())[:, 1:] * lam
+    interm = reward[:, 1:] + (1.0 - cont) * live * boot[:, 1:]
+    ret = boot[:, -1]
+    out = []
+    for t in reversed(range(live.shape[1])):
+        ret = interm[:, t] + live[:, t] * cont[:, t] * ret
+        out.append(ret)
+    return torch.stack(out[::-1], 1)
+
+
+def twohot_ce(logp: torch.Tensor, target: torch.Tensor, slow: torch.Tensor, slowreg: float,
+              bins: torch.Tensor) -> torch.Tensor:
+    """The critic's loss [...] from its log-probabilities [..., n]: cross-entropy to the two-hot return target
+    plus ``slowreg`` times the cross-entropy to the slow critic's prediction (one log-softmax for both)."""
+    return -((twohot(target, bins) + slowreg * twohot(slow, bins)) * logp).sum(-1)
+
+
+class ActorCritic(nn.Module):
+    def __init__(self, feat_dim: int, n_actions: int, c: DreamerConfig):
+        super().__init__()
+        self.c, self.n_actions = c, int(n_actions)
+        self.actor = norm_mlp(feat_dim, c.units, c.ac_layers, n_actions, outscale=0.01)
+        self.critic = norm_mlp(feat_dim, c.units, c.ac_layers, c.bins, outscale=0.0)
+        self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.retnorm = PercentileNormalizer(c.retnorm_rate, c.retnorm_limit)
+        self.register_buffer("bins", symexp_bins(c.bins), persistent=False)
+
+    def logp(self, feat: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Log-probabilities [..., A] of the policy: softmax over the valid actions mixed with 1 % uniform
+        over them (invalid actions keep probability 0, at the dtype's lowest log value)."""
+        logits = masked_logits(self.actor(feat).float(), mask)
+        probs = torch.softmax(logits, -1)
+        u = self.c.unimix
+        if u > 0:
+            if mask is None:
+                uniform = torch.full_like(probs, 1.0 / self.n_actions)
+            else:
+                valid = mask.to(probs.dtype)
+                n = valid.sum(-1, keepdim=True)
+                uniform = torch.where(n > 0, valid / n.clamp(min=1), 1.0 / self.n_actions)
+            probs = (1.0 - u) * probs + u * uniform
+        tiny = torch.finfo(probs.dtype).tiny  # log of a clamped value: no NaN gradient through the masked entries
+        return torch.where(probs > 0, torch.log(probs.clamp(min=tiny)), torch.finfo(probs.dtype).min)
+
+    @torch.no_grad()
+    def update_slow(self) -> None:
+        torch._foreach_lerp_(list(self.slow_critic.parameters()), list(self.critic.parameters()), self.c.slow_rate)
+
+    def loss(self, feat: torch.Tensor, actions: torch.Tensor, reward: torch.Tensor, cont: torch.Tensor,
+             mask0: torch.Tensor | None, rep: dict | None = None):
+        """Imagination losses from detached imagined features [N, H+1, F], one-hot actions [N, H+1, A],
+        predicted rewards and continues [N, H+1] and the start states' action masks [N, A] (or None).
+        ``rep`` (optional) holds replayed features [B, T, F] with reward / terminal / last [B, T] for the
+        replay value loss, where B x T = N in the order of the imagination starts."""
+        c = self.c
+        critic_lp = F.log_softmax(self.critic(feat)[:, :-1].float(), -1)  # the last step only bootstraps
+        with torch.no_grad():
+            val = torch.cat([twohot_mean(None, self.bins, critic_lp.exp()),
+                             twohot_mean(self.critic(feat[:, -1:]), self.bins)], 1)
+        with torch.no_grad():
+            slow = twohot_mean(self.slow_critic(feat), self.bins)
+            weight = torch.cumprod(cont, 1)  # the discount is inside cont (contdisc)
+            ret = lambda_return(torch.zeros_like(cont), 1.0 - cont, reward, val, 1.0, c.lam)  # [N, H]
+            self.retnorm.update(ret)
+            scale = self.retnorm.scale()
+            adv = (ret - val[:, :-1]) / scale
+        H = ret.shape[1]
+        mask = None
+        if mask0 is not None:  # only the start state's mask is known; imagined states are unmasked
+            mask = torch.ones(*feat.shape[:1], H, self.n_actions, dtype=torch.bool, device=feat.device)
+            mask[:, 0] = mask0
+        logp = self.logp(feat[:, :-1], mask)
+        logpi = (logp * actions[:, :-1]).sum(-1)
+        ent = -(logp.exp() * logp).sum(-1)
+        w = weight[:, :-1]
+        policy = (w * -(logpi * adv + c.actent * ent)).mean()
+        value = (w * twohot_ce(critic_lp, ret, slow[:, :-1], c.slowreg, self.bins)).mean()
+        losses = {"policy": policy, "value": value}
+        metrics = {"ret": ret.mean(), "ret_scale": scale, "adv": adv.mean(), "entropy": ent.detach().mean(),
+                   "val": val.mean(), "imag_reward": reward.mean(), "imag_cont": cont.mean()}
+        if rep is not None:
+            B, T = rep["reward"].shape
+            lp_r = F.log_softmax(self.critic(rep["feat"][:, :-1]).float(), -1)
+            with torch.no_grad():
+                slow_r = twohot_mean(self.slow_critic(rep["feat"][:, :-1]), self.bins)
+                boot = ret[:, 0].reshape(B, T)
+                ret_r = lambda_return(rep["last"], rep["terminal"], rep["reward"], boot, rep["discount"], c.lam)
+            vl_r = twohot_ce(lp_r, ret_r, slow_r, c.slowreg, self.bins)
+            losses["repval"] = ((~rep["last"][:, :-1]).float() * vl_r).mean()
+        return losses, metrics
+
+
+__all__ = ["ActorCritic", "lambda_return"]

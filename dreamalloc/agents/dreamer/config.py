@@ -1,0 +1,97 @@
+"""DreamerV3's hyperparameters (Nature version defaults) and their checks.
+
+Sizes follow the presets of the paper (conf/agent/dreamer_{1m,12m,25m,50m}.yaml); the defaults here are the
+12M preset. ``train_ratio`` is defined in exactly one place, here: it is the number of *replayed* steps per
+*env* step (one env step = one transition of one env, i.e. a batched env of 16 heaps makes 16 per call), so
+one gradient update (``batch_size`` x ``batch_length`` replayed steps) happens every
+``batch_size * batch_length / train_ratio`` env steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+OPTIMIZERS = ("laprop", "adam")
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass
+class DreamerConfig:
+    name: str = "dreamer"
+    # --- sizes (12M preset) ---
+    deter: int = 2048
+    hidden: int = 256
+    stoch: int = 32
+    classes: int = 16
+    blocks: int = 8
+    units: int = 256
+    enc_layers: int = 3
+    dec_layers: int = 3
+    head_layers: int = 1  # reward and continue heads
+    ac_layers: int = 3  # actor and critic
+    bins: int = 255
+    unimix: float = 0.01
+    # --- world model loss ---
+    free_nats: float = 1.0
+    kl_dyn: float = 1.0  # 0.5 in the 2023 version
+    kl_rep: float = 0.1
+    loss_rec: float = 1.0
+    loss_rew: float = 1.0
+    loss_con: float = 1.0
+    # --- actor-critic in imagination ---
+    imag_length: int = 15
+    imag_last: int = 0  # imagine from the last K steps of each replayed sequence only (0: from all of them)
+    horizon: int = 333  # discount = 1 - 1 / horizon (folded into the continue target)
+    lam: float = 0.95
+    actent: float = 3e-4
+    slowreg: float = 1.0  # critic regulariser towards the slow EMA critic
+    slow_rate: float = 0.02
+    retnorm_rate: float = 0.01
+    retnorm_limit: float = 1.0
+    loss_policy: float = 1.0
+    loss_value: float = 1.0
+    loss_repval: float = 0.3  # value loss on replayed sequences (bootstrapped from the imagined returns)
+    # --- optimiser (one for all networks) ---
+    optimizer: str = "laprop"  # laprop | adam
+    lr: float = 4e-5
+    eps: float = 1e-20
+    beta1: float = 0.9
+    beta2: float = 0.999
+    agc: float = 0.3  # adaptive gradient clipping; <= 0: off
+    warmup: int = 1000  # updates of linear learning-rate warm-up
+    # --- replay and update schedule ---
+    batch_size: int = 16
+    batch_length: int = 64
+    train_ratio: float = 32.0  # replayed steps per env step (see the module docstring)
+    replay_size: int = 1_000_000  # records, all envs together
+    learning_starts: int = 1024  # env steps before the first update
+    replay_context: bool = True  # start training sequences from the stored latent of the previous step
+    # --- speed ---
+    compile: bool = False  # torch.compile the RSSM steps and the heads (CUDA only; eager elsewhere)
+    precision: str = "fp32"  # fp32 | bf16 (autocast; CUDA only, fp32 elsewhere)
+
+
+def check(c: DreamerConfig) -> DreamerConfig:
+    def bad(msg):
+        raise ValueError(f"agent=dreamer: {msg}")
+
+    for k in ("deter", "hidden", "stoch", "classes", "blocks", "units", "enc_layers", "bins", "imag_length",
+              "horizon", "batch_size", "batch_length", "replay_size"):
+        if int(getattr(c, k)) < 1:
+            bad(f"{k} must be >= 1, got {getattr(c, k)}")
+    if c.deter % c.blocks:
+        bad(f"deter ({c.deter}) must be a multiple of blocks ({c.blocks})")
+    if c.bins % 2 == 0:
+        bad(f"bins must be odd (symmetric around 0), got {c.bins}")
+    if c.optimizer not in OPTIMIZERS:
+        bad(f"unknown optimizer {c.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if c.precision not in PRECISIONS:
+        bad(f"unknown precision {c.precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if c.train_ratio <= 0 or c.lr <= 0:
+        bad(f"train_ratio and lr must be > 0, got {c.train_ratio} and {c.lr}")
+    if not 0.0 <= c.lam <= 1.0 or not 0.0 <= c.unimix < 1.0:
+        bad(f"lam must be in [0, 1] and unimix in [0, 1), got {c.lam} and {c.unimix}")
+    return c
+
+
+__all__ = ["OPTIMIZERS", "PRECISIONS", "DreamerConfig", "check"]

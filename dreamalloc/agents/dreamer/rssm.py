@@ -1,0 +1,163 @@
+"""The recurrent state-space model: a block GRU carries the deterministic state ``deter`` [B, D]; the
+stochastic state ``stoch`` [B, S, K] is S one-hot categoricals of K classes.
+
+``observe`` (posterior) sees the encoder's token of each observation; ``imagine`` (prior) predicts the
+stochastic state from ``deter`` alone, which is all the actor-critic sees in imagination. ``is_first``
+zeroes the carried state and the previous action, so the state of a new episode starts from zeros whether
+it is the first row of a replayed sequence or a reset in the middle of one.
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch import nn
+from torch.nn import functional as F
+
+from dreamalloc.nn.dense import norm_mlp, trunc_normal_in_
+from dreamalloc.nn.norms import RMSNorm
+
+
+class BlockLinear(nn.Module):
+    """A Linear map that is block diagonal over ``blocks`` groups: [..., (g i)] -> [..., (g o)]. The GRU of
+    DreamerV3 uses it to afford a large ``deter`` at a fraction of the cost of a dense layer."""
+
+    def __init__(self, in_features: int, out_features: int, blocks: int):
+        super().__init__()
+        if in_features % blocks or out_features % blocks:
+            raise ValueError(f"BlockLinear: {in_features} and {out_features} must divide by {blocks} blocks")
+        self.g = int(blocks)
+        self.weight = nn.Parameter(torch.empty(blocks, in_features // blocks, out_features // blocks))
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        trunc_normal_in_(self.weight, in_features // blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = rearrange(x, "... (g i) -> ... g i", g=self.g)
+        y = torch.einsum("...gi,gio->...go", x, self.weight)
+        return rearrange(y, "... g o -> ... (g o)") + self.bias
+
+
+def unimix_logits(logits: torch.Tensor, unimix: float) -> torch.Tensor:
+    """Log-probabilities of (1 - unimix) softmax(logits) + unimix uniform: no class ever has probability 0,
+    which bounds the KL terms and keeps the latents from collapsing to deterministic codes."""
+    logits = logits.float()
+    if unimix <= 0:
+        return F.log_softmax(logits, -1)
+    probs = (1.0 - unimix) * torch.softmax(logits, -1) + unimix / logits.shape[-1]
+    return torch.log(probs)
+
+
+def sample_onehot(logits: torch.Tensor) -> torch.Tensor:
+    """A one-hot draw from ``logits`` [..., K] with straight-through gradients (the gradient of the
+    probabilities passes through the discrete sample)."""
+    u = torch.rand_like(logits).clamp_(min=torch.finfo(logits.dtype).tiny)
+    index = (logits - torch.log(-torch.log(u))).argmax(-1)
+    onehot = F.one_hot(index, logits.shape[-1]).to(logits.dtype)
+    if not torch.is_grad_enabled():  # acting and imagination: no gradient to pass through
+        return onehot
+    probs = torch.softmax(logits, -1)
+    return onehot + probs - probs.detach()
+
+
+def categorical_kl(lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """KL(lhs || rhs) [...] of S categoricals given as log-probabilities [..., S, K], summed over S."""
+    return (lhs.exp() * (lhs - rhs)).sum((-2, -1))
+
+
+class RSSM(nn.Module):
+    def __init__(self, n_actions: int, token_dim: int, deter: int = 2048, hidden: int = 256, stoch: int = 32,
+                 classes: int = 16, blocks: int = 8, unimix: float = 0.01, imglayers: int = 2, obslayers: int = 1,
+                 dynlayers: int = 1, eps: float = 1e-4):
+        super().__init__()
+        self.deter, self.stoch, self.classes, self.blocks = int(deter), int(stoch), int(classes), int(blocks)
+        self.n_actions, self.unimix = int(n_actions), float(unimix)
+        self.dynin = nn.ModuleList([norm_mlp(d, hidden, 1, eps=eps) for d in (deter, stoch * classes, n_actions)])
+        layers: list[nn.Module] = []
+        d = deter + 3 * hidden * blocks  # each block sees its slice of deter and all three embeddings
+        for _ in range(int(dynlayers)):
+            layers += [BlockLinear(d, deter, blocks), RMSNorm(deter, eps), nn.SiLU()]
+            d = deter
+        self.dynhid = nn.Sequential(*layers)
+        self.gru = BlockLinear(d, 3 * deter, blocks)
+        self.obs_net = norm_mlp(deter + token_dim, hidden, obslayers, stoch * classes, eps=eps)
+        self.img_net = norm_mlp(deter, hidden, imglayers, stoch * classes, eps=eps)
+
+    @property
+    def feat_dim(self) -> int:
+        return self.deter + self.stoch * self.classes
+
+    def initial(self, batch: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        device = device if device is not None else self.gru.weight.device
+        return (torch.zeros(batch, self.deter, device=device),
+                torch.zeros(batch, self.stoch, self.classes, device=device))
+
+    @staticmethod
+    def feat(deter: torch.Tensor, stoch: torch.Tensor) -> torch.Tensor:
+        """What the heads see: [..., deter + S K]."""
+        return torch.cat([deter, stoch.flatten(-2).to(deter.dtype)], -1)
+
+    def _logits(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        logits = rearrange(net(x), "... (s k) -> ... s k", s=self.stoch)
+        return unimix_logits(logits, self.unimix)
+
+    def core(self, deter: torch.Tensor, stoch: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """One block-GRU step: the next ``deter`` from the previous state and action (one-hot [B, A])."""
+        stoch = stoch.flatten(-2)  # (actions are one-hot: DreamerV3's action / max(1, |action|) is the identity)
+        emb = torch.cat([f(x) for f, x in zip(self.dynin, (deter, stoch, action), strict=True)], -1)  # [B, 3 H]
+        x = torch.cat([rearrange(deter, "b (g d) -> b g d", g=self.blocks),
+                       emb.unsqueeze(1).expand(-1, self.blocks, -1)], -1)
+        x = self.gru(self.dynhid(rearrange(x, "b g d -> b (g d)")))
+        reset, cand, update = rearrange(x, "b (g three d) -> three b (g d)", g=self.blocks, three=3)
+        reset = torch.sigmoid(reset)
+        cand = torch.tanh(reset * cand)
+        update = torch.sigmoid(update - 1.0)
+        return update * cand + (1.0 - update) * deter
+
+    def prior(self, deter: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities [..., S, K] of the stochastic state predicted from ``deter`` alone."""
+        return self._logits(self.img_net, deter)
+
+    def obs_step(self, deter, stoch, action, token, is_first):
+        """Posterior step: (deter, stoch, logits) after seeing ``token`` [B, E]; ``is_first`` [B] resets."""
+        keep = (~is_first).to(deter.dtype).unsqueeze(-1)
+        deter, action = deter * keep, action * keep
+        stoch = stoch * keep.unsqueeze(-1)
+        deter = self.core(deter, stoch, action)
+        logits = self._logits(self.obs_net, torch.cat([deter, token.to(deter.dtype)], -1))
+        return deter, sample_onehot(logits), logits
+
+    def img_step(self, deter, stoch, action):
+        """Prior step: (deter, stoch) after taking ``action`` (one-hot [B, A]) without an observation."""
+        deter = self.core(deter, stoch, action)
+        return deter, sample_onehot(self.prior(deter))
+
+    def observe(self, deter, stoch, actions, tokens, is_first, step=None):
+        """Posterior over a sequence: from the carry (deter [B, D], stoch [B, S, K]), previous actions [B, T, A],
+        tokens [B, T, E] and is_first [B, T] to deters [B, T, D], stochs and posterior logits [B, T, S, K].
+        ``step`` replaces ``obs_step`` (e.g. by its torch.compile'd version)."""
+        step = step or self.obs_step
+        deters, stochs, logits = [], [], []
+        for t in range(tokens.shape[1]):
+            deter, stoch, logit = step(deter, stoch, actions[:, t], tokens[:, t], is_first[:, t])
+            deters.append(deter)
+            stochs.append(stoch)
+            logits.append(logit)
+        return torch.stack(deters, 1), torch.stack(stochs, 1), torch.stack(logits, 1)
+
+    def imagine(self, deter, stoch, policy, horizon: int, step=None):
+        """Roll the prior ``horizon`` steps from the start states (deter [N, D], stoch [N, S, K]) with actions
+        from ``policy(feat, step) -> one-hot [N, A]``. Returns deters [N, H+1, D], stochs [N, H+1, S, K] and
+        actions [N, H+1, A] (the start state first; the last action is drawn but leads nowhere)."""
+        step = step or self.img_step
+        deters, stochs, actions = [deter], [stoch], []
+        for h in range(horizon):
+            action = policy(self.feat(deter, stoch), h)
+            actions.append(action)
+            deter, stoch = step(deter, stoch, action)
+            deters.append(deter)
+            stochs.append(stoch)
+        actions.append(policy(self.feat(deter, stoch), horizon))
+        return torch.stack(deters, 1), torch.stack(stochs, 1), torch.stack(actions, 1)
+
+
+__all__ = ["RSSM", "BlockLinear", "categorical_kl", "sample_onehot", "unimix_logits"]

@@ -1,0 +1,70 @@
+"""The world model: encoder, RSSM, decoder, reward and continue heads, and their loss on replayed sequences."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dreamalloc.agents.dreamer.config import DreamerConfig
+from dreamalloc.agents.dreamer.rssm import RSSM, categorical_kl
+from dreamalloc.nn.dense import norm_mlp
+from dreamalloc.nn.twohot import symexp_bins, symlog, twohot_loss, twohot_mean
+
+
+def kl_losses(post: torch.Tensor, prior: torch.Tensor, free_nats: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """DreamerV3's two KL terms [...] from log-probabilities [..., S, K]: ``dyn`` trains the prior towards
+    the (frozen) posterior, ``rep`` the posterior towards the (frozen) prior; each is clipped below at
+    ``free_nats`` so that, once the KL is small, the gradient goes to the prediction losses instead."""
+    dyn = categorical_kl(post.detach(), prior)
+    rep = categorical_kl(post, prior.detach())
+    return dyn.clamp(min=free_nats), rep.clamp(min=free_nats)
+
+
+class WorldModel(nn.Module):
+    def __init__(self, obs_dim: int, n_actions: int, c: DreamerConfig):
+        super().__init__()
+        self.n_actions = int(n_actions)
+        self.encoder = norm_mlp(obs_dim, c.units, c.enc_layers)
+        self.rssm = RSSM(n_actions, c.units, c.deter, c.hidden, c.stoch, c.classes, c.blocks, c.unimix)
+        f = self.rssm.feat_dim
+        self.decoder = norm_mlp(f, c.units, c.dec_layers, obs_dim)
+        self.reward = norm_mlp(f, c.units, c.head_layers, c.bins, outscale=0.0)
+        self.cont = norm_mlp(f, c.units, c.head_layers, 1)
+        self.register_buffer("bins", symexp_bins(c.bins), persistent=False)
+        self.discount = 1.0 - 1.0 / c.horizon
+        self.c = c
+        self.obs_step_fn = None  # a torch.compile'd rssm.obs_step when compiling (see agent.py)
+
+    def encode(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.encoder(symlog(obs))
+
+    def reward_mean(self, feat: torch.Tensor) -> torch.Tensor:
+        return twohot_mean(self.reward(feat), self.bins)
+
+    def cont_prob(self, feat: torch.Tensor) -> torch.Tensor:
+        """(1 - terminal) x discount, as predicted."""
+        return torch.sigmoid(self.cont(feat).squeeze(-1).float())
+
+    def loss(self, data: dict, deter0: torch.Tensor, stoch0: torch.Tensor):
+        """Losses (scalars, unscaled) on sequences [B, T] from the carry (deter0, stoch0); also the posterior
+        states [B, T, ...] and features for imagination and the replay value loss."""
+        c = self.c
+        obs = data["obs"]
+        prev = data["prev_action"]
+        actions = F.one_hot(prev.clamp(min=0), self.n_actions).float() * (prev >= 0).unsqueeze(-1)
+        tokens = self.encode(obs)
+        deter, stoch, post = self.rssm.observe(deter0, stoch0, actions, tokens, data["first"],
+                                                self.obs_step_fn)
+        prior = self.rssm.prior(deter)
+        dyn, rep = kl_losses(post, prior, c.free_nats)
+        feat = self.rssm.feat(deter, stoch)
+        rec = (self.decoder(feat).float() - symlog(obs)).square().sum(-1)
+        rew = twohot_loss(self.reward(feat), data["reward"], self.bins)
+        con_target = (~data["terminal"]).float() * self.discount
+        con = F.binary_cross_entropy_with_logits(self.cont(feat).squeeze(-1).float(), con_target, reduction="none")
+        losses = {"dyn": dyn.mean(), "rep": rep.mean(), "rec": rec.mean(), "rew": rew.mean(), "con": con.mean()}
+        return losses, deter, stoch, feat
+
+
+__all__ = ["WorldModel", "kl_losses"]

@@ -1,0 +1,48 @@
+"""DreamerV3's dense layers: fan-in truncated-normal initialisation with an output scale, and the
+Linear -> RMSNorm -> SiLU stack every one of its networks is built from.
+
+``outscale`` multiplies the initial weight variance: 0 for the reward and critic outputs (they start by
+predicting exactly 0, so early returns do not chase random values), 0.01 for the policy (near uniform).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from dreamalloc.nn.norms import RMSNorm
+
+_TRUNC_STD = 0.87962566103423978  # std of a unit normal truncated to [-2, 2]
+
+
+def trunc_normal_in_(weight: torch.Tensor, fan_in: int, scale: float = 1.0) -> torch.Tensor:
+    with torch.no_grad():
+        if scale == 0.0:
+            return weight.zero_()
+        std = math.sqrt(scale / fan_in) / _TRUNC_STD
+        return nn.init.trunc_normal_(weight, 0.0, std, -2.0 * std, 2.0 * std)
+
+
+def dense(in_dim: int, out_dim: int, outscale: float = 1.0) -> nn.Linear:
+    layer = nn.Linear(int(in_dim), int(out_dim))
+    trunc_normal_in_(layer.weight, int(in_dim), outscale)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def norm_mlp(in_dim: int, units: int, layers: int, out_dim: int | None = None, outscale: float = 1.0,
+             eps: float = 1e-4) -> nn.Sequential:
+    """``layers`` x (Linear -> RMSNorm -> SiLU) of width ``units``, then a Linear to ``out_dim`` if given."""
+    mods: list[nn.Module] = []
+    d = int(in_dim)
+    for _ in range(int(layers)):
+        mods += [dense(d, units), RMSNorm(units, eps), nn.SiLU()]
+        d = int(units)
+    if out_dim is not None:
+        mods.append(dense(d, out_dim, outscale))
+    return nn.Sequential(*mods)
+
+
+__all__ = ["dense", "norm_mlp", "trunc_normal_in_"]

