@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from dreamalloc.envs.episodes import reset_rows
 from dreamalloc.heap import ALIGNS, RULES, FreeRuns, HeapBatch, heap_metrics, place_address
 from dreamalloc.workloads import ALLOC, FREE, FREE_ALL, make_stream
 from dreamalloc.workloads.tasks import expand_tasks
@@ -182,20 +183,7 @@ class AllocCore:
     def reset(self, seed=None, rows=None) -> tuple[torch.Tensor, dict]:
         """Start new episodes. ``seed`` (one int per row, or one int for row r = seed + r) restarts the
         episode count at 0; without it each row moves on to its next episode."""
-        rows = torch.arange(self.B, device=self.device) if rows is None else torch.as_tensor(
-            rows, dtype=torch.long, device=self.device)
-        if seed is not None:
-            s = torch.as_tensor(seed, dtype=torch.long, device=self.device).reshape(-1)
-            if s.numel() not in (1, rows.numel()):
-                raise ValueError(f"seed must be one int or one per heap ({rows.numel()}), got {s.numel()} seeds")
-            self.seed[rows] = s + torch.arange(rows.numel(), device=self.device) if s.numel() == 1 else s
-            self.episode[rows] = 0
-        else:
-            never = rows[self.episode[rows] < 0]
-            if never.numel():
-                entropy = np.random.SeedSequence().generate_state(never.numel(), np.uint32).astype(np.int64)
-                self.seed[never] = torch.as_tensor(entropy, device=self.device)
-            self.episode[rows] += 1
+        rows = reset_rows(self.seed, self.episode, rows, seed, "heap")
         self._new_episode(rows)
         self.runs = FreeRuns.of(self.heaps.occ)
         obs = self._observe()

@@ -24,11 +24,9 @@ METRIC_KEYS = ("frag_largest", "frag_runs", "utilisation", "allocations", "free_
 SCHEMA = 1
 
 
-def evaluate_task(agent: Agent, env, task: dict, trials: int, k: int, seed: int, device: torch.device,
-                  deterministic: bool = True, timeline: bool = False) -> dict[str, Any]:
-    cfg = alloc_config(env, [task])
-    cfg.trial_episodes = k  # a trial is the K evaluation episodes: one task, the agent's state kept
-    core = AllocCore(trials, cfg, device=device)
+def agent_policy(agent: Agent, core, task: dict, trials: int, deterministic: bool):
+    """The agent as a ``policy(obs, info)`` over ``trials`` envs, its recurrent state kept across calls (fresh
+    per trial: the core flags trial starts); refuses an env of another shape than the agent's."""
     if core.cfg.obs_dim != agent.obs_dim or core.cfg.n_actions != agent.n_actions:
         raise ValueError(f"the agent expects observations of {agent.obs_dim} values and {agent.n_actions} "
                          f"actions, but the evaluation env of task {task['name']!r} has {core.cfg.obs_dim} and "
@@ -40,6 +38,15 @@ def evaluate_task(agent: Agent, env, task: dict, trials: int, k: int, seed: int,
             a, state[0] = agent.act(obs, state[0], info, deterministic)
         return a
 
+    return policy
+
+
+def evaluate_task(agent: Agent, env, task: dict, trials: int, k: int, seed: int, device: torch.device,
+                  deterministic: bool = True, timeline: bool = False) -> dict[str, Any]:
+    cfg = alloc_config(env, [task])
+    cfg.trial_episodes = k  # a trial is the K evaluation episodes: one task, the agent's state kept
+    core = AllocCore(trials, cfg, device=device)
+    policy = agent_policy(agent, core, task, trials, deterministic)
     res = run_episodes(core, policy, seed, k, timeline=timeline)
     out: dict[str, Any] = {
         "returns": res["return"].tolist(),
@@ -67,17 +74,7 @@ def evaluate_lb_task(agent: Agent, env, task: dict, trials: int, k: int, seed: i
     cfg = env_config(env, [task])
     cfg.trial_episodes = k
     core = LoadBalanceCore(trials, cfg, device=device)
-    if core.cfg.obs_dim != agent.obs_dim or core.cfg.n_actions != agent.n_actions:
-        raise ValueError(f"the agent expects observations of {agent.obs_dim} values and {agent.n_actions} "
-                         f"actions, but the evaluation env of task {task['name']!r} has {core.cfg.obs_dim} and "
-                         f"{core.cfg.n_actions}; evaluate with the env config the agent was trained on")
-    state = [agent.initial_state(trials)]
-
-    def policy(obs, info):
-        with torch.no_grad():
-            a, state[0] = agent.act(obs, state[0], info, deterministic)
-        return a
-
+    policy = agent_policy(agent, core, task, trials, deterministic)
     res = run_episodes(core, policy, seed, k)
     per_rule = {r: dispatch_returns(r, core.cfg, trials, seed, k, device) for r in DISPATCH_RULES}
     best = max(DISPATCH_RULES, key=lambda r: float(per_rule[r]["return"].mean()))
