@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from dreamalloc.agents import make_agent
-from dreamalloc.envs.gym_vec import GymVecCore, evaluate
+from dreamalloc.envs.gym_vec import GymVecCore, evaluate, fit
 
 # The 1M preset (conf/agent/dreamer_1m.yaml) with what a short CPU budget needs: a larger learning rate and a
 # shorter warm-up (few updates), and imagination from the last 16 steps of each replayed sequence.
@@ -28,21 +28,12 @@ def run(steps: int = 50_000, seed: int = 0, envs: int = 4, eval_every: int = 500
     hp = {**CARTPOLE, **overrides}
     core = GymVecCore("CartPole-v1", envs)
     agent = make_agent("dreamer", core.obs_dim, core.n_actions, None, "cpu", **hp)
-    obs, info = core.reset(seed=seed)
-    state = agent.initial_state(core.B)
-    curve, train_returns, step, t0 = [], [], 0, time.perf_counter()
-    next_eval = eval_every
-    while step < steps:
-        action, state = agent.act(obs, state, info)
-        next_obs, reward, term, trunc, info = core.step(action)
-        agent.observe(obs, action, reward, term, trunc, info.get("final_obs", next_obs), info)
-        obs = next_obs
-        step += core.B
-        if "episode" in info:
-            train_returns.extend(info["episode"]["r"][info["_episode"]].tolist())
-        agent.update(step)
-        if step >= next_eval or step >= steps:
-            next_eval += eval_every
+    curve, t0 = [], time.perf_counter()
+    next_eval = [eval_every]
+
+    def on_step(step: int, train_returns: list[float]) -> bool:
+        if step >= next_eval[0] or step >= steps:
+            next_eval[0] += eval_every
             n = final_episodes if step >= steps else eval_episodes
             ret = float(evaluate(agent, GymVecCore("CartPole-v1", min(n, 10)), n, seed=10_000 + seed).mean())
             point = {"step": step, "eval_return": ret, "wall_s": round(time.perf_counter() - t0, 1),
@@ -50,6 +41,9 @@ def run(steps: int = 50_000, seed: int = 0, envs: int = 4, eval_every: int = 500
                      if train_returns else float("nan")}
             curve.append(point)
             log(json.dumps(point))
+        return False
+
+    fit(agent, core, steps, seed=seed, on_step=on_step)
     return {"seed": seed, "steps": steps, "hparams": hp, "curve": curve, "final_eval_return": curve[-1]["eval_return"],
             "wall_s": round(time.perf_counter() - t0, 1)}
 

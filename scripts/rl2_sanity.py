@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from dreamalloc.agents.rl2_ppo import RL2PPOAgent
+from dreamalloc.envs.gym_vec import fit
 from dreamalloc.envs.meta_baselines import (
     PSRL,
     BanditOracle,
@@ -49,24 +50,18 @@ def train(agent, core, steps: int, seed: int, minutes: float | None, log_every: 
     """gym_vec.fit's act / observe / update cycle, stopped at ``steps`` env steps or after ``minutes`` of
     wall-clock (whichever comes first); prints the mean trial return now and then. Returns (steps done,
     trial returns)."""
-    obs, info = core.reset(seed=seed)
-    state = agent.initial_state(core.B)
     deadline = None if minutes is None else time.perf_counter() + 60.0 * minutes
-    returns: list[float] = []
-    step, next_log = 0, log_every
-    while step < steps and (deadline is None or time.perf_counter() < deadline):
-        action, state = agent.act(obs, state, info)
-        next_obs, reward, term, trunc, info = core.step(action)
-        agent.observe(obs, action, reward, term, trunc, info.get("final_obs", next_obs), info)
-        obs = next_obs
-        step += core.B
-        if "trial" in info:
-            returns.extend(info["trial"]["r"][info["_trial"]].tolist())
-        agent.update(step)
-        if step >= next_log:
-            next_log += log_every
+    done, next_log = [0], [log_every]
+
+    def on_step(step: int, returns: list[float]) -> bool:
+        done[0] = step
+        if step >= next_log[0]:
+            next_log[0] += log_every
             print(f"  {step:>10,} steps  mean trial return (last 1000) {np.mean(returns[-1000:]):.3f}", flush=True)
-    return step, returns
+        return deadline is not None and time.perf_counter() >= deadline
+
+    returns = fit(agent, core, steps, seed=seed, on_step=on_step, returns_key="trial")
+    return done[0], returns
 
 
 def mean_ci(x: np.ndarray) -> tuple[float, float, float]:

@@ -64,9 +64,10 @@ class GymVecCore:
         self.env.close()
 
 
-def fit(agent, core, steps: int, seed: int = 0) -> list[float]:
+def fit(agent, core, steps: int, seed: int = 0, on_step=None, returns_key: str = "episode") -> list[float]:
     """Train ``agent`` for ``steps`` env steps on ``core`` (the same act / observe / update cycle as
-    train.py); returns the returns of the episodes finished along the way."""
+    train.py); returns the returns of the episodes (``returns_key="trial"``: the trials) finished along the
+    way. ``on_step(step, returns)`` runs after every update (evaluations, logs); returning True stops early."""
     obs, info = core.reset(seed=seed)
     state = agent.initial_state(core.B)
     returns: list[float] = []
@@ -77,9 +78,11 @@ def fit(agent, core, steps: int, seed: int = 0) -> list[float]:
         agent.observe(obs, action, reward, term, trunc, info.get("final_obs", next_obs), info)
         obs = next_obs
         step += core.B
-        if "episode" in info:
-            returns.extend(info["episode"]["r"][info["_episode"]].tolist())
+        if returns_key in info:
+            returns.extend(info[returns_key]["r"][info["_" + returns_key]].tolist())
         agent.update(step)
+        if on_step is not None and on_step(step, returns):
+            break
     return returns
 
 
