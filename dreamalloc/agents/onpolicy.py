@@ -14,6 +14,7 @@ and replay whole sequences from ``state0``.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -326,8 +327,9 @@ class OnPolicyAgent(Agent):
         adv = gae(ro.rewards, ro.values, nv, ro.terminated, ro.ended, c.gamma, c.gae_lambda)
         return adv, adv + ro.values
 
+    @abstractmethod
     def _learn(self, adv: torch.Tensor, ret: torch.Tensor, step: int) -> dict[str, float]:
-        raise NotImplementedError
+        """One update from the rollout's advantages and returns (PPO's epochs, A2C's single step)."""
 
     def _minibatches(self, batch_size: int | None) -> Iterator[torch.Tensor]:
         """Index sets over the flattened T x B samples, freshly shuffled (all of them when batch_size is None)."""

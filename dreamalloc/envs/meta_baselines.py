@@ -16,13 +16,15 @@ pseudo-counts of one success in two pulls per arm (a Beta(1, 1) prior), index
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 import torch
 
 from dreamalloc.envs.meta_tasks import BanditCore, TabularMDPCore, split_obs
 
 
-class TrialPolicy:
+class TrialPolicy(ABC):
     """A non-learning policy over a batched meta task: ``start(core, seed)`` once, then ``act(obs, info)``
     after every reset / step with what it returned."""
 
@@ -34,8 +36,9 @@ class TrialPolicy:
         self.core = core
         self.rng = np.random.default_rng(seed)
 
+    @abstractmethod
     def act(self, obs: torch.Tensor, info: dict) -> torch.Tensor:
-        raise NotImplementedError
+        """Actions [B] for the core's current step."""
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(a, dtype=torch.long, device=self.core.device)

@@ -31,6 +31,7 @@ allocation env's convention). ``reset()`` without a seed moves every row on to i
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import numpy as np
 import torch
@@ -51,7 +52,7 @@ def _normals(u1: torch.Tensor, u2: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(-2.0 * torch.log1p(-u1)) * torch.cos(2.0 * math.pi * u2)
 
 
-class _TrialCore:
+class _TrialCore(ABC):
     """Trial / episode bookkeeping, seeding, the RL^2 observation and SAME_STEP autoreset for B rows.
 
     Subclasses draw a task (``_draw_task``), put a row at its episode's start (``_start_episode``), apply
@@ -213,17 +214,21 @@ class _TrialCore:
         self.started = bool(state["started"])
 
     # subclass hooks -----------------------------------------------------------------------------
+    @abstractmethod
     def _draw_task(self, rows: torch.Tensor) -> None:
-        raise NotImplementedError
+        """A subclass hook."""
 
+    @abstractmethod
     def _start_episode(self, rows: torch.Tensor) -> None:
-        raise NotImplementedError
+        """A subclass hook."""
 
+    @abstractmethod
     def _transition(self, action: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """A subclass hook."""
 
+    @abstractmethod
     def _task_obs(self, rows: torch.Tensor | None) -> torch.Tensor:
-        raise NotImplementedError
+        """A subclass hook."""
 
 
 class BanditCore(_TrialCore):
