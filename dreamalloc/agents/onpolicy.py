@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -311,12 +312,24 @@ class OnPolicyAgent(Agent):
         for g in self.opt.param_groups:
             g["lr"] = lr
         adv, ret = self._targets(ro)
-        self.metrics = {**self._learn(adv, ret, step), "lr": lr, "updates": float(self.n_updates + 1)}
-        self.metrics["explained_variance"] = explained_variance(ro.values, ret)
+        with self._learning(ro):
+            self.metrics = {**self._learn(adv, ret, step), "lr": lr, "updates": float(self.n_updates + 1)}
+        self.metrics["explained_variance"] = explained_variance(self._values(ro), ret)
         self.n_updates += 1
+        self._next_rollout(ro)
+        return self.metrics
+
+    # hooks of update() that a recurrent variant changes (rl2_ppo.py)
+    def _learning(self, ro):
+        """Context around the epochs of one update."""
+        return nullcontext()
+
+    def _values(self, ro) -> torch.Tensor:
+        return ro.values
+
+    def _next_rollout(self, ro) -> None:
         ro.pos = 0
         ro.state0 = None
-        return self.metrics
 
     def _targets(self, ro: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
         """Advantages and value targets [T, B] (n-step returns when gae_lambda is 1)."""

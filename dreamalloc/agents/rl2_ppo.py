@@ -19,13 +19,14 @@ it; on an unchanged net the replay reproduces the acting-time log-probabilities 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dreamalloc.agents.onpolicy import Rollout, explained_variance
+from dreamalloc.agents.onpolicy import Rollout
 from dreamalloc.agents.ppo import PPOAgent, PPOConfig
 from dreamalloc.agents.returns import gae
 from dreamalloc.nn.layers import masked_logits, mlp, orthogonal_init
@@ -204,25 +205,21 @@ class RL2PPOAgent(PPOAgent):
         ro.trial_end[t].copy_(trial_end)
 
     # --- learning -----------------------------------------------------------------------------------------
-    def update(self, step: int) -> dict[str, float]:
-        """Learns once the rollout holds n_steps + 1 rows; returns the latest update's metrics."""
-        self.env_steps = int(step)
-        ro = self.rollout
-        if ro is None or not ro.full:
-            return self.metrics
-        lr = self.cfg.lr * (self._progress_left(step) if self.cfg.anneal_lr else 1.0)
-        for g in self.opt.param_groups:
-            g["lr"] = lr
-        adv, ret = self._targets(ro)
+    # update() is PPOAgent's; a rollout keeps n_steps + 1 rows (the last opens the next rollout), and the
+    # epochs replay it in bptt chunks from the stored GRU states.
+    @contextmanager
+    def _learning(self, ro):
         self._src = self._chunked(ro)
         try:
-            self.metrics = {**self._learn(adv, ret, step), "lr": lr, "updates": float(self.n_updates + 1)}
+            yield
         finally:
             self._src = None
-        self.metrics["explained_variance"] = explained_variance(ro.values[:ro.n], ret)
-        self.n_updates += 1
+
+    def _values(self, ro) -> torch.Tensor:
+        return ro.values[:ro.n]
+
+    def _next_rollout(self, ro) -> None:
         ro.shift()
-        return self.metrics
 
     def _targets(self, ro: RecurrentRollout) -> tuple[torch.Tensor, torch.Tensor]:
         """GAE over whole trials [n_steps, B]: cut (and not bootstrapped) at trial ends only."""
