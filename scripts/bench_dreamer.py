@@ -4,9 +4,10 @@ DreamerV3) at the same model size, batch 16 x 64, on CartPole-v1's vector observ
 sheeprl is installed on first use into its own venv (default ~/.cache/dreamalloc/sheeprl-0.8.4), which reuses
 this project's torch through a .pth file (so pip never downloads another torch); nothing of it is imported
 here: its side runs in a subprocess. Both sides train on random sequences from the same shapes, one thread,
-after a few warm-up updates. Prints ``speedup_vs_sheeprl: X`` (ours / sheeprl's updates per second).
+after a few warm-up updates. The two sides alternate for ``--rounds`` rounds (a shared machine drifts); the
+result is the median over rounds of ours / sheeprl's updates per second: ``speedup_vs_sheeprl: X``.
 
-    OMP_NUM_THREADS=1 python scripts/bench_dreamer.py --size 1m --updates 10
+    OMP_NUM_THREADS=1 python scripts/bench_dreamer.py --size 1m --updates 6 --warmup 2 --rounds 3
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import sysconfig
@@ -130,19 +132,26 @@ def bench_sheeprl(py: Path, size: str, updates: int, warmup: int, threads: int) 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", choices=sorted(SIZES), default="1m")
-    ap.add_argument("--updates", type=int, default=10)
-    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--updates", type=int, default=6)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating measurements of both sides")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--venv", type=Path, default=Path.home() / ".cache" / "dreamalloc" / "sheeprl-0.8.4")
     ap.add_argument("--skip-sheeprl", action="store_true", help="measure ours only")
     a = ap.parse_args()
-    ours = bench_ours(a.size, a.updates, a.warmup, a.threads)
-    print(f"ours: {ours['updates_per_s']:.3f} updates/s ({ours['params']:,} parameters)")
-    if a.skip_sheeprl:
-        return
-    theirs = bench_sheeprl(ensure_sheeprl(a.venv), a.size, a.updates, a.warmup, a.threads)
-    print(f"sheeprl dreamer_v3_5: {theirs['updates_per_s']:.3f} updates/s ({theirs['params']:,} parameters)")
-    print(f"speedup_vs_sheeprl: {ours['updates_per_s'] / theirs['updates_per_s']:.2f}")
+    py = None if a.skip_sheeprl else ensure_sheeprl(a.venv)
+    ratios = []
+    for r in range(a.rounds):
+        ours = bench_ours(a.size, a.updates, a.warmup, a.threads)
+        line = f"round {r + 1}: ours {ours['updates_per_s']:.3f} updates/s ({ours['params']:,} parameters)"
+        if py is not None:
+            theirs = bench_sheeprl(py, a.size, a.updates, a.warmup, a.threads)
+            ratios.append(ours["updates_per_s"] / theirs["updates_per_s"])
+            line += (f", sheeprl dreamer_v3_5 {theirs['updates_per_s']:.3f} updates/s "
+                     f"({theirs['params']:,} parameters), ratio {ratios[-1]:.2f}")
+        print(line, flush=True)
+    if ratios:
+        print(f"speedup_vs_sheeprl: {statistics.median(ratios):.2f}")
 
 
 if __name__ == "__main__":

@@ -232,9 +232,18 @@ def test_imagination_shapes():
         assert feat.shape == (N, r.feat_dim)
         return torch.nn.functional.one_hot(torch.full((N,), h % 3), 3).float()
 
-    deter, stoch, actions = r.imagine(torch.randn(N, 16), r.initial(N)[1], policy, H)
-    assert deter.shape == (N, H + 1, 16) and stoch.shape == (N, H + 1, 4, 3) and actions.shape == (N, H + 1, 3)
+    deter0, stoch0 = torch.randn(N, 16), r.initial(N)[1]
+    feats, actions = r.imagine(deter0, stoch0, policy, H)
+    assert feats.shape == (N, H + 1, r.feat_dim) and actions.shape == (N, H + 1, 3)
+    assert torch.equal(feats[:, 0], r.feat(deter0, stoch0))  # the start state first
     assert seen == list(range(H + 1)) and (actions.argmax(-1)[0] == torch.arange(H + 1) % 3).all()
+    d1, s1 = deter0, stoch0  # the features are those of the prior rolled with the same draws
+    torch.manual_seed(1)
+    feats, actions = r.imagine(deter0, stoch0, policy, H)
+    torch.manual_seed(1)
+    for h in range(H):
+        d1, s1 = r.img_step(d1, s1, actions[:, h])
+        assert torch.allclose(feats[:, h + 1], r.feat(d1, s1))
 
 
 # --- the agent ----------------------------------------------------------------------------------------------------

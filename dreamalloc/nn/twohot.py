@@ -28,35 +28,49 @@ def symexp_bins(n: int = 255, limit: float = 20.0) -> torch.Tensor:
     return torch.cat([half, -half[:-1].flip(0)]).float()
 
 
-def twohot(x: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
-    """[..., n] weights on the two bins around each value of ``x`` [...], linear in the distance, so that
-    ``(twohot(x) * bins).sum(-1) == x`` inside the bins' range (values outside clip to the end bins)."""
+def _twohot_parts(x: torch.Tensor, bins: torch.Tensor):
+    """(below, above, w_hi): the two bins around each value of ``x`` [...] and the weight of the upper one."""
     x = x.float().contiguous()
     n = bins.shape[0]
     above = torch.bucketize(x, bins, right=True).clamp(1, n - 1)  # first bin > x (kept off the ends)
     below = above - 1
     lo, hi = bins[below], bins[above]
-    w_hi = ((x - lo) / (hi - lo)).clamp(0.0, 1.0)
-    out = torch.zeros(*x.shape, n, dtype=torch.float32, device=x.device)
+    return below, above, ((x - lo) / (hi - lo)).clamp(0.0, 1.0)
+
+
+def twohot(x: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """[..., n] weights on the two bins around each value of ``x`` [...], linear in the distance, so that
+    ``(twohot(x) * bins).sum(-1) == x`` inside the bins' range (values outside clip to the end bins)."""
+    below, above, w_hi = _twohot_parts(x, bins)
+    out = torch.zeros(*below.shape, bins.shape[0], dtype=torch.float32, device=below.device)
     out.scatter_(-1, below.unsqueeze(-1), (1.0 - w_hi).unsqueeze(-1))
     out.scatter_add_(-1, above.unsqueeze(-1), w_hi.unsqueeze(-1))
     return out
 
 
+def twohot_nll(logp: torch.Tensor, x: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """-(twohot(x) * logp).sum(-1) [...] from log-probabilities [..., n], reading only the two bins that carry
+    weight instead of building the [..., n] target."""
+    below, above, w_hi = _twohot_parts(x.detach(), bins)
+    lp_lo = logp.gather(-1, below.unsqueeze(-1)).squeeze(-1)
+    lp_hi = logp.gather(-1, above.unsqueeze(-1)).squeeze(-1)
+    return -((1.0 - w_hi) * lp_lo + w_hi * lp_hi)
+
+
 def twohot_mean(logits: torch.Tensor, bins: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:
     """Expected value [...] of the categorical ``logits`` [..., n] (or of ``probs``, when already computed) over
-    ``bins``, summed from the outside in pairwise (symmetric) so that symmetric probabilities give exactly 0, as
-    zero-initialised heads should."""
+    ``bins``, as sum_j (p[m + j] - p[m - j]) bins[m + j] over the upper half: symmetric probabilities cancel
+    exactly before any multiplication, so zero-initialised heads predict exactly 0."""
     if probs is None:
         probs = torch.softmax(logits.float(), -1)
     m = (bins.shape[0] - 1) // 2
-    pb = probs * bins
-    return pb[..., m] + (pb[..., :m].flip(-1) + pb[..., m + 1:]).sum(-1)
+    diff = probs[..., m + 1:] - probs[..., :m].flip(-1)
+    return diff @ bins[m + 1:]
 
 
 def twohot_loss(logits: torch.Tensor, target: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     """Cross-entropy [...] of ``logits`` [..., n] against the two-hot encoding of ``target`` [...]."""
-    return -(twohot(target.detach(), bins) * F.log_softmax(logits.float(), -1)).sum(-1)
+    return twohot_nll(F.log_softmax(logits.float(), -1), target, bins)
 
 
-__all__ = ["symexp", "symexp_bins", "symlog", "twohot", "twohot_loss", "twohot_mean"]
+__all__ = ["symexp", "symexp_bins", "symlog", "twohot", "twohot_loss", "twohot_mean", "twohot_nll"]

@@ -189,8 +189,7 @@ class DreamerAgent(Agent):
                     u = torch.rand_like(logp).clamp_(min=torch.finfo(logp.dtype).tiny)
                     return F.one_hot((logp - torch.log(-torch.log(u))).argmax(-1), self.n_actions).to(f.dtype)
 
-                ideter, istoch, iact = self.wm.rssm.imagine(d, s, policy, c.imag_length, self._img_step)
-                ifeat = self.wm.rssm.feat(ideter, istoch)
+                ifeat, iact = self.wm.rssm.imagine(d, s, policy, c.imag_length, self._img_step)
                 irew = self.wm.reward_mean(ifeat)
                 icont = self.wm.cont_prob(ifeat)
             rep = {"feat": feat.detach()[:, -K:], "reward": data["reward"][:, -K:],

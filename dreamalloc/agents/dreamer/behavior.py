@@ -17,7 +17,7 @@ from dreamalloc.agents.dreamer.config import DreamerConfig
 from dreamalloc.nn.dense import norm_mlp
 from dreamalloc.nn.layers import masked_logits
 from dreamalloc.nn.normalize import PercentileNormalizer
-from dreamalloc.nn.twohot import symexp_bins, twohot, twohot_mean
+from dreamalloc.nn.twohot import symexp_bins, twohot_mean, twohot_nll
 
 
 def lambda_return(last: torch.Tensor, term: torch.Tensor, reward: torch.Tensor, boot: torch.Tensor,
@@ -43,7 +43,7 @@ def twohot_ce(logp: torch.Tensor, target: torch.Tensor, slow: torch.Tensor, slow
               bins: torch.Tensor) -> torch.Tensor:
     """The critic's loss [...] from its log-probabilities [..., n]: cross-entropy to the two-hot return target
     plus ``slowreg`` times the cross-entropy to the slow critic's prediction (one log-softmax for both)."""
-    return -((twohot(target, bins) + slowreg * twohot(slow, bins)) * logp).sum(-1)
+    return twohot_nll(logp, target, bins) + slowreg * twohot_nll(logp, slow, bins)
 
 
 class ActorCritic(nn.Module):
@@ -84,10 +84,12 @@ class ActorCritic(nn.Module):
         ``rep`` (optional) holds replayed features [B, T, F] with reward / terminal / last [B, T] for the
         replay value loss, where B x T = N in the order of the imagination starts."""
         c = self.c
-        critic_lp = F.log_softmax(self.critic(feat)[:, :-1].float(), -1)  # the last step only bootstraps
+        # heads run on every step (the last one only bootstraps) and are sliced after: slicing the input would
+        # copy the whole [N, H, F] batch of features
+        critic_lp = F.log_softmax(self.critic(feat).float(), -1)
         with torch.no_grad():
-            val = torch.cat([twohot_mean(None, self.bins, critic_lp.exp()),
-                             twohot_mean(self.critic(feat[:, -1:]), self.bins)], 1)
+            val = twohot_mean(None, self.bins, critic_lp.exp())
+        critic_lp = critic_lp[:, :-1]
         with torch.no_grad():
             slow = twohot_mean(self.slow_critic(feat), self.bins)
             weight = torch.cumprod(cont, 1)  # the discount is inside cont (contdisc)
@@ -95,12 +97,11 @@ class ActorCritic(nn.Module):
             self.retnorm.update(ret)
             scale = self.retnorm.scale()
             adv = (ret - val[:, :-1]) / scale
-        H = ret.shape[1]
         mask = None
         if mask0 is not None:  # only the start state's mask is known; imagined states are unmasked
-            mask = torch.ones(*feat.shape[:1], H, self.n_actions, dtype=torch.bool, device=feat.device)
+            mask = torch.ones(*feat.shape[:2], self.n_actions, dtype=torch.bool, device=feat.device)
             mask[:, 0] = mask0
-        logp = self.logp(feat[:, :-1], mask)
+        logp = self.logp(feat, mask)[:, :-1]
         logpi = (logp * actions[:, :-1]).sum(-1)
         ent = -(logp.exp() * logp).sum(-1)
         w = weight[:, :-1]
@@ -111,9 +112,9 @@ class ActorCritic(nn.Module):
                    "val": val.mean(), "imag_reward": reward.mean(), "imag_cont": cont.mean()}
         if rep is not None:
             B, T = rep["reward"].shape
-            lp_r = F.log_softmax(self.critic(rep["feat"][:, :-1]).float(), -1)
+            lp_r = F.log_softmax(self.critic(rep["feat"]).float(), -1)[:, :-1]
             with torch.no_grad():
-                slow_r = twohot_mean(self.slow_critic(rep["feat"][:, :-1]), self.bins)
+                slow_r = twohot_mean(self.slow_critic(rep["feat"]), self.bins)[:, :-1]
                 boot = ret[:, 0].reshape(B, T)
                 ret_r = lambda_return(rep["last"], rep["terminal"], rep["reward"], boot, rep["discount"], c.lam)
             vl_r = twohot_ce(lp_r, ret_r, slow_r, c.slowreg, self.bins)

@@ -31,10 +31,32 @@ class BlockLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features))
         trunc_normal_in_(self.weight, in_features // blocks)
 
+    def blocks_out(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, g i] -> [g, N, o] with the bias added (one fused batched matmul; the caller picks the layout)."""
+        g, i, o = self.weight.shape
+        x = x.reshape(-1, g, i).transpose(0, 1)
+        return torch.bmm(x, self.weight).add_(self.bias.view(g, 1, o))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = rearrange(x, "... (g i) -> ... g i", g=self.g)
-        y = torch.einsum("...gi,gio->...go", x, self.weight)
-        return rearrange(y, "... g o -> ... (g o)") + self.bias
+        g, _, o = self.weight.shape
+        y = self.blocks_out(x)
+        return y.transpose(0, 1).reshape(*x.shape[:-1], g * o)
+
+    def forward_shared(self, x: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
+        """``forward`` of the input whose block j is [x's block j, shared] (x [N, g i'], shared [N, s]), without
+        building that g-times-repeated input: the shared part is one dense product with the stacked weights."""
+        g, i, o = self.weight.shape
+        n = x.shape[-1] // g
+        own = torch.bmm(x.reshape(-1, g, n).transpose(0, 1), self.weight[:, :n])  # [g, N, o]
+        w_shared = self.weight[:, n:].transpose(0, 1).reshape(i - n, g * o)
+        y = torch.addmm(self.bias, shared, w_shared).view(-1, g, o) + own.transpose(0, 1)
+        return y.reshape(-1, g * o)
+
+
+def softmax_small(x: torch.Tensor) -> torch.Tensor:
+    """softmax over the last dim of [..., S, K] computed along dim -2 of the transposed view: the same values,
+    several times faster on CPU when K is a handful of classes (the innermost-dim kernel is poor there)."""
+    return torch.softmax(x.transpose(-1, -2), -2).transpose(-1, -2).contiguous()
 
 
 def unimix_logits(logits: torch.Tensor, unimix: float) -> torch.Tensor:
@@ -43,7 +65,7 @@ def unimix_logits(logits: torch.Tensor, unimix: float) -> torch.Tensor:
     logits = logits.float()
     if unimix <= 0:
         return F.log_softmax(logits, -1)
-    probs = (1.0 - unimix) * torch.softmax(logits, -1) + unimix / logits.shape[-1]
+    probs = (1.0 - unimix) * softmax_small(logits) + unimix / logits.shape[-1]
     return torch.log(probs)
 
 
@@ -55,7 +77,7 @@ def sample_onehot(logits: torch.Tensor) -> torch.Tensor:
     onehot = F.one_hot(index, logits.shape[-1]).to(logits.dtype)
     if not torch.is_grad_enabled():  # acting and imagination: no gradient to pass through
         return onehot
-    probs = torch.softmax(logits, -1)
+    probs = softmax_small(logits)
     return onehot + probs - probs.detach()
 
 
@@ -104,14 +126,21 @@ class RSSM(nn.Module):
         """One block-GRU step: the next ``deter`` from the previous state and action (one-hot [B, A])."""
         stoch = stoch.flatten(-2)  # (actions are one-hot: DreamerV3's action / max(1, |action|) is the identity)
         emb = torch.cat([f(x) for f, x in zip(self.dynin, (deter, stoch, action), strict=True)], -1)  # [B, 3 H]
-        x = torch.cat([rearrange(deter, "b (g d) -> b g d", g=self.blocks),
-                       emb.unsqueeze(1).expand(-1, self.blocks, -1)], -1)
-        x = self.gru(self.dynhid(rearrange(x, "b g d -> b (g d)")))
-        reset, cand, update = rearrange(x, "b (g three d) -> three b (g d)", g=self.blocks, three=3)
-        reset = torch.sigmoid(reset)
-        cand = torch.tanh(reset * cand)
-        update = torch.sigmoid(update - 1.0)
-        return update * cand + (1.0 - update) * deter
+        # block j of the GRU's input is [deter's block j, emb]; forward_shared never materialises it g times
+        layers = list(self.dynhid)
+        if layers:
+            x = layers[0].forward_shared(deter, emb)
+            for layer in layers[1:]:
+                x = layer(x)
+            gates = self.gru.blocks_out(x)  # [g, B, 3 d]
+        else:
+            gates = self.gru.blocks_out(torch.cat([rearrange(deter, "b (g d) -> b g d", g=self.blocks),
+                                                   emb.unsqueeze(1).expand(-1, self.blocks, -1)], -1))
+        reset, cand, update = gates.unflatten(-1, (3, -1)).unbind(-2)  # each [g, B, d]
+        prev = deter.view(deter.shape[0], self.blocks, -1).transpose(0, 1)
+        cand = torch.tanh(torch.sigmoid(reset) * cand)
+        new = torch.lerp(prev, cand, torch.sigmoid(update - 1.0))  # update * cand + (1 - update) * prev
+        return new.transpose(0, 1).reshape(deter.shape)
 
     def prior(self, deter: torch.Tensor) -> torch.Tensor:
         """Log-probabilities [..., S, K] of the stochastic state predicted from ``deter`` alone."""
@@ -146,18 +175,21 @@ class RSSM(nn.Module):
 
     def imagine(self, deter, stoch, policy, horizon: int, step=None):
         """Roll the prior ``horizon`` steps from the start states (deter [N, D], stoch [N, S, K]) with actions
-        from ``policy(feat, step) -> one-hot [N, A]``. Returns deters [N, H+1, D], stochs [N, H+1, S, K] and
-        actions [N, H+1, A] (the start state first; the last action is drawn but leads nowhere)."""
+        from ``policy(feat, step) -> one-hot [N, A]``. Returns the features [N, H+1, D + S K] and actions
+        [N, H+1, A] (the start state first; the last action is drawn but leads nowhere). Each step's features
+        are written once into the output, which is both the policy's input and what the heads read later
+        (stacking per-step states and concatenating them again costs more than the GRU steps on CPU)."""
         step = step or self.img_step
-        deters, stochs, actions = [deter], [stoch], []
-        for h in range(horizon):
-            action = policy(self.feat(deter, stoch), h)
-            actions.append(action)
-            deter, stoch = step(deter, stoch, action)
-            deters.append(deter)
-            stochs.append(stoch)
-        actions.append(policy(self.feat(deter, stoch), horizon))
-        return torch.stack(deters, 1), torch.stack(stochs, 1), torch.stack(actions, 1)
+        D = deter.shape[-1]
+        feats = deter.new_empty(deter.shape[0], horizon + 1, self.feat_dim)
+        actions = []
+        for h in range(horizon + 1):
+            feats[:, h, :D] = deter
+            feats[:, h, D:] = stoch.flatten(-2)
+            actions.append(policy(feats[:, h], h))
+            if h < horizon:
+                deter, stoch = step(deter, stoch, actions[-1])
+        return feats, torch.stack(actions, 1)
 
 
-__all__ = ["RSSM", "BlockLinear", "categorical_kl", "sample_onehot", "unimix_logits"]
+__all__ = ["RSSM", "BlockLinear", "categorical_kl", "sample_onehot", "softmax_small", "unimix_logits"]
