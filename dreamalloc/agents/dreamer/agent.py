@@ -52,7 +52,7 @@ class DreamerAgent(Agent):
         if c.compile and not cuda:
             warnings.warn("agent=dreamer: compile=true is used on CUDA only; running eagerly", stacklevel=2)
         elif c.compile:
-            self.wm.obs_step_fn = torch.compile(self.wm.rssm.obs_step)
+            self.wm.obs_step_fn = torch.compile(self.wm.rssm.post_step)
             self._img_step = torch.compile(self.wm.rssm.img_step)
         self.params = [p for p in (*self.wm.parameters(), *self.ac.parameters()) if p.requires_grad]
         if c.optimizer == "laprop":
@@ -183,18 +183,23 @@ class DreamerAgent(Agent):
             d = deter.detach()[:, -K:].reshape(N, -1)
             s = stoch.detach()[:, -K:].reshape(N, c.stoch, c.classes)
             mask0 = data["mask"][:, -K:].reshape(N, -1) if "mask" in data else None
-            with torch.no_grad():
-                def policy(f, h):
-                    logp = self.ac.logp(f, mask0 if h == 0 else None)
-                    u = torch.rand_like(logp).clamp_(min=torch.finfo(logp.dtype).tiny)
-                    return F.one_hot((logp - torch.log(-torch.log(u))).argmax(-1), self.n_actions).to(f.dtype)
+            logps = []  # the policy's log-probabilities with their graph: the actor loss reuses them
 
+            def policy(f, h):
+                with torch.enable_grad():
+                    logps.append(self.ac.logp(f, mask0 if h == 0 else None))
+                logp = logps[-1].detach()
+                u = torch.rand_like(logp).clamp_(min=torch.finfo(logp.dtype).tiny)
+                return F.one_hot((logp - torch.log(-torch.log(u))).argmax(-1), self.n_actions).to(f.dtype)
+
+            with torch.no_grad():
                 ifeat, iact = self.wm.rssm.imagine(d, s, policy, c.imag_length, self._img_step)
                 irew = self.wm.reward_mean(ifeat)
                 icont = self.wm.cont_prob(ifeat)
             rep = {"feat": feat.detach()[:, -K:], "reward": data["reward"][:, -K:],
                    "terminal": data["terminal"][:, -K:], "last": data["last"][:, -K:], "discount": self.wm.discount}
-            ac_losses, metrics = self.ac.loss(ifeat, iact, irew, icont, mask0, rep if c.loss_repval > 0 else None)
+            ac_losses, metrics = self.ac.loss(ifeat, iact, irew, icont, mask0, rep if c.loss_repval > 0 else None,
+                                              torch.stack(logps, 1))
         scales = {"dyn": c.kl_dyn, "rep": c.kl_rep, "rec": c.loss_rec, "rew": c.loss_rew, "con": c.loss_con,
                   "policy": c.loss_policy, "value": c.loss_value, "repval": c.loss_repval}
         losses = {**wm_losses, **ac_losses}

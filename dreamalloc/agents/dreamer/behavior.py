@@ -78,11 +78,12 @@ class ActorCritic(nn.Module):
         torch._foreach_lerp_(list(self.slow_critic.parameters()), list(self.critic.parameters()), self.c.slow_rate)
 
     def loss(self, feat: torch.Tensor, actions: torch.Tensor, reward: torch.Tensor, cont: torch.Tensor,
-             mask0: torch.Tensor | None, rep: dict | None = None):
+             mask0: torch.Tensor | None, rep: dict | None = None, logp: torch.Tensor | None = None):
         """Imagination losses from detached imagined features [N, H+1, F], one-hot actions [N, H+1, A],
         predicted rewards and continues [N, H+1] and the start states' action masks [N, A] (or None).
         ``rep`` (optional) holds replayed features [B, T, F] with reward / terminal / last [B, T] for the
-        replay value loss, where B x T = N in the order of the imagination starts."""
+        replay value loss, where B x T = N in the order of the imagination starts. ``logp`` [N, H+1, A]: the
+        policy's log-probabilities (with their graph) if imagination already computed them."""
         c = self.c
         # heads run on every step (the last one only bootstraps) and are sliced after: slicing the input would
         # copy the whole [N, H, F] batch of features
@@ -97,11 +98,13 @@ class ActorCritic(nn.Module):
             self.retnorm.update(ret)
             scale = self.retnorm.scale()
             adv = (ret - val[:, :-1]) / scale
-        mask = None
-        if mask0 is not None:  # only the start state's mask is known; imagined states are unmasked
-            mask = torch.ones(*feat.shape[:2], self.n_actions, dtype=torch.bool, device=feat.device)
-            mask[:, 0] = mask0
-        logp = self.logp(feat, mask)[:, :-1]
+        if logp is None:
+            mask = None
+            if mask0 is not None:  # only the start state's mask is known; imagined states are unmasked
+                mask = torch.ones(*feat.shape[:2], self.n_actions, dtype=torch.bool, device=feat.device)
+                mask[:, 0] = mask0
+            logp = self.logp(feat, mask)
+        logp = logp[:, :-1]
         logpi = (logp * actions[:, :-1]).sum(-1)
         ent = -(logp.exp() * logp).sum(-1)
         w = weight[:, :-1]

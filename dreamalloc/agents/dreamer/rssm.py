@@ -42,14 +42,21 @@ class BlockLinear(nn.Module):
         y = self.blocks_out(x)
         return y.transpose(0, 1).reshape(*x.shape[:-1], g * o)
 
-    def forward_shared(self, x: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
-        """``forward`` of the input whose block j is [x's block j, shared] (x [N, g i'], shared [N, s]), without
-        building that g-times-repeated input: the shared part is one dense product with the stacked weights."""
+    def split(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The weights for forward_shared when each block's own input has ``n`` features: ([g, n, o] for the
+        blocks, [shared, g o] for the shared part). Recurrent loops split once per sequence, not per step."""
         g, i, o = self.weight.shape
+        return self.weight[:, :n], self.weight[:, n:].transpose(0, 1).reshape(i - n, g * o)
+
+    def forward_shared(self, x: torch.Tensor, shared: torch.Tensor, parts=None) -> torch.Tensor:
+        """``forward`` of the input whose block j is [x's block j, shared] (x [N, g i'], shared [N, s]), without
+        building that g-times-repeated input: the shared part is one dense product with the stacked weights.
+        ``parts``: ``split(i')`` computed beforehand."""
+        g, _, o = self.weight.shape
         n = x.shape[-1] // g
-        own = torch.bmm(x.reshape(-1, g, n).transpose(0, 1), self.weight[:, :n])  # [g, N, o]
-        w_shared = self.weight[:, n:].transpose(0, 1).reshape(i - n, g * o)
-        y = torch.addmm(self.bias, shared, w_shared).view(-1, g, o) + own.transpose(0, 1)
+        own_w, shared_w = parts if parts is not None else self.split(n)
+        own = torch.bmm(x.reshape(-1, g, n).transpose(0, 1), own_w)  # [g, N, o]
+        y = torch.addmm(self.bias, shared, shared_w).view(-1, g, o) + own.transpose(0, 1)
         return y.reshape(-1, g * o)
 
 
@@ -69,11 +76,16 @@ def unimix_logits(logits: torch.Tensor, unimix: float) -> torch.Tensor:
     return torch.log(probs)
 
 
-def sample_onehot(logits: torch.Tensor) -> torch.Tensor:
+def gumbel_like(x: torch.Tensor) -> torch.Tensor:
+    """Gumbel(0, 1) noise shaped like ``x``: argmax(logits + noise) is a draw from softmax(logits)."""
+    u = torch.rand_like(x).clamp_(min=torch.finfo(x.dtype).tiny)
+    return -torch.log(-torch.log(u))
+
+
+def sample_onehot(logits: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
     """A one-hot draw from ``logits`` [..., K] with straight-through gradients (the gradient of the
-    probabilities passes through the discrete sample)."""
-    u = torch.rand_like(logits).clamp_(min=torch.finfo(logits.dtype).tiny)
-    index = (logits - torch.log(-torch.log(u))).argmax(-1)
+    probabilities passes through the discrete sample); ``noise``: Gumbel noise drawn beforehand (gumbel_like)."""
+    index = (logits + (gumbel_like(logits) if noise is None else noise)).argmax(-1)
     onehot = F.one_hot(index, logits.shape[-1]).to(logits.dtype)
     if not torch.is_grad_enabled():  # acting and imagination: no gradient to pass through
         return onehot
@@ -102,6 +114,7 @@ class RSSM(nn.Module):
         self.dynhid = nn.Sequential(*layers)
         self.gru = BlockLinear(d, 3 * deter, blocks)
         self.obs_net = norm_mlp(deter + token_dim, hidden, obslayers, stoch * classes, eps=eps)
+        self._obs_rest = tuple(self.obs_net)[1:]  # after the first Linear, which post_step splits (not registered)
         self.img_net = norm_mlp(deter, hidden, imglayers, stoch * classes, eps=eps)
 
     @property
@@ -122,14 +135,25 @@ class RSSM(nn.Module):
         logits = rearrange(net(x), "... (s k) -> ... s k", s=self.stoch)
         return unimix_logits(logits, self.unimix)
 
-    def core(self, deter: torch.Tensor, stoch: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """One block-GRU step: the next ``deter`` from the previous state and action (one-hot [B, A])."""
-        stoch = stoch.flatten(-2)  # (actions are one-hot: DreamerV3's action / max(1, |action|) is the identity)
-        emb = torch.cat([f(x) for f, x in zip(self.dynin, (deter, stoch, action), strict=True)], -1)  # [B, 3 H]
+    def weights(self) -> dict:
+        """Views of the weights that the steps slice, made once per sequence and passed to every step: a slice
+        taken inside a loop costs a full-size zero gradient per step in backward."""
+        w = {"obs": self.obs_net[0].weight[:, :self.deter].t()}
+        if len(self.dynhid):
+            w["dyn"] = self.dynhid[0].split(self.deter // self.blocks)
+        return w
+
+    def core(self, deter: torch.Tensor, stoch: torch.Tensor, action: torch.Tensor | None,
+             act_emb: torch.Tensor | None = None, w: dict | None = None) -> torch.Tensor:
+        """One block-GRU step: the next ``deter`` from the previous state and action (one-hot [B, A]), or from
+        the action's embedding ``act_emb`` = dynin[2](action) when computed beforehand; ``w``: weights()."""
+        # (actions are one-hot: DreamerV3's action / max(1, |action|) is the identity)
+        act_emb = self.dynin[2](action) if act_emb is None else act_emb
+        emb = torch.cat([self.dynin[0](deter), self.dynin[1](stoch.flatten(-2)), act_emb], -1)  # [B, 3 H]
         # block j of the GRU's input is [deter's block j, emb]; forward_shared never materialises it g times
         layers = list(self.dynhid)
         if layers:
-            x = layers[0].forward_shared(deter, emb)
+            x = layers[0].forward_shared(deter, emb, w["dyn"] if w is not None else None)
             for layer in layers[1:]:
                 x = layer(x)
             gates = self.gru.blocks_out(x)  # [g, B, 3 d]
@@ -146,28 +170,56 @@ class RSSM(nn.Module):
         """Log-probabilities [..., S, K] of the stochastic state predicted from ``deter`` alone."""
         return self._logits(self.img_net, deter)
 
+    def obs_inputs(self, actions, tokens, is_first):
+        """What the posterior steps need that does not depend on the carried state, for any number of steps at
+        once ([B, ...] or [B, T, ...]): the embeddings of the previous actions (zeroed at ``is_first``), the
+        tokens' share of obs_net's first layer (its bias included) and the Gumbel noise of the draws."""
+        keep = (~is_first).to(tokens.dtype).unsqueeze(-1)
+        act_emb = self.dynin[2](actions * keep)
+        first = self.obs_net[0]
+        tok = F.linear(tokens, first.weight[:, self.deter:], first.bias)
+        noise = gumbel_like(tokens.new_empty(*tokens.shape[:-1], self.stoch, self.classes))
+        return act_emb, tok, noise
+
+    def post_step(self, deter, stoch, act_emb, tok, noise, keep=None, w=None):
+        """Posterior step from obs_inputs' slices: (deter, stoch, logits); ``keep`` [B, 1] (0 where the step
+        starts an episode) zeroes the carry, or is None when no row starts one; ``w``: weights()."""
+        w = self.weights() if w is None else w
+        if keep is not None:
+            deter, stoch = deter * keep, stoch * keep.unsqueeze(-1)
+        deter = self.core(deter, stoch, None, act_emb, w)
+        x = torch.addmm(tok, deter, w["obs"])
+        for layer in self._obs_rest:
+            x = layer(x)
+        logits = unimix_logits(rearrange(x, "... (s k) -> ... s k", s=self.stoch), self.unimix)
+        return deter, sample_onehot(logits, noise), logits
+
     def obs_step(self, deter, stoch, action, token, is_first):
         """Posterior step: (deter, stoch, logits) after seeing ``token`` [B, E]; ``is_first`` [B] resets."""
+        token = token.to(deter.dtype)
         keep = (~is_first).to(deter.dtype).unsqueeze(-1)
-        deter, action = deter * keep, action * keep
-        stoch = stoch * keep.unsqueeze(-1)
-        deter = self.core(deter, stoch, action)
-        logits = self._logits(self.obs_net, torch.cat([deter, token.to(deter.dtype)], -1))
-        return deter, sample_onehot(logits), logits
+        return self.post_step(deter, stoch, *self.obs_inputs(action, token, is_first), keep)
 
-    def img_step(self, deter, stoch, action):
+    def img_step(self, deter, stoch, action, w=None):
         """Prior step: (deter, stoch) after taking ``action`` (one-hot [B, A]) without an observation."""
-        deter = self.core(deter, stoch, action)
+        deter = self.core(deter, stoch, action, None, w)
         return deter, sample_onehot(self.prior(deter))
 
     def observe(self, deter, stoch, actions, tokens, is_first, step=None):
         """Posterior over a sequence: from the carry (deter [B, D], stoch [B, S, K]), previous actions [B, T, A],
         tokens [B, T, E] and is_first [B, T] to deters [B, T, D], stochs and posterior logits [B, T, S, K].
-        ``step`` replaces ``obs_step`` (e.g. by its torch.compile'd version)."""
-        step = step or self.obs_step
+        Everything that does not depend on the carry is computed for all steps first (obs_inputs), so the loop
+        runs only the recurrent part; ``step`` replaces ``post_step`` (e.g. by its torch.compile'd version)."""
+        step = step or self.post_step
+        tokens = tokens.to(deter.dtype)
+        # unbind, not x[:, t]: one backward node for the whole sequence instead of a zero-filled copy per step
+        act_emb, tok, noise = (x.unbind(1) for x in self.obs_inputs(actions, tokens, is_first))
+        keep = (~is_first).to(deter.dtype).unsqueeze(-1).unbind(1)
+        resets = is_first.any(0).tolist()
+        w = self.weights()
         deters, stochs, logits = [], [], []
         for t in range(tokens.shape[1]):
-            deter, stoch, logit = step(deter, stoch, actions[:, t], tokens[:, t], is_first[:, t])
+            deter, stoch, logit = step(deter, stoch, act_emb[t], tok[t], noise[t], keep[t] if resets[t] else None, w)
             deters.append(deter)
             stochs.append(stoch)
             logits.append(logit)
@@ -180,16 +232,16 @@ class RSSM(nn.Module):
         are written once into the output, which is both the policy's input and what the heads read later
         (stacking per-step states and concatenating them again costs more than the GRU steps on CPU)."""
         step = step or self.img_step
-        D = deter.shape[-1]
+        w = self.weights()
         feats = deter.new_empty(deter.shape[0], horizon + 1, self.feat_dim)
         actions = []
         for h in range(horizon + 1):
-            feats[:, h, :D] = deter
-            feats[:, h, D:] = stoch.flatten(-2)
-            actions.append(policy(feats[:, h], h))
+            feat = self.feat(deter, stoch)  # its own tensor: a policy may keep it for a backward pass
+            feats[:, h] = feat
+            actions.append(policy(feat, h))
             if h < horizon:
-                deter, stoch = step(deter, stoch, actions[-1])
+                deter, stoch = step(deter, stoch, actions[-1], w)
         return feats, torch.stack(actions, 1)
 
 
-__all__ = ["RSSM", "BlockLinear", "categorical_kl", "sample_onehot", "softmax_small", "unimix_logits"]
+__all__ = ["RSSM", "BlockLinear", "categorical_kl", "gumbel_like", "sample_onehot", "softmax_small", "unimix_logits"]

@@ -34,7 +34,7 @@ class WorldModel(nn.Module):
         self.register_buffer("bins", symexp_bins(c.bins), persistent=False)
         self.discount = 1.0 - 1.0 / c.horizon
         self.c = c
-        self.obs_step_fn = None  # a torch.compile'd rssm.obs_step when compiling (see agent.py)
+        self.obs_step_fn = None  # a torch.compile'd rssm.post_step when compiling (see agent.py)
 
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
         return self.encoder(symlog(obs))
