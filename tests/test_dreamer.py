@@ -193,6 +193,50 @@ def test_block_linear_is_block_diagonal():
     assert torch.allclose(bl(x), x @ dense + bl.bias, atol=1e-6)
 
 
+def test_block_linear_shared_input_equals_the_repeated_input():
+    torch.manual_seed(0)
+    bl = BlockLinear(4 * (3 + 5), 4 * 6, 4)
+    x, shared = torch.randn(7, 4 * 3), torch.randn(7, 5)
+    full = torch.cat([x.view(7, 4, 3), shared.unsqueeze(1).expand(7, 4, 5)], -1).reshape(7, -1)
+    assert torch.allclose(bl.forward_shared(x, shared), bl(full), atol=1e-6)
+    assert torch.allclose(bl.forward_shared(x, shared, bl.split(3)), bl(full), atol=1e-6)
+
+
+def test_core_matches_the_dreamerv3_equations():
+    """The block GRU step against a direct transcription: every block sees [its slice of deter, all three
+    embeddings]; reset, candidate, update per block; deter' = u * tanh(r * c) + (1 - u) * deter, u = sigmoid(. - 1)."""
+    torch.manual_seed(0)
+    r = RSSM(n_actions=3, token_dim=5, deter=16, hidden=8, stoch=4, classes=3, blocks=4)
+    deter, stoch = torch.randn(6, 16), torch.softmax(torch.randn(6, 4, 3), -1)
+    action = torch.nn.functional.one_hot(torch.randint(0, 3, (6,)), 3).float()
+    emb = torch.cat([r.dynin[0](deter), r.dynin[1](stoch.flatten(-2)), r.dynin[2](action)], -1)
+    x = torch.cat([deter.view(6, 4, 4), emb.unsqueeze(1).expand(6, 4, 24)], -1).reshape(6, -1)
+    x = r.gru(r.dynhid(x)).view(6, 4, 3, 4)
+    reset, cand, update = torch.sigmoid(x[:, :, 0]), x[:, :, 1], torch.sigmoid(x[:, :, 2] - 1.0)
+    want = (update * torch.tanh(reset * cand) + (1 - update) * deter.view(6, 4, 4)).reshape(6, 16)
+    assert torch.allclose(r.core(deter, stoch, action), want, atol=1e-6)
+
+
+def test_observe_matches_step_by_step_posterior():
+    """observe precomputes what does not depend on the carry; its states must be those of the recurrence."""
+    torch.manual_seed(0)
+    r = RSSM(n_actions=3, token_dim=5, deter=16, hidden=8, stoch=4, classes=3, blocks=4)
+    B, T = 3, 5
+    act = torch.nn.functional.one_hot(torch.randint(0, 3, (B, T)), 3).float()
+    tok, first = torch.randn(B, T, 5), torch.zeros(B, T, dtype=torch.bool)
+    first[:, 0], first[2, 3] = True, True
+    d0, s0 = torch.randn(B, 16), torch.softmax(torch.randn(B, 4, 3), -1)
+    deter, stoch, logits = r.observe(d0, s0, act, tok, first)
+    d, s = d0, s0
+    for t in range(T):
+        keep = (~first[:, t]).float().unsqueeze(-1)
+        d = r.core(d * keep, s * keep.unsqueeze(-1), act[:, t] * keep)
+        assert torch.allclose(deter[:, t], d, atol=1e-5)
+        want = unimix_logits(r.obs_net(torch.cat([d, tok[:, t]], -1)).view(B, 4, 3), r.unimix)
+        assert torch.allclose(logits[:, t], want, atol=1e-5)
+        d, s = deter[:, t], stoch[:, t]
+
+
 def test_rssm_shapes_and_reset_semantics():
     torch.manual_seed(0)
     r = RSSM(n_actions=3, token_dim=5, deter=16, hidden=8, stoch=4, classes=3, blocks=4)
@@ -285,6 +329,30 @@ def test_masks_honoured_in_acting_and_imagination():
     lp = a.ac.logp(torch.randn(2, a.wm.rssm.feat_dim), mask)
     assert torch.allclose(lp.exp().sum(-1), torch.ones(2)) and (lp.exp()[~mask] == 0).all()
     assert torch.allclose(lp.exp()[mask], torch.ones(2))
+
+
+def test_actor_loss_reuses_imagination_log_probs():
+    """train_step hands imagination's log-probabilities (with their graph) to the actor loss instead of running
+    the actor again: both must give the same losses and the same actor gradient."""
+    torch.manual_seed(0)
+    a = tiny()
+    N, H = 6, 4
+    feat = torch.randn(N, H + 1, a.wm.rssm.feat_dim)
+    acts = torch.nn.functional.one_hot(torch.randint(0, 3, (N, H + 1)), 3).float()
+    rew, cont = torch.randn(N, H + 1), torch.rand(N, H + 1)
+    grads, norm0 = [], {k: v.clone() for k, v in a.ac.retnorm.state_dict().items()}
+    for reuse in (False, True):
+        a.ac.zero_grad()
+        a.ac.retnorm.load_state_dict(norm0)  # the loss updates the return normaliser
+        logp = torch.stack([a.ac.logp(feat[:, h]) for h in range(H + 1)], 1) if reuse else None
+        losses, _ = a.ac.loss(feat, acts, rew, cont, None, None, logp)
+        losses["policy"].backward()
+        grads.append((losses["policy"].detach(), [p.grad.clone() for p in a.ac.actor.parameters()]))
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-6)
+    assert all(torch.allclose(g0, g1, atol=1e-6) for g0, g1 in zip(grads[0][1], grads[1][1], strict=True))
+    assert any(g.abs().sum() > 0 for g in grads[1][1])
+    drive(a, Chain(B=4), 40)  # and in a real update the actor does get its gradient
+    assert a.n_updates > 0 and any(p.grad is not None and p.grad.abs().sum() > 0 for p in a.ac.actor.parameters())
 
 
 def test_replay_records_final_obs_and_context():

@@ -49,6 +49,7 @@ class DreamerAgent(Agent):
         self.wm = WorldModel(obs_dim, n_actions, c).to(self.device)
         self.ac = ActorCritic(self.wm.rssm.feat_dim, n_actions, c).to(self.device)
         self._img_step = None
+        self._imag_buf: torch.Tensor | None = None  # imagined features, kept between updates
         if c.compile and not cuda:
             warnings.warn("agent=dreamer: compile=true is used on CUDA only; running eagerly", stacklevel=2)
         elif c.compile:
@@ -193,9 +194,10 @@ class DreamerAgent(Agent):
                 return F.one_hot((logp - torch.log(-torch.log(u))).argmax(-1), self.n_actions).to(f.dtype)
 
             with torch.no_grad():
-                ifeat, iact = self.wm.rssm.imagine(d, s, policy, c.imag_length, self._img_step)
+                ifeat, iact = self.wm.rssm.imagine(d, s, policy, c.imag_length, self._img_step, self._imag_buf)
                 irew = self.wm.reward_mean(ifeat)
                 icont = self.wm.cont_prob(ifeat)
+            self._imag_buf = ifeat  # reused next update (only read by this update's losses and backward)
             rep = {"feat": feat.detach()[:, -K:], "reward": data["reward"][:, -K:],
                    "terminal": data["terminal"][:, -K:], "last": data["last"][:, -K:], "discount": self.wm.discount}
             ac_losses, metrics = self.ac.loss(ifeat, iact, irew, icont, mask0, rep if c.loss_repval > 0 else None,

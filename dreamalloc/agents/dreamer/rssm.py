@@ -225,15 +225,17 @@ class RSSM(nn.Module):
             logits.append(logit)
         return torch.stack(deters, 1), torch.stack(stochs, 1), torch.stack(logits, 1)
 
-    def imagine(self, deter, stoch, policy, horizon: int, step=None):
+    def imagine(self, deter, stoch, policy, horizon: int, step=None, out: torch.Tensor | None = None):
         """Roll the prior ``horizon`` steps from the start states (deter [N, D], stoch [N, S, K]) with actions
         from ``policy(feat, step) -> one-hot [N, A]``. Returns the features [N, H+1, D + S K] and actions
         [N, H+1, A] (the start state first; the last action is drawn but leads nowhere). Each step's features
         are written once into the output, which is both the policy's input and what the heads read later
-        (stacking per-step states and concatenating them again costs more than the GRU steps on CPU)."""
+        (stacking per-step states and concatenating them again costs more than the GRU steps on CPU). ``out``:
+        a buffer of that shape to write them into (a fresh 40 MB tensor costs its page faults on every update)."""
         step = step or self.img_step
         w = self.weights()
-        feats = deter.new_empty(deter.shape[0], horizon + 1, self.feat_dim)
+        shape = (deter.shape[0], horizon + 1, self.feat_dim)
+        feats = out if out is not None and out.shape == shape and out.dtype == deter.dtype else deter.new_empty(shape)
         actions = []
         for h in range(horizon + 1):
             feat = self.feat(deter, stoch)  # its own tensor: a policy may keep it for a backward pass
