@@ -66,14 +66,20 @@ def softmax_small(x: torch.Tensor) -> torch.Tensor:
     return torch.softmax(x.transpose(-1, -2), -2).transpose(-1, -2).contiguous()
 
 
-def unimix_logits(logits: torch.Tensor, unimix: float) -> torch.Tensor:
-    """Log-probabilities of (1 - unimix) softmax(logits) + unimix uniform: no class ever has probability 0,
-    which bounds the KL terms and keeps the latents from collapsing to deterministic codes."""
+def unimix_dist(logits: torch.Tensor, unimix: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-probabilities, probabilities) of (1 - unimix) softmax(logits) + unimix uniform: no class ever has
+    probability 0, which bounds the KL terms and keeps the latents from collapsing to deterministic codes."""
     logits = logits.float()
     if unimix <= 0:
-        return F.log_softmax(logits, -1)
+        probs = softmax_small(logits)
+        return torch.log(probs), probs
     probs = (1.0 - unimix) * softmax_small(logits) + unimix / logits.shape[-1]
-    return torch.log(probs)
+    return torch.log(probs), probs
+
+
+def unimix_logits(logits: torch.Tensor, unimix: float) -> torch.Tensor:
+    """The log-probabilities of unimix_dist."""
+    return unimix_dist(logits, unimix)[0]
 
 
 def gumbel_like(x: torch.Tensor) -> torch.Tensor:
@@ -82,14 +88,16 @@ def gumbel_like(x: torch.Tensor) -> torch.Tensor:
     return -torch.log(-torch.log(u))
 
 
-def sample_onehot(logits: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+def sample_onehot(logits: torch.Tensor, noise: torch.Tensor | None = None,
+                  probs: torch.Tensor | None = None) -> torch.Tensor:
     """A one-hot draw from ``logits`` [..., K] with straight-through gradients (the gradient of the
-    probabilities passes through the discrete sample); ``noise``: Gumbel noise drawn beforehand (gumbel_like)."""
+    probabilities passes through the discrete sample); ``noise``: Gumbel noise drawn beforehand (gumbel_like);
+    ``probs``: softmax(logits) when the caller has it already."""
     index = (logits + (gumbel_like(logits) if noise is None else noise)).argmax(-1)
     onehot = F.one_hot(index, logits.shape[-1]).to(logits.dtype)
     if not torch.is_grad_enabled():  # acting and imagination: no gradient to pass through
         return onehot
-    probs = softmax_small(logits)
+    probs = softmax_small(logits) if probs is None else probs
     return onehot + probs - probs.detach()
 
 
@@ -191,8 +199,8 @@ class RSSM(nn.Module):
         x = torch.addmm(tok, deter, w["obs"])
         for layer in self._obs_rest:
             x = layer(x)
-        logits = unimix_logits(rearrange(x, "... (s k) -> ... s k", s=self.stoch), self.unimix)
-        return deter, sample_onehot(logits, noise), logits
+        logits, probs = unimix_dist(rearrange(x, "... (s k) -> ... s k", s=self.stoch), self.unimix)
+        return deter, sample_onehot(logits, noise, probs), logits
 
     def obs_step(self, deter, stoch, action, token, is_first):
         """Posterior step: (deter, stoch, logits) after seeing ``token`` [B, E]; ``is_first`` [B] resets."""
@@ -246,4 +254,5 @@ class RSSM(nn.Module):
         return feats, torch.stack(actions, 1)
 
 
-__all__ = ["RSSM", "BlockLinear", "categorical_kl", "gumbel_like", "sample_onehot", "softmax_small", "unimix_logits"]
+__all__ = ["RSSM", "BlockLinear", "categorical_kl", "gumbel_like", "sample_onehot", "softmax_small", "unimix_dist",
+           "unimix_logits"]
