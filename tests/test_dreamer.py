@@ -124,6 +124,12 @@ def test_twohot_round_trip_and_expectation():
     slow = torch.tensor([1.0, 0.0, -50.0])
     both = twohot_ce(torch.log_softmax(lg, -1), t, slow, 0.5, bins)
     assert torch.allclose(both, ce + 0.5 * twohot_loss(lg, slow, bins), atol=1e-5)
+    # log-probabilities with one more step than the targets: the first steps are read, as a slice would
+    longer = torch.log_softmax(torch.cat([lg, torch.randn(1, 255)]), -1)
+    assert torch.allclose(twohot_ce(longer, t, slow, 0.5, bins), both, atol=1e-6)
+    g_slice, = torch.autograd.grad(twohot_ce(longer[:3], t, slow, 0.5, bins).sum(), lg, retain_graph=True)
+    g_long, = torch.autograd.grad(twohot_ce(longer, t, slow, 0.5, bins).sum(), lg)
+    assert torch.allclose(g_slice, g_long, atol=1e-6)
 
 
 # --- KL with free nats, lambda returns, percentiles ----------------------------------------------------------------

@@ -48,13 +48,20 @@ def twohot(x: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def twohot_nll(logp: torch.Tensor, x: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
-    """-(twohot(x) * logp).sum(-1) [...] from log-probabilities [..., n], reading only the two bins that carry
-    weight instead of building the [..., n] target."""
-    below, above, w_hi = _twohot_parts(x.detach(), bins)
-    lp_lo = logp.gather(-1, below.unsqueeze(-1)).squeeze(-1)
-    lp_hi = logp.gather(-1, above.unsqueeze(-1)).squeeze(-1)
-    return -((1.0 - w_hi) * lp_lo + w_hi * lp_hi)
+def twohot_nll(logp: torch.Tensor, targets, bins: torch.Tensor, scales=None) -> torch.Tensor:
+    """-(sum_i scales[i] twohot(targets[i]) * logp).sum(-1) [...] from log-probabilities [..., n], reading only
+    the bins that carry weight (one gather for all targets) instead of building [..., n] targets. ``targets``:
+    a tensor or a list of same-shape tensors; as with torch.gather, ``logp`` may be longer than the targets
+    along the leading dims (its first entries are used), which spares slicing, and the zero-filled gradient
+    copy a slice costs, when the last step only bootstraps."""
+    targets = [targets] if torch.is_tensor(targets) else list(targets)
+    scales = [1.0] * len(targets) if scales is None else list(scales)
+    index, weight = [], []
+    for x, s in zip(targets, scales, strict=True):
+        below, above, w_hi = _twohot_parts(x.detach(), bins)
+        index += [below, above]
+        weight += [s * (1.0 - w_hi), s * w_hi]
+    return -(logp.gather(-1, torch.stack(index, -1)) * torch.stack(weight, -1)).sum(-1)
 
 
 def twohot_mean(logits: torch.Tensor, bins: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:

@@ -43,7 +43,7 @@ def twohot_ce(logp: torch.Tensor, target: torch.Tensor, slow: torch.Tensor, slow
               bins: torch.Tensor) -> torch.Tensor:
     """The critic's loss [...] from its log-probabilities [..., n]: cross-entropy to the two-hot return target
     plus ``slowreg`` times the cross-entropy to the slow critic's prediction (one log-softmax for both)."""
-    return twohot_nll(logp, target, bins) + slowreg * twohot_nll(logp, slow, bins)
+    return twohot_nll(logp, [target, slow], bins, [1.0, slowreg])
 
 
 class ActorCritic(nn.Module):
@@ -87,10 +87,9 @@ class ActorCritic(nn.Module):
         c = self.c
         # heads run on every step (the last one only bootstraps) and are sliced after: slicing the input would
         # copy the whole [N, H, F] batch of features
-        critic_lp = F.log_softmax(self.critic(feat).float(), -1)
+        critic_lp = F.log_softmax(self.critic(feat).float(), -1)  # [N, H+1]; the loss reads the first H
         with torch.no_grad():
             val = twohot_mean(None, self.bins, critic_lp.exp())
-        critic_lp = critic_lp[:, :-1]
         with torch.no_grad():
             slow = twohot_mean(self.slow_critic(feat), self.bins)
             weight = torch.cumprod(cont, 1)  # the discount is inside cont (contdisc)
@@ -115,7 +114,7 @@ class ActorCritic(nn.Module):
                    "val": val.mean(), "imag_reward": reward.mean(), "imag_cont": cont.mean()}
         if rep is not None:
             B, T = rep["reward"].shape
-            lp_r = F.log_softmax(self.critic(rep["feat"]).float(), -1)[:, :-1]
+            lp_r = F.log_softmax(self.critic(rep["feat"]).float(), -1)  # [B, T]; the loss reads the first T-1
             with torch.no_grad():
                 slow_r = twohot_mean(self.slow_critic(rep["feat"]), self.bins)[:, :-1]
                 boot = ret[:, 0].reshape(B, T)
