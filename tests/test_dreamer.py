@@ -8,6 +8,7 @@ import math
 import time
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -359,6 +360,122 @@ def test_actor_loss_reuses_imagination_log_probs():
     assert any(g.abs().sum() > 0 for g in grads[1][1])
     drive(a, Chain(B=4), 40)  # and in a real update the actor does get its gradient
     assert a.n_updates > 0 and any(p.grad is not None and p.grad.abs().sum() > 0 for p in a.ac.actor.parameters())
+
+
+class Pair:
+    """A batched toy env with a MultiDiscrete([3, 4]) action: reward 1 for the pair (1, 3), episodes of 4 steps;
+    info masks dimension 0's action 2 and dimension 1's action 0 (gymnasium's per-dimension masks, joined)."""
+
+    nvec = (3, 4)
+
+    def __init__(self, B=4):
+        self.B, self.t = B, torch.zeros(B, dtype=torch.long)
+        self.mask = torch.tensor([True, True, False, False, True, True, True]).expand(B, 7).clone()
+
+    def _obs(self):
+        return torch.nn.functional.one_hot(self.t.clamp(max=3), 4).float()
+
+    def reset(self, seed=None):
+        self.t.zero_()
+        return self._obs(), {"action_mask": self.mask}
+
+    def step(self, action):
+        assert action.shape == (self.B, 2)
+        r = ((action[:, 0] == 1) & (action[:, 1] == 3)).float()
+        self.t += 1
+        done = self.t >= 4
+        info = {"action_mask": self.mask}
+        if bool(done.any()):
+            info.update(final_obs=self._obs(), _final_obs=done.clone())
+            self.t[done] = 0
+        return self._obs(), r, done, torch.zeros_like(done), info
+
+
+def test_action_space_factorises_per_dimension():
+    from dreamalloc.agents.dreamer.actions import ActionSpace
+
+    torch.manual_seed(0)
+    sp = ActionSpace((3, 4))
+    assert sp.multi and sp.dim == 7 and ActionSpace(5).dim == 5 and not ActionSpace(5).multi
+    lp = sp.log_probs(torch.randn(2, 7), None, 0.01)
+    assert torch.allclose(lp[:, :3].exp().sum(-1), torch.ones(2))
+    assert torch.allclose(lp[:, 3:].exp().sum(-1), torch.ones(2))
+    a = torch.tensor([[1, 3], [-1, -1]])
+    oh = sp.onehot(a)
+    assert oh.tolist() == [[0, 1, 0, 0, 0, 0, 1], [0] * 7]  # -1: no previous action
+    joint = (lp * oh).sum(-1)  # the joint log-probability is the sum over dimensions
+    assert torch.allclose(joint[0], lp[0, 1] + lp[0, 6])
+    # draws follow the per-dimension probabilities
+    logits = torch.tensor([[2.0, 0.0, -1.0, 0.0, 1.0, 0.0, -2.0]]).expand(20000, 7)
+    lp = sp.log_probs(logits, None, 0.0)
+    acts, oh = sp.sample(lp)
+    assert acts.shape == (20000, 2) and torch.equal(oh, sp.onehot(acts))
+    freq = oh.mean(0)
+    assert torch.allclose(freq, lp[0].exp(), atol=0.015)
+    assert sp.sample(lp, deterministic=True)[0][0].tolist() == [0, 1]
+    with pytest.raises(ValueError, match="dimensions"):
+        ActionSpace((3, 0))
+
+
+def test_multi_discrete_actions_masks_training_and_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    a = tiny(obs_dim=4, n_actions=Pair.nvec)
+    env = Pair(B=4)
+    acts = drive(a, env, 60)
+    assert acts.shape == (60, 4, 2) and a.n_updates > 0
+    assert (acts[..., 0] != 2).all() and (acts[..., 1] != 0).all()  # masked in every dimension
+    assert ((acts >= 0) & (acts < torch.tensor(Pair.nvec))).all()
+    assert a.replay.prev_action.shape[-1] == 2 and a.replay.mask.shape[-1] == 7
+    n = int(a.replay.written.min())
+    prev = a.replay.prev_action[:, 1:n]
+    assert ((prev == -1).all(-1) | ((prev >= 0).all(-1))).all()  # a record has a whole action or none
+    path = tmp_path / "md.pt"
+    torch.save(a.state_dict(), path)
+    b = tiny(obs_dim=4, n_actions=Pair.nvec)
+    b.load_state_dict(torch.load(path, weights_only=False))
+    assert torch.equal(b.replay.prev_action, a.replay.prev_action)
+    obs, info = env.reset()
+    torch.manual_seed(1)
+    x, _ = a.act(obs, None, info, deterministic=True)
+    torch.manual_seed(1)
+    y, _ = b.act(obs, None, info, deterministic=True)
+    assert torch.equal(x, y)
+    b.train_step()  # the restored replay trains
+
+
+class GymPair(gym.Env):
+    """Pair as a single gymnasium env, for the MultiDiscrete path through gym_vec."""
+
+    observation_space = gym.spaces.Box(0.0, 1.0, (4,), np.float32)
+    action_space = gym.spaces.MultiDiscrete([3, 4])
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.eye(4, dtype=np.float32)[0], {}
+
+    def step(self, action):
+        assert self.action_space.contains(np.asarray(action))
+        self.t += 1
+        return np.eye(4, dtype=np.float32)[min(self.t, 3)], float(tuple(action) == (1, 3)), self.t >= 4, False, {}
+
+
+def test_gym_multi_discrete_env_trains_dreamer():
+    from dreamalloc.envs.gym_vec import GymVecCore, fit
+
+    if "dreamalloc-test/Pair-v0" not in gym.registry:
+        gym.register("dreamalloc-test/Pair-v0", entry_point=GymPair)
+    core = GymVecCore("dreamalloc-test/Pair-v0", 2)
+    assert core.n_actions == (3, 4)
+    torch.manual_seed(0)
+    a = tiny(obs_dim=4, n_actions=core.n_actions)
+    returns = fit(a, core, 80)
+    assert a.n_updates > 0 and len(returns) == 2 * 80 // (2 * 4)
+
+
+def test_other_agents_refuse_multi_discrete_actions():
+    with pytest.raises(ValueError, match="agent=ppo: supports Discrete actions only"):
+        make_agent("ppo", 4, (3, 4), None, "cpu")
 
 
 def test_replay_records_final_obs_and_context():

@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from dreamalloc.envs.core import AllocConfig
@@ -24,9 +25,14 @@ class Agent(ABC):
     name: ClassVar[str]
     Config: ClassVar[type]  # dataclass of the agent's hyperparameters (its Hydra schema, with a ``name`` field)
     learns: ClassVar[bool] = False
+    multi_discrete: ClassVar[bool] = False  # takes n_actions as a tuple (MultiDiscrete nvec)
 
     def __init__(self, obs_dim: int, n_actions: int, env: AllocConfig | None, device: torch.device, **hparams):
-        """``env`` is the allocation env's config (None for a generic env such as CartPole)."""
+        """``env`` is the allocation env's config (None for a generic env such as CartPole); ``n_actions`` is
+        a tuple for a MultiDiscrete action space (agents with ``multi_discrete`` only)."""
+        if not isinstance(n_actions, (int, np.integer)) and not self.multi_discrete:
+            raise ValueError(f"agent={self.name}: supports Discrete actions only, got a MultiDiscrete action space "
+                             f"{list(n_actions)} (agent=dreamer takes it)")
         self.obs_dim, self.n_actions, self.env, self.device = obs_dim, n_actions, env, device
 
     def initial_state(self, batch: int) -> Any:

@@ -33,11 +33,15 @@ class GymVecCore:
                            vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP}, **make_kwargs)
         self.env = gym.wrappers.vector.RecordEpisodeStatistics(env)
         self.B = int(num_envs)
-        if not isinstance(self.env.single_action_space, gym.spaces.Discrete):
-            raise ValueError(f"{env_id}: only Discrete action spaces are supported, got "
-                             f"{self.env.single_action_space}")
+        space = self.env.single_action_space
         self.obs_dim = int(np.prod(self.env.single_observation_space.shape))
-        self.n_actions = int(self.env.single_action_space.n)
+        if isinstance(space, gym.spaces.Discrete):
+            self.n_actions: int | tuple[int, ...] = int(space.n)
+        elif isinstance(space, gym.spaces.MultiDiscrete) and space.nvec.ndim == 1:
+            self.n_actions = tuple(int(n) for n in space.nvec)  # agents that take it act with [B, D] integers
+        else:
+            raise ValueError(f"{env_id}: only Discrete and (flat) MultiDiscrete action spaces are supported, got "
+                             f"{space}")
 
     def reset(self, seed: int | None = None):
         obs, info = self.env.reset(seed=seed)

@@ -17,6 +17,7 @@ import torch
 from torch.nn import functional as F
 
 from dreamalloc.agents.base import Agent, NonFiniteLossError
+from dreamalloc.agents.dreamer.actions import ActionSpace
 from dreamalloc.agents.dreamer.behavior import ActorCritic
 from dreamalloc.agents.dreamer.config import DreamerConfig, check
 from dreamalloc.agents.dreamer.replay import SequenceReplay
@@ -34,6 +35,7 @@ class DreamerAgent(Agent):
     name = "dreamer"
     Config = DreamerConfig
     learns = True
+    multi_discrete = True
 
     def __init__(self, obs_dim, n_actions, env, device, **hparams):
         super().__init__(obs_dim, n_actions, env, torch.device(device))
@@ -46,8 +48,9 @@ class DreamerAgent(Agent):
         self.amp = c.precision == "bf16" and cuda
         if c.precision == "bf16" and not cuda:
             warnings.warn("agent=dreamer: precision=bf16 needs CUDA; running in fp32", stacklevel=2)
-        self.wm = WorldModel(obs_dim, n_actions, c).to(self.device)
-        self.ac = ActorCritic(self.wm.rssm.feat_dim, n_actions, c).to(self.device)
+        self.space = ActionSpace(n_actions)
+        self.wm = WorldModel(obs_dim, self.space, c).to(self.device)
+        self.ac = ActorCritic(self.wm.rssm.feat_dim, self.space, c).to(self.device)
         self._img_step = None
         self._imag_buf: torch.Tensor | None = None  # imagined features, kept between updates
         if c.compile and not cuda:
@@ -70,7 +73,7 @@ class DreamerAgent(Agent):
     # --- acting -------------------------------------------------------------------------------------
     def initial_state(self, batch: int) -> dict:
         deter, stoch = self.wm.rssm.initial(batch, self.device)
-        return {"deter": deter, "stoch": stoch, "action": torch.zeros(batch, self.n_actions, device=self.device),
+        return {"deter": deter, "stoch": stoch, "action": torch.zeros(batch, self.space.dim, device=self.device),
                 "first": torch.ones(batch, dtype=torch.bool, device=self.device)}
 
     def _autocast(self):
@@ -90,13 +93,9 @@ class DreamerAgent(Agent):
             token = self.wm.encode(obs.to(self.device).float())
             deter, stoch, _ = self.wm.rssm.obs_step(state["deter"], state["stoch"], state["action"], token, first)
             logp = self.ac.logp(self.wm.rssm.feat(deter, stoch), mask)
-            if deterministic:
-                action = logp.argmax(-1)
-            else:
-                u = torch.rand_like(logp).clamp_(min=torch.finfo(logp.dtype).tiny)
-                action = (logp - torch.log(-torch.log(u))).argmax(-1)
+            action, onehot = self.space.sample(logp, deterministic)
         deter, stoch = deter.float(), stoch.float()
-        new = {"deter": deter, "stoch": stoch, "action": F.one_hot(action, self.n_actions).float(),
+        new = {"deter": deter, "stoch": stoch, "action": onehot.float(),
                "first": torch.zeros_like(first)}
         self._pending = {"action": action, "deter_in": state["deter"], "stoch_in": state["stoch"], "first": first,
                          "deter": deter, "stoch": stoch, "mask": mask}
@@ -106,11 +105,10 @@ class DreamerAgent(Agent):
         B, dev = obs.shape[0], self.device
         if self.replay is None:
             c = self.cfg
-            self.replay = SequenceReplay(B, max(c.replay_size // B, c.batch_length + 1), self.obs_dim,
-                                         self.n_actions, c.deter, c.stoch, dev,
-                                         masked=bool(info and "action_mask" in info))
+            self.replay = self._new_replay(B, max(c.replay_size // B, c.batch_length + 1),
+                                           bool(info and "action_mask" in info))
         if self._next is None or self._next["reward"].shape[0] != B:
-            self._next = {"prev_action": torch.full((B,), -1, dtype=torch.long, device=dev),
+            self._next = {"prev_action": torch.full((B, *self._act_shape), -1, dtype=torch.long, device=dev),
                           "reward": torch.zeros(B, device=dev), "first": torch.ones(B, dtype=torch.bool, device=dev)}
         pend, self._pending = self._pending, None
         if pend is None or pend["action"] is not action:  # an external driver acted: no latent to store
@@ -136,9 +134,20 @@ class DreamerAgent(Agent):
             if info and k in info:
                 starts = _flag(info[k], B, dev)
                 break
-        self._next = {"prev_action": torch.where(ended, -1, action), "reward": torch.where(ended, 0.0, reward),
+        ended_a = ended.view(B, *[1] * len(self._act_shape))
+        self._next = {"prev_action": torch.where(ended_a, -1, action), "reward": torch.where(ended, 0.0, reward),
                       "first": starts}
         self.env_steps += B
+
+    @property
+    def _act_shape(self) -> tuple[int, ...]:
+        """Shape of one env's integer action: () for Discrete, (D,) for MultiDiscrete."""
+        return (len(self.space.nvec),) if self.space.multi else ()
+
+    def _new_replay(self, envs: int, capacity: int, masked: bool) -> SequenceReplay:
+        c = self.cfg
+        return SequenceReplay(envs, capacity, self.obs_dim, self.space.dim, c.deter, c.stoch, self.device,
+                              masked=masked, action_dims=len(self.space.nvec) if self.space.multi else None)
 
     # --- learning -------------------------------------------------------------------------------------
     def update(self, step: int) -> dict[str, float]:
@@ -189,9 +198,7 @@ class DreamerAgent(Agent):
             def policy(f, h):
                 with torch.enable_grad():
                     logps.append(self.ac.logp(f, mask0 if h == 0 else None))
-                logp = logps[-1].detach()
-                u = torch.rand_like(logp).clamp_(min=torch.finfo(logp.dtype).tiny)
-                return F.one_hot((logp - torch.log(-torch.log(u))).argmax(-1), self.n_actions).to(f.dtype)
+                return self.space.sample(logps[-1].detach())[1].to(f.dtype)
 
             with torch.no_grad():
                 ifeat, iact = self.wm.rssm.imagine(d, s, policy, c.imag_length, self._img_step, self._imag_buf)
@@ -254,10 +261,8 @@ class DreamerAgent(Agent):
         self.metrics = dict(state.get("metrics", {}))
         rep = state.get("replay")
         if rep is not None:
-            c = self.cfg
             B = int(state["replay_envs"])
-            self.replay = SequenceReplay(B, rep["obs"].shape[1], self.obs_dim, self.n_actions, c.deter, c.stoch,
-                                         self.device, masked=rep.get("mask") is not None)
+            self.replay = self._new_replay(B, rep["obs"].shape[1], rep.get("mask") is not None)
             self.replay.load_state_dict({k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in rep.items()})
         else:
             self.replay = None

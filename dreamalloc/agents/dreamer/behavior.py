@@ -13,9 +13,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dreamalloc.agents.dreamer.actions import ActionSpace
 from dreamalloc.agents.dreamer.config import DreamerConfig
 from dreamalloc.nn.dense import norm_mlp
-from dreamalloc.nn.layers import masked_logits
 from dreamalloc.nn.normalize import PercentileNormalizer
 from dreamalloc.nn.twohot import symexp_bins, twohot_mean, twohot_nll
 
@@ -47,31 +47,19 @@ def twohot_ce(logp: torch.Tensor, target: torch.Tensor, slow: torch.Tensor, slow
 
 
 class ActorCritic(nn.Module):
-    def __init__(self, feat_dim: int, n_actions: int, c: DreamerConfig):
+    def __init__(self, feat_dim: int, space: ActionSpace, c: DreamerConfig):
         super().__init__()
-        self.c, self.n_actions = c, int(n_actions)
-        self.actor = norm_mlp(feat_dim, c.units, c.ac_layers, n_actions, outscale=0.01)
+        self.c, self.space = c, space
+        self.actor = norm_mlp(feat_dim, c.units, c.ac_layers, space.dim, outscale=0.01)
         self.critic = norm_mlp(feat_dim, c.units, c.ac_layers, c.bins, outscale=0.0)
         self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.retnorm = PercentileNormalizer(c.retnorm_rate, c.retnorm_limit)
         self.register_buffer("bins", symexp_bins(c.bins), persistent=False)
 
     def logp(self, feat: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Log-probabilities [..., A] of the policy: softmax over the valid actions mixed with 1 % uniform
-        over them (invalid actions keep probability 0, at the dtype's lowest log value)."""
-        logits = masked_logits(self.actor(feat).float(), mask)
-        probs = torch.softmax(logits, -1)
-        u = self.c.unimix
-        if u > 0:
-            if mask is None:
-                uniform = torch.full_like(probs, 1.0 / self.n_actions)
-            else:
-                valid = mask.to(probs.dtype)
-                n = valid.sum(-1, keepdim=True)
-                uniform = torch.where(n > 0, valid / n.clamp(min=1), 1.0 / self.n_actions)
-            probs = (1.0 - u) * probs + u * uniform
-        tiny = torch.finfo(probs.dtype).tiny  # log of a clamped value: no NaN gradient through the masked entries
-        return torch.where(probs > 0, torch.log(probs.clamp(min=tiny)), torch.finfo(probs.dtype).min)
+        """Log-probabilities [..., A] of the policy (per action dimension, actions.ActionSpace.log_probs):
+        softmax over the valid actions mixed with 1 % uniform over them."""
+        return self.space.log_probs(self.actor(feat), mask, self.c.unimix)
 
     @torch.no_grad()
     def update_slow(self) -> None:
@@ -100,7 +88,7 @@ class ActorCritic(nn.Module):
         if logp is None:
             mask = None
             if mask0 is not None:  # only the start state's mask is known; imagined states are unmasked
-                mask = torch.ones(*feat.shape[:2], self.n_actions, dtype=torch.bool, device=feat.device)
+                mask = torch.ones(*feat.shape[:2], self.space.dim, dtype=torch.bool, device=feat.device)
                 mask[:, 0] = mask0
             logp = self.logp(feat, mask)
         logp = logp[:, :-1]

@@ -20,13 +20,16 @@ class SequenceReplay:
     KEYS = ("obs", "prev_action", "reward", "first", "terminal", "last", "mask", "deter", "stoch")
 
     def __init__(self, envs: int, capacity: int, obs_dim: int, n_actions: int, deter: int, stoch: int,
-                 device, masked: bool = False):
+                 device, masked: bool = False, action_dims: int | None = None):
+        """``n_actions``: width of an action mask; ``action_dims``: D for multi-discrete actions ([D] integers
+        per record), None for one integer."""
         self.B, self.C, self.device = int(envs), int(capacity), torch.device(device)
         f32 = dict(dtype=torch.float32, device=self.device)
         flag = dict(dtype=torch.bool, device=self.device)
         B, C = self.B, self.C
         self.obs = torch.zeros(B, C, obs_dim, **f32)
-        self.prev_action = torch.full((B, C), -1, dtype=torch.long, device=self.device)
+        shape = (B, C) if action_dims is None else (B, C, int(action_dims))
+        self.prev_action = torch.full(shape, -1, dtype=torch.long, device=self.device)
         self.reward = torch.zeros(B, C, **f32)
         self.first = torch.zeros(B, C, **flag)
         self.terminal = torch.zeros(B, C, **flag)

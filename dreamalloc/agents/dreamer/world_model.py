@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dreamalloc.agents.dreamer.actions import ActionSpace
 from dreamalloc.agents.dreamer.config import DreamerConfig
 from dreamalloc.agents.dreamer.rssm import RSSM, categorical_kl
 from dreamalloc.nn.dense import norm_mlp
@@ -22,11 +23,11 @@ def kl_losses(post: torch.Tensor, prior: torch.Tensor, free_nats: float) -> tupl
 
 
 class WorldModel(nn.Module):
-    def __init__(self, obs_dim: int, n_actions: int, c: DreamerConfig):
+    def __init__(self, obs_dim: int, space: ActionSpace, c: DreamerConfig):
         super().__init__()
-        self.n_actions = int(n_actions)
+        self.space = space
         self.encoder = norm_mlp(obs_dim, c.units, c.enc_layers)
-        self.rssm = RSSM(n_actions, c.units, c.deter, c.hidden, c.stoch, c.classes, c.blocks, c.unimix)
+        self.rssm = RSSM(space.dim, c.units, c.deter, c.hidden, c.stoch, c.classes, c.blocks, c.unimix)
         f = self.rssm.feat_dim
         self.decoder = norm_mlp(f, c.units, c.dec_layers, obs_dim)
         self.reward = norm_mlp(f, c.units, c.head_layers, c.bins, outscale=0.0)
@@ -52,7 +53,7 @@ class WorldModel(nn.Module):
         c = self.c
         obs = data["obs"]
         prev = data["prev_action"]
-        actions = F.one_hot(prev.clamp(min=0), self.n_actions).float() * (prev >= 0).unsqueeze(-1)
+        actions = self.space.onehot(prev)  # zeros where there is no previous action (-1)
         tokens = self.encode(obs)
         deter, stoch, post = self.rssm.observe(deter0, stoch0, actions, tokens, data["first"],
                                                 self.obs_step_fn)
