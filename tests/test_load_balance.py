@@ -44,10 +44,10 @@ def test_hand_worked_episode():
     assert obs[0].tolist() == [0.0, 0.0, 100.0]
     obs, r, term, _, info = core.step([0])
     assert (float(r[0]), bool(term[0])) == (-10.0, False)
-    assert obs[0].tolist() == [90.0, 0.0, 50.0]  # remaining time of the running job
+    assert obs[0].tolist() == [90.0, 0.0, 50.0]  # work left on the running job (time left x rate 1)
     obs, r, term, _, info = core.step([0])
     assert float(r[0]) == -20.0
-    assert obs[0].tolist() == [130.0, 0.0, 40.0]  # Park: queued job counts by size, running by time left
+    assert obs[0].tolist() == [130.0, 0.0, 40.0]  # queued job by its size, running one by work left
     assert info["queue"][0].tolist() == [2, 0]
     obs, r, term, _, info = core.step([1])
     assert (float(r[0]), bool(term[0])) == (-290.0, True)
@@ -64,7 +64,7 @@ def _python_reference(arrival, size, rates, actions):
         load = [0] * len(rates)
         for s, st, f, sz in jobs:
             if f > t0:
-                load[s] += (f - t0) if st <= t0 else sz
+                load[s] += (f - t0) * rates[s] if st <= t0 else sz
         obs.append(load + [size[j]])
         st = max(t0, busy[a])
         busy[a] = st + int(size[j] / rates[a])
@@ -88,7 +88,9 @@ def test_matches_a_plain_python_reference():
     for b in range(3):
         ref_obs, ref_r = _python_reference(arrival[b], size[b], core.cfg.service_rates, [int(a[b]) for a in actions])
         assert [float(r[b]) for r in got_r] == ref_r
-        assert [o[b].tolist() for o in got_obs[:-1]] == [[float(v) for v in x] for x in ref_obs]
+        # float32 observations of float64 work (time left x rate)
+        got = torch.stack([o[b] for o in got_obs[:-1]]).double()
+        assert torch.allclose(got, torch.tensor(ref_obs, dtype=torch.float64), rtol=1e-6, atol=1e-4)
 
 
 def test_park_defaults_and_job_law():

@@ -7,8 +7,9 @@ dispatched (start = max(arrival, server free), finish = start + duration), so no
 every row keeps its jobs' arrival, size, server, start and finish in [B, J] tensors and a step is a few
 tensor ops over them.
 
-* observation: per server its outstanding work as Park counts it (sizes of the queued jobs plus the time
-  left on the running one), then the incoming job's size; each clipped at ``obs_high``, times ``obs_scale``;
+* observation: per server its outstanding work as Park's current code counts it (sizes of the queued jobs plus
+  the work left on the running one, time left x rate), then the incoming job's size; each clipped at
+  ``obs_high``, times ``obs_scale``;
 * reward: minus (elapsed time x jobs in the system) from this decision to the next arrival, so an episode's
   return is minus the total time its jobs spent in the system (times ``reward_scale``);
 * the episode terminates at the last job's decision; that step's reward covers the drain of every queue,
@@ -206,7 +207,8 @@ class LoadBalanceCore:
 
     # ----------------------------------------------------------------------------------------------
     def loads(self, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-server outstanding work as Park counts it and jobs in the system, [n, S] each (unclipped).
+        """Per-server outstanding work (float: queued sizes + time left x rate) and jobs in the system (int),
+        [n, S] each (unclipped).
         A row whose episode has ended is drained: zeros. Looks only at the window of jobs that can still be
         in the system, and moves the window's start on."""
         lo = self.lo if rows is None else self.lo[rows]
@@ -221,10 +223,11 @@ class LoadBalanceCore:
             self.lo = torch.maximum(self.lo, first)
         else:
             self.lo[rows] = torch.maximum(lo, first)
-        work = torch.where(start <= now, fin - now, sel(self.size)) * active
         srv = sel(self.server)
+        left = (fin - now).double() * self.rates[srv]  # work left on a running job
+        work = torch.where(start <= now, left, sel(self.size).double()) * active
         n = srv.shape[0]
-        load = torch.zeros(n, self.S, dtype=torch.long, device=self.device).scatter_add_(1, srv, work)
+        load = torch.zeros(n, self.S, dtype=torch.float64, device=self.device).scatter_add_(1, srv, work)
         queue = torch.zeros(n, self.S, dtype=torch.long, device=self.device).scatter_add_(1, srv, active.long())
         drained = (self.needs_reset if rows is None else self.needs_reset[rows])[:, None]
         return load.masked_fill(drained, 0), queue.masked_fill(drained, 0)
