@@ -35,17 +35,23 @@ def dense(in_dim: int, out_dim: int, outscale: float = 1.0) -> nn.Linear:
 class NormMLP(nn.Sequential):
     """An nn.Sequential (same parameter names) that, on CPU, runs inputs of many rows in slices of
     ``CPU_ROWS``: the whole stack on one slice stays in cache, and BLAS is 1.5x faster on 1k-row slices than on
-    the 16k-row batch of imagined states (measured: scripts/bench_dreamer.py, docs/results.md)."""
+    the 16k-row batch of imagined states (measured: scripts/bench_dreamer.py, docs/results.md). ``post`` (a
+    row-wise function of the output, e.g. a log-softmax or a two-hot mean) runs on each slice too, while it is
+    still in cache, instead of on the concatenated [rows, 255] output."""
 
     CPU_ROWS = 1024
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, post=None) -> torch.Tensor:
         rows = x.numel() // max(x.shape[-1], 1)
         if x.device.type != "cpu" or rows <= 2 * self.CPU_ROWS:
-            return super().forward(x)
-        flat = x.reshape(rows, x.shape[-1])
-        out = torch.cat([super(NormMLP, self).forward(part) for part in flat.split(self.CPU_ROWS)])
-        return out.view(*x.shape[:-1], out.shape[-1])
+            out = super().forward(x)
+            return out if post is None else post(out)
+        parts = []
+        for part in x.reshape(rows, x.shape[-1]).split(self.CPU_ROWS):
+            y = super().forward(part)
+            parts.append(y if post is None else post(y))
+        out = torch.cat(parts)
+        return out.view(*x.shape[:-1], *out.shape[1:])
 
 
 def norm_mlp(in_dim: int, units: int, layers: int, out_dim: int | None = None, outscale: float = 1.0,

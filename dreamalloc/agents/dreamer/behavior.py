@@ -46,6 +46,10 @@ def twohot_ce(logp: torch.Tensor, target: torch.Tensor, slow: torch.Tensor, slow
     return twohot_nll(logp, [target, slow], bins, [1.0, slowreg])
 
 
+def _log_softmax(logits: torch.Tensor) -> torch.Tensor:
+    return F.log_softmax(logits.float(), -1)
+
+
 class ActorCritic(nn.Module):
     def __init__(self, feat_dim: int, space: ActionSpace, c: DreamerConfig):
         super().__init__()
@@ -61,6 +65,9 @@ class ActorCritic(nn.Module):
         softmax over the valid actions mixed with 1 % uniform over them."""
         return self.space.log_probs(self.actor(feat), mask, self.c.unimix)
 
+    def _mean(self, logits: torch.Tensor) -> torch.Tensor:
+        return twohot_mean(logits, self.bins)
+
     @torch.no_grad()
     def update_slow(self) -> None:
         torch._foreach_lerp_(list(self.slow_critic.parameters()), list(self.critic.parameters()), self.c.slow_rate)
@@ -75,11 +82,11 @@ class ActorCritic(nn.Module):
         c = self.c
         # heads run on every step (the last one only bootstraps) and are sliced after: slicing the input would
         # copy the whole [N, H, F] batch of features
-        critic_lp = F.log_softmax(self.critic(feat).float(), -1)  # [N, H+1]; the loss reads the first H
+        critic_lp = self.critic(feat, post=_log_softmax)  # [N, H+1]; the loss reads the first H
         with torch.no_grad():
             val = twohot_mean(None, self.bins, critic_lp.exp())
         with torch.no_grad():
-            slow = twohot_mean(self.slow_critic(feat), self.bins)
+            slow = self.slow_critic(feat, post=self._mean)
             weight = torch.cumprod(cont, 1)  # the discount is inside cont (contdisc)
             ret = lambda_return(torch.zeros_like(cont), 1.0 - cont, reward, val, 1.0, c.lam)  # [N, H]
             self.retnorm.update(ret)
@@ -102,9 +109,9 @@ class ActorCritic(nn.Module):
                    "val": val.mean(), "imag_reward": reward.mean(), "imag_cont": cont.mean()}
         if rep is not None:
             B, T = rep["reward"].shape
-            lp_r = F.log_softmax(self.critic(rep["feat"]).float(), -1)  # [B, T]; the loss reads the first T-1
+            lp_r = self.critic(rep["feat"], post=_log_softmax)  # [B, T]; the loss reads the first T-1
             with torch.no_grad():
-                slow_r = twohot_mean(self.slow_critic(rep["feat"]), self.bins)[:, :-1]
+                slow_r = self.slow_critic(rep["feat"], post=self._mean)[:, :-1]
                 boot = ret[:, 0].reshape(B, T)
                 ret_r = lambda_return(rep["last"], rep["terminal"], rep["reward"], boot, rep["discount"], c.lam)
             vl_r = twohot_ce(lp_r, ret_r, slow_r, c.slowreg, self.bins)

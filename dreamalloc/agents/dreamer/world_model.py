@@ -41,7 +41,7 @@ class WorldModel(nn.Module):
         return self.encoder(symlog(obs))
 
     def reward_mean(self, feat: torch.Tensor) -> torch.Tensor:
-        return twohot_mean(self.reward(feat), self.bins)
+        return self.reward(feat, post=lambda logits: twohot_mean(logits, self.bins))
 
     def cont_prob(self, feat: torch.Tensor) -> torch.Tensor:
         """(1 - terminal) x discount, as predicted."""
