@@ -29,6 +29,7 @@ from dreamalloc.envs.meta_baselines import (
     tuned_ucb1,
 )
 from dreamalloc.envs.meta_tasks import BanditCore, TabularMDPCore
+from dreamalloc.experiment.checkpoint import load_checkpoint, save_checkpoint
 
 EVAL_SEED = 10**9  # far from the training seeds (seed .. seed + envs - 1, then their later trials)
 
@@ -97,6 +98,10 @@ def main(argv=None) -> dict:
     p.add_argument("--hp", nargs="*", default=[], metavar="KEY=VALUE",
                    help="agent hyperparameter overrides (JSON values), e.g. lr=1e-3 hidden=[64]")
     p.add_argument("--json", help="write the results here")
+    p.add_argument("--save", help="write the trained agent here (a dreamalloc checkpoint)")
+    p.add_argument("--resume", help="start from an agent saved with --save (its networks and optimiser; the "
+                                    "hyperparameters are this run's, so e.g. --hp ent_coef=0.003 continues with less "
+                                    "entropy; pass a new --seed for new training instances)")
     a = p.parse_args(argv)
     make_core, paper, hp = TASKS[a.task]
     hp = dict(hp, hidden=[64], rnn_hidden=64, lr=1e-3, clip=0.1, ent_coef=0.01, n_epochs=8)
@@ -107,11 +112,16 @@ def main(argv=None) -> dict:
     np.random.seed(a.seed)
     core = make_core(a.envs)
     agent = RL2PPOAgent(core.obs_dim, core.n_actions, None, "cpu", **hp)
+    expected = {"agent": agent.name, "task": a.task, "obs_dim": core.obs_dim, "n_actions": core.n_actions}
+    if a.resume:
+        agent.load_state_dict(load_checkpoint(a.resume, expected)["agent"])
     t0 = time.perf_counter()
     steps, returns = train(agent, core, a.steps, a.seed, a.minutes, a.log_every)
     train_s = time.perf_counter() - t0
+    if a.save:
+        save_checkpoint(a.save, {"meta": expected, "agent": agent.state_dict(), "hp": hp})
     out = {"task": a.task, "steps": steps, "envs": a.envs, "seed": a.seed, "hp": hp, "train_s": train_s,
-           "updates": agent.n_updates, "train_last_1000_trials": float(np.mean(returns[-1000:]))}
+           "updates": agent.n_updates, "train_last_1000_trials": float(np.mean(returns[-1000:])) if returns else None}
     for mode, det in (("greedy", True), ("sampled", False)):
         x = evaluate_trials(agent, make_core(a.trials), a.trials, seed=EVAL_SEED, deterministic=det)
         out[mode] = mean_ci(x)

@@ -278,6 +278,27 @@ def test_resume_continues_like_an_uninterrupted_run(tmp_path):
         assert torch.equal(v, part["net"][k]), k
 
 
+def test_sanity_script_saves_and_resumes(tmp_path):
+    """scripts/rl2_sanity.py --save / --resume: a run continues from the saved networks and optimiser, and a
+    checkpoint of another task is refused with one message naming the mismatch."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from rl2_sanity import main
+
+    from dreamalloc.experiment.checkpoint import CheckpointError
+
+    args = ["--task", "bandit10", "--steps", "1600", "--envs", "8", "--trials", "16", "--log-every", "100000",
+            "--hp", "n_steps=100", "batch_size=400"]
+    first = main([*args, "--save", str(tmp_path / "a.pt")])
+    saved = load_checkpoint(tmp_path / "a.pt")
+    assert saved["meta"]["task"] == "bandit10" and saved["agent"]["n_updates"] == first["updates"] > 0
+    same = main([*args[:2], "--steps", "0", *args[4:], "--resume", str(tmp_path / "a.pt")])
+    assert same["updates"] == first["updates"] and same["greedy"] == first["greedy"]  # the very agent
+    more = main([*args, "--seed", "1", "--resume", str(tmp_path / "a.pt")])
+    assert more["updates"] > first["updates"]  # counted on from the saved agent
+    with pytest.raises(CheckpointError, match="task"):
+        main(["--task", "mdp10", "--steps", "100", "--envs", "2", "--trials", "4", "--resume", str(tmp_path / "a.pt")])
+
+
 # --- the paper's bandits (long) ----------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_duan_bandits_n10_k5():
