@@ -104,7 +104,8 @@ def main(argv=None) -> dict:
                                     "entropy; pass a new --seed for new training instances)")
     a = p.parse_args(argv)
     make_core, paper, hp = TASKS[a.task]
-    hp = dict(hp, hidden=[64], rnn_hidden=64, lr=1e-3, clip=0.1, ent_coef=0.01, n_epochs=8)
+    hp = dict(hp, hidden=[64], rnn_hidden=64, lr=1e-3, clip=0.1, ent_coef=0.01, n_epochs=8,
+              total_steps=a.steps)  # what lr / clip annealing count down to (as total_steps: ${steps} in the yaml)
     for kv in a.hp:
         k, v = kv.split("=", 1)
         hp[k] = json.loads(v)
