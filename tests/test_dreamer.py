@@ -224,6 +224,26 @@ def test_core_matches_the_dreamerv3_equations():
     assert torch.allclose(r.core(deter, stoch, action), want, atol=1e-6)
 
 
+def test_rssm_runs_under_bf16_autocast():
+    """agent.precision=bf16 runs the model under autocast (CUDA there; CPU autocast here exercises the same
+    mixed float32 / bfloat16 operands): posterior, prior and imagination must accept them."""
+    torch.manual_seed(0)
+    r = RSSM(n_actions=3, token_dim=5, deter=16, hidden=8, stoch=4, classes=3, blocks=4)
+    act = torch.nn.functional.one_hot(torch.randint(0, 3, (2, 4)), 3).float()
+    first = torch.zeros(2, 4, dtype=torch.bool)
+    first[:, 0] = True
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        deter, stoch, logits = r.observe(*r.initial(2), act, torch.randn(2, 4, 5), first)
+        first_action = torch.nn.functional.one_hot(torch.zeros(2, dtype=torch.long), 3).float()
+        feats, actions = r.imagine(deter[:, -1].float(), stoch[:, -1].float(), lambda f, h: first_action, 3)
+    assert deter.shape == (2, 4, 16) and torch.isfinite(deter.float()).all() and feats.shape == (2, 4, r.feat_dim)
+    # and whole updates, discrete and multi-discrete (the agent autocasts on CUDA only; forced onto CPU here)
+    for agent, env in ((tiny(), Chain(B=4)), (tiny(obs_dim=4, n_actions=Pair.nvec), Pair(B=4))):
+        agent._autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+        drive(agent, env, 40)
+        assert agent.n_updates > 0 and all(torch.isfinite(p).all() for p in agent.params)
+
+
 def test_observe_matches_step_by_step_posterior():
     """observe precomputes what does not depend on the carry; its states must be those of the recurrence."""
     torch.manual_seed(0)

@@ -171,7 +171,8 @@ class RSSM(nn.Module):
         reset, cand, update = gates.unflatten(-1, (3, -1)).unbind(-2)  # each [g, B, d]
         prev = deter.view(deter.shape[0], self.blocks, -1).transpose(0, 1)
         cand = torch.tanh(torch.sigmoid(reset) * cand)
-        new = torch.lerp(prev, cand, torch.sigmoid(update - 1.0))  # update * cand + (1 - update) * prev
+        # update * cand + (1 - update) * prev, in prev's dtype (a float32 carry under bf16 autocast)
+        new = torch.lerp(prev, cand.to(prev.dtype), torch.sigmoid(update - 1.0).to(prev.dtype))
         return new.transpose(0, 1).reshape(deter.shape)
 
     def prior(self, deter: torch.Tensor) -> torch.Tensor:
