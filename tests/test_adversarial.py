@@ -33,8 +33,8 @@ from dreamalloc.workloads.rng import numpy_generator
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def plan_of(target, cells, seed, episode=0, holes=None):
-    return adversarial_plan(numpy_generator(seed, episode, AdversarialStream.SALT), cells, target, holes)
+def plan_of(target, cells, seed, episode=0, holes=None, blind=None):
+    return adversarial_plan(numpy_generator(seed, episode, AdversarialStream.SALT), cells, target, holes, blind)
 
 
 def n_script_allocs(plan) -> int:
@@ -44,14 +44,15 @@ def n_script_allocs(plan) -> int:
 # --------------------------------------------------------------------------------------------------
 # the guarantee: on the batched core, only the target survives the script
 # --------------------------------------------------------------------------------------------------
-def survival(target: str, cells: int, seeds: list[int], holes=None):
+def survival(target: str, cells: int, seeds: list[int], holes=None, blind=None):
     """Allocations each rule made in episode 0 of each seed: [len(RULES), n], and the script's allocations."""
-    plans = [plan_of(target, cells, s, 0, holes) for s in seeds]
+    plans = [plan_of(target, cells, s, 0, holes, blind) for s in seeds]
     A = np.array([n_script_allocs(p) for p in plans])
     k = np.array([len(p.hole_size) for p in plans])
     # truncate just past the longest script: survival is decided there, the random tail is not needed
+    params = {"target": target, "holes": holes} | ({"blind": list(blind)} if blind else {})
     core = AllocCore(len(RULES) * len(seeds), cells=cells, stream="adversarial",
-                     stream_params={"target": target, "holes": holes}, heuristics=RULES, max_allocs=int(A.max()) + 1)
+                     stream_params=params, heuristics=RULES, max_allocs=int(A.max()) + 1)
     act = torch.arange(len(RULES)).repeat_interleave(len(seeds))  # heap r * n + i: rule r on seed i
     res = run_episodes(core, lambda obs, info: act, seed=seeds * len(RULES))
     return res["allocations"][:, 0].reshape(len(RULES), len(seeds)), A, k
@@ -77,6 +78,57 @@ def test_every_hole_count_and_large_heaps():
             assert (k == holes).all()
             for r, rule in enumerate(RULES):
                 assert ((allocs[r] >= A) == (rule == target)).all(), (holes, cells, target, rule)
+
+
+BLIND_SETS = [("best", "worst", "first"), RULES, ("next", "second"), ("worst", "next", "best")]
+
+
+@pytest.mark.parametrize("blind", BLIND_SETS, ids="-".join)
+@pytest.mark.parametrize("cells", [64, 256])
+def test_blind_only_the_target_survives(blind, cells):
+    """Blind layouts: among the blind rules only the target survives; each of them dies on a test request."""
+    for target in blind:
+        allocs, A, k = survival(target, cells, list(range(30)), blind=blind)
+        assert (k == max(3, len(blind))).all()
+        for r, rule in enumerate(RULES):
+            if rule == target:
+                assert (allocs[r] >= A).all(), f"{target} failed inside its own blind script (cells {cells})"
+            elif rule in blind:
+                assert (allocs[r] < A).all() and (allocs[r] >= A - (k - 1)).all(), (target, rule)
+
+
+@pytest.mark.parametrize("blind", BLIND_SETS, ids="-".join)
+def test_blind_layout_tells_nothing_about_the_target(blind):
+    """Same (seed, episode), different targets: the same requests up to and including the probe, and every
+    blind rule takes a candidate of its own, so nothing before the probe's outcome names the target."""
+    for cells in (64, 100, 1024):
+        for seed in range(40):
+            plans = {t: plan_of(t, cells, seed, blind=blind) for t in blind}
+            ref = plans[blind[0]]
+            upto = [i for i, (op, s) in enumerate(ref.script) if op == S_ALLOC][-len(ref.tests) - 1]  # the probe
+            assert ref.script[upto] == (S_ALLOC, ref.probe)
+            picks = probe_picks(ref)
+            assert len({picks[r] for r in blind}) == len(blind)
+            for t, p in plans.items():
+                assert p.script[: upto + 1] == ref.script[: upto + 1]
+                assert (p.hole_start, p.hole_size, p.probe, p.rover) == (ref.hole_start, ref.hole_size, ref.probe,
+                                                                          ref.rover)
+                assert p.target_hole == picks[t]
+                assert min(p.tests) > max(p.hole_size) and len(p.tests) == len(p.hole_size) - 1
+    # and the target's candidate is not a fixed index: every blind rule's hole moves between layouts
+    where = {(plan_of(blind[0], 256, s, blind=blind).target_hole) for s in range(100)}
+    assert blind[0] in ("first", "second") or len(where) > 1
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"target": "best", "blind": ["worst", "first"]}, "target 'best' must be one of the blind rules"),
+    ({"target": "best", "blind": ["best", "quick"]}, "blind must be true, false or a list"),
+    ({"target": "best", "blind": "best"}, "blind must be true, false or a list"),
+    ({"target": "best", "blind": True, "holes": 4}, "holes=4 is too few for 5 blind rules"),
+])
+def test_blind_errors(params, match):
+    with pytest.raises(ValueError, match=match):
+        make_stream("adversarial", 2, 64, **params)
 
 
 # --------------------------------------------------------------------------------------------------

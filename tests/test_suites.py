@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_dir
 from invariants import check_heaps
 
 from dreamalloc.envs import AllocCore
+from dreamalloc.envs.rollout import run_episodes
 from dreamalloc.experiment.cli import register_configs  # noqa: F401  (registers the schemas)
 from dreamalloc.experiment.config import alloc_config, tasks_of, validate
 from dreamalloc.workloads.tasks import expand_tasks
@@ -98,3 +99,32 @@ def test_workload_report_writes_the_table(tmp_path, capsys):
     assert "| lim2024_mixed | 1 |" in text and "| mixed | mixed |" in text and "capacity bound" in text
     row = next(line for line in text.splitlines() if line.startswith("| mixed | mixed |"))
     assert row.count("**") == 2 and row.count("[") == 6  # one rule in bold; five rules + bound with CIs
+
+
+def test_adversarial_hidden_rewards_memory_not_a_fixed_rule():
+    """experiment=adversarial_hidden: no fixed rule survives more than its third of the trials in any episode,
+    while a policy that keeps a rule until it dies and then moves to the next survives every third episode:
+    the gain within a trial is there for an agent that remembers, and only for it."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=adversarial_hidden"])
+    validate(cfg)
+    env = alloc_config(cfg.env, cfg.suite.train)
+    assert env.heuristics == ("best", "worst", "first") and not env.bitmap and env.trial_episodes == 3
+    full = 0.1 * env.max_allocs
+    B = 90
+
+    def eliminator(obs, info):  # obs ends with (previous reward, episode-start flag)
+        lost = (obs[:, -1] > 0) & (obs[:, -2] == 0) & ~info["trial_start"]
+        state["rule"] = torch.where(info["trial_start"], torch.arange(B) % 3, (state["rule"] + lost.long()) % 3)
+        return state["rule"]
+
+    for tasks in (cfg.suite.train, cfg.suite.heldout.blind4):
+        state = {"rule": torch.zeros(B, dtype=torch.long)}
+        res = run_episodes(AllocCore(B, alloc_config(cfg.env, tasks)), eliminator, seed=7, k=3)
+        survived = torch.as_tensor(res["return"]) >= full - 1e-9
+        assert survived[:, 2].all(), "the third rule tried must be the survivor"
+        assert 0.2 < survived[:, 0].float().mean() < 0.5 < survived[:, 1].float().mean() < 0.85
+        for rule in range(3):
+            fixed = run_episodes(AllocCore(B, alloc_config(cfg.env, tasks)), lambda o, i, r=rule: torch.full((B,), r),
+                                 seed=7, k=3)
+            assert ((torch.as_tensor(fixed["return"]) >= full - 1e-9).float().mean(0) < 0.5).all()

@@ -11,6 +11,11 @@ the same device can also drive it directly. Step semantics follow Lim & Maddukur
   (the return is then exactly 0.1 x successful allocations);
 * terminated when the next allocation request fits in no free run; truncated once ``max_allocs``
   (default 2 N) allocations have succeeded.
+* ``skip_forced`` (heuristic action space): after the agent's placement the env itself places every request
+  on which all rules of the action set choose the same address, and the step's reward is the sum of what
+  those placements earn; the agent is asked only where its choice changes the heap (and at each episode's
+  first request). Placements and episode returns are those of the same policy without skipping; an
+  episode just has fewer steps (``info["episode"]["l"]`` counts the agent's decisions).
 
 Meta-RL trials (RL^2, REFERENCE.md §6): a trial is ``trial_episodes`` consecutive episodes of a heap, and a
 task distribution keeps its task for the whole trial. Every info carries ``trial_start`` (the returned
@@ -63,6 +68,7 @@ class AllocConfig:
     trial_episodes: int = 1  # K: episodes per meta-RL trial (a task distribution keeps its task for a trial)
     meta_obs: bool = False  # observe previous action (one-hot), previous reward, episode-start flag (RL^2)
     task_obs: bool = False  # observe the current task id (one-hot): an oracle, off for adaptive agents
+    skip_forced: bool = False  # heuristic space: the env places requests on which every rule agrees itself
 
     @classmethod
     def from_kwargs(cls, base: AllocConfig | None = None, **kwargs) -> AllocConfig:
@@ -101,6 +107,9 @@ class AllocConfig:
             bad("holes must be >= 1 for the hole action space")
         if not isinstance(self.trial_episodes, (int, np.integer)) or self.trial_episodes < 1:
             bad(f"trial_episodes must be an integer >= 1, got {self.trial_episodes!r}")
+        if self.skip_forced and self.action != "heuristic":
+            bad(f"skip_forced needs the heuristic action space (it skips requests on which every rule agrees), "
+                f"not {self.action!r}")
         if self.task_obs and self.n_tasks < 2:
             bad(f"task_obs needs a stream with several tasks (tasks or shift), not {self.stream!r}")
         if self.max_allocs is None:
@@ -261,28 +270,63 @@ class AllocCore:
         addr = st + ln - size if cfg.align == "end" else st
         return torch.where(valid, addr, -1), valid
 
+    def _place_and_advance(self, rows: torch.Tensor, addr: torch.Tensor) -> None:
+        """Place each row's pending request at ``addr`` and apply the stream's frees up to its next request."""
+        size = self.request[rows]
+        self.heaps._place(rows, addr, size)
+        self.freed[rows] = False
+        if self.cfg.history and rows.numel():
+            self.hist[rows] = torch.cat([size[:, None], self.hist[rows, :-1]], 1)
+        self._advance(rows)
+        if self.cfg.ideal:
+            self._compact_where_needed(rows)
+
+    def _placement_reward(self, rows: torch.Tensor, fits: torch.Tensor) -> torch.Tensor:
+        """What the latest placement of each row earns: ``alloc_reward``, or the terminal rule's value when
+        the next request fits nowhere (the episode ends on it)."""
+        alloc_r = self._alloc_r
+        last = {"lim": torch.where(self.freed[rows], alloc_r, 0.0), "zero": torch.zeros_like(alloc_r),
+                "alloc": alloc_r}[self.cfg.terminal_reward]
+        return torch.where(fits, alloc_r, last)
+
+    def _skip_forced(self, rows: torch.Tensor, reward: torch.Tensor, fits: torch.Tensor) -> bool:
+        """``skip_forced``: place, for the agent, every following request on which all rules of the action set
+        agree (a move with no choice in it), adding what each placement earns to this step's reward, until
+        a request where the rules part, the episode's end, or truncation. Returns whether anything was placed."""
+        cfg, placed = self.cfg, False
+        rows = rows[self.heaps.n_allocs[rows] < cfg.max_allocs]
+        while rows.numel():
+            runs = FreeRuns.of(self.heaps.occ[rows])
+            size, rover = self.request[rows], self.heaps.rover[rows]
+            addrs = [place_address(runs, size, rule, rover, cfg.align) for rule in cfg.heuristics]
+            same = torch.stack([a == addrs[0] for a in addrs[1:]]).all(0) if len(addrs) > 1 else \
+                torch.ones_like(size, dtype=torch.bool)
+            rows, at = rows[same], addrs[0][same]
+            if rows.numel() == 0:
+                break
+            self._place_and_advance(rows, at)
+            placed = True
+            f = FreeRuns.of(self.heaps.occ[rows]).largest() >= self.request[rows]
+            reward[rows] += self._placement_reward(rows, f)
+            fits[rows] = f
+            rows = rows[f & (self.heaps.n_allocs[rows] < cfg.max_allocs)]
+        return placed
+
     def step(self, action):
         if self.needs_reset.any():
             raise RuntimeError("step() called on an episode that has ended (or never started); call reset()")
         a = self.check_action(action)
-        size = self.request
         addr, valid = self.addresses(a)
         rows = valid.nonzero().squeeze(1)
-        self.heaps._place(rows, addr[rows], size[rows])
-        self.freed.zero_()
-        if self.cfg.history and rows.numel():
-            self.hist[rows] = torch.cat([size[rows, None], self.hist[rows, :-1]], 1)
-        self._advance(rows)
-        if self.cfg.ideal:
-            self._compact_where_needed(rows)
+        self._place_and_advance(rows, addr[rows])
         runs = FreeRuns.of(self.heaps.occ)
         fits = runs.largest() >= self.request
+        every = torch.arange(self.B, device=self.device)
+        reward = torch.where(valid, self._placement_reward(every, fits), self._invalid_r)
+        if self.cfg.skip_forced and self._skip_forced(rows[fits[rows]], reward, fits):
+            runs = FreeRuns.of(self.heaps.occ)
         terminated = valid & ~fits
         truncated = valid & fits & (self.heaps.n_allocs >= self.cfg.max_allocs)
-        alloc_r, invalid_r = self._alloc_r, self._invalid_r
-        last = {"lim": torch.where(self.freed, alloc_r, 0.0), "zero": torch.zeros_like(alloc_r),
-                "alloc": alloc_r}[self.cfg.terminal_reward]
-        reward = torch.where(valid, torch.where(terminated, last, alloc_r), invalid_r)
         self.ep_return += reward
         self.ep_len += 1
         self.runs = runs

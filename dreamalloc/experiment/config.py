@@ -40,6 +40,7 @@ class EnvConf:
     trial_episodes: int = 1  # K episodes per meta-RL trial in training (evaluation uses eval.episodes_per_trial)
     meta_obs: bool = False  # previous action / reward / episode-start flag in the observation (RL^2 agents)
     task_obs: bool = False  # the task id in the observation (an oracle; never for adaptive agents)
+    skip_forced: bool = False  # heuristic space: the env places requests on which every rule agrees itself
 
 
 @dataclass

@@ -28,6 +28,14 @@ draws, per (seed, episode), a script in four acts, then Lim's random stream (``R
 
 Sizes scale with N (candidate holes up to N/10 cells, test runs up to 3N/20, filler blocks N/64 to N/10);
 the smallest heap is 64 cells.
+
+``blind`` (a list of rules, or true for all five; k defaults to max(3, their number)): the layout above
+gives away part of the target (best's H_t is the smallest hole, first's is H_0, ...), so an agent can read
+the winner off the heap before the probe. A blind layout is drawn with every listed rule taking a candidate
+of its own (first H_0, second H_1, best the smallest, worst the largest, next the one its rover is placed
+before) and every P_i sized to make a test run e_i; only then is t the target's candidate. The requests up
+to the probe are the same whatever the target (same seed), so only the outcome of an episode (which rule
+died on a test) tells the target: the meta-RL setting where memory across episodes is the one way to gain.
 The guarantee holds for the default ``align="start"``: with ``align="end"`` the tiling fills the heap from
 the top, the layout is mirrored and the targeting does not hold.
 
@@ -89,24 +97,62 @@ def next_fit_pick(hole_end: list[int], rover: int) -> int:
     return next((i for i, end in enumerate(hole_end) if end > rover), 0)
 
 
-def adversarial_plan(rng: np.random.Generator, cells: int, target: str, holes: int | None = None) -> Plan:
-    """Draw the layout and script of one episode (see the module docstring for why each rule fails)."""
-    N = int(cells)
-    k = int(holes) if holes is not None else int(rng.choice(HOLES))
-    H, E = max(N // 10, k + 1), max(N // 20, k - 1)
-    by_rank = np.sort(rng.choice(np.arange(2, H + 1), size=k, replace=False))
+def _draw_target_hole(rng: np.random.Generator, k: int, target: str) -> tuple[int, int]:
+    """(t, size rank of H_t) for a layout that only ``target`` turns into a survivor."""
     if target in ("first", "second"):
-        t, rank = (0 if target == "first" else 1), int(rng.integers(1, k - 1))
+        return (0 if target == "first" else 1), int(rng.integers(1, k - 1))
+    t = int(rng.integers(2, k))
+    return t, {"next": int(rng.integers(1, k - 1)), "best": 0, "worst": k - 1}[target]
+
+
+def _draw_blind_ranks(rng: np.random.Generator, k: int, rules: tuple[str, ...]) -> tuple[list[int], int]:
+    """Size ranks of H_0 .. H_{k-1} under which every rule of ``rules`` takes a candidate of its own, and
+    the candidate next fit must take (-1 when next is not among them): first H_0, second H_1, best the
+    smallest, worst the largest, next one that none of the others takes (its rover is placed to match)."""
+    for _ in range(10_000):
+        ranks = [int(r) for r in rng.permutation(k)]
+        pick = {"first": 0, "second": 1, "best": ranks.index(0), "worst": ranks.index(k - 1)}
+        taken = [pick[r] for r in rules if r != "next"]
+        if len(set(taken)) < len(taken):
+            continue
+        nxt = -1
+        if "next" in rules:
+            free = [i for i in range(k) if i not in taken]
+            if not free:
+                continue
+            nxt = int(rng.choice(free))
+        return ranks, nxt
+    raise AssertionError(f"no blind layout for rules {rules} with {k} holes")  # excluded by validation
+
+
+def adversarial_plan(rng: np.random.Generator, cells: int, target: str, holes: int | None = None,
+                     blind: tuple[str, ...] | None = None) -> Plan:
+    """Draw the layout and script of one episode (see the module docstring for why each rule fails).
+
+    With ``blind`` (a tuple of rules that includes ``target``) the layout, probe and test sizes are drawn
+    before the target is looked at, so they tell nothing about it; the target only decides which runs the
+    frees after the probe open (and so which test sizes are asked).
+    """
+    N = int(cells)
+    k = int(holes) if holes is not None else (max(3, len(blind)) if blind else int(rng.choice(HOLES)))
+    H, E = max(N // 10, k + 1), max(N // 20, k if blind else k - 1)
+    by_rank = np.sort(rng.choice(np.arange(2, H + 1), size=k, replace=False))
+    next_hole = -1
+    if blind:
+        ranks, next_hole = _draw_blind_ranks(rng, k, blind)
     else:
-        t = int(rng.integers(2, k))
-        rank = {"next": int(rng.integers(1, k - 1)), "best": 0, "worst": k - 1}[target]
-    ranks = [int(r) for r in rng.permutation([r for r in range(k) if r != rank])]
-    ranks.insert(t, rank)
+        t, rank = _draw_target_hole(rng, k, target)
+        ranks = [int(r) for r in rng.permutation([r for r in range(k) if r != rank])]
+        ranks.insert(t, rank)
     h = [int(by_rank[r]) for r in ranks]
     s = int(rng.integers(1, min(h) + 1))
-    tested = [i for i in range(k) if i != t]
-    e = dict(zip(tested, (max(h) + 1 + rng.choice(E, size=k - 1, replace=False)).tolist(), strict=True))
-    p = [e[i] - h[i] if i != t else int(rng.integers(1, max(1, E // 2) + 1)) for i in range(k)]
+    if blind:
+        e_all = (max(h) + 1 + rng.choice(E, size=k, replace=False)).tolist()
+        p = [e_all[i] - h[i] for i in range(k)]
+    else:
+        tested = [i for i in range(k) if i != t]
+        e = dict(zip(tested, (max(h) + 1 + rng.choice(E, size=k - 1, replace=False)).tolist(), strict=True))
+        p = [e[i] - h[i] if i != t else int(rng.integers(1, max(1, E // 2) + 1)) for i in range(k)]
 
     # filler between the candidates: lead (may be empty), k - 1 inner gaps (>= 1), tail (>= N // 10)
     tail_min = max(1, N // 10)
@@ -152,11 +198,18 @@ def adversarial_plan(rng: np.random.Generator, cells: int, target: str, holes: i
     hole_end = [hole_start[i] + h[i] for i in range(k)]
 
     # next fit's rover: the end of a filler or P block, chosen so that next fit picks H_t iff it is the target
-    want = target == "next"
-    cands = [j for j, (kind, _, _) in enumerate(pieces) if kind in ("fill", "p")
-             and (next_fit_pick(hole_end, start[j + 1] % N) == t) == want]
+    # (blind: so that it picks its own candidate, or anywhere when next is not among the rules)
+    ends = [j for j, (kind, _, _) in enumerate(pieces) if kind in ("fill", "p")]
+    if blind:
+        cands = [j for j in ends if next_hole < 0 or next_fit_pick(hole_end, start[j + 1] % N) == next_hole]
+    else:
+        want = target == "next"
+        cands = [j for j in ends if (next_fit_pick(hole_end, start[j + 1] % N) == t) == want]
     rp = int(rng.choice(cands))
     rover = start[rp + 1] % N
+    if blind:  # only now does the target enter: the candidate its rule takes is the one left closed
+        t = {"first": 0, "second": 1, "best": h.index(min(h)), "worst": h.index(max(h)), "next": next_hole}[target]
+        e = {i: e_all[i] for i in range(k) if i != t}
 
     script: Script = [(S_ALLOC, sz) for _, sz, _ in pieces]
     seq = list(range(len(pieces)))  # allocation number of each piece's current block
@@ -179,6 +232,25 @@ def adversarial_script(rng: np.random.Generator, cells: int, target: str, holes:
     return adversarial_plan(rng, cells, target, holes).script
 
 
+def _blind_rules(name: str, blind, target: str, holes: int | None) -> tuple[str, ...] | None:
+    """``blind`` as a tuple of rules (true: all five; false: None), checked against target and holes."""
+    if blind is False or blind is None:
+        return None
+    rules = RULES if blind is True else blind
+    listed = isinstance(rules, (list, tuple)) and not isinstance(rules, str)
+    if not listed or not rules or any(r not in RULES for r in rules):
+        raise ValueError(f"{name}: blind must be true, false or a list of placement rules among "
+                         f"{', '.join(RULES)} (each takes a candidate hole of its own); got {blind!r}")
+    rules = tuple(dict.fromkeys(rules))
+    if target not in rules:
+        raise ValueError(f"{name}: the target {target!r} must be one of the blind rules {list(rules)}")
+    if len(rules) > max(HOLES):
+        raise AssertionError("more rules than candidate holes")  # RULES has five, HOLES goes to five
+    if holes is not None and holes < len(rules):
+        raise ValueError(f"{name}: holes={holes} is too few for {len(rules)} blind rules (one candidate each)")
+    return rules
+
+
 class AdversarialStream(ScriptedStream):
     """A sequence only ``target`` survives, then the random stream (``free_prob``, ``size_min``, ``size_max``)."""
 
@@ -186,7 +258,7 @@ class AdversarialStream(ScriptedStream):
     SALT = 17
 
     def __init__(self, batch, cells, device="cpu", target: str | None = None, holes: int | None = None,
-                 **random_kwargs):
+                 blind=False, **random_kwargs):
         if target not in RULES:
             raise ValueError(f"{self.NAME}: target must name the rule that alone survives, one of "
                              f"{', '.join(RULES)}; got {target!r}")
@@ -195,11 +267,12 @@ class AdversarialStream(ScriptedStream):
         if holes is not None and (isinstance(holes, bool) or holes not in HOLES):
             raise ValueError(f"{self.NAME}: holes (candidate holes of the probe) must be one of {HOLES} or "
                              f"None (drawn per episode), got {holes!r}")
+        self.blind = _blind_rules(self.NAME, blind, target, holes)
         self.target, self.holes = target, holes
         super().__init__(batch, cells, device, then=RandomStream(batch, cells, device, **random_kwargs))
 
     def plan(self, rng: np.random.Generator) -> Plan:
-        return adversarial_plan(rng, self.cells, self.target, self.holes)
+        return adversarial_plan(rng, self.cells, self.target, self.holes, self.blind)
 
     def script(self, rng):
         return self.plan(rng).script
