@@ -114,12 +114,15 @@ def test_adversarial_hidden_rewards_memory_not_a_fixed_rule():
     B = 90
 
     def eliminator(obs, info):  # obs ends with (previous reward, episode-start flag)
-        lost = (obs[:, -1] > 0) & (obs[:, -2] == 0) & ~info["trial_start"]
+        ret = state["ret"] + obs[:, -2]  # the previous reward belongs to the episode just played
+        start = obs[:, -1] > 0
+        lost = start & (ret < full - 0.05) & ~info["trial_start"]  # float32 sums: half a reward unit
+        state["ret"] = torch.where(start, torch.zeros_like(ret), ret)
         state["rule"] = torch.where(info["trial_start"], torch.arange(B) % 3, (state["rule"] + lost.long()) % 3)
         return state["rule"]
 
     for tasks in (cfg.suite.train, cfg.suite.heldout.blind4):
-        state = {"rule": torch.zeros(B, dtype=torch.long)}
+        state = {"rule": torch.zeros(B, dtype=torch.long), "ret": torch.zeros(B)}
         res = run_episodes(AllocCore(B, alloc_config(cfg.env, tasks)), eliminator, seed=7, k=3)
         survived = torch.as_tensor(res["return"]) >= full - 1e-9
         assert survived[:, 2].all(), "the third rule tried must be the survivor"
