@@ -6,7 +6,8 @@
 #   python scripts/compare.py outputs/redovian2025/standard --markdown   (and .../adaptive)
 #   outputs/redovian2025/forgetting/AGENT_sS/forgetting.json             (the drop on A per run)
 # STEPS is the budget of one phase: the forgetting protocol trains STEPS on A, then STEPS on B, with the
-# learning-rate schedules stretched over both (agent.total_steps = 2 x STEPS).
+# learning-rate schedules stretched over both (agent.total_steps = 2 x STEPS). OUT=DIR writes elsewhere
+# (default outputs/redovian2025), PY=python picks the interpreter.
 set -u
 STEPS=${1:-500000}
 SEEDS_STD=${2:-"0 1 2"}
