@@ -1,8 +1,13 @@
 """What a load-balancing env is built from: the servers, the episode, the job law and its shifts.
 
 Defaults are Park's ``load_balance`` (REFERENCE.md §3): 10 servers with service rates 0.15, 0.25, ..., 1.05,
-1,000 jobs per episode, Pareto(1.5) job sizes with minimum 100, exponential inter-arrival times of mean 55,
-observations clipped at 5e5. Everything a distribution shift needs is a parameter: the servers (env level,
+1,000 jobs per episode, Pareto(1.5) job sizes with minimum 100 capped at 10,000, exponential inter-arrival
+times of mean 55, observations clipped at 5e5. The cap is Park's: its ``job_generator.py`` (the version the
+reference figures of REFERENCE.md §3 were measured on) clips sizes at 100 x the Pareto scale. It matters
+because Pareto(1.5) has infinite variance: uncapped, mean job times run 6-40 % above Park's figures; capped
+they land within 10 % (docs/results.md). ``size_max: 0`` gives the uncapped law.
+
+Everything a distribution shift needs is a parameter: the servers (env level,
 it changes the observation), and per task the job law, with ``phases`` that change it inside an episode.
 
 A task is ``{name, stream: jobs, params, weight}`` (the allocator's task schema, so ``ranges`` / ``choices``
@@ -11,7 +16,8 @@ A task is ``{name, stream: jobs, params, weight}`` (the allocator's task schema,
 * ``job_interval``: mean of the exponential inter-arrival time (time units; the draw is truncated to int);
 * ``size_dist``: ``pareto`` (minimum ``size_scale``, tail index ``size_shape``: Park's law),
   ``exponential`` (mean ``size_scale``), ``lognormal`` (median ``size_scale``, sigma ``size_shape``) or
-  ``constant`` (``size_scale``); sizes are truncated to int, at least 1 and at most ``size_max`` (0: no cap);
+  ``constant`` (``size_scale``); sizes are truncated to int, at least 1 and at most ``size_max`` (default
+  10,000, Park's cap; 0: no cap);
 * ``phases``: a list of ``{at: JOB_INDEX, ...params}``: from job ``at`` on, those params replace the earlier
   ones (an in-episode shift: e.g. the arrival rate doubles halfway through).
 """
@@ -26,7 +32,9 @@ import numpy as np
 from dreamalloc.workloads.tasks import expand_tasks
 
 SIZE_DISTS = ("pareto", "exponential", "lognormal", "constant")
-JOB_LAW = {"job_interval": 55.0, "size_dist": "pareto", "size_shape": 1.5, "size_scale": 100.0, "size_max": 0}
+PARK_SIZE_MAX = 10000  # Park's job_generator: sizes above 100 x size_scale are clipped to it
+JOB_LAW = {"job_interval": 55.0, "size_dist": "pareto", "size_shape": 1.5, "size_scale": 100.0,
+           "size_max": PARK_SIZE_MAX}
 TASK_PARAMS = (*JOB_LAW, "phases")
 PARK_TASK = {"name": "park", "stream": "jobs", "params": {}}
 
@@ -174,4 +182,4 @@ class LoadBalanceConfig:
         return np.asarray(lo, np.float32), np.asarray(hi, np.float32)
 
 
-__all__ = ["JOB_LAW", "PARK_TASK", "SIZE_DISTS", "LoadBalanceConfig", "job_phases", "park_rates"]
+__all__ = ["JOB_LAW", "PARK_SIZE_MAX", "PARK_TASK", "SIZE_DISTS", "LoadBalanceConfig", "job_phases", "park_rates"]
