@@ -7,6 +7,7 @@ per rule. Also the Park check of REFERENCE.md section 3 (mean job time on Park's
     python scripts/lb_heuristics.py --experiment redovian2025_standard
     python scripts/lb_heuristics.py --experiment redovian2025_adaptive
     python scripts/lb_heuristics.py --park 1000 --seed 0      # Park's env, 1,000 episodes of seeds 0..999
+    python scripts/lb_heuristics.py --park 1000 --size-max 0  # the same without Park's 10,000 size cap
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dreamalloc.agents.dispatch import DISPATCH_RULES  # noqa: E402
-from dreamalloc.envs.load_balance import LoadBalanceConfig  # noqa: E402
+from dreamalloc.envs.load_balance import PARK_SIZE_MAX, PARK_TASK, LoadBalanceConfig  # noqa: E402
 from dreamalloc.envs.load_balance.rollout import dispatch_returns, no_wait_bound  # noqa: E402
 from dreamalloc.report.stats import mean_ci  # noqa: E402
 
@@ -32,9 +33,10 @@ def fmt(ci) -> str:
     return f"{ci[0]:,.2f} [{ci[1]:,.2f}, {ci[2]:,.2f}]"
 
 
-def park(episodes: int, seed: int) -> None:
-    cfg = LoadBalanceConfig().validate()
-    print(f"Park's defaults, {episodes} episodes (stream seeds {seed}..{seed + episodes - 1})\n")
+def park(episodes: int, seed: int, size_max: int = PARK_SIZE_MAX) -> None:
+    cfg = LoadBalanceConfig(tasks=[{**PARK_TASK, "params": {"size_max": size_max}}]).validate()
+    cap = f"sizes capped at {size_max:,}" if size_max else "sizes uncapped"
+    print(f"Park's defaults ({cap}), {episodes} episodes (stream seeds {seed}..{seed + episodes - 1})\n")
     print("| rule | mean job time [95 % t-CI over episodes] | median over episodes | Park's code | ours / Park |")
     print("|---|---:|---:|---:|---:|")
     for rule in DISPATCH_RULES:
@@ -80,12 +82,16 @@ def main(argv=None) -> int:
     p.add_argument("--experiment", help="a load-balance experiment preset (conf/experiment)")
     p.add_argument("--park", type=int, default=0, metavar="EPISODES", help="Park's defaults, this many episodes")
     p.add_argument("--seed", type=int, default=0, help="first stream seed of --park")
+    p.add_argument("--size-max", type=int, default=PARK_SIZE_MAX,
+                   help=f"job size cap of --park (default {PARK_SIZE_MAX:,}, Park's; 0: uncapped)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     if not args.experiment and not args.park:
         p.error("give --experiment NAME or --park EPISODES")
+    if args.size_max < 0:
+        p.error(f"--size-max must be >= 0 (0: uncapped), got {args.size_max}")
     if args.park:
-        park(args.park, args.seed)
+        park(args.park, args.seed, args.size_max)
     if args.experiment:
         experiment(args.experiment)
     return 0

@@ -4,10 +4,16 @@
 vectorization_mode="vector_entry_point")`` the native batched one; agents drive ``LoadBalanceCore``.
 """
 
-from dreamalloc.envs.load_balance.config import (JOB_LAW, PARK_SIZE_MAX, PARK_TASK, SIZE_DISTS,
-                                                LoadBalanceConfig, park_rates)
+from dreamalloc.envs.load_balance.config import (
+    JOB_LAW,
+    PARK_SIZE_MAX,
+    PARK_TASK,
+    SIZE_DISTS,
+    LoadBalanceConfig,
+    park_rates,
+)
 from dreamalloc.envs.load_balance.core import LoadBalanceCore
 from dreamalloc.envs.load_balance.gym_env import LoadBalanceEnv, LoadBalanceVectorEnv
 
-__all__ = ["JOB_LAW", "PARK_SIZE_MAX", "PARK_TASK", "SIZE_DISTS", "LoadBalanceConfig", "LoadBalanceCore", "LoadBalanceEnv",
-           "LoadBalanceVectorEnv", "park_rates"]
+__all__ = ["JOB_LAW", "PARK_SIZE_MAX", "PARK_TASK", "SIZE_DISTS", "LoadBalanceConfig", "LoadBalanceCore",
+           "LoadBalanceEnv", "LoadBalanceVectorEnv", "park_rates"]

@@ -7,8 +7,8 @@ reference figures of REFERENCE.md §3 were measured on) clips sizes at 100 x the
 because Pareto(1.5) has infinite variance: uncapped, mean job times run 6-40 % above Park's figures; capped
 they land within 10 % (docs/results.md). ``size_max: 0`` gives the uncapped law.
 
-Everything a distribution shift needs is a parameter: the servers (env level,
-it changes the observation), and per task the job law, with ``phases`` that change it inside an episode.
+Everything a distribution shift needs is a parameter: the servers (env level, it changes the observation),
+and per task the job law, with ``phases`` that change it inside an episode.
 
 A task is ``{name, stream: jobs, params, weight}`` (the allocator's task schema, so ``ranges`` / ``choices``
 / ``samples`` expand task distributions the same way, ``workloads.tasks.expand_tasks``). Its params:
