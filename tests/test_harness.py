@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -159,12 +158,11 @@ def test_resume_continues_like_an_uninterrupted_run(tmp_path):
     full = train(cfg_of(QUICK + ["steps=2048", "logger.every=256"], tmp_path / "full"))
     part = cfg_of(QUICK + ["steps=1024", "logger.every=256"], tmp_path / "part")
     train(part)
-    ck = load_checkpoint(latest_checkpoint(tmp_path / "part" / "ckpt" / "heuristic_lim2024_s0"))
-    ck["config"]["steps"] = 2048
-    torch.save(ck, latest_checkpoint(tmp_path / "part" / "ckpt" / "heuristic_lim2024_s0"))
-    res = cfg_of(QUICK + [f"resume={tmp_path / 'part' / 'ckpt' / 'heuristic_lim2024_s0'}"], tmp_path / "part")
-    out = train(res)
+    more = [f"resume={tmp_path / 'part' / 'ckpt' / 'heuristic_lim2024_s0'}", "steps=2048", "logger.every=256"]
+    out = train(cfg_of(QUICK + more, tmp_path / "part"), overrides=QUICK + more)
     assert out["step"] == full["step"] == 2048 and out["episodes"] == full["episodes"]
+    same = (tmp_path / "full" / "run" / "metrics.jsonl").read_bytes()
+    assert (tmp_path / "part" / "run" / "metrics.jsonl").read_bytes() == same  # one run, as if never stopped
 
 
 # --- sweeps --------------------------------------------------------------------------------------------
@@ -227,10 +225,9 @@ def test_checkpoint_of_another_agent_and_suite_loads_without_naming_them(tmp_pat
     res = json.loads((tmp_path / "ev" / "eval" / "results.json").read_text())
     assert res["method"].startswith("ppo") and res["suite"] == "lim2024_mixed" and res["step"] == 128
     path = latest_checkpoint(ck)
-    payload = load_checkpoint(path)
-    payload["config"]["steps"] = payload["config"]["agent"]["total_steps"] = 192
-    torch.save(payload, path)
-    out = train(cfg_of(QUICK + [f"resume={path}"], tmp_path))
+    more = [f"resume={path}", "agent=ppo", "agent.n_steps=8", "agent.batch_size=32", "steps=192",
+            "agent.total_steps=192"]
+    out = train(cfg_of(QUICK + more, tmp_path), overrides=QUICK + more)
     assert out["step"] == 192
     resumed = load_checkpoint(latest_checkpoint(ck))
     assert resumed["config"]["agent"]["name"] == "ppo" and resumed["config"]["suite"]["name"] == "lim2024_mixed"

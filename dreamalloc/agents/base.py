@@ -21,8 +21,23 @@ class NonFiniteLossError(FloatingPointError):
     agent still holds its last good state, so the caller can save a checkpoint and stop."""
 
 
+def nonfinite_parameter(agent: Agent) -> str | None:
+    """The name (``module.param``) of the first NaN / infinite parameter of the agent's networks, or None.
+
+    The networks are the ``torch.nn.Module`` attributes of the agent; one device sync for all of them."""
+    named = [(f"{attr}.{p_name}", p) for attr, m in vars(agent).items() if isinstance(m, torch.nn.Module)
+             for p_name, p in m.named_parameters()]
+    if not named:
+        return None
+    ok = torch.stack([torch.isfinite(p).all() for _, p in named])
+    if bool(ok.all()):
+        return None
+    return named[int((~ok).nonzero()[0])][0]
+
+
 class Agent(ABC):
     name: ClassVar[str]
+    n_updates: int = 0  # learning agents count their updates; the harness checks parameters when it changes
     Config: ClassVar[type]  # dataclass of the agent's hyperparameters (its Hydra schema, with a ``name`` field)
     learns: ClassVar[bool] = False
     multi_discrete: ClassVar[bool] = False  # takes n_actions as a tuple (MultiDiscrete nvec)

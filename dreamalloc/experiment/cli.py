@@ -10,14 +10,28 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from dreamalloc.agents.base import NonFiniteLossError
-from dreamalloc.experiment.checkpoint import CheckpointError, check_meta, latest_checkpoint, load_checkpoint
-from dreamalloc.experiment.config import make_core, register_configs, validate, with_nodes
+from dreamalloc.experiment.checkpoint import (
+    CheckpointError,
+    check_meta,
+    config_differences,
+    load_checkpoint,
+    newest_readable,
+)
+from dreamalloc.experiment.config import from_container, make_core, register_configs, validate, with_nodes
 from dreamalloc.experiment.evaluation import evaluate_suite
 from dreamalloc.experiment.logging import Logger
 from dreamalloc.experiment.seeding import seed_everything, select_device
-from dreamalloc.experiment.training import build_agent, method_name, run_name, train
+from dreamalloc.experiment.training import (
+    TrainingError,
+    build_agent,
+    method_name,
+    override_keys,
+    run_name,
+    task_overrides,
+    train,
+)
 
-USER_ERRORS = (ValueError, FileNotFoundError, CheckpointError, KeyError, NonFiniteLossError)
+USER_ERRORS = (ValueError, OSError, CheckpointError, KeyError, NonFiniteLossError, TrainingError)
 
 register_configs()
 
@@ -46,6 +60,26 @@ def _overridden(name: str) -> bool:
         return False
 
 
+def _trained_config(ckpt: Path, payload: dict, cfg: DictConfig) -> DictConfig:
+    """The checkpoint's config, checked against the schemas; an env / agent / seed override on the command line
+    that differs from it is refused (the agent is evaluated as it was trained), naming every such key."""
+    stored = payload.get("config")
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"checkpoint {ckpt} records no config")
+    try:
+        trained = from_container(stored)
+    except Exception as e:  # OmegaConf's errors name the key
+        raise CheckpointError(f"checkpoint {ckpt}: its stored config does not fit this dreamalloc's schema: "
+                              f"{e}") from e
+    keys = [k for k in override_keys(task_overrides()) if k.split(".")[0] in ("env", "agent", "seed")]
+    problems = config_differences(stored, OmegaConf.to_container(cfg, resolve=True), keys)
+    if problems:
+        raise CheckpointError(f"checkpoint {ckpt}: the command line asks for another env or agent than the one it "
+                              "was trained with: " + "; ".join(problems) + ". Drop these overrides (the env, agent "
+                              "and seed come from the checkpoint; suite=, eval.*, logger.* may be given)")
+    return trained
+
+
 def evaluate_main(cfg: DictConfig) -> float | None:
     from dreamalloc.experiment.reporting import print_results, write_evaluation
 
@@ -53,11 +87,12 @@ def evaluate_main(cfg: DictConfig) -> float | None:
         payload, step = None, 0
         if cfg.checkpoint:
             p = Path(cfg.checkpoint)
-            ckpt = latest_checkpoint(p) if p.is_dir() else p
-            if ckpt is None:
-                raise FileNotFoundError(f"checkpoint={cfg.checkpoint}: no ckpt_*.pt file in that folder")
-            payload = load_checkpoint(ckpt)
-            trained = OmegaConf.create(payload["config"])
+            found = newest_readable(p, warn=lambda m: print(m, file=sys.stderr)) if p.is_dir() else \
+                (p, load_checkpoint(p))
+            if found is None:
+                raise FileNotFoundError(f"checkpoint={cfg.checkpoint}: no ckpt_*.safetensors file in that folder")
+            ckpt, payload = found
+            trained = _trained_config(ckpt, payload, cfg)
             # the agent and its env come from the checkpoint; the suite too unless given on the command line
             keep_suite = cfg.suite if _overridden("suite") else trained.suite
             cfg = with_nodes(cfg, {"env": trained.env, "agent": trained.agent, "seed": trained.seed,

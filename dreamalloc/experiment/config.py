@@ -117,9 +117,10 @@ class Config:
     device: str = "auto"  # auto | cpu | cuda
     run_name: str | None = None  # default: {agent}_{suite}_s{seed}
     run_dir: str = "${hydra:runtime.output_dir}"
-    checkpoint_dir: str = "checkpoints"  # checkpoints of a run go to {checkpoint_dir}/{run_name}
+    checkpoint_dir: str = "checkpoints"  # a run's checkpoints go to {checkpoint_dir}/{run name} (its own folder)
     checkpoint_every: int = 0  # env steps between checkpoints (0: only at the end)
-    keep_checkpoints: int = 3
+    keep_checkpoints: int = 3  # newest checkpoints of this run kept (0: keep all); the final one is never pruned
+    on_nonfinite: str = "stop"  # a NaN / inf loss: stop (saving the last good state) | skip (that update)
     save_replay: bool = True  # include the replay buffer of agents that have one
     resume: Any = False  # false | true (the latest checkpoint of run_name) | PATH (a run or checkpoint dir)
     progress: str = "auto"  # auto (when stderr is a terminal) | on | off
@@ -128,7 +129,8 @@ class Config:
 
 
 CHOICES = {"logger.mode": ("offline", "online", "disabled"), "progress": ("auto", "on", "off"),
-           "protocol": ("standard", "adaptive", "forgetting")}  # env.kind (absent: alloc) is checked by env_config
+           "protocol": ("standard", "adaptive", "forgetting"),
+           "on_nonfinite": ("stop", "skip")}  # env.kind (absent: alloc) is checked by env_config
 
 
 def register_configs() -> None:
@@ -161,6 +163,31 @@ def with_nodes(cfg: DictConfig, nodes: dict) -> DictConfig:
     return out
 
 
+def from_container(config: dict) -> DictConfig:
+    """A typed config from a plain (resolved) one, e.g. a checkpoint's: every node is merged onto its schema
+    (the env's by ``env.kind``, the agent's by ``agent.name``), so an unknown key or a wrongly typed value
+    raises OmegaConf's error naming the key, and keys added to a schema since get their defaults."""
+    from dreamalloc.agents import agent_classes
+
+    config = dict(config)
+    env, agent, suite = config.pop("env", None), config.pop("agent", None), config.pop("suite", None)
+    if not isinstance(env, dict) or not isinstance(agent, dict) or not isinstance(suite, dict):
+        raise ValueError("a config needs env, agent and suite sections")
+    kinds = {"alloc": EnvConf, "load_balance": LoadBalanceEnvConf}
+    kind = env.get("kind", "alloc")
+    if kind not in kinds:
+        raise ValueError(f"env.kind={kind!r}; choose one of {', '.join(kinds)}")
+    agents = agent_classes()
+    if agent.get("name") not in agents:
+        raise ValueError(f"agent.name={agent.get('name')!r}; choose one of {', '.join(sorted(agents))}")
+    out = OmegaConf.merge(OmegaConf.structured(Config), config)
+    out.env = OmegaConf.merge(OmegaConf.structured(kinds[kind]), env)
+    out.agent = OmegaConf.merge(OmegaConf.structured(agents[agent["name"]].Config), agent)
+    out.suite = OmegaConf.merge(OmegaConf.structured(SuiteConf), suite)
+    OmegaConf.set_struct(out, True)
+    return out
+
+
 def validate(cfg: DictConfig) -> None:
     """Checks that a schema cannot express: closed sets of choices and budgets."""
     for key, allowed in CHOICES.items():
@@ -170,7 +197,7 @@ def validate(cfg: DictConfig) -> None:
     for key in ("steps", "eval.trials", "eval.episodes_per_trial", "env.num_envs"):
         if OmegaConf.select(cfg, key) < 1:
             raise ValueError(f"config error: {key} must be >= 1, got {OmegaConf.select(cfg, key)}")
-    for key in ("eval.every", "checkpoint_every", "logger.every"):
+    for key in ("eval.every", "checkpoint_every", "logger.every", "keep_checkpoints"):
         if OmegaConf.select(cfg, key) < 0:
             raise ValueError(f"config error: {key} must be >= 0, got {OmegaConf.select(cfg, key)}")
     if not cfg.suite.train:

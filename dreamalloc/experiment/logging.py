@@ -9,7 +9,10 @@ Files written under ``run_dir``::
 
     metrics.jsonl   one {"step": ..., <metrics>} object per ``log`` call (appended). No wall-clock time in it,
                     so two runs with the same seed write identical files; W&B keeps its own timestamps.
-    run_info.json   config, git commit / dirty flag, package versions, hostname, W&B run id
+                    A resumed run first cuts it back to the lines its checkpoint had seen
+                    (``resume_lines``); the cut lines go to metrics.discarded.jsonl.
+    run_info.json   config, git commit / dirty flag, package versions, hostname, W&B run id; ``invocations``
+                    lists every start of the run (a resume keeps the original command and start time)
     summary.json    merged ``log_summary`` values
     tables/*.csv    ``log_table`` tables
     wandb/          W&B's own run folder (offline / online modes only)
@@ -18,6 +21,7 @@ Files written under ``run_dir``::
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import math
@@ -51,7 +55,8 @@ class Logger:
 
     def __init__(self, run_dir: str | Path, config: dict, mode: str = "offline", project: str = "dreamalloc",
                  entity: str | None = None, name: str | None = None, group: str | None = None,
-                 tags: list[str] | tuple = (), resume_id: str | None = None):
+                 tags: list[str] | tuple = (), resume_id: str | None = None, resume_lines: int | None = None,
+                 resume_step: int | None = None):
         if mode not in MODES:
             raise ValueError(f"unknown W&B logging mode {mode!r}; choose one of {', '.join(MODES)}")
         if not isinstance(config, Mapping):
@@ -76,9 +81,22 @@ class Logger:
         run_info = {"config": config, **info, "wandb": {
             "mode": mode, "run_id": self.wandb_run_id, "project": project, "entity": entity,
             "name": name, "group": group, "tags": list(tags), "resumed_from": resume_id}}
+        invocation = {k: info[k] for k in ("command", "start_time", "git_commit", "git_dirty", "hostname")}
+        earlier = load_run_info(self.run_dir) if resume_step is not None else None
+        if earlier is not None:  # a resumed run keeps the original start and command, and adds this invocation
+            run_info.update({k: earlier[k] for k in ("command", "start_time", "git_commit", "git_dirty")
+                             if k in earlier})
+            history = earlier.get("invocations") or [{k: earlier.get(k) for k in invocation}]
+            run_info["invocations"] = [*history, {**invocation, "resumed_at_step": int(resume_step)}]
+        else:
+            run_info["invocations"] = [invocation]
         _atomic_write_text(self.run_dir / "run_info.json", json.dumps(run_info, indent=2, allow_nan=False) + "\n")
-        # Line-buffering is not enough for a crash mid-write; we flush explicitly after every line.
-        self._jsonl = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")
+        path = self.run_dir / "metrics.jsonl"
+        if resume_lines is not None:
+            _truncate_replayed(path, int(resume_lines))
+        # One os.write per line on an unbuffered descriptor: a failed write is cut back, never left torn.
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.lines = _count_lines(path)
 
     @property
     def wandb_run_id(self) -> str | None:
@@ -98,8 +116,17 @@ class Logger:
                 raise ValueError(f"metric name {key!r} is reserved by the JSONL format; rename the metric")
         values = {str(k): _scalar(v, k) for k, v in metrics.items()}
         line = {"step": step, **values}
-        self._jsonl.write(json.dumps(_finite_or_none(line), allow_nan=False) + "\n")
-        self._jsonl.flush()
+        data = (json.dumps(_finite_or_none(line), allow_nan=False) + "\n").encode("utf-8")
+        end = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            written = os.write(self._fd, data)
+            if written != len(data):
+                raise OSError(errno.ENOSPC, "short write")
+        except OSError as e:
+            os.ftruncate(self._fd, end)  # no torn line: the file ends with the last complete record
+            raise OSError(e.errno, f"could not append to {self.run_dir / 'metrics.jsonl'}: "
+                                   f"{e.strerror or e}") from e
+        self.lines += 1
         if self._run is not None:
             self._run.log(values, step=step)
 
@@ -158,7 +185,7 @@ class Logger:
         if self._closed:
             return
         self._closed = True
-        self._jsonl.close()
+        os.close(self._fd)
         if self._run is not None:
             self._run.finish(exit_code=exit_code)
 
@@ -195,6 +222,36 @@ def read_jsonl(path: str | Path) -> list[dict]:
                 break
             raise ValueError(f"{path}: line {i + 1} is not valid JSON: {line[:80]!r}") from None
     return records
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+
+
+def _truncate_replayed(path: Path, keep: int) -> None:
+    """Keep the first ``keep`` lines of ``path`` (what the checkpoint a run resumes from had seen); the lines a
+    killed run wrote after it are moved to ``metrics.discarded.jsonl`` (appended), since they are replayed."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    lines = data.splitlines(keepends=True)
+    if len(lines) <= keep and data.endswith(b"\n"):
+        return
+    kept, dropped = b"".join(lines[:keep]), b"".join(lines[keep:])
+    if dropped:
+        with open(path.with_name("metrics.discarded.jsonl"), "ab") as f:
+            f.write(dropped if dropped.endswith(b"\n") else dropped + b"\n")
+    _atomic_write_bytes(path, kept)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_run_info(run_dir: str | Path) -> dict | None:

@@ -1,13 +1,23 @@
 """The training loop shared by every method: env steps, periodic evaluation, logging, checkpoints, resume.
 
 A checkpoint holds the resolved config, counters, all RNG states, the env core's state (heaps, streams,
-episode counters) and the agent's state, so ``resume`` continues a killed run where its last checkpoint
-left it, with the original config.
+episode counters), the agent's state and the loop's own state (the rolling return window, the next log /
+evaluation / checkpoint steps, how many metric lines were written), so ``resume`` continues a killed run where
+its last checkpoint left it and writes the same ``metrics.jsonl`` as an uninterrupted run.
+
+Every run owns its checkpoint folder, ``{checkpoint_dir}/{run_name}``: the run name is
+``{agent}_{suite}_s{seed}`` followed by the command-line overrides that make it a different run (so the points
+of a sweep never share a folder), and a fresh run never writes into a folder that holds another run's
+checkpoints (it takes ``NAME_v2``, ``NAME_v3``, ... instead). Pruning deletes only files this run wrote and
+never the one it just saved.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+import signal
 import sys
 import time
 from collections import deque
@@ -20,26 +30,72 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from dreamalloc.agents import make_agent
-from dreamalloc.agents.base import NonFiniteLossError
+from dreamalloc.agents.base import NonFiniteLossError, nonfinite_parameter
 from dreamalloc.envs.core import AllocCore
 from dreamalloc.experiment.checkpoint import (
+    CheckpointError,
     check_meta,
+    check_writable,
     checkpoint_path,
-    latest_checkpoint,
-    load_checkpoint,
+    config_differences,
+    list_checkpoints,
+    newest_readable,
     prune_checkpoints,
     save_checkpoint,
 )
-from dreamalloc.experiment.config import make_core, validate, with_nodes
+from dreamalloc.experiment.config import from_container, make_core, validate
 from dreamalloc.experiment.evaluation import evaluate_suite, summary
 from dreamalloc.experiment.logging import Logger
 from dreamalloc.experiment.seeding import rng_state, seed_everything, select_device, set_rng_state
 
 TRAIN_SEED_STRIDE = 100_003  # heap b of a run with seed s trains on stream seed s * stride + b
+# Keys a resumed run may change (each change is printed); any other difference from the checkpoint is refused.
+RESUME_SAFE = ("steps", "agent.total_steps", "logger", "eval", "progress", "device", "checkpoint_every",
+               "keep_checkpoints", "save_replay", "on_nonfinite", "resume", "run_dir", "checkpoint_dir",
+               "run_name", "hydra")
+# Overrides that do not make a run different enough to need its own checkpoint folder.
+_NAME_FREE = ("seed", "agent", "suite", *RESUME_SAFE, "checkpoint")
 
 
-def run_name(cfg: DictConfig) -> str:
-    return cfg.run_name or f"{cfg.agent.name}_{cfg.suite.name}_s{cfg.seed}"
+class TrainingError(RuntimeError):
+    """Training stopped on an error outside the learner (a full disk, an interrupt); says what was saved."""
+
+
+class CheckpointWriteError(OSError):
+    """Saving a checkpoint failed (the previous checkpoints are intact)."""
+
+
+def task_overrides() -> list[str]:
+    """The command line's overrides (``key=value``) when running under Hydra, else an empty list."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task)
+    except (ValueError, ImportError):
+        return []
+
+
+def override_keys(overrides: list[str]) -> list[str]:
+    return [o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o or o.startswith("~")]
+
+
+def run_name(cfg: DictConfig, overrides: list[str] | None = None) -> str:
+    """``cfg.run_name``, or ``{agent}_{suite}_s{seed}`` plus the overrides that change what is trained."""
+    if cfg.run_name:
+        return str(cfg.run_name)
+    base = f"{cfg.agent.name}_{cfg.suite.name}_s{cfg.seed}"
+    parts = []
+    for o in sorted(overrides or []):
+        key, _, value = o.partition("=")
+        key = key.lstrip("+~")
+        if any(key == k or key.startswith(k + ".") for k in _NAME_FREE):
+            if not ((key == "agent" and value != cfg.agent.name) or (key == "suite" and value != cfg.suite.name)):
+                continue
+        parts.append(re.sub(r"[^A-Za-z0-9._=,+-]", "_", f"{key}={value}"))
+    suffix = "-".join(parts)
+    if len(suffix) > 64:  # a long sweep point: a stable digest of it instead
+        suffix = "h" + hashlib.sha256(suffix.encode()).hexdigest()[:10]
+    return f"{base}-{suffix}" if suffix else base
 
 
 def method_name(cfg: DictConfig) -> str:
@@ -74,47 +130,127 @@ def build_agent(cfg: DictConfig, core: AllocCore, device: torch.device):
     return make_agent(cfg.agent.name, core.cfg.obs_dim, core.cfg.n_actions, core.cfg, device, **hp)
 
 
-def find_resume(cfg: DictConfig) -> Path | None:
-    """The checkpoint ``resume`` points at: true = the latest of this run name; a path = a checkpoint file,
-    a checkpoint folder, or a run directory (whose checkpoint folder is recorded in run_info)."""
+# --------------------------------------------------------------------------------------------- folders
+
+def _versions(base: Path) -> list[Path]:
+    """``base``, ``base_v2``, ``base_v3``, ... that exist, in version order."""
+    found = [(1, base)] if base.is_dir() else []
+    for p in base.parent.glob(f"{base.name}_v*"):
+        m = re.fullmatch(re.escape(base.name) + r"_v(\d+)", p.name)
+        if m and p.is_dir():
+            found.append((int(m.group(1)), p))
+    return [p for _, p in sorted(found)]
+
+
+def fresh_checkpoint_dir(cfg: DictConfig, name: str) -> Path:
+    """The run's own folder: ``{checkpoint_dir}/{name}``, or the first ``_vN`` of it not used by another run."""
+    base = Path(cfg.checkpoint_dir) / name
+    n = 1
+    while True:
+        d = base if n == 1 else base.with_name(f"{base.name}_v{n}")
+        if not d.exists() or not (list_checkpoints(d) or (d / "run.json").exists()
+                                  or any(d.glob("ckpt_*.pt"))):
+            if n > 1:
+                print(f"dreamalloc: {base} belongs to an earlier run; this run's checkpoints go to {d} "
+                      f"(resume=true continues the newest)", file=sys.stderr)
+            return d
+        n += 1
+
+
+def find_resume(cfg: DictConfig, overrides: list[str] | None = None) -> tuple[Path, dict] | None:
+    """(checkpoint, payload) that ``resume`` points at, falling back past unreadable newer files: true = the
+    newest run of this run name; a path = a checkpoint file, a checkpoint folder, or a run directory."""
     if cfg.resume in (False, None, "false", "False"):
         return None
     if cfg.resume in (True, "true", "True"):
-        found = latest_checkpoint(Path(cfg.checkpoint_dir) / run_name(cfg))
-        if found is None:
-            raise FileNotFoundError(f"resume=true but {Path(cfg.checkpoint_dir) / run_name(cfg)} holds no "
-                                    "checkpoint; start without resume or pass resume=PATH")
-        return found
+        base = Path(cfg.checkpoint_dir) / run_name(cfg, overrides)
+        for d in reversed(_versions(base)):
+            found = newest_readable(d, warn=_warn)
+            if found is not None:
+                return found
+        raise FileNotFoundError(f"resume=true but {base} holds no checkpoint of this run name (the run name "
+                                f"includes the command-line overrides); start without resume, pass the same "
+                                f"overrides as the run you continue, or pass resume=PATH")
     p = Path(str(cfg.resume))
     if p.is_file():
-        return p
-    for d in (p, p / "checkpoints"):
-        found = latest_checkpoint(d) if d.is_dir() else None
-        if found is not None:
-            return found
+        from dreamalloc.experiment.checkpoint import load_checkpoint
+
+        return p, load_checkpoint(p)
+    candidates = [p, p / "checkpoints"]
     link = p / "checkpoint_dir.txt"
     if link.is_file():
-        found = latest_checkpoint(Path(link.read_text().strip()))
+        candidates.insert(0, Path(link.read_text().strip()))
+    for d in candidates:
+        found = newest_readable(d, warn=_warn) if d.is_dir() else None
         if found is not None:
             return found
-    raise FileNotFoundError(f"resume={cfg.resume}: no checkpoint found there (a ckpt_*.pt file, a folder of "
-                            "them, or a run directory)")
+    raise FileNotFoundError(f"resume={cfg.resume}: no checkpoint found there (a ckpt_*.safetensors file, a folder "
+                            "of them, or a run directory)")
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    resume_from = find_resume(cfg)
-    payload = None
-    if resume_from is not None:
-        payload = load_checkpoint(resume_from)
-        # the original run's config wins, node by node (its agent or suite may differ from today's defaults)
-        cfg = with_nodes(cfg, {**payload["config"], "resume": cfg.resume, "progress": cfg.progress})
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def resumed_config(cfg: DictConfig, payload: dict, path: Path, overrides: list[str]) -> DictConfig:
+    """The checkpoint's own config, typed and checked against today's schemas (an unknown key or a bad value
+    is an error), with the command line's overrides of ``RESUME_SAFE`` keys applied (and printed). An override
+    of any other key that differs from the checkpoint is refused, naming every such key."""
+    stored = payload.get("config")
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"checkpoint {path} records no config")
+    try:
+        base = from_container(stored)
+    except Exception as e:  # OmegaConf's errors name the key
+        raise CheckpointError(f"checkpoint {path}: its stored config does not fit this dreamalloc's schema: "
+                              f"{e}") from e
+    here = OmegaConf.to_container(cfg, resolve=True)
+    keys = [k for k in override_keys(overrides) if k.split(".")[0] != "hydra"]
+    unsafe = [k for k in keys if not any(k == s or k.startswith(s + ".") for s in RESUME_SAFE)]
+    problems = config_differences(stored, here, unsafe, ignore=RESUME_SAFE)
+    if problems:
+        raise CheckpointError(f"checkpoint {path} was trained with a different config than this command asks for: "
+                              + "; ".join(problems) + ". A resumed run keeps its config; only "
+                              + ", ".join(RESUME_SAFE[:-1]) + " may change")
+    for k in keys:
+        if k in unsafe:
+            continue
+        old, new = OmegaConf.select(base, k, default=None), OmegaConf.select(cfg, k, default=None)
+        if k in ("run_dir", "checkpoint_dir", "run_name", "resume") or old == new:
+            continue
+        print(f"dreamalloc: resume: {k} {old!r} -> {new!r}", file=sys.stderr)
+        if isinstance(new, DictConfig):
+            OmegaConf.update(base, k, OmegaConf.to_container(new, resolve=True), merge=True)
+        else:
+            OmegaConf.update(base, k, new, merge=False)
+    base.resume, base.progress = cfg.resume, cfg.progress
+    return base
+
+
+# --------------------------------------------------------------------------------------------- training
+
+def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Train (or continue) the run ``cfg`` describes; ``overrides`` are its command-line overrides (read from
+    Hydra when None), which name its checkpoint folder and are checked against a checkpoint on resume."""
+    overrides = task_overrides() if overrides is None else list(overrides)
+    if OmegaConf.select(cfg, "checkpoint", default=None):
+        raise ValueError("config error: checkpoint= is read by evaluate.py only; to continue a run pass "
+                         "resume=PATH (a run directory, a checkpoint folder or file) or resume=true")
+    found = find_resume(cfg, overrides)
+    resume_from, payload = found if found is not None else (None, None)
+    if payload is not None:
+        cfg = resumed_config(cfg, payload, resume_from, overrides)
     validate(cfg)
     device = select_device(cfg.device)
     seed_everything(int(cfg.seed))
     run_dir = Path(payload["run_dir"]) if payload else Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_dir = Path(cfg.checkpoint_dir) / run_name(cfg)
+    ckpt_dir = resume_from.parent if payload else fresh_checkpoint_dir(cfg, run_name(cfg, overrides))
+    check_writable(run_dir, "the run directory")
+    check_writable(ckpt_dir, "the checkpoint folder")
     (run_dir / "checkpoint_dir.txt").write_text(str(ckpt_dir.resolve()) + "\n")
+    if payload is None:
+        (ckpt_dir / "run.json").write_text(json.dumps({"run_dir": str(run_dir.resolve()), "name": ckpt_dir.name,
+                                                       "command": list(sys.argv)}, indent=1) + "\n")
     B = int(cfg.env.num_envs)
     phases = training_phases(cfg)
     total = phases[-1][2]
@@ -123,16 +259,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     core = make_core(cfg.env, phases[phase][1], B, device)
     agent = build_agent(cfg, core, device)
     step, episodes = 0, 0
+    loop = {}
     if payload is not None:
-        meta = agent.meta()
-        check_meta(resume_from, payload.get("meta"), meta)  # a clear error if it is another agent / env shape
+        check_meta(resume_from, payload.get("meta"), agent.meta())  # another agent / env shape: a clear error
         agent.load_state_dict(payload["agent"])
         core.load_state_dict(payload["env"])
         set_rng_state(payload["rng"])
         step, episodes = int(payload["step"]), int(payload["episodes"])
+        loop = payload.get("loop") or {}
         obs, info = core.current() if hasattr(core, "current") else (core._observe(), core._info(core.runs))
     else:
         obs, info = core.reset(seed=int(cfg.seed) * TRAIN_SEED_STRIDE)
+
     def every(key: str) -> int:
         return int(OmegaConf.select(cfg, key))
 
@@ -140,19 +278,33 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return (step // every(key) + 1) * every(key) if every(key) else None
 
     next_eval, next_ckpt = next_after("eval.every"), next_after("checkpoint_every")
-    next_log = step + every("logger.every")
+    next_log = int(loop.get("next_log", step + every("logger.every")))
     resolved = OmegaConf.to_container(cfg, resolve=True)
     logger = Logger(run_dir, resolved, mode=cfg.logger.mode, project=cfg.logger.project, entity=cfg.logger.entity,
-                    name=run_name(cfg), group=cfg.logger.group, tags=list(cfg.logger.tags),
-                    resume_id=payload.get("wandb_id") if payload else None)
+                    name=run_name(cfg, overrides), group=cfg.logger.group, tags=list(cfg.logger.tags),
+                    resume_id=payload.get("wandb_id") if payload else None,
+                    resume_lines=int(loop["metric_lines"]) if "metric_lines" in loop else None,
+                    resume_step=step if payload else None)
+    recent: deque[float] = deque(loop.get("recent", []), maxlen=100)
+    written: list[str] = list(loop.get("written", []))  # checkpoint names this run wrote (the only ones it prunes)
+    updates_seen = getattr(agent, "n_updates", 0)
 
     def save(at: int) -> Path:
-        path = save_checkpoint(checkpoint_path(ckpt_dir, at), {
+        path = checkpoint_path(ckpt_dir, at)
+        names = written + ([path.name] if path.name not in written else [])
+        payload = {
             "config": resolved, "run_dir": str(run_dir), "step": at, "episodes": episodes,
             "agent": agent.state_dict(include_replay=bool(cfg.save_replay)), "env": core.state_dict(),
-            "rng": rng_state(),
-            "meta": agent.meta(), "wandb_id": logger.wandb_run_id})
-        prune_checkpoints(ckpt_dir, int(cfg.keep_checkpoints))
+            "rng": rng_state(), "meta": agent.meta(), "wandb_id": logger.wandb_run_id,
+            "loop": {"recent": list(recent), "next_log": next_log,
+                     "metric_lines": logger.lines, "written": names}}
+        try:
+            save_checkpoint(path, payload)
+        except OSError as e:
+            raise CheckpointWriteError(e.errno, str(e)) from e
+        written[:] = names
+        gone = prune_checkpoints(ckpt_dir, int(cfg.keep_checkpoints), [ckpt_dir / n for n in written], protect=path)
+        written[:] = [n for n in written if ckpt_dir / n not in gone]
         return path
 
     def run_eval(at: int) -> dict:
@@ -164,14 +316,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     show = cfg.progress == "on" or (cfg.progress == "auto" and sys.stderr.isatty())
     bar = tqdm(total=total, initial=min(step, total), disable=not show, unit="step",
-               dynamic_ncols=True, desc=run_name(cfg))
-    recent: deque[float] = deque(maxlen=100)
+               dynamic_ncols=True, desc=run_name(cfg, overrides))
     state = agent.initial_state(B)
     t0, s0 = time.perf_counter(), step
-    last_eval = None
+    last_eval, path, final = None, None, None
     phase_evals: dict[str, dict] = {}
+    extra: dict = {}
+    interrupted = []
+    previous_handler = _catch_sigint(interrupted)
     try:
         while step < total:
+            if interrupted:
+                path = save(step)
+                raise TrainingError(f"interrupted at step {step}; the run is saved in {path}; continue it with "
+                                    f"resume={run_dir}")
             if step >= phases[phase][2]:  # protocol=forgetting: phase A is over; evaluate, move on to B
                 res = run_eval(step)
                 phase_evals[phases[phase][0]] = res
@@ -193,9 +351,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             try:
                 upd = agent.update(step)
             except NonFiniteLossError as e:  # raised before any parameter changed: the agent is still good
-                path = save(step)
-                raise NonFiniteLossError(f"{e}; training stopped at step {step}, the last good state is saved "
-                                         f"in {path}") from e
+                if cfg.on_nonfinite == "skip":
+                    print(f"dreamalloc: warning: update skipped at step {step}: {e}", file=sys.stderr)
+                    upd = {}
+                else:
+                    path = save(step)
+                    raise NonFiniteLossError(f"{e}; training stopped at step {step}, the last good state is saved "
+                                             f"in {path}") from e
+            updated = getattr(agent, "n_updates", 0) != updates_seen
+            if updated:
+                updates_seen = getattr(agent, "n_updates", 0)
+                bad = nonfinite_parameter(agent)
+                if bad is not None:
+                    good = list_checkpoints(ckpt_dir)
+                    raise NonFiniteLossError(
+                        f"agent={cfg.agent.name}: parameter {bad} became NaN or infinite in the update at step "
+                        f"{step}; training stopped and nothing was saved from this state; the last good checkpoint "
+                        f"is {good[-1] if good else 'none (no checkpoint was written yet)'}")
             bar.update(B)
             if step >= next_log or step >= total:
                 next_log = step + every("logger.every")
@@ -212,17 +384,50 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 next_ckpt += every("checkpoint_every")
                 save(step)
         bar.close()
-        path = save(step)
+        path = final = save(step)
         last_eval = run_eval(step)
-        extra = {}
         if cfg.protocol == "forgetting" and "A" in phase_evals:
             extra = forgetting_report(phase_evals["A"], last_eval)
             (run_dir / "forgetting.json").write_text(json.dumps(extra, indent=1) + "\n")
             logger.log(extra, step=step)
         logger.log_summary({"steps": step, "episodes": episodes, "checkpoint": str(path),
                             **summary(last_eval), **extra})
+    except OSError as e:  # a full disk or a read-only folder while logging / evaluating / saving
+        raise TrainingError(_save_after_io_error(e, save, step, final)) from e
     finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGINT, previous_handler)
         bar.close()
         logger.close()
     return {"run_dir": str(run_dir), "checkpoint": str(path), "step": step, "episodes": episodes,
             "results": last_eval, "forgetting": extra}
+
+
+def _save_after_io_error(e: OSError, save, step: int, final: Path | None) -> str:
+    """One message for an I/O failure: what failed, and where the trained state is (saved now if it can be)."""
+    if final is not None:
+        return f"{e}; training had finished and its final checkpoint is {final}"
+    if isinstance(e, CheckpointWriteError):
+        return f"{e}; training stopped at step {step}"
+    try:
+        path = save(step)
+    except OSError as e2:
+        return f"{e}; saving a checkpoint at step {step} failed as well ({e2})"
+    return f"{e}; training stopped at step {step} and its state is saved in {path} (resume=true continues it)"
+
+
+def _catch_sigint(flag: list):
+    """Ctrl-C stops at the next step boundary with a checkpoint; a second Ctrl-C stops at once."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        if flag:
+            raise KeyboardInterrupt
+        flag.append(True)
+        print("\ndreamalloc: interrupt: saving a checkpoint at the end of this step (Ctrl-C again to stop now)",
+              file=sys.stderr)
+
+    return signal.signal(signal.SIGINT, handler)
