@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
@@ -19,9 +18,9 @@ from dreamalloc.agents import agent_classes, make_agent
 from dreamalloc.agents.dqn import DQNAgent
 from dreamalloc.envs.core import AllocConfig, AllocCore
 from dreamalloc.envs.gym_vec import GymVecCore, evaluate, fit
-from dreamalloc.experiment.checkpoint import checkpoint_path, load_checkpoint
+from dreamalloc.experiment.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from dreamalloc.experiment.cli import register_configs  # noqa: F401  (registers the schemas)
-from dreamalloc.experiment.training import train
+from dreamalloc.experiment.training import run_checkpoint_dir, train
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["env=alloc64", "env.num_envs=8", "suite=lim2024_mixed", "eval.trials=2", "eval.episodes_per_trial=1",
@@ -231,7 +230,7 @@ def test_replay_grows_then_wraps():
 
 
 # --- checkpoints -----------------------------------------------------------------------------------------------
-def test_save_load_continues_identically():
+def test_save_load_continues_identically(tmp_path):
     """Agent and env restored mid-run (through bytes, as a checkpoint would) take the same actions and end
     with the same weights as the original; without the replay the buffer starts empty."""
     cfg = AllocConfig(cells=32, stream="random", action="hole", holes=4).validate()
@@ -239,10 +238,9 @@ def test_save_load_continues_identically():
     torch.manual_seed(1)
     a1, c1 = DQNAgent(cfg.obs_dim, cfg.n_actions, cfg, "cpu", **hp), AllocCore(8, cfg)
     fit(a1, c1, 400, seed=5)
-    buf = io.BytesIO()
-    torch.save({"agent": a1.state_dict(include_replay=True), "env": c1.state_dict()}, buf)
-    buf.seek(0)
-    saved = torch.load(buf, weights_only=False)
+    path = save_checkpoint(tmp_path / "rt.safetensors", {"agent": a1.state_dict(include_replay=True),
+                                                          "env": c1.state_dict()})
+    saved = load_checkpoint(path)
     torch.manual_seed(99)  # a different init: everything must come from the checkpoint
     a2, c2 = DQNAgent(cfg.obs_dim, cfg.n_actions, cfg, "cpu", **hp), AllocCore(8, cfg)
     a2.load_state_dict(saved["agent"])
@@ -348,7 +346,7 @@ def test_train_cli_and_resume_from_a_checkpoint(tmp_path):
     r = _cli([*over, f"hydra.run.dir={tmp_path}/run"], tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "| mixed" in r.stdout
-    ckdir = tmp_path / "ckpt" / "dqn_lim2024_mixed_s0"
+    ckdir = run_checkpoint_dir(tmp_path / "run")
     full = load_checkpoint(checkpoint_path(ckdir, 512))
     assert full["meta"]["agent"] == "dqn" and full["config"]["agent"]["total_steps"] == 512
     a = full["agent"]

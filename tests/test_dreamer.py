@@ -449,10 +449,11 @@ def test_multi_discrete_actions_masks_training_and_checkpoint(tmp_path):
     n = int(a.replay.written.min())
     prev = a.replay.prev_action[:, 1:n]
     assert ((prev == -1).all(-1) | ((prev >= 0).all(-1))).all()  # a record has a whole action or none
-    path = tmp_path / "md.pt"
-    torch.save(a.state_dict(), path)
+    from dreamalloc.experiment.checkpoint import load_checkpoint, save_checkpoint
+
+    path = save_checkpoint(tmp_path / "md.safetensors", a.state_dict())
     b = tiny(obs_dim=4, n_actions=Pair.nvec)
-    b.load_state_dict(torch.load(path, weights_only=False))
+    b.load_state_dict(load_checkpoint(path))
     assert torch.equal(b.replay.prev_action, a.replay.prev_action)
     obs, info = env.reset()
     torch.manual_seed(1)

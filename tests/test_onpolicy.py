@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
@@ -21,9 +20,9 @@ from dreamalloc.agents.ppo import ppo_loss
 from dreamalloc.agents.returns import gae, nstep_returns
 from dreamalloc.envs.core import AllocConfig, AllocCore
 from dreamalloc.envs.gym_vec import GymVecCore, evaluate, fit
-from dreamalloc.experiment.checkpoint import latest_checkpoint, load_checkpoint
+from dreamalloc.experiment.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from dreamalloc.experiment.cli import register_configs  # noqa: F401  (registers the schemas)
-from dreamalloc.experiment.training import train
+from dreamalloc.experiment.training import run_checkpoint_dir, train
 from dreamalloc.nn.layers import masked_logits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,7 +189,7 @@ def _drive(agent, core, obs, info, n, step):
 
 
 @pytest.mark.parametrize("algo", ["ppo", "a2c"])
-def test_save_load_continues_identically(algo):
+def test_save_load_continues_identically(algo, tmp_path):
     """Saved mid-rollout, loaded into a fresh agent (other init, other global RNG): the same actions and the
     same weights after several updates as the agent that went on."""
     cfg = AllocConfig(cells=32, stream="random").validate()
@@ -201,11 +200,10 @@ def test_save_load_continues_identically(algo):
     obs, info = core.reset(seed=5)
     _, obs, info, step = _drive(agent, core, obs, info, 11, 0)
     assert 0 < agent.rollout.pos < agent.cfg.n_steps
-    buf = io.BytesIO()
-    torch.save({"agent": agent.state_dict(), "env": core.state_dict(), "step": step}, buf)
+    path = save_checkpoint(tmp_path / "rt.safetensors", {"agent": agent.state_dict(), "env": core.state_dict(),
+                                                          "step": step})
     acts_a, _, _, _ = _drive(agent, core, obs, info, 40, step)
-    buf.seek(0)
-    saved = torch.load(buf, weights_only=False)
+    saved = load_checkpoint(path)
     torch.manual_seed(123)
     core2 = AllocCore(4, cfg)
     core2.load_state_dict(saved["env"])
@@ -291,7 +289,7 @@ def test_train_cli(algo, tmp_path):
               f"checkpoint_dir={tmp_path}/ckpt"] + (["agent.n_steps=16", "agent.batch_size=64"] if algo == "ppo"
                                                     else []), tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    ck = load_checkpoint(latest_checkpoint(tmp_path / "ckpt" / f"{algo}_lim2024_mixed_s0"))
+    ck = load_checkpoint(latest_checkpoint(run_checkpoint_dir(tmp_path / "run")))
     assert ck["step"] == 512 and ck["meta"]["agent"] == algo and ck["agent"]["n_updates"] >= 3
     assert ck["config"]["agent"]["total_steps"] == 512
     assert "| mixed" in r.stdout
@@ -313,9 +311,8 @@ def test_ppo_resume_continues_like_an_uninterrupted_run(tmp_path):
     path = latest_checkpoint(tmp_path / "part" / "ckpt" / "ppo_lim2024_mixed_s0")
     ck = load_checkpoint(path)
     assert ck["agent"]["rollout"]["pos"] == (512 // 8) % 24  # saved with a partly filled rollout
-    ck["config"]["steps"] = ck["config"]["agent"]["total_steps"] = 1024
-    torch.save(ck, path)
-    train(cfg_of([f"resume={path}"], tmp_path / "part"))
+    more = [f"resume={path}", "steps=1024", "agent.total_steps=1024"]
+    train(cfg_of(more, tmp_path / "part"), overrides=over + more)
     full = load_checkpoint(latest_checkpoint(tmp_path / "full" / "ckpt" / "ppo_lim2024_mixed_s0"))["agent"]
     resumed = load_checkpoint(latest_checkpoint(tmp_path / "part" / "ckpt" / "ppo_lim2024_mixed_s0"))["agent"]
     assert full["n_updates"] == resumed["n_updates"] == 1024 // (24 * 8)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import io
 import os
 import subprocess
 import sys
@@ -21,9 +20,9 @@ from dreamalloc.envs.core import AllocConfig, AllocCore
 from dreamalloc.envs.gym_vec import fit
 from dreamalloc.envs.meta_baselines import RandomPolicy, evaluate_trials
 from dreamalloc.envs.meta_tasks import BanditCore, TabularMDPCore
-from dreamalloc.experiment.checkpoint import latest_checkpoint, load_checkpoint
+from dreamalloc.experiment.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from dreamalloc.experiment.cli import register_configs  # noqa: F401  (registers the schemas)
-from dreamalloc.experiment.training import train
+from dreamalloc.experiment.training import run_checkpoint_dir, train
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["env=alloc64", "env.num_envs=8", "suite=lim2024_mixed", "eval.trials=2", "eval.episodes_per_trial=2",
@@ -164,7 +163,7 @@ def test_first_epoch_ratio_is_one():
 
 
 # --- checkpoints -------------------------------------------------------------------------------------------------
-def test_save_load_continues_identically():
+def test_save_load_continues_identically(tmp_path):
     """Saved mid-rollout after an update, loaded into a fresh agent (other init, other global RNG) that picks
     the GRU state up through initial_state: the same actions and weights as the agent that went on."""
     core = _mdp(B=3, episodes=3)
@@ -172,16 +171,14 @@ def test_save_load_continues_identically():
     obs, info = core.reset(seed=7)
     _, obs, info, state, step = _drive(agent, core, obs, info, agent.initial_state(3), 18)
     assert agent.n_updates == 1 and agent.rollout.pos == 6
-    buf = io.BytesIO()
-    torch.save(agent.state_dict(), buf)
+    path = save_checkpoint(tmp_path / "rt.safetensors", agent.state_dict())
     core2, obs2, info2 = copy.deepcopy(core), obs.clone(), {k: v.clone() for k, v in info.items()
                                                              if isinstance(v, torch.Tensor)}
     torch.manual_seed(123)
     other = RL2PPOAgent(core.obs_dim, core.n_actions, None, "cpu", **{**TINY, "n_steps": 12, "bptt": 4,
                                                                        "batch_size": 24, "anneal_lr": True,
                                                                        "total_steps": 600})
-    buf.seek(0)
-    other.load_state_dict(torch.load(buf, weights_only=False))
+    other.load_state_dict(load_checkpoint(path))
     state2 = other.initial_state(3)
     assert torch.equal(state2, state)
     a1, *_ = _drive(agent, core, obs, info, state, 40, step)
@@ -237,7 +234,7 @@ def test_train_cli(tmp_path):
     r = _cli(["agent=rl2_ppo", "steps=512", *QUICK, f"hydra.run.dir={tmp_path}/run", f"checkpoint_dir={tmp_path}/ckpt",
               "agent.n_steps=16", "agent.bptt=8", "agent.batch_size=64", "agent.n_epochs=2"], tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    ck = load_checkpoint(latest_checkpoint(tmp_path / "ckpt" / "rl2_ppo_lim2024_mixed_s0"))
+    ck = load_checkpoint(latest_checkpoint(run_checkpoint_dir(tmp_path / "run")))
     assert ck["step"] == 512 and ck["meta"]["agent"] == "rl2_ppo" and ck["agent"]["n_updates"] == 3
     assert ck["config"]["agent"]["total_steps"] == 512 and ck["agent"]["hidden_last"].shape == (8, 128)
     assert "| mixed" in r.stdout
@@ -268,9 +265,8 @@ def test_resume_continues_like_an_uninterrupted_run(tmp_path):
     path = latest_checkpoint(tmp_path / "part" / "ckpt" / "rl2_ppo_lim2024_mixed_s0")
     ck = load_checkpoint(path)
     assert ck["agent"]["rollout"]["pos"] == 3 and ck["agent"]["n_updates"] == 2  # 27 steps: updates after 13, 25
-    ck["config"]["steps"] = ck["config"]["agent"]["total_steps"] = 400
-    torch.save(ck, path)
-    train(cfg_of([f"resume={path}"], tmp_path / "part"))
+    more = [f"resume={path}", "steps=400", "agent.total_steps=400"]
+    train(cfg_of(more, tmp_path / "part"), overrides=over + more)
     full = load_checkpoint(latest_checkpoint(tmp_path / "full" / "ckpt" / "rl2_ppo_lim2024_mixed_s0"))["agent"]
     part = load_checkpoint(latest_checkpoint(tmp_path / "part" / "ckpt" / "rl2_ppo_lim2024_mixed_s0"))["agent"]
     assert full["n_updates"] == part["n_updates"] == 4

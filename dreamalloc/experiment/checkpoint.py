@@ -189,7 +189,12 @@ def load_checkpoint(path: str | Path, expected: dict | None = None, map_location
 
 
 def _is_legacy(data: bytes) -> bool:
-    """torch.save's zip container, or a bare pickle (protocol 2+ starts with 0x80)."""
+    """torch.save's zip container, or a bare pickle (protocol 2+ starts with 0x80), and not a safetensors file
+    (whose first 8 bytes, the header length, may start with 0x80 too: its header then starts with '{')."""
+    if len(data) >= 9:
+        (n,) = struct.unpack("<Q", data[:8])
+        if 8 + n <= len(data) and data[8:9] == b"{":
+            return False
     return data[:4] == b"PK\x03\x04" or data[:1] == b"\x80"
 
 

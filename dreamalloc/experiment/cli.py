@@ -26,6 +26,7 @@ from dreamalloc.experiment.training import (
     build_agent,
     method_name,
     override_keys,
+    run_checkpoint_dir,
     run_name,
     task_overrides,
     train,
@@ -87,6 +88,7 @@ def evaluate_main(cfg: DictConfig) -> float | None:
         payload, step = None, 0
         if cfg.checkpoint:
             p = Path(cfg.checkpoint)
+            p = run_checkpoint_dir(p) or p  # a run directory names its checkpoint folder
             found = newest_readable(p, warn=lambda m: print(m, file=sys.stderr)) if p.is_dir() else \
                 (p, load_checkpoint(p))
             if found is None:

@@ -91,11 +91,11 @@ def run_name(cfg: DictConfig, overrides: list[str] | None = None) -> str:
         if any(key == k or key.startswith(k + ".") for k in _NAME_FREE):
             if not ((key == "agent" and value != cfg.agent.name) or (key == "suite" and value != cfg.suite.name)):
                 continue
-        parts.append(re.sub(r"[^A-Za-z0-9._=,+-]", "_", f"{key}={value}"))
-    suffix = "-".join(parts)
+        parts.append(re.sub(r"[^A-Za-z0-9._-]", "_", f"{key}-{value}"))  # no '=' or ',': Hydra-safe as a path
+    suffix = "__".join(parts)
     if len(suffix) > 64:  # a long sweep point: a stable digest of it instead
         suffix = "h" + hashlib.sha256(suffix.encode()).hexdigest()[:10]
-    return f"{base}-{suffix}" if suffix else base
+    return f"{base}__{suffix}" if suffix else base
 
 
 def method_name(cfg: DictConfig) -> str:
@@ -157,6 +157,12 @@ def fresh_checkpoint_dir(cfg: DictConfig, name: str) -> Path:
         n += 1
 
 
+def run_checkpoint_dir(run_dir: str | Path) -> Path | None:
+    """The checkpoint folder of the run in ``run_dir`` (recorded in its ``checkpoint_dir.txt``), or None."""
+    link = Path(run_dir) / "checkpoint_dir.txt"
+    return Path(link.read_text().strip()) if link.is_file() else None
+
+
 def find_resume(cfg: DictConfig, overrides: list[str] | None = None) -> tuple[Path, dict] | None:
     """(checkpoint, payload) that ``resume`` points at, falling back past unreadable newer files: true = the
     newest run of this run name; a path = a checkpoint file, a checkpoint folder, or a run directory."""
@@ -177,9 +183,8 @@ def find_resume(cfg: DictConfig, overrides: list[str] | None = None) -> tuple[Pa
 
         return p, load_checkpoint(p)
     candidates = [p, p / "checkpoints"]
-    link = p / "checkpoint_dir.txt"
-    if link.is_file():
-        candidates.insert(0, Path(link.read_text().strip()))
+    if run_checkpoint_dir(p) is not None:
+        candidates.insert(0, run_checkpoint_dir(p))
     for d in candidates:
         found = newest_readable(d, warn=_warn) if d.is_dir() else None
         if found is not None:
