@@ -96,9 +96,12 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
 
 
 def prune_checkpoints(directory: str | Path, keep: int) -> None:
-    """Delete all but the ``keep`` newest ``ckpt_*.pt`` files (by step); other files are left alone."""
+    """Delete all but the ``keep`` newest ``ckpt_*.pt`` files (by step); ``keep=0`` keeps every one. Other files
+    are left alone."""
     if keep < 0:
-        raise ValueError(f"keep must be >= 0, got {keep}")
+        raise ValueError(f"keep must be >= 0 (0: keep every checkpoint), got {keep}")
+    if keep == 0:
+        return
     found = _checkpoints(directory)
     for old in found[:max(len(found) - keep, 0)]:
         old.unlink(missing_ok=True)
