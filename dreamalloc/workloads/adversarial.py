@@ -62,7 +62,7 @@ from dreamalloc.heap.heuristics import RULES
 from dreamalloc.heap.runs import FreeRuns
 from dreamalloc.workloads.base import ALLOC, S_ALLOC, S_FREE_SEQ, Requests, RequestStream, Script, ScriptedStream
 from dreamalloc.workloads.lim import RandomStream
-from dreamalloc.workloads.params import BOOL, INT, RANDOM_PARAMS, choice, list_of, one_of, optional
+from dreamalloc.workloads.params import BOOL, INT, RANDOM_PARAMS, checked, optional
 
 MIN_CELLS = 64
 HOLES = (3, 4, 5)
@@ -257,8 +257,8 @@ class AdversarialStream(ScriptedStream):
 
     NAME = "adversarial"
     SALT = 17
-    PARAMS = {"target": choice(*RULES), "holes": optional(INT),
-              "blind": optional(one_of(BOOL, list_of(choice(*RULES)))), **RANDOM_PARAMS}
+    PARAMS = {"target": checked(f"one of {', '.join(RULES)}"), "holes": optional(INT),
+              "blind": checked("true, false or a list of placement rules"), **RANDOM_PARAMS}
 
     def __init__(self, batch, cells, device="cpu", target: str | None = None, holes: int | None = None,
                  blind=False, **random_kwargs):
@@ -352,7 +352,8 @@ class PreholedStream(ScriptedStream):
     """Mandal & Rohil's pre-holed heap, their request list once, then ``then`` (see the module docstring)."""
 
     NAME = "preholed"
-    PARAMS = {"occupied": optional(list_of(list_of(INT, 2))), "sizes": list_of(INT), "then": choice(*THEN),
+    PARAMS = {"occupied": checked("null or a list of [start, end] cell ranges"),
+              "sizes": checked("a non-empty list of integer sizes"), "then": checked(f"one of {', '.join(THEN)}"),
               "skip_unfit": BOOL, **RANDOM_PARAMS}
 
     def __init__(self, batch, cells, device="cpu", occupied=None, sizes=MANDAL_SIZES, then: str = "random",

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from dreamalloc.workloads.base import Requests, RequestStream
-from dreamalloc.workloads.params import INT, TASK_LIST, choice, list_of, one_of
+from dreamalloc.workloads.params import INT, TASK_LIST, checked
 from dreamalloc.workloads.rng import CounterRNG, splitmix64
 from dreamalloc.workloads.tasks import expand_tasks, task_stream
 
@@ -46,7 +46,8 @@ def _segment(at) -> tuple[int, int]:
 
 class ShiftStream(RequestStream):
     SALT = 13
-    PARAMS = {"tasks": TASK_LIST, "schedule": choice(*SCHEDULES), "at": one_of(INT, list_of(INT, 2)), "span": INT}
+    PARAMS = {"tasks": TASK_LIST, "schedule": checked(f"one of {', '.join(SCHEDULES)}"),
+              "at": checked("an integer >= 1 or [lo, hi]"), "span": INT}
 
     def __init__(self, batch, cells, device="cpu", *, tasks=(), schedule: str = "abrupt", at=64,
                  span: int = 64):
