@@ -310,7 +310,7 @@ def test_bad_parameters(params, name):
 def test_bad_parameters_through_registry():
     with pytest.raises(ValueError, match="free_prob"):
         make_stream("pattern", 2, 64, free_prob=2)
-    with pytest.raises(ValueError, match="bad parameters"):
+    with pytest.raises(ValueError, match=r"no parameter\(s\) \['nonsense'\]; valid: alpha, class_probs"):
         make_stream("pattern", 2, 64, nonsense=1)
     assert math.isclose(make_stream("pattern", 2, 64, life=3.5, lifetime="exponential").life, 3.5)
 

@@ -484,7 +484,7 @@ def test_bad_stream_names_and_parameters():
         make_stream("mixed", 2, 10)
     with pytest.raises(ValueError, match="free_prob"):
         make_stream("wf-good", 2, 64, free_prob=1.5)  # the continuation's parameters are checked too
-    with pytest.raises(ValueError, match="bad parameters"):
+    with pytest.raises(ValueError, match=r"no parameter\(s\) \['free_probability'\]; valid: free_prob"):
         make_stream("random", 2, 64, free_probability=0.3)
-    with pytest.raises(ValueError, match="bad parameters"):
+    with pytest.raises(ValueError, match=r"stream 'bf-good' has no parameter\(s\) \['bogus'\]"):
         make_stream("bf-good", 2, 64, bogus=1)

@@ -1,8 +1,9 @@
 """Agents: one module per method, all behind ``Agent``.
 
 Adding a method means one module here (a subclass of ``Agent`` with a ``name`` and a ``Config`` dataclass,
-its hyperparameter schema) and one file conf/agent/NAME.yaml (``defaults: [NAME_schema]``): modules of this
-package are discovered on first use, so nothing else needs editing.
+its hyperparameter schema, with a ``RANGES`` table of its values: dreamalloc/checks.py) and one file
+conf/agent/NAME.yaml (``defaults: [/schema/agent/NAME@_here_]``): modules of this package are discovered on
+first use, so nothing else needs editing.
 """
 
 from __future__ import annotations

@@ -14,16 +14,19 @@ Park's measure) and its number of jobs (``info["queue"]``), the incoming job's s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from dreamalloc.agents.base import Agent
+from dreamalloc.checks import NONNEG, OneOf
 
 DISPATCH_RULES = ("greedy", "jsq", "p2c", "round_robin", "rate_random", "random")
 
 
 @dataclass
 class DispatchConfig:
+    RANGES: ClassVar[dict] = {"rule": OneOf(DISPATCH_RULES), "seed": NONNEG}
     name: str = "dispatch"
     rule: str = "greedy"  # greedy | jsq | p2c | round_robin | rate_random | random
     seed: int = 0  # of the random rules' generator

@@ -23,12 +23,14 @@ the batch); ``double_q`` (off by default) chooses a' with the online net.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from typing import ClassVar
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from dreamalloc.agents.base import Agent
+from dreamalloc.checks import COUNT, FINITE, NONNEG, POSITIVE, UNIT, OneOf, Range, between, ge
 from dreamalloc.nn.layers import ACTIVATIONS, masked_logits, mlp
 
 
@@ -36,6 +38,12 @@ from dreamalloc.nn.layers import ACTIVATIONS, masked_logits, mlp
 class DQNConfig:
     """Defaults: Lim & Maddukuri's SB3 DQN (REFERENCE.md section 1); other keys at SB3's defaults."""
 
+    RANGES: ClassVar[dict] = {  # checked at start by the harness (dreamalloc/checks.py)
+        "lr": POSITIVE, "gamma": UNIT, "buffer_size": COUNT, "learning_starts": NONNEG, "batch_size": COUNT,
+        "train_freq": COUNT, "gradient_steps": ge(-1), "target_update_interval": COUNT,
+        "tau": between(0.0, 1.0, lo_open=True), "exploration_fraction": UNIT, "exploration_initial_eps": UNIT,
+        "exploration_final_eps": UNIT, "max_grad_norm": FINITE, "hidden": Range(lo=1, each=True),
+        "activation": OneOf(tuple(ACTIVATIONS)), "total_steps": NONNEG}
     name: str = "dqn"
     lr: float = 1e-4
     gamma: float = 1.0

@@ -7,15 +7,18 @@ recomputes the placement from the observed bitmap and request, so it runs in eve
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from dreamalloc.agents.base import Agent
+from dreamalloc.checks import OneOf
 from dreamalloc.heap import RULES, FreeRuns, place_address
 
 
 @dataclass
 class HeuristicConfig:
+    RANGES: ClassVar[dict] = {"rule": OneOf(tuple(RULES))}
     name: str = "heuristic"
     rule: str = "best"  # first | next | best | worst | second
 
@@ -28,6 +31,9 @@ class HeuristicAgent(Agent):
         super().__init__(obs_dim, n_actions, env, device)
         if rule not in RULES:
             raise ValueError(f"unknown heuristic rule {rule!r} for agent=heuristic; choose one of {', '.join(RULES)}")
+        if getattr(env, "kind", "alloc") == "load_balance":
+            raise ValueError("agent=heuristic places blocks on the allocation env; on the load-balance env "
+                             "(env=load_balance) use agent=dispatch (agent.rule=greedy, jsq, ...)")
         self.rule = rule
         if env.action == "heuristic":
             if rule not in env.heuristics:

@@ -18,7 +18,7 @@ from abc import abstractmethod
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -26,6 +26,7 @@ from torch.nn import functional as F
 
 from dreamalloc.agents.base import Agent
 from dreamalloc.agents.returns import gae, nstep_returns
+from dreamalloc.checks import COUNT, FINITE, NONNEG, POSITIVE, UNIT, OneOf, Range, between
 from dreamalloc.nn.layers import ACTIVATIONS, masked_logits, mlp, orthogonal_init
 
 OPTIMIZERS = ("adam", "rmsprop")
@@ -35,6 +36,11 @@ OPTIMIZERS = ("adam", "rmsprop")
 class OnPolicyConfig:
     """Hyperparameters common to the on-policy agents (defaults: Stable-Baselines3's)."""
 
+    RANGES: ClassVar[dict] = {  # checked at start by the harness (dreamalloc/checks.py); subclasses add theirs
+        "n_steps": COUNT, "gamma": UNIT, "gae_lambda": UNIT, "lr": POSITIVE, "total_steps": NONNEG,
+        "ent_coef": NONNEG, "vf_coef": NONNEG, "max_grad_norm": FINITE, "hidden": Range(lo=1, each=True),
+        "activation": OneOf(tuple(ACTIVATIONS)), "optimizer": OneOf(OPTIMIZERS), "opt_eps": POSITIVE,
+        "rms_alpha": between(0.0, 1.0, hi_open=True)}
     name: str = "onpolicy"
     n_steps: int = 128  # rollout length per env; a rollout is n_steps x num_envs transitions
     gamma: float = 0.99

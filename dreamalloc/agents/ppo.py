@@ -11,15 +11,19 @@ Invalid actions (address / hole spaces) are masked in acting and in the loss, so
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch.nn import functional as F
 
 from dreamalloc.agents.onpolicy import OnPolicyAgent, OnPolicyConfig, policy_terms
+from dreamalloc.checks import COUNT, POSITIVE, between
 
 
 @dataclass
 class PPOConfig(OnPolicyConfig):
+    RANGES: ClassVar[dict] = {"n_epochs": COUNT, "batch_size": COUNT, "clip": between(0.0, 1.0, lo_open=True),
+                              "clip_vf": POSITIVE, "target_kl": POSITIVE}
     name: str = "ppo"
     n_steps: int = 2048
     n_epochs: int = 10

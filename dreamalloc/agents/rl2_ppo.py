@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -29,11 +30,13 @@ from torch.nn import functional as F
 from dreamalloc.agents.onpolicy import Rollout
 from dreamalloc.agents.ppo import PPOAgent, PPOConfig
 from dreamalloc.agents.returns import gae
+from dreamalloc.checks import COUNT
 from dreamalloc.nn.layers import masked_logits, mlp, orthogonal_init
 
 
 @dataclass
 class RL2PPOConfig(PPOConfig):
+    RANGES: ClassVar[dict] = {"rnn_hidden": COUNT, "bptt": COUNT}
     name: str = "rl2_ppo"
     n_steps: int = 128
     batch_size: int = 512  # transitions per minibatch: batch_size / bptt chunks

@@ -2,17 +2,21 @@
 
 Because every node is a dataclass, a misspelt key or a wrongly typed value in a YAML file or an override
 fails at start with OmegaConf's message naming the key; values with a closed set of choices are checked
-in ``validate`` with a message that lists them.
+in ``validate`` with a message that lists them, and value ranges against the ``RANGES`` table next to each
+dataclass (``dreamalloc/checks.py``; agents keep theirs next to their ``Config``). The schemas are stored
+under ``schema/GROUP/NAME`` (``schema/agent/ppo``, ``schema/env/alloc``, ...), which the YAML files of the
+groups extend (``defaults: [/schema/agent/ppo@_here_]``), so Hydra's choice lists show only real options.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from dreamalloc.checks import COUNT, FINITE, NONNEG, POSITIVE, Range, ge
 from dreamalloc.envs.core import AllocConfig, AllocCore
 from dreamalloc.envs.load_balance import LoadBalanceConfig, LoadBalanceCore
 
@@ -21,6 +25,9 @@ from dreamalloc.envs.load_balance import LoadBalanceConfig, LoadBalanceCore
 class EnvConf:
     """The allocation env (everything of AllocConfig but the stream, which the suite gives)."""
 
+    RANGES: ClassVar[dict] = {"num_envs": COUNT, "cells": ge(2), "holes": COUNT, "history": NONNEG,
+                              "hole_features": NONNEG, "alloc_reward": FINITE, "invalid_reward": FINITE,
+                              "max_allocs": COUNT, "trial_episodes": COUNT}
     kind: str = "alloc"  # which env family: alloc | load_balance (LoadBalanceEnvConf)
     num_envs: int = 16
     cells: int = 256
@@ -47,6 +54,9 @@ class EnvConf:
 class LoadBalanceEnvConf:
     """The load-balancing env (LoadBalanceConfig but the job laws, which the suite's tasks give)."""
 
+    RANGES: ClassVar[dict] = {"num_envs": COUNT, "num_servers": COUNT, "num_jobs": COUNT,
+                              "service_rates": Range(0, lo_open=True, each=True), "obs_high": POSITIVE,
+                              "obs_scale": POSITIVE, "reward_scale": POSITIVE, "trial_episodes": COUNT}
     kind: str = "load_balance"
     num_envs: int = 16
     num_servers: int = 10
@@ -65,6 +75,7 @@ class TaskConf:
     """A task (a stream family with parameter values), or with ``ranges`` / ``choices`` a task distribution
     expanded into ``samples`` tasks drawn with ``seed`` (see workloads/tasks.py)."""
 
+    RANGES: ClassVar[dict] = {"weight": POSITIVE, "samples": NONNEG, "seed": NONNEG}
     name: str = MISSING
     stream: str = MISSING
     params: dict[str, Any] = field(default_factory=dict)
@@ -87,6 +98,7 @@ class SuiteConf:
 
 @dataclass
 class LoggerConf:
+    RANGES: ClassVar[dict] = {"every": NONNEG}
     mode: str = "offline"  # offline | online | disabled
     project: str = "dreamalloc"
     entity: str | None = None
@@ -97,6 +109,7 @@ class LoggerConf:
 
 @dataclass
 class EvalConf:
+    RANGES: ClassVar[dict] = {"every": NONNEG, "trials": COUNT, "episodes_per_trial": COUNT, "seed": NONNEG}
     every: int = 0  # env steps between evaluations during training (0: only at the end)
     trials: int = 16  # trials per held-out task
     episodes_per_trial: int = 3  # K; the recurrent state is kept across the K episodes of a trial
@@ -107,6 +120,8 @@ class EvalConf:
 
 @dataclass
 class Config:
+    RANGES: ClassVar[dict] = {"seed": NONNEG, "steps": COUNT, "checkpoint_every": NONNEG, "keep_checkpoints": NONNEG,
+                              "max_env_memory_gb": POSITIVE, "warn_env_memory_gb": POSITIVE}
     env: Any = MISSING  # EnvConf (env=alloc*) or LoadBalanceEnvConf (env=load_balance): the group's schema
     suite: SuiteConf = MISSING
     agent: Any = MISSING
@@ -126,6 +141,8 @@ class Config:
     progress: str = "auto"  # auto (when stderr is a terminal) | on | off
     checkpoint: str | None = None  # evaluate.py: the checkpoint (file or directory) to evaluate
     protocol: str = "standard"  # standard | adaptive (trials, K > 1) | forgetting (train on A, then suite.train_b)
+    max_env_memory_gb: float = 8.0  # refuse to start when the envs would need more (validation.env_footprint)
+    warn_env_memory_gb: float = 1.0  # warn at start when they need more than this
 
 
 CHOICES = {"logger.mode": ("offline", "online", "disabled"), "progress": ("auto", "on", "off"),
@@ -136,14 +153,16 @@ CHOICES = {"logger.mode": ("offline", "online", "disabled"), "progress": ("auto"
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
-    cs.store(group="env", name="env_schema", node=EnvConf)
-    cs.store(group="env", name="lb_env_schema", node=LoadBalanceEnvConf)
-    cs.store(group="suite", name="suite_schema", node=SuiteConf)
+    # Outside the groups themselves (a group's choice list would show them): a group's YAML extends its schema
+    # with ``defaults: [/schema/GROUP/NAME@_here_]``.
+    cs.store(group="schema/env", name="alloc", node=EnvConf)
+    cs.store(group="schema/env", name="load_balance", node=LoadBalanceEnvConf)
+    cs.store(group="schema/suite", name="suite", node=SuiteConf)
     from dreamalloc.agents import agent_classes
 
     for name, cls in agent_classes().items():
-        cs.store(group="agent", name=f"{name}_schema", node=cls.Config)
-    cs.store(group="logger", name="logger_schema", node=LoggerConf)
+        cs.store(group="schema/agent", name=name, node=cls.Config)
+    cs.store(group="schema/logger", name="logger", node=LoggerConf)
 
 
 def with_nodes(cfg: DictConfig, nodes: dict) -> DictConfig:
@@ -189,20 +208,21 @@ def from_container(config: dict) -> DictConfig:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Checks that a schema cannot express: closed sets of choices and budgets."""
+    """Everything that can be checked before training: choices, value ranges of every group, the suite against
+    the env, the env's memory footprint, and every training and held-out task built (validation.py)."""
+    from dreamalloc.experiment import validation
+
     for key, allowed in CHOICES.items():
         v = OmegaConf.select(cfg, key)
         if v not in allowed:
             raise ValueError(f"config error: {key}={v!r}; choose one of {', '.join(allowed)}")
-    for key in ("steps", "eval.trials", "eval.episodes_per_trial", "env.num_envs"):
-        if OmegaConf.select(cfg, key) < 1:
-            raise ValueError(f"config error: {key} must be >= 1, got {OmegaConf.select(cfg, key)}")
-    for key in ("eval.every", "checkpoint_every", "logger.every", "keep_checkpoints"):
-        if OmegaConf.select(cfg, key) < 0:
-            raise ValueError(f"config error: {key} must be >= 0, got {OmegaConf.select(cfg, key)}")
+    validation.check_values(cfg)
     if not cfg.suite.train:
         raise ValueError(f"config error: suite {cfg.suite.name!r} has no training tasks")
+    validation.check_suite_kind(cfg)
+    validation.check_memory(cfg)
     env_config(cfg.env, cfg.suite.train)  # the env's own checks (action space, heuristics, job laws, ...)
+    validation.check_tasks(cfg)
     if cfg.protocol == "forgetting":
         if not cfg.suite.train_b:
             raise ValueError(f"config error: protocol=forgetting needs suite.train_b (the tasks of phase B); "

@@ -12,6 +12,7 @@ from dreamalloc.workloads.adversarial import (
 from dreamalloc.workloads.base import ALLOC, FREE, FREE_ALL, Requests, RequestStream, ScriptedStream
 from dreamalloc.workloads.families import PatternStream
 from dreamalloc.workloads.lim import BfGoodStream, MixedStream, RandomStream, WfGoodStream
+from dreamalloc.workloads.params import parse_params
 from dreamalloc.workloads.shift import ShiftStream
 from dreamalloc.workloads.tasks import TaskStream
 from dreamalloc.workloads.traces import TraceStream
@@ -45,14 +46,21 @@ def make_stream(name: str, batch: int, cells: int, device="cpu", **params) -> Re
     if key not in STREAMS:
         raise ValueError(f"unknown request stream {name!r}; choose one of {', '.join(stream_names())} "
                          f"(aliases: {', '.join(sorted(ALIASES))})")
+    cls = STREAMS[key]
+    if cls.PARAMS is not None:  # typed: a value of the wrong type or an unknown name fails here, named
+        params = parse_params(name, cls.PARAMS, params)
     try:
-        return STREAMS[key](batch, cells, device, **params)
+        return cls(batch, cells, device, **params)
     except TypeError as e:
         raise ValueError(f"bad parameters {sorted(params)} for stream {name!r}: {e}") from None
 
 
 def register_stream(name: str, cls: type[RequestStream]) -> None:
-    """Add a stream family under a name (later workload families use this)."""
+    """Add a stream family under a name (later workload families use this). The class must declare its typed
+    parameter schema ``PARAMS`` (a dict of name -> ``workloads.params.Spec``; ``{}`` for none)."""
+    if not isinstance(getattr(cls, "PARAMS", None), dict):
+        raise ValueError(f"stream class {cls.__name__} declares no PARAMS schema: give it PARAMS = {{name: Spec}} "
+                         "(see dreamalloc/workloads/params.py)")
     STREAMS[name] = cls
 
 

@@ -62,6 +62,7 @@ from dreamalloc.heap.heuristics import RULES
 from dreamalloc.heap.runs import FreeRuns
 from dreamalloc.workloads.base import ALLOC, S_ALLOC, S_FREE_SEQ, Requests, RequestStream, Script, ScriptedStream
 from dreamalloc.workloads.lim import RandomStream
+from dreamalloc.workloads.params import BOOL, INT, RANDOM_PARAMS, checked, optional
 
 MIN_CELLS = 64
 HOLES = (3, 4, 5)
@@ -256,6 +257,8 @@ class AdversarialStream(ScriptedStream):
 
     NAME = "adversarial"
     SALT = 17
+    PARAMS = {"target": checked(f"one of {', '.join(RULES)}"), "holes": optional(INT),
+              "blind": checked("true, false or a list of placement rules"), **RANDOM_PARAMS}
 
     def __init__(self, batch, cells, device="cpu", target: str | None = None, holes: int | None = None,
                  blind=False, **random_kwargs):
@@ -280,6 +283,7 @@ class AdversarialStream(ScriptedStream):
 
 class FfGoodStream(AdversarialStream):
     NAME = "ff-good"
+    PARAMS = {k: v for k, v in AdversarialStream.PARAMS.items() if k != "target"}
 
     def __init__(self, batch, cells, device="cpu", **params):
         super().__init__(batch, cells, device, target="first", **params)
@@ -287,6 +291,7 @@ class FfGoodStream(AdversarialStream):
 
 class NfGoodStream(AdversarialStream):
     NAME = "nf-good"
+    PARAMS = {k: v for k, v in AdversarialStream.PARAMS.items() if k != "target"}
 
     def __init__(self, batch, cells, device="cpu", **params):
         super().__init__(batch, cells, device, target="next", **params)
@@ -294,6 +299,7 @@ class NfGoodStream(AdversarialStream):
 
 class SfGoodStream(AdversarialStream):
     NAME = "sf-good"
+    PARAMS = {k: v for k, v in AdversarialStream.PARAMS.items() if k != "target"}
 
     def __init__(self, batch, cells, device="cpu", **params):
         super().__init__(batch, cells, device, target="second", **params)
@@ -346,6 +352,9 @@ class PreholedStream(ScriptedStream):
     """Mandal & Rohil's pre-holed heap, their request list once, then ``then`` (see the module docstring)."""
 
     NAME = "preholed"
+    PARAMS = {"occupied": checked("null or a list of [start, end] cell ranges"),
+              "sizes": checked("a non-empty list of integer sizes"), "then": checked(f"one of {', '.join(THEN)}"),
+              "skip_unfit": BOOL, **RANDOM_PARAMS}
 
     def __init__(self, batch, cells, device="cpu", occupied=None, sizes=MANDAL_SIZES, then: str = "random",
                  skip_unfit: bool = True, **random_kwargs):

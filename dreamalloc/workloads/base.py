@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -29,7 +30,14 @@ class Requests:
 
 
 class RequestStream(ABC):
-    """Produces the next request of each heap, given what is live in it."""
+    """Produces the next request of each heap, given what is live in it.
+
+    ``PARAMS`` is the typed schema of the keyword parameters (``workloads/params.py``): every registered
+    family declares one, and ``make_stream`` parses the given parameters with it.
+    """
+
+    PARAMS: ClassVar[dict | None] = None
+    CELL_BYTES: ClassVar[int] = 0  # state per heap and cell, for the memory estimate at start
 
     def __init__(self, batch: int, cells: int, device: torch.device | str = "cpu"):
         self.batch, self.cells, self.device = int(batch), int(cells), torch.device(device)

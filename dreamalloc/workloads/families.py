@@ -51,6 +51,7 @@ from collections.abc import Sequence
 import torch
 
 from dreamalloc.workloads.base import ALLOC, FREE, Requests, RequestStream
+from dreamalloc.workloads.params import FLOAT, INT, checked, list_of, optional
 from dreamalloc.workloads.rng import CounterRNG
 
 SIZE_DISTS = ("uniform", "classes", "geometric", "powerlaw")
@@ -96,6 +97,14 @@ class PatternStream(RequestStream):
     """
 
     SALT = 23
+    CELL_BYTES = 8  # per heap and cell: the death times (validation.env_footprint counts them)
+    PARAMS = {"size_dist": checked(f"one of {', '.join(SIZE_DISTS)}"),
+              "size_units": checked(f"one of {', '.join(SIZE_UNITS)}"), "size_min": optional(FLOAT),
+              "size_max": optional(FLOAT), "classes": optional(list_of(FLOAT)), "class_probs": optional(list_of(FLOAT)),
+              "tail_p": FLOAT, "alpha": FLOAT, "lifetime": checked(f"one of {', '.join(LIFETIMES)}"),
+              "free_prob": FLOAT, "order": checked(f"one of {', '.join(ORDERS)}"), "life": FLOAT,
+              "phase": checked(f"one of {', '.join(PHASES)}"), "phase_len": INT, "peak_keep": FLOAT,
+              "plateau_level": FLOAT}  # sizes are numbers: cells or fractions (size_units); ranges checked below
 
     def __init__(self, batch, cells, device="cpu", *, size_dist: str = "uniform", size_units: str = "cells",
                  size_min: float | None = None, size_max: float | None = None,

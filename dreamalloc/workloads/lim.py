@@ -22,11 +22,13 @@ from dreamalloc.workloads.base import (
     Script,
     ScriptedStream,
 )
+from dreamalloc.workloads.params import RANDOM_PARAMS
 from dreamalloc.workloads.rng import CounterRNG
 
 
 class RandomStream(RequestStream):
     SALT = 1
+    PARAMS = RANDOM_PARAMS
 
     def __init__(self, batch, cells, device="cpu", free_prob: float = 0.4, size_min: int = 1,
                  size_max: int = 5):
@@ -108,6 +110,8 @@ MIN_ADVERSARIAL_CELLS = 20
 
 
 class _LimScripted(ScriptedStream):
+    PARAMS = RANDOM_PARAMS  # the random stream's, for the continuation
+
     def __init__(self, batch, cells, device="cpu", **random_kwargs):
         if int(cells) < MIN_ADVERSARIAL_CELLS:
             raise ValueError(f"{type(self).NAME} needs a heap of at least {MIN_ADVERSARIAL_CELLS} cells, "

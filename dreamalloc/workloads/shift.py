@@ -22,8 +22,9 @@ from __future__ import annotations
 import torch
 
 from dreamalloc.workloads.base import Requests, RequestStream
+from dreamalloc.workloads.params import INT, TASK_LIST, checked
 from dreamalloc.workloads.rng import CounterRNG, splitmix64
-from dreamalloc.workloads.tasks import expand_tasks
+from dreamalloc.workloads.tasks import expand_tasks, task_stream
 
 SCHEDULES = ("abrupt", "gradual")
 
@@ -45,6 +46,8 @@ def _segment(at) -> tuple[int, int]:
 
 class ShiftStream(RequestStream):
     SALT = 13
+    PARAMS = {"tasks": TASK_LIST, "schedule": checked(f"one of {', '.join(SCHEDULES)}"),
+              "at": checked("an integer >= 1 or [lo, hi]"), "span": INT}
 
     def __init__(self, batch, cells, device="cpu", *, tasks=(), schedule: str = "abrupt", at=64,
                  span: int = 64):
@@ -60,7 +63,7 @@ class ShiftStream(RequestStream):
             raise ValueError(f"span must be an integer >= 1 (allocations of the gradual blend), got {span!r}")
         self.schedule, self.span = schedule, int(span)
         self.lo, self.hi = _segment(at)
-        self.streams = [make_stream(t["stream"], batch, cells, device, **t["params"]) for t in self.tasks]
+        self.streams = [task_stream(make_stream, t, batch, cells, device) for t in self.tasks]
         dev = self.device
         self.task_id = torch.zeros(self.batch, dtype=torch.long, device=dev)  # task of the pending request
         self.current = torch.zeros(self.batch, dtype=torch.long, device=dev)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from dreamalloc.workloads.base import Requests, RequestStream
+from dreamalloc.workloads.params import TASK_LIST
 from dreamalloc.workloads.rng import CounterRNG
 
 TASK_KEYS = ("name", "stream", "params", "weight", "ranges", "choices", "samples", "seed")
@@ -67,8 +68,17 @@ def expand_tasks(tasks) -> list[dict]:
     return out
 
 
+def task_stream(make_stream, task: dict, batch: int, cells: int, device) -> RequestStream:
+    """The stream of a concrete task; a bad stream name or parameter fails naming the task."""
+    try:
+        return make_stream(task["stream"], batch, cells, device, **task["params"])
+    except (ValueError, FileNotFoundError) as e:
+        raise ValueError(f"task {task['name']!r}: {e}") from None
+
+
 class TaskStream(RequestStream):
     SALT = 11
+    PARAMS = {"tasks": TASK_LIST}
 
     def __init__(self, batch, cells, device="cpu", tasks=()):
         from dreamalloc.workloads import make_stream  # the registry imports this module
@@ -79,7 +89,7 @@ class TaskStream(RequestStream):
         if (weights < 0).any() or weights.sum() <= 0:
             raise ValueError(f"task weights must be >= 0 with a positive sum, got {weights.tolist()}")
         self.cdf = (weights.cumsum(0) / weights.sum()).to(self.device)
-        self.streams = [make_stream(t["stream"], batch, cells, device, **t["params"]) for t in self.tasks]
+        self.streams = [task_stream(make_stream, t, batch, cells, device) for t in self.tasks]
         self.task_id = torch.zeros(self.batch, dtype=torch.long, device=self.device)
         self.rng = CounterRNG(self.batch, self.device)
         self.per_trial = 1  # episodes per task draw: a meta-RL trial keeps its task (set_trial_length)

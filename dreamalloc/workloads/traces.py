@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from dreamalloc.workloads.base import ALLOC, FREE, FREE_ALL, Requests, RequestStream
+from dreamalloc.workloads.params import BOOL, INT, PATH, optional
 from dreamalloc.workloads.rng import CounterRNG
 
 HEADER = "# dreamalloc-trace v1"
@@ -360,6 +361,7 @@ class TraceStream(RequestStream):
     """Replays a recorded trace (see the module docstring); stream ``"trace"``."""
 
     SALT = 23
+    PARAMS = {"path": PATH, "granularity": INT, "min_bytes": INT, "window": optional(INT), "random_start": BOOL}
 
     def __init__(self, batch, cells, device="cpu", path: str = "python_json", granularity: int = 16,
                  min_bytes: int = 0, window: int | None = None, random_start: bool = False):

@@ -10,6 +10,9 @@ one gradient update (``batch_size`` x ``batch_length`` replayed steps) happens e
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
+
+from dreamalloc.checks import COUNT, FINITE, NONNEG, POSITIVE, UNIT, OneOf, between
 
 OPTIMIZERS = ("laprop", "adam")
 PRECISIONS = ("fp32", "bf16")
@@ -17,6 +20,18 @@ PRECISIONS = ("fp32", "bf16")
 
 @dataclass
 class DreamerConfig:
+    RANGES: ClassVar[dict] = {  # checked at start by the harness (dreamalloc/checks.py); ``check`` adds the rest
+        **{k: COUNT for k in ("deter", "hidden", "stoch", "classes", "blocks", "units", "enc_layers", "bins",
+                              "imag_length", "horizon", "batch_size", "batch_length", "replay_size")},
+        "dec_layers": NONNEG, "head_layers": NONNEG, "ac_layers": NONNEG,
+        "unimix": between(0.0, 1.0, hi_open=True), "free_nats": NONNEG, "kl_dyn": NONNEG, "kl_rep": NONNEG,
+        "loss_rec": NONNEG, "loss_rew": NONNEG, "loss_con": NONNEG, "imag_last": NONNEG, "lam": UNIT,
+        "actent": NONNEG, "slowreg": NONNEG, "slow_rate": between(0.0, 1.0, lo_open=True),
+        "retnorm_rate": between(0.0, 1.0, lo_open=True), "retnorm_limit": POSITIVE, "loss_policy": NONNEG,
+        "loss_value": NONNEG, "loss_repval": NONNEG, "optimizer": OneOf(OPTIMIZERS), "lr": POSITIVE,
+        "eps": POSITIVE, "beta1": between(0.0, 1.0, hi_open=True), "beta2": between(0.0, 1.0, hi_open=True),
+        "agc": FINITE, "warmup": NONNEG, "train_ratio": POSITIVE, "learning_starts": NONNEG,
+        "precision": OneOf(PRECISIONS)}
     name: str = "dreamer"
     # --- sizes (12M preset) ---
     deter: int = 2048
