@@ -201,8 +201,8 @@ def test_keep_checkpoints_zero_keeps_every_one_and_negative_fails_at_start(tmp_p
         validate(cfg_of(QUICK + ["keep_checkpoints=-1"]))
     out = train(cfg_of(QUICK + ["steps=64", "checkpoint_every=16", "keep_checkpoints=0", "eval.trials=1",
                                 "eval.episodes_per_trial=1", "eval.timeline=false", "suite=lim2024_mixed"], tmp_path))
-    kept = sorted(p.name for p in (tmp_path / "ckpt" / "heuristic_lim2024_mixed_s0").glob("ckpt_*.pt"))
-    assert kept == [f"ckpt_{s:012d}.pt" for s in (16, 32, 48, 64)] and Path(out["checkpoint"]).is_file()
+    kept = sorted(p.name for p in (tmp_path / "ckpt" / "heuristic_lim2024_mixed_s0").glob("ckpt_*"))
+    assert kept == [f"ckpt_{s:012d}.safetensors" for s in (16, 32, 48, 64)] and Path(out["checkpoint"]).is_file()
     assert "0: keep every checkpoint" in inspect.getsource(C.Config)
 
 

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 MODES = ("offline", "online", "disabled")
+_os_write = os.write  # one name for the metric writes (the fault tests make it fail)
 RESERVED_KEYS = ("step",)
 
 
@@ -119,7 +120,7 @@ class Logger:
         data = (json.dumps(_finite_or_none(line), allow_nan=False) + "\n").encode("utf-8")
         end = os.lseek(self._fd, 0, os.SEEK_END)
         try:
-            written = os.write(self._fd, data)
+            written = _os_write(self._fd, data)
             if written != len(data):
                 raise OSError(errno.ENOSPC, "short write")
         except OSError as e:

@@ -53,8 +53,6 @@ TRAIN_SEED_STRIDE = 100_003  # heap b of a run with seed s trains on stream seed
 RESUME_SAFE = ("steps", "agent.total_steps", "logger", "eval", "progress", "device", "checkpoint_every",
                "keep_checkpoints", "save_replay", "on_nonfinite", "resume", "run_dir", "checkpoint_dir",
                "run_name", "hydra")
-# Overrides that do not make a run different enough to need its own checkpoint folder.
-_NAME_FREE = ("seed", "agent", "suite", *RESUME_SAFE, "checkpoint")
 
 
 class TrainingError(RuntimeError):
@@ -88,9 +86,10 @@ def run_name(cfg: DictConfig, overrides: list[str] | None = None) -> str:
     for o in sorted(overrides or []):
         key, _, value = o.partition("=")
         key = key.lstrip("+~")
-        if any(key == k or key.startswith(k + ".") for k in _NAME_FREE):
-            if not ((key == "agent" and value != cfg.agent.name) or (key == "suite" and value != cfg.suite.name)):
-                continue
+        if key in ("seed", "checkpoint") or any(key == k or key.startswith(k + ".") for k in RESUME_SAFE):
+            continue
+        if (key == "agent" and value == cfg.agent.name) or (key == "suite" and value == cfg.suite.name):
+            continue  # already in the name
         parts.append(re.sub(r"[^A-Za-z0-9._-]", "_", f"{key}-{value}"))  # no '=' or ',': Hydra-safe as a path
     suffix = "__".join(parts)
     if len(suffix) > 64:  # a long sweep point: a stable digest of it instead
@@ -249,13 +248,6 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     device = select_device(cfg.device)
     seed_everything(int(cfg.seed))
     run_dir = Path(payload["run_dir"]) if payload else Path(cfg.run_dir)
-    ckpt_dir = resume_from.parent if payload else fresh_checkpoint_dir(cfg, run_name(cfg, overrides))
-    check_writable(run_dir, "the run directory")
-    check_writable(ckpt_dir, "the checkpoint folder")
-    (run_dir / "checkpoint_dir.txt").write_text(str(ckpt_dir.resolve()) + "\n")
-    if payload is None:
-        (ckpt_dir / "run.json").write_text(json.dumps({"run_dir": str(run_dir.resolve()), "name": ckpt_dir.name,
-                                                       "command": list(sys.argv)}, indent=1) + "\n")
     B = int(cfg.env.num_envs)
     phases = training_phases(cfg)
     total = phases[-1][2]
@@ -263,6 +255,15 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
                  i == len(phases) - 1)
     core = make_core(cfg.env, phases[phase][1], B, device)
     agent = build_agent(cfg, core, device)
+    ckpt_dir = resume_from.parent if payload else fresh_checkpoint_dir(cfg, run_name(cfg, overrides))
+    for stale in ckpt_dir.glob(".ckpt_*.tmp-*") if payload else ():  # a write killed half-way: never a checkpoint
+        stale.unlink(missing_ok=True)
+    check_writable(run_dir, "the run directory")
+    check_writable(ckpt_dir, "the checkpoint folder")
+    (run_dir / "checkpoint_dir.txt").write_text(str(ckpt_dir.resolve()) + "\n")
+    if payload is None:
+        (ckpt_dir / "run.json").write_text(json.dumps({"run_dir": str(run_dir.resolve()), "name": ckpt_dir.name,
+                                                       "command": list(sys.argv)}, indent=1) + "\n")
     step, episodes = 0, 0
     loop = {}
     if payload is not None:
