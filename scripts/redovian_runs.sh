@@ -8,6 +8,10 @@
 # STEPS is the budget of one phase: the forgetting protocol trains STEPS on A, then STEPS on B, with the
 # learning-rate schedules stretched over both (agent.total_steps = 2 x STEPS). OUT=DIR writes elsewhere
 # (default outputs/redovian2025), PY=python picks the interpreter.
+# LB picks the env variant: LB=park (default: park-project/park as it is, uncapped job sizes, a running job counted
+# by its remaining time) or LB=fork (env.size_max=10000 env.load_obs=work: the fork ratnadeepb/park's size cap
+# with Park's pre-2019-03 remaining-work load, the options the learner tables of docs/results.md were measured
+# with; reproduce them with LB=fork bash scripts/redovian_runs.sh 500000).
 set -u
 STEPS=${1:-500000}
 SEEDS_STD=${2:-"0 1 2"}
@@ -16,6 +20,11 @@ SEEDS_FGT=${4:-"0 1 2"}
 OUT=${OUT:-outputs/redovian2025}
 PY=${PY:-.venv/bin/python}
 export OMP_NUM_THREADS=1 WANDB_SILENT=true
+case ${LB:-park} in
+  park) LB_OPTS=() ;;
+  fork) LB_OPTS=(env.size_max=10000 env.load_obs=work) ;;
+  *) echo "LB must be park or fork, got '${LB}'" >&2; exit 2 ;;
+esac
 
 learners() {  # protocol seeds [extra overrides...]
   local protocol=$1 seeds=$2
@@ -24,7 +33,7 @@ learners() {  # protocol seeds [extra overrides...]
     for agent in a2c ppo rl2_ppo; do
       local start=$SECONDS
       $PY train.py experiment=redovian2025_$protocol agent=$agent seed=$seed steps=$STEPS logger=disabled \
-        progress=off "$@" hydra.run.dir=$OUT/$protocol/${agent}_s$seed > $OUT/logs/${protocol}_${agent}_s$seed.log 2>&1
+        progress=off "${LB_OPTS[@]}" "$@" hydra.run.dir=$OUT/$protocol/${agent}_s$seed > $OUT/logs/${protocol}_${agent}_s$seed.log 2>&1
       echo "$protocol $agent seed $seed: rc $? in $((SECONDS - start)) s" >> $OUT/logs/times.txt
     done
   done
@@ -35,7 +44,7 @@ rest() { [ "$1" = "${1#* }" ] && echo "" || echo "${1#* }"; }
 
 mkdir -p $OUT/logs
 (learners standard "$SEEDS_STD"
- for p in standard adaptive; do $PY scripts/lb_heuristics.py --experiment redovian2025_$p > $OUT/heuristics_$p.md; done
+ for p in standard adaptive; do $PY scripts/lb_heuristics.py --experiment redovian2025_$p "${LB_OPTS[@]}" > $OUT/heuristics_$p.md; done
  learners forgetting "$(first "$SEEDS_FGT")" agent.total_steps=$((2 * STEPS))) &
 (learners adaptive "$SEEDS_ADA"
  learners forgetting "$(rest "$SEEDS_FGT")" agent.total_steps=$((2 * STEPS))) &

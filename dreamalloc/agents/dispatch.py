@@ -1,9 +1,11 @@
 """Classic dispatch rules for load balancing as an agent: the baselines every load-balance table compares with.
 
-Rules read what a dispatcher in front of real servers knows: each server's outstanding work (``info["loads"]``,
-Park's measure) and its number of jobs (``info["queue"]``), the incoming job's size and the service rates:
+Rules read what a dispatcher in front of real servers knows: each server's true outstanding work
+(``info["work"]``: queued sizes + the running job's work left, whatever the env's ``load_obs`` shows the agent)
+and its number of jobs (``info["queue"]``), the incoming job's size and the service rates:
 
-* ``greedy``: least expected finish time, argmin (work + size) / rate (Park's reference heuristic);
+* ``greedy``: least expected finish time, argmin (work + size) / rate (Park's reference heuristic; REFERENCE.md
+  section 3 "greedy least (true work + size) / rate");
 * ``jsq``: join the shortest queue (fewest jobs; ties to the faster server);
 * ``p2c``: power of two choices: two distinct servers uniformly at random, the one with fewer jobs;
 * ``round_robin``: servers 0, 1, ..., S-1 in turn, restarting at every episode;
@@ -35,7 +37,7 @@ class DispatchConfig:
 def dispatch(rule: str, info: dict, rates: torch.Tensor, gen: torch.Generator | None = None,
              counter: torch.Tensor | None = None) -> torch.Tensor:
     """Servers [B] chosen by ``rule`` from a load-balance env's info (see the module docstring)."""
-    load, queue = info["loads"], info["queue"]
+    load, queue = info["work"], info["queue"]
     B, S = load.shape
     dev = load.device
     if rule == "greedy":

@@ -68,6 +68,8 @@ class LoadBalanceEnvConf:
     trial_episodes: int = 1
     meta_obs: bool = False
     task_obs: bool = False
+    size_max: float = 0.0  # job size cap of the laws that set none: 0 = none (Park); 10000 = the fork ratnadeepb/park
+    load_obs: str = "time"  # time (Park as it is) | work (Park before 2019-03): the running job in a server's load
 
 
 @dataclass

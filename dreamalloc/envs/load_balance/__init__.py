@@ -5,8 +5,9 @@ vectorization_mode="vector_entry_point")`` the native batched one; agents drive 
 """
 
 from dreamalloc.envs.load_balance.config import (
+    FORK_SIZE_MAX,
     JOB_LAW,
-    PARK_SIZE_MAX,
+    LOAD_OBS,
     PARK_TASK,
     SIZE_DISTS,
     LoadBalanceConfig,
@@ -15,5 +16,5 @@ from dreamalloc.envs.load_balance.config import (
 from dreamalloc.envs.load_balance.core import LoadBalanceCore
 from dreamalloc.envs.load_balance.gym_env import LoadBalanceEnv, LoadBalanceVectorEnv
 
-__all__ = ["JOB_LAW", "PARK_SIZE_MAX", "PARK_TASK", "SIZE_DISTS", "LoadBalanceConfig", "LoadBalanceCore",
+__all__ = ["FORK_SIZE_MAX", "JOB_LAW", "LOAD_OBS", "PARK_TASK", "SIZE_DISTS", "LoadBalanceConfig", "LoadBalanceCore",
            "LoadBalanceEnv", "LoadBalanceVectorEnv", "park_rates"]

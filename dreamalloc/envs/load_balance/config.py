@@ -1,11 +1,22 @@
 """What a load-balancing env is built from: the servers, the episode, the job law and its shifts.
 
-Defaults are Park's ``load_balance`` (REFERENCE.md §3): 10 servers with service rates 0.15, 0.25, ..., 1.05,
-1,000 jobs per episode, Pareto(1.5) job sizes with minimum 100 capped at 10,000, exponential inter-arrival
-times of mean 55, observations clipped at 5e5. The cap is Park's: its ``job_generator.py`` (the version the
-reference figures of REFERENCE.md §3 were measured on) clips sizes at 100 x the Pareto scale. It matters
-because Pareto(1.5) has infinite variance: uncapped, mean job times run 6-40 % above Park's figures; capped
-they land within 10 % (docs/results.md). ``size_max: 0`` gives the uncapped law.
+Defaults are park-project/park's ``load_balance`` as it is (REFERENCE.md §3): 10 servers with service rates
+0.15, 0.25, ..., 1.05, 1,000 jobs per episode, Pareto(1.5) job sizes with minimum 100 and no cap, exponential
+inter-arrival times of mean 55, observations clipped at 5e5, and a server's observed load = the sizes of its
+queued jobs (work) plus the remaining *time* of its running job (finish - now), as Park's ``observe()`` has
+counted it since commit 7dec7c8 (2019-03-01). Two named options give the other versions:
+
+* ``size_max`` (env level; a task's params may set their own): the job size cap of every job law. 0 (default):
+  no cap, park-project/park in its whole history. ``FORK_SIZE_MAX`` = 10,000 = 100 x the Pareto scale: the cap
+  of the fork ratnadeepb/park (commit f5a05e9, 2020-08-02), which the earlier tables of docs/results.md used.
+  Pareto(1.5) has infinite variance, so the cap matters: it lowers greedy's mean job time from about 965 to
+  about 745 (REFERENCE.md §3).
+* ``load_obs``: ``time`` (default, Park as it is; the fork observes the same) or ``work``: the running job's
+  remaining work ((finish - now) x rate), Park before 2019-03, which this replica followed until 2026-12-04.
+  The two differ by up to 1 / 0.15 = 6.7x on the slowest server. The dispatch heuristics read the true work
+  (``info["work"]``) in both modes, so only learners see the difference.
+
+The earlier learner tables of docs/results.md were measured with ``size_max: 10000, load_obs: work``.
 
 Everything a distribution shift needs is a parameter: the servers (env level, it changes the observation),
 and per task the job law, with ``phases`` that change it inside an episode.
@@ -16,8 +27,8 @@ A task is ``{name, stream: jobs, params, weight}`` (the allocator's task schema,
 * ``job_interval``: mean of the exponential inter-arrival time (time units; the draw is truncated to int);
 * ``size_dist``: ``pareto`` (minimum ``size_scale``, tail index ``size_shape``: Park's law),
   ``exponential`` (mean ``size_scale``), ``lognormal`` (median ``size_scale``, sigma ``size_shape``) or
-  ``constant`` (``size_scale``); sizes are truncated to int, at least 1 and at most ``size_max`` (default
-  10,000, Park's cap; 0: no cap);
+  ``constant`` (``size_scale``); sizes are truncated to int, at least 1 and at most ``size_max`` (default:
+  the env's ``size_max``; 0: no cap);
 * ``phases``: a list of ``{at: JOB_INDEX, ...params}``: from job ``at`` on, those params replace the earlier
   ones (an in-episode shift: e.g. the arrival rate doubles halfway through).
 """
@@ -32,9 +43,9 @@ import numpy as np
 from dreamalloc.workloads.tasks import expand_tasks
 
 SIZE_DISTS = ("pareto", "exponential", "lognormal", "constant")
-PARK_SIZE_MAX = 10000  # Park's job_generator: sizes above 100 x size_scale are clipped to it
-JOB_LAW = {"job_interval": 55.0, "size_dist": "pareto", "size_shape": 1.5, "size_scale": 100.0,
-           "size_max": PARK_SIZE_MAX}
+FORK_SIZE_MAX = 10000  # ratnadeepb/park's job_generator clips sizes above 100 x size_scale to it; Park: no cap
+LOAD_OBS = ("time", "work")  # a running job counts in its server's observed load by its time left, or work left
+JOB_LAW = {"job_interval": 55.0, "size_dist": "pareto", "size_shape": 1.5, "size_scale": 100.0, "size_max": 0}
 TASK_PARAMS = (*JOB_LAW, "phases")
 PARK_TASK = {"name": "park", "stream": "jobs", "params": {}}
 
@@ -58,20 +69,25 @@ def _check_law(law: dict, where: str) -> None:
         v = law[key]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
             _bad(f"{where}: {key} must be a number > 0, got {v!r}")
-    m = law["size_max"]
-    if isinstance(m, bool) or not isinstance(m, (int, float)) or m < 0:
-        _bad(f"{where}: size_max must be a number >= 0 (0: no cap), got {m!r}")
+    _check_size_max(law["size_max"], where)
 
 
-def job_phases(task: dict, num_jobs: int) -> list[tuple[int, dict]]:
-    """[(first job index, full job law)] of a concrete task, checked, in job order."""
+def _check_size_max(m, where: str) -> None:
+    if isinstance(m, bool) or not isinstance(m, (int, float, np.integer, np.floating)) or not m >= 0:
+        _bad(f"{where}: size_max must be a number >= 0 (0: no cap, Park; {FORK_SIZE_MAX}: the fork "
+             f"ratnadeepb/park's cap), got {m!r}")
+
+
+def job_phases(task: dict, num_jobs: int, size_max: float = 0) -> list[tuple[int, dict]]:
+    """[(first job index, full job law)] of a concrete task, checked, in job order; ``size_max`` is the cap of
+    a law that does not set its own (the env's ``size_max``)."""
     params = dict(task.get("params") or {})
     where = f"task {task.get('name')!r}"
     unknown = sorted(set(params) - set(TASK_PARAMS))
     if unknown:
         _bad(f"{where} has unknown param(s) {unknown}; valid: {', '.join(TASK_PARAMS)}")
     phases = params.pop("phases", None) or []
-    law = {**JOB_LAW, **params}
+    law = {**JOB_LAW, "size_max": size_max, **params}
     _check_law(law, where)
     out = [(0, law)]
     if not isinstance(phases, Sequence) or isinstance(phases, str):
@@ -108,6 +124,10 @@ class LoadBalanceConfig:
     trial_episodes: int = 1  # K episodes per meta-RL trial (a trial keeps its task)
     meta_obs: bool = False  # previous action (one-hot), previous reward, episode-start flag (RL^2)
     task_obs: bool = False  # the task id one-hot (an oracle, off for adaptive agents)
+    # size cap of every job law that sets none: 0 = none (park-project/park); FORK_SIZE_MAX = 10,000 (ratnadeepb/park)
+    size_max: float = 0
+    # a running job adds to its server's observed load its remaining time (Park now) or work (Park < 2019-03)
+    load_obs: str = "time"
 
     kind = "load_balance"  # class attribute: how the harness tells env families apart
     action = "server"
@@ -137,6 +157,10 @@ class LoadBalanceConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
                 _bad(f"{name} must be a number > 0, got {v!r}")
+        _check_size_max(self.size_max, "env")
+        if self.load_obs not in LOAD_OBS:
+            _bad(f"load_obs must be one of {', '.join(LOAD_OBS)} (time: Park as it is, the running job's remaining "
+                 f"time; work: Park before 2019-03, its remaining work), got {self.load_obs!r}")
         try:
             self.tasks = expand_tasks(list(self.tasks))
         except ValueError as e:
@@ -146,7 +170,7 @@ class LoadBalanceConfig:
                 _bad(f"task {t['name']!r}: stream must be 'jobs' for the load-balance env, got {t['stream']!r}")
             if t["weight"] < 0:
                 _bad(f"task {t['name']!r}: weight must be >= 0, got {t['weight']}")
-            job_phases(t, self.num_jobs)
+            job_phases(t, self.num_jobs, self.size_max)
         if sum(t["weight"] for t in self.tasks) <= 0:
             _bad("task weights must have a positive sum")
         if self.task_obs and self.n_tasks < 2:
@@ -182,4 +206,5 @@ class LoadBalanceConfig:
         return np.asarray(lo, np.float32), np.asarray(hi, np.float32)
 
 
-__all__ = ["JOB_LAW", "PARK_SIZE_MAX", "PARK_TASK", "SIZE_DISTS", "LoadBalanceConfig", "job_phases", "park_rates"]
+__all__ = ["FORK_SIZE_MAX", "JOB_LAW", "LOAD_OBS", "PARK_TASK", "SIZE_DISTS", "LoadBalanceConfig", "job_phases",
+           "park_rates"]

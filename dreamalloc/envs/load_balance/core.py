@@ -7,9 +7,11 @@ dispatched (start = max(arrival, server free), finish = start + duration), so no
 every row keeps its jobs' arrival, size, server, start and finish in [B, J] tensors and a step is a few
 tensor ops over them.
 
-* observation: per server its outstanding work as Park's current code counts it (sizes of the queued jobs plus
-  the work left on the running one, time left x rate), then the incoming job's size; each clipped at
-  ``obs_high``, times ``obs_scale``;
+* observation: per server its load as Park's ``observe()`` counts it: the sizes of the queued jobs plus, for
+  the running one, its time left (``load_obs: time``, Park as it is, the default) or its work left (time left x
+  rate, ``load_obs: work``, Park before 2019-03); then the incoming job's size; each clipped at ``obs_high``,
+  times ``obs_scale``. ``info["work"]`` is always the true outstanding work (what the dispatch rules read),
+  ``info["loads"]`` the observed load (unclipped);
 * reward: minus (elapsed time x jobs in the system) from this decision to the next arrival, so an episode's
   return is minus the total time its jobs spent in the system (times ``reward_scale``);
 * the episode terminates at the last job's decision; that step's reward covers the drain of every queue,
@@ -79,7 +81,7 @@ class LoadBalanceCore:
         rows = []
         for t in self.cfg.tasks:
             table = np.zeros((self.J, 5))
-            for at, law in job_phases(t, self.J):
+            for at, law in job_phases(t, self.J, self.cfg.size_max):
                 table[at:] = [law["job_interval"], SIZE_DISTS.index(law["size_dist"]), law["size_shape"],
                               law["size_scale"], law["size_max"]]
             rows.append(table)
@@ -206,9 +208,10 @@ class LoadBalanceCore:
         return obs, reward, terminated, truncated, info
 
     # ----------------------------------------------------------------------------------------------
-    def loads(self, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-server outstanding work (float: queued sizes + time left x rate) and jobs in the system (int),
-        [n, S] each (unclipped).
+    def loads(self, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per server, [n, S] each (unclipped): the observed load (float: queued sizes + the running job's time
+        left, or work left with ``load_obs: work``), the jobs in the system (int) and the outstanding work
+        (float: queued sizes + time left x rate).
         A row whose episode has ended is drained: zeros. Looks only at the window of jobs that can still be
         in the system, and moves the window's start on."""
         lo = self.lo if rows is None else self.lo[rows]
@@ -224,13 +227,19 @@ class LoadBalanceCore:
         else:
             self.lo[rows] = torch.maximum(lo, first)
         srv = sel(self.server)
-        left = (fin - now).double() * self.rates[srv]  # work left on a running job
-        work = torch.where(start <= now, left, sel(self.size).double()) * active
+        t_left = (fin - now).double()  # of a running job
+        running, queued = (start <= now) & active, (start > now) & active
+        queued_size = sel(self.size).double() * queued
         n = srv.shape[0]
-        load = torch.zeros(n, self.S, dtype=torch.float64, device=self.device).scatter_add_(1, srv, work)
-        queue = torch.zeros(n, self.S, dtype=torch.long, device=self.device).scatter_add_(1, srv, active.long())
+
+        def per_server(x):
+            return torch.zeros(n, self.S, dtype=x.dtype, device=self.device).scatter_add_(1, srv, x)
+
+        work = per_server(queued_size + t_left * self.rates[srv] * running)
+        load = work if self.cfg.load_obs == "work" else per_server(queued_size + t_left * running)
+        queue = per_server(active.long())
         drained = (self.needs_reset if rows is None else self.needs_reset[rows])[:, None]
-        return load.masked_fill(drained, 0), queue.masked_fill(drained, 0)
+        return load.masked_fill(drained, 0), queue.masked_fill(drained, 0), work.masked_fill(drained, 0)
 
     def incoming(self, rows: torch.Tensor | None = None) -> torch.Tensor:
         """[n] size of the job waiting for a decision (0 once the episode has ended)."""
@@ -240,7 +249,7 @@ class LoadBalanceCore:
     def _observe(self, rows: torch.Tensor | None = None, lq=None) -> torch.Tensor:
         cfg = self.cfg
         sel = (lambda t: t) if rows is None else (lambda t: t[rows])
-        load, _ = self.loads(rows) if lq is None else lq
+        load = (self.loads(rows) if lq is None else lq)[0]
         base = torch.cat([load, self.incoming(rows)[:, None]], 1).double().clamp(max=cfg.obs_high)
         parts = [(base * cfg.obs_scale).float()]
         if cfg.meta_obs:
@@ -252,9 +261,9 @@ class LoadBalanceCore:
         return torch.cat(parts, 1)
 
     def _info(self, lq=None) -> dict:
-        load, queue = self.loads() if lq is None else lq
+        load, queue, work = self.loads() if lq is None else lq
         jobs = self.k + self.needs_reset.long()  # decisions made this episode
-        return {"loads": load, "queue": queue, "job_size": self.incoming(), "time": self.now.clone(),
+        return {"loads": load, "queue": queue, "work": work, "job_size": self.incoming(), "time": self.now.clone(),
                 "mean_job_time": self.ep_time / jobs.clamp(min=1).double(),
                 "jobs_in_system": queue.sum(1), "task_id": self.task_id.clone(),
                 "episode_start": self.episode_start.clone(), "trial_start": self.trial_start.clone(),

@@ -2,8 +2,9 @@
 (the native batched VectorEnv, SAME_STEP autoreset like ``envs.vector.AllocVectorEnv``).
 
 Observation: Box(float32) [per-server load (S), incoming job size, (meta obs), (task one-hot)]; action:
-Discrete(S), the server. ``info`` has ``loads``, ``queue`` (jobs per server), ``time``, ``mean_job_time``
-(so far; the episode's at its end) and ``episode`` {r, l} where an episode ended.
+Discrete(S), the server. ``info`` has ``loads`` (as observed, ``load_obs``), ``work`` (true outstanding work),
+``queue`` (jobs per server), ``time``, ``mean_job_time`` (so far; the episode's at its end) and ``episode``
+{r, l} where an episode ended.
 """
 
 from __future__ import annotations
@@ -43,9 +44,9 @@ class LoadBalanceEnv(gym.Env):
         return obs[0].numpy(force=True), float(r[0]), bool(term[0]), bool(trunc[0]), _unbatch(info)
 
     def render(self):
-        load, queue = self.core.loads()
+        _, queue, work = self.core.loads()  # [jobs:outstanding work] per server
         return (f"t={int(self.core.now[0])} job={int(self.core.incoming()[0])} "
-                + " ".join(f"[{int(q)}:{int(w)}]" for q, w in zip(queue[0], load[0], strict=True)))
+                + " ".join(f"[{int(q)}:{int(w)}]" for q, w in zip(queue[0], work[0], strict=True)))
 
 
 class LoadBalanceVectorEnv(VectorEnv):
