@@ -2,7 +2,7 @@
 
 The same trials as the harness's evaluation (trial t on stream seed eval.seed + t, K episodes per trial), so
 the rows line up with the learners' results; one batched run per rule and task instead of one evaluate.py
-per rule. Also the Park check of REFERENCE.md section 3 (mean job time on Park's defaults):
+per rule. Also the Park check of docs/reference.md section 3 (mean job time on Park's defaults):
 
     python scripts/lb_heuristics.py --experiment redovian2025_standard
     python scripts/lb_heuristics.py --experiment redovian2025_adaptive
@@ -26,7 +26,7 @@ from dreamalloc.envs.load_balance import PARK_SIZE_MAX, PARK_TASK, LoadBalanceCo
 from dreamalloc.envs.load_balance.rollout import dispatch_returns, no_wait_bound  # noqa: E402
 from dreamalloc.report.stats import mean_ci  # noqa: E402
 
-PARK = {"greedy": 770, "rate_random": 3440, "round_robin": 12150, "random": 14790}  # REFERENCE.md section 3
+PARK = {"greedy": 770, "rate_random": 3440, "round_robin": 12150, "random": 14790}  # docs/reference.md section 3
 
 
 def fmt(ci) -> str:

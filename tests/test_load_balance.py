@@ -227,7 +227,7 @@ def test_dispatch_rules_on_a_known_state():
 
 def test_heuristic_ordering_on_park_defaults():
     """Mean job time over 16 episodes of Park's env: greedy < rate-proportional random < round robin and
-    uniform random (Park: about 770, 3,440, 12,150, 14,790; REFERENCE.md section 3)."""
+    uniform random (Park: about 770, 3,440, 12,150, 14,790; docs/reference.md section 3)."""
     cfg = LoadBalanceConfig().validate()
     t = {r: float(dispatch_returns(r, cfg, 16, seed=0)["mean_job_time"].mean())
          for r in ("greedy", "jsq", "rate_random", "round_robin", "random")}
@@ -237,7 +237,7 @@ def test_heuristic_ordering_on_park_defaults():
     assert 250 < bound < t["greedy"]  # every job at once on the fastest server: the floor
 
 
-PARK_FIGURES = {"greedy": 770, "rate_random": 3440, "round_robin": 12150, "random": 14790}  # REFERENCE.md §3
+PARK_FIGURES = {"greedy": 770, "rate_random": 3440, "round_robin": 12150, "random": 14790}  # docs/reference.md §3
 
 
 @pytest.mark.slow

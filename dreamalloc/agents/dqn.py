@@ -34,7 +34,7 @@ from dreamalloc.nn.layers import ACTIVATIONS, masked_logits, mlp
 
 @dataclass
 class DQNConfig:
-    """Defaults: Lim & Maddukuri's SB3 DQN (REFERENCE.md section 1); other keys at SB3's defaults."""
+    """Defaults: Lim & Maddukuri's SB3 DQN (docs/reference.md section 1); other keys at SB3's defaults."""
 
     name: str = "dqn"
     lr: float = 1e-4

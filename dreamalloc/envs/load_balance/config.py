@@ -1,9 +1,9 @@
 """What a load-balancing env is built from: the servers, the episode, the job law and its shifts.
 
-Defaults are Park's ``load_balance`` (REFERENCE.md §3): 10 servers with service rates 0.15, 0.25, ..., 1.05,
+Defaults are Park's ``load_balance`` (docs/reference.md §3): 10 servers with service rates 0.15, 0.25, ..., 1.05,
 1,000 jobs per episode, Pareto(1.5) job sizes with minimum 100 capped at 10,000, exponential inter-arrival
 times of mean 55, observations clipped at 5e5. The cap is Park's: its ``job_generator.py`` (the version the
-reference figures of REFERENCE.md §3 were measured on) clips sizes at 100 x the Pareto scale. It matters
+reference figures of docs/reference.md §3 were measured on) clips sizes at 100 x the Pareto scale. It matters
 because Pareto(1.5) has infinite variance: uncapped, mean job times run 6-40 % above Park's figures; capped
 they land within 10 % (docs/results.md). ``size_max: 0`` gives the uncapped law.
 
