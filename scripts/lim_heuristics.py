@@ -4,7 +4,7 @@
 
 Prints stream x heuristic: mean return with its 95 % t-interval over the episodes, the paper's number
 and interval, and the capacity bound. The last line is ``max_abs_error_vs_paper: X`` over the paper's
-table (REFERENCE.md section 1). The random ("dist") stream is shown too, against the numbers in the
+table (docs/reference.md section 1). The random ("dist") stream is shown too, against the numbers in the
 authors' published results files; it is not part of the paper's table nor of the error.
 """
 

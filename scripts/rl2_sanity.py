@@ -1,4 +1,4 @@
-"""RL^2-PPO on Duan et al.'s meta-RL sanity tasks, against the paper's numbers (REFERENCE.md §6).
+"""RL^2-PPO on Duan et al.'s meta-RL sanity tasks, against the paper's numbers (docs/reference.md §6).
 
 Trains ``rl2_ppo`` with the gym_vec fit loop (the act / observe / update cycle of train.py) on Bernoulli
 bandits or random tabular MDPs, then measures total reward per trial on 1,000 fresh instances (seeds never

@@ -2,7 +2,7 @@
 termination / truncation, the native vector env and its SAME_STEP autoreset, determinism, the ideal
 (compacting) bound, address / hole masks, and input validation.
 
-Spec: REFERENCE.md section 1 (Lim & Maddukuri 2024) and the docstrings of dreamalloc/envs/*.py.
+Spec: docs/reference.md section 1 (Lim & Maddukuri 2024) and the docstrings of dreamalloc/envs/*.py.
 """
 
 from __future__ import annotations
@@ -491,7 +491,7 @@ def test_masked_random_mixed_address():
 
 
 # --------------------------------------------------------------------------------------------------
-# the bf-good hand check (REFERENCE.md section 1)
+# the bf-good hand check (docs/reference.md section 1)
 # --------------------------------------------------------------------------------------------------
 BIGS = {256 // k for k in (2, 3, 4, 5)}
 SMALLS = {256 // m for m in (10, 20, 30, 50, 100, 200)}

@@ -1,4 +1,4 @@
-"""Lim & Maddukuri's heuristic table (REFERENCE.md section 1) and the capacity bound."""
+"""Lim & Maddukuri's heuristic table (docs/reference.md section 1) and the capacity bound."""
 
 import numpy as np
 import pytest

@@ -1,5 +1,5 @@
 """Meta-RL sanity tasks (Bernoulli bandits, random tabular MDPs): the batched env contract, the RL^2
-observation, seeding, and the reference numbers of Duan et al. 2016 (REFERENCE.md §6)."""
+observation, seeding, and the reference numbers of Duan et al. 2016 (docs/reference.md §6)."""
 
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ from dreamalloc.nn.layers import ACTIVATIONS, masked_logits, mlp
 
 @dataclass
 class DQNConfig:
-    """Defaults: Lim & Maddukuri's SB3 DQN (REFERENCE.md section 1); other keys at SB3's defaults."""
+    """Defaults: Lim & Maddukuri's SB3 DQN (docs/reference.md section 1); other keys at SB3's defaults."""
 
     RANGES: ClassVar[dict] = {  # checked at start by the harness (dreamalloc/checks.py)
         "lr": POSITIVE, "gamma": UNIT, "buffer_size": COUNT, "learning_starts": NONNEG, "batch_size": COUNT,

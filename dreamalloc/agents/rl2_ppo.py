@@ -1,4 +1,4 @@
-"""RL^2-PPO (Duan et al. 2016, REFERENCE.md §6): a GRU policy whose hidden state spans the episodes of a trial,
+"""RL^2-PPO (Duan et al. 2016, docs/reference.md §6): a GRU policy whose hidden state spans the episodes of a trial,
 trained with PPO's clipped loss over truncated-BPTT chunks of the rollout.
 
 The observation already carries what adaptation needs (previous action one-hot, previous reward,

@@ -1,7 +1,7 @@
 """The batched allocation environment on torch tensors: B heaps stepping together, on CPU or GPU.
 
 The gymnasium envs (``vector.py``, ``alloc.py``) are thin numpy views of this core; agents that live on
-the same device can also drive it directly. Step semantics follow Lim & Maddukuri (REFERENCE.md §1):
+the same device can also drive it directly. Step semantics follow Lim & Maddukuri (docs/reference.md §1):
 
 * the agent acts only on allocation requests; frees are applied by the env between its steps;
 * reward ``alloc_reward`` (0.1) per successful allocation, ``invalid_reward`` (-10) for an invalid address
@@ -17,7 +17,7 @@ the same device can also drive it directly. Step semantics follow Lim & Maddukur
   first request). Placements and episode returns are those of the same policy without skipping; an
   episode just has fewer steps (``info["episode"]["l"]`` counts the agent's decisions).
 
-Meta-RL trials (RL^2, REFERENCE.md §6): a trial is ``trial_episodes`` consecutive episodes of a heap, and a
+Meta-RL trials (RL^2, docs/reference.md §6): a trial is ``trial_episodes`` consecutive episodes of a heap, and a
 task distribution keeps its task for the whole trial. Every info carries ``trial_start`` (the returned
 obs opens a trial: recurrent agents reset their state there and only there), ``trial_end`` (this step
 closed a trial) and ``episode_start``; with ``meta_obs`` the observation also holds the previous action

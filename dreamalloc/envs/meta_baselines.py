@@ -1,7 +1,7 @@
 """Reference policies for the meta-RL sanity tasks, and the trial evaluation that measures them.
 
 They bracket what an RL^2 agent should reach on ``BanditCore`` / ``TabularMDPCore`` (Duan et al. 2016,
-REFERENCE.md §6): random from below, the per-trial oracles (which know the arm means / the MDP) from above,
+docs/reference.md §6): random from below, the per-trial oracles (which know the arm means / the MDP) from above,
 and the classic adaptive algorithms in between. The adaptive ones learn only from the RL^2 observation
 (previous action, previous reward, state, flags), as an agent must, so they also check that the
 observation carries what adaptation needs. Each keeps one row of statistics per env, reset where

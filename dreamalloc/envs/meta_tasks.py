@@ -1,7 +1,7 @@
 """Meta-RL sanity tasks as batched torch envs: Bernoulli bandits and random tabular MDPs (Duan et al. 2016).
 
 An RL^2 implementation is validated on these before it meets the allocator: they are small, their task
-distributions are known, and RL^2's paper gives reference numbers for them (REFERENCE.md §6). They have
+distributions are known, and RL^2's paper gives reference numbers for them (docs/reference.md §6). They have
 ``AllocCore``'s face (tensors in and out, SAME_STEP autoreset, ``final_obs`` and ``episode`` in info), so
 the agents run on them unchanged.
 

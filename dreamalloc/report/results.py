@@ -3,7 +3,7 @@
 One file per evaluation (one method, one seed, one training step). It is validated when read and when
 written, so a malformed file fails here with the file and the field named, not later as a shape error
 inside a table. Shapes are ``[trials][K]``: trials are independent draws of held-out tasks, K the
-episodes of one trial (REFERENCE.md section 6: per-episode-index curves within a trial).
+episodes of one trial (docs/reference.md section 6: per-episode-index curves within a trial).
 
     {"schema": 1, "method": "ppo", "seed": 0, "suite": "lim2024", "step": 50000, "episodes_per_trial": 3,
      "sets": {"heldout": {"tasks": {"mixed": {

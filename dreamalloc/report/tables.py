@@ -37,7 +37,7 @@ def _matrix(returns, name: str = "returns") -> np.ndarray:
 def episode_curve(returns, confidence: float = 0.95) -> list[CI]:
     """Return by episode index within a trial: (mean, low, high) over trials for episodes 1..K.
 
-    The meta-RL adaptation picture (REFERENCE.md section 6): a method that learns within a trial rises
+    The meta-RL adaptation picture (docs/reference.md section 6): a method that learns within a trial rises
     from episode 1 to K; one that does not stays flat.
     """
     a = _matrix(returns)

@@ -39,7 +39,7 @@ died on a test) tells the target: the meta-RL setting where memory across episod
 The guarantee holds for the default ``align="start"``: with ``align="end"`` the tiling fills the heap from
 the top, the layout is mirrored and the targeting does not hold.
 
-``preholed`` (Mandal & Rohil, REFERENCE.md section 2): at reset the heap already holds blocks (their N = 100
+``preholed`` (Mandal & Rohil, docs/reference.md section 2): at reset the heap already holds blocks (their N = 100
 layout, occupied cells 5-14, 25-29, 40-54, 65-69, 80-94, scaled in proportion to N, or ``occupied`` given as
 inclusive [start, end] cell ranges), placed only into empty heaps. They count as allocations of the episode
 (``n_allocs``, block ages) but earn no reward; next fit's rover starts at 0, as on a fresh heap. Then the

@@ -1,4 +1,4 @@
-"""Lim & Maddukuri's (2024) request streams, as specified in REFERENCE.md section 1.
+"""Lim & Maddukuri's (2024) request streams, as specified in docs/reference.md section 1.
 
 random ("dist"): each request frees a uniformly chosen live block with probability ``free_prob``, else
 allocates a size uniform in [size_min, size_max]; with nothing live it allocates.

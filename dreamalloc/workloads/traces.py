@@ -19,7 +19,7 @@ live at the end of the trace are simply never freed. ``read_trace`` returns an `
 the file, the line and what was expected, and nothing is returned half-loaded.
 
 Recording: ``scripts/record_trace.py`` runs an unmodified program under valgrind's ``--trace-malloc=yes``;
-``parse_valgrind_log`` turns that log into events (REFERENCE.md section 7).
+``parse_valgrind_log`` turns that log into events (docs/reference.md section 7).
 
 Replay (``TraceStream``, registered as stream ``"trace"``)
 ---------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Load balancing (Park's ``load_balance``, REFERENCE.md §3) with workload shifts, batched on torch.
+"""Load balancing (Park's ``load_balance``, docs/reference.md §3) with workload shifts, batched on torch.
 
 ``gymnasium.make("dreamalloc/LoadBalance-v0")`` gives Park's default env; ``gymnasium.make_vec(...,
 vectorization_mode="vector_entry_point")`` the native batched one; agents drive ``LoadBalanceCore``.

@@ -1,6 +1,6 @@
 """What a load-balancing env is built from: the servers, the episode, the job law and its shifts.
 
-Defaults are park-project/park's ``load_balance`` as it is (REFERENCE.md §3): 10 servers with service rates
+Defaults are park-project/park's ``load_balance`` as it is (docs/reference.md §3): 10 servers with service rates
 0.15, 0.25, ..., 1.05, 1,000 jobs per episode, Pareto(1.5) job sizes with minimum 100 and no cap, exponential
 inter-arrival times of mean 55, observations clipped at 5e5, and a server's observed load = the sizes of its
 queued jobs (work) plus the remaining *time* of its running job (finish - now), as Park's ``observe()`` has
@@ -10,7 +10,7 @@ counted it since commit 7dec7c8 (2019-03-01). Two named options give the other v
   no cap, park-project/park in its whole history. ``FORK_SIZE_MAX`` = 10,000 = 100 x the Pareto scale: the cap
   of the fork ratnadeepb/park (commit f5a05e9, 2020-08-02), which the earlier tables of docs/results.md used.
   Pareto(1.5) has infinite variance, so the cap matters: it lowers greedy's mean job time from about 965 to
-  about 745 (REFERENCE.md §3).
+  about 745 (docs/reference.md §3).
 * ``load_obs``: ``time`` (default, Park as it is; the fork observes the same) or ``work``: the running job's
   remaining work ((finish - now) x rate), Park before 2019-03, which this replica followed until 2026-12-04.
   The two differ by up to 1 / 0.15 = 6.7x on the slowest server. The dispatch heuristics read the true work

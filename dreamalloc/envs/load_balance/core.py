@@ -1,6 +1,6 @@
 """The batched load-balancing environment on torch tensors: B copies of Park's ``load_balance`` stepping together.
 
-Dynamics (REFERENCE.md §3, Park's code): jobs arrive one at a time; the agent sends each to one of S FIFO
+Dynamics (docs/reference.md §3, Park's code): jobs arrive one at a time; the agent sends each to one of S FIFO
 servers; a job of size x on a server of rate r runs for int(x / r) time units once the jobs ahead of it are
 done. Because servers are FIFO and never preempt, a job's start and finish are fixed the moment it is
 dispatched (start = max(arrival, server free), finish = start + duration), so no event queue is needed:
