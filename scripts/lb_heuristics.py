@@ -2,7 +2,7 @@
 
 The same trials as the harness's evaluation (trial t on stream seed eval.seed + t, K episodes per trial), so
 the rows line up with the learners' results; one batched run per rule and task instead of one evaluate.py
-per rule. Also the Park check of REFERENCE.md section 3 (mean job time on Park's defaults, against the
+per rule. Also the Park check of docs/reference.md section 3 (mean job time on Park's defaults, against the
 figures measured on Park's own code):
 
     python scripts/lb_heuristics.py --experiment redovian2025_standard
@@ -32,7 +32,7 @@ from dreamalloc.envs.load_balance import FORK_SIZE_MAX, LOAD_OBS, LoadBalanceCon
 from dreamalloc.envs.load_balance.rollout import dispatch_returns, no_wait_bound, run_episodes  # noqa: E402
 from dreamalloc.report.stats import mean_ci  # noqa: E402
 
-# REFERENCE.md section 3: mean job time over 1,000 episodes measured on Park's own code (2026-12-04)
+# docs/reference.md section 3: mean job time over 1,000 episodes measured on Park's own code (2026-12-04)
 PARK = {"greedy": 965, "greedy_obs": 940, "jsq": 1119, "rate_random": 5166, "round_robin": 15483, "random": 16201}
 FORK = {"greedy": 745, "jsq": 795, "rate_random": 3268, "round_robin": 12757, "random": 13469}  # ratnadeepb/park
 
@@ -67,7 +67,7 @@ def park(episodes: int, seed: int, size_max: float = 0, load_obs: str = "time") 
     ref = PARK if size_max == 0 else FORK if size_max == FORK_SIZE_MAX else {}
     print(f"Park's defaults, {variant(size_max, load_obs)}; {episodes} episodes (stream seeds {seed}.."
           f"{seed + episodes - 1}); reference: {'park-project/park' if size_max == 0 else 'ratnadeepb/park'} "
-          "(REFERENCE.md section 3)\n")
+          "(docs/reference.md section 3)\n")
     print("| rule | mean job time [95 % t-CI over episodes] | median over episodes | Park's code | ours / Park |")
     print("|---|---:|---:|---:|---:|")
     rows = [(rule, dispatch_returns(rule, cfg, episodes, seed)["mean_job_time"][:, 0]) for rule in DISPATCH_RULES]

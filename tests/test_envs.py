@@ -879,12 +879,13 @@ def test_bad_action_raises_and_changes_nothing(action_space, bad, match):
             break
 
 
-def test_integral_float_and_numpy_actions_accepted():
+def test_numpy_integer_actions_accepted():
+    # floats, even integral ones (2.0), are refused like gymnasium's Discrete.contains: tests/test_misuse.py
     env = AllocEnv(cells=32)
     ref = AllocEnv(cells=32)
     env.reset(seed=0)
     ref.reset(seed=0)
-    for a in (2.0, np.int64(1), np.array(0), np.array([2])):
+    for a in (np.int64(1), np.array(0), np.array([2]), np.int32(2), np.array([1], dtype=np.uint8)):
         x, y = env.step(a), ref.step(int(np.asarray(a).reshape(-1)[0]))
         np.testing.assert_array_equal(x[0], y[0])
         assert x[1] == y[1]

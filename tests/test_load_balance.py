@@ -273,7 +273,7 @@ def test_dispatch_rules_on_a_known_state():
 
 def test_heuristic_ordering_on_park_defaults():
     """Mean job time over 16 episodes of Park's env as it is: greedy < rate-proportional random < round robin
-    and uniform random (Park's code: 965, 5,166, 15,483, 16,201; REFERENCE.md section 3)."""
+    and uniform random (Park's code: 965, 5,166, 15,483, 16,201; docs/reference.md section 3)."""
     cfg = LoadBalanceConfig().validate()
     t = {r: float(dispatch_returns(r, cfg, 16, seed=0)["mean_job_time"].mean())
          for r in ("greedy", "jsq", "rate_random", "round_robin", "random")}
@@ -291,7 +291,7 @@ def test_dispatch_rules_read_the_true_work_in_both_observation_modes():
         assert np.array_equal(a, b)
 
 
-# REFERENCE.md section 3: mean job time over 1,000 episodes measured on Park's own code
+# docs/reference.md section 3: mean job time over 1,000 episodes measured on Park's own code
 PARK_FIGURES = {"greedy": 965, "jsq": 1119, "rate_random": 5166, "round_robin": 15483, "random": 16201}
 FORK_FIGURES = {"greedy": 745, "jsq": 795, "rate_random": 3268, "round_robin": 12757, "random": 13469}
 EARLIER_FIGURES = {"greedy": 770, "rate_random": 3440, "round_robin": 12150, "random": 14790}  # the earlier note

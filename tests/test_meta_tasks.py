@@ -228,7 +228,9 @@ def test_misuse_is_reported():
         core.step(torch.tensor([0]))
     with pytest.raises(ValueError, match="integers"):
         core.step(torch.tensor([0.5, 1.0]))
-    core.step(np.array([1.0, 2.0]))  # integral floats and numpy arrays are fine
+    core.step(np.array([1, 2], dtype=np.int32))  # numpy integer arrays are fine (floats, even 1.0, are refused)
+    with pytest.raises(ValueError, match="integers"):
+        core.step(np.array([1.0, 2.0]))
     with pytest.raises(ValueError, match="acts on a BanditCore"):
         UCB1().start(small_mdp(), 0)
     with pytest.raises(ValueError, match="c must be one value >= 0"):

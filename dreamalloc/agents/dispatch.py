@@ -4,7 +4,7 @@ Rules read what a dispatcher in front of real servers knows: each server's true 
 (``info["work"]``: queued sizes + the running job's work left, whatever the env's ``load_obs`` shows the agent)
 and its number of jobs (``info["queue"]``), the incoming job's size and the service rates:
 
-* ``greedy``: least expected finish time, argmin (work + size) / rate (Park's reference heuristic; REFERENCE.md
+* ``greedy``: least expected finish time, argmin (work + size) / rate (Park's reference heuristic; docs/reference.md
   section 3 "greedy least (true work + size) / rate");
 * ``jsq``: join the shortest queue (fewest jobs; ties to the faster server);
 * ``p2c``: power of two choices: two distinct servers uniformly at random, the one with fewer jobs;

@@ -5,6 +5,8 @@ each part optional except the size (see ``AllocConfig``). Action: Discrete, by `
 ``heuristic`` (index into ``heuristics``, Lim's order best/worst/first by default), ``address`` (a start
 cell; ``info["action_mask"]`` and ``action_masks()`` give the valid ones) or ``hole`` (the k-th free run
 that fits, in address order). ``info`` has the heap metrics at every step and ``episode`` {r, l} at the end.
+``step`` takes one integer (a Python or numpy int, or a one-element integer array / tensor); anything else
+is an ``envs.actions.ActionError`` saying what is expected, and ``step`` before ``reset`` a RuntimeError.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from dreamalloc.envs.actions import ActionSpec
 from dreamalloc.envs.core import AllocConfig, AllocCore
 
 
@@ -30,6 +33,8 @@ class AllocEnv(gym.Env):
         lo, hi = cfg.obs_bounds()
         self.observation_space = gym.spaces.Box(lo, hi, dtype=np.float32)
         self.action_space = gym.spaces.Discrete(cfg.n_actions)
+        spec = self.core.action_spec
+        self._action_spec = ActionSpec(spec.n, None, self.core.device, "env", spec.space, spec.names)
 
     def reset(self, *, seed: int | None = None, options=None):
         super().reset(seed=seed)
@@ -37,9 +42,7 @@ class AllocEnv(gym.Env):
         return obs[0].cpu().numpy(), _unbatch(info)
 
     def step(self, action):
-        if isinstance(action, np.ndarray):
-            action = action.reshape(-1)
-        a = torch.as_tensor(action).reshape(-1)  # check_action names a wrong count
+        a = self._action_spec(action)  # one integer (or a one-element array); ActionError names anything else
         obs, r, term, trunc, info = self.core.step(a)
         return obs[0].cpu().numpy(), float(r[0]), bool(term[0]), bool(trunc[0]), _unbatch(info)
 

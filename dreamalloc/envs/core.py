@@ -5,12 +5,22 @@ the same device can also drive it directly. Step semantics follow Lim & Maddukur
 
 * the agent acts only on allocation requests; frees are applied by the env between its steps;
 * reward ``alloc_reward`` (0.1) per successful allocation, ``invalid_reward`` (-10) for an invalid address
-  or hole (state unchanged, the episode goes on). The step that ends the episode earns, by
+  or hole: an action that ``info["action_mask"]`` marks False (the request does not fit there, or there is
+  no k-th fitting hole) is a penalised no-op (heap and request unchanged, the episode goes on), never moved
+  or clipped to a valid one. The step that ends the episode earns, by
   ``terminal_reward``: "lim" (default, their code): 0 when the failing request came straight after the
   placement, ``alloc_reward`` when frees came in between; "zero": always 0; "alloc": always ``alloc_reward``
   (the return is then exactly 0.1 x successful allocations);
 * terminated when the next allocation request fits in no free run; truncated once ``max_allocs``
-  (default 2 N) allocations have succeeded.
+  (default 2 N) allocations have succeeded, or once ``max_invalid`` (default: ``max_allocs``) invalid
+  actions have been taken in the episode (an agent stuck on an invalid address would otherwise never end
+  its episode), so an episode lasts at most ``max_allocs + max_invalid`` steps. In the address and hole
+  spaces ``info`` carries ``n_invalid`` (invalid actions so far in the episode of the returned obs) and the
+  step's ``invalid`` (its action was invalid) and ``invalid_truncated`` (it was truncated by ``max_invalid``);
+  under autoreset ``final_info`` has them for the finished episode;
+* ``step()`` takes an integer tensor or array of shape (B,) with values in [0, n_actions) (see
+  ``envs.actions``): anything else (None, a rule name, floats, another shape, an out-of-range value) is an
+  ``ActionError`` saying what is expected; ``step()`` before ``reset()`` is a ``RuntimeError``.
 * ``skip_forced`` (heuristic action space): after the agent's placement the env itself places every request
   on which all rules of the action set choose the same address, and the step's reward is the sum of what
   those placements earn; the agent is asked only where its choice changes the heap (and at each episode's
@@ -33,6 +43,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from dreamalloc.envs.actions import ActionSpec
 from dreamalloc.envs.episodes import reset_rows
 from dreamalloc.heap import ALIGNS, RULES, FreeRuns, HeapBatch, heap_metrics, place_address
 from dreamalloc.workloads import ALLOC, FREE, FREE_ALL, make_stream
@@ -64,6 +75,7 @@ class AllocConfig:
     invalid_reward: float = -10.0
     terminal_reward: str = "lim"  # what the episode's last successful allocation earns: lim | zero | alloc
     max_allocs: int | None = None  # truncation; None means 2 * cells
+    max_invalid: int | None = None  # truncation after this many invalid actions in an episode; None: max_allocs
     ideal: bool = False  # compacting heap: the capacity bound no allocator can pass
     trial_episodes: int = 1  # K: episodes per meta-RL trial (a task distribution keeps its task for a trial)
     meta_obs: bool = False  # observe previous action (one-hot), previous reward, episode-start flag (RL^2)
@@ -116,6 +128,12 @@ class AllocConfig:
             self.max_allocs = 2 * self.cells
         if self.max_allocs < 1:
             bad(f"max_allocs must be >= 1, got {self.max_allocs}")
+        if self.max_invalid is None:
+            self.max_invalid = self.max_allocs
+        if isinstance(self.max_invalid, bool) or not isinstance(self.max_invalid, (int, np.integer)) or \
+                self.max_invalid < 1:
+            bad(f"max_invalid must be an integer >= 1 (invalid actions per episode before truncation), got "
+                f"{self.max_invalid!r}")
         return self
 
     @property
@@ -175,6 +193,7 @@ class AllocCore:
         self.episode = torch.full((self.B,), -1, dtype=torch.long, device=dev)
         self.ep_return = torch.zeros(self.B, dtype=torch.float64, device=dev)
         self.ep_len = torch.zeros(self.B, dtype=torch.long, device=dev)
+        self.n_invalid = torch.zeros(self.B, dtype=torch.long, device=dev)  # invalid actions this episode
         self.needs_reset = torch.ones(self.B, dtype=torch.bool, device=dev)
         self.freed = torch.zeros(self.B, dtype=torch.bool, device=dev)  # frees applied since the placement
         self.prev_action = torch.full((self.B,), -1, dtype=torch.long, device=dev)  # -1: none (trial start)
@@ -187,6 +206,9 @@ class AllocCore:
         self._alloc_r = torch.tensor(cfg.alloc_reward, **f64)
         self._invalid_r = torch.tensor(cfg.invalid_reward, **f64)
         self.runs: FreeRuns = FreeRuns.of(self.heaps.occ)
+        self.action_spec = ActionSpec(cfg.n_actions, self.B, dev, "heap", f"the {cfg.action} action space "
+                                      f"Discrete({cfg.n_actions})",
+                                      cfg.heuristics if cfg.action == "heuristic" else ())
 
     # ----------------------------------------------------------------------------------------------
     def reset(self, seed=None, rows=None) -> tuple[torch.Tensor, dict]:
@@ -203,6 +225,7 @@ class AllocCore:
         self.hist[rows] = -1
         self.ep_return[rows] = 0.0
         self.ep_len[rows] = 0
+        self.n_invalid[rows] = 0
         self.stream.reset(self.heaps, rows, self.seed[rows], self.episode[rows])
         self._advance(rows)
         self.needs_reset[rows] = False
@@ -237,19 +260,9 @@ class AllocCore:
 
     # ----------------------------------------------------------------------------------------------
     def check_action(self, action) -> torch.Tensor:
-        a = torch.as_tensor(action, device=self.device)
-        if a.is_floating_point():
-            if not torch.equal(a, a.round()):
-                raise ValueError(f"actions must be integers, got {a.flatten()[:4].tolist()}")
-        a = a.long().reshape(-1)
-        if a.numel() != self.B:
-            raise ValueError(f"expected {self.B} actions (one per heap), got {a.numel()}")
-        n = self.cfg.n_actions
-        if int(a.min()) < 0 or int(a.max()) >= n:
-            i = int(((a < 0) | (a >= n)).nonzero()[0])
-            raise ValueError(f"action {int(a[i])} of heap {i} is out of range for the {self.cfg.action} "
-                             f"action space Discrete({n})")
-        return a
+        """The actions as int64 [B] on the core's device; an ``ActionError`` for anything else (see
+        ``envs.actions``: wrong type, dtype, shape or an out-of-range value, never clipped)."""
+        return self.action_spec(action)
 
     def addresses(self, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode actions into start addresses and validity, against the current free runs."""
@@ -314,7 +327,7 @@ class AllocCore:
 
     def step(self, action):
         if self.needs_reset.any():
-            raise RuntimeError("step() called on an episode that has ended (or never started); call reset()")
+            raise self._reset_error()
         a = self.check_action(action)
         addr, valid = self.addresses(a)
         rows = valid.nonzero().squeeze(1)
@@ -327,6 +340,12 @@ class AllocCore:
             runs = FreeRuns.of(self.heaps.occ)
         terminated = valid & ~fits
         truncated = valid & fits & (self.heaps.n_allocs >= self.cfg.max_allocs)
+        checks_validity = self.cfg.action != "heuristic"  # heuristic actions are always valid
+        if checks_validity:
+            invalid = ~valid
+            self.n_invalid += invalid
+            invalid_trunc = invalid & (self.n_invalid >= self.cfg.max_invalid)
+            truncated |= invalid_trunc
         self.ep_return += reward
         self.ep_len += 1
         self.runs = runs
@@ -337,6 +356,9 @@ class AllocCore:
         done = terminated | truncated
         trial_end = done & (self.episode % self.cfg.trial_episodes == self.cfg.trial_episodes - 1)
         info = self._info(runs)
+        if checks_validity:  # step facts, in the info of the returned obs and (autoreset) in final_info
+            facts = {"invalid": invalid, "invalid_truncated": invalid_trunc}
+            info.update(facts)
         obs = self._observe()
         if done.any():
             episode = {"r": self.ep_return.clone(), "l": self.ep_len.clone()}
@@ -350,6 +372,8 @@ class AllocCore:
                 final_obs, obs = obs, obs.clone()
                 obs[d] = self._observe(d)
                 info = self._info(self.runs)
+                if checks_validity:
+                    info.update(facts)
                 final_info["trial_end"] = trial_end
                 info.update(final_obs=final_obs, _final_obs=done.clone(), final_info=final_info,
                             _final_info=done.clone())
@@ -358,6 +382,14 @@ class AllocCore:
             info["episode"], info["_episode"] = episode, done.clone()
         info["trial_end"] = trial_end
         return obs, reward, terminated, truncated, info
+
+    def _reset_error(self) -> RuntimeError:
+        rows = self.needs_reset.nonzero().squeeze(1)
+        if bool((self.episode[rows] < 0).all()):
+            return RuntimeError("step() called before reset(): call reset(seed=...) first")
+        ended = rows[self.episode[rows] >= 0].tolist()
+        return RuntimeError(f"step() called on heap(s) {ended[:8]} whose episode has ended (terminated or "
+                            "truncated) and autoreset is off: call reset() first")
 
     def _compact_where_needed(self, rows: torch.Tensor) -> None:
         """Ideal heap: compact the rows whose request fits in the free cells but in no single run, so the
@@ -391,6 +423,8 @@ class AllocCore:
         mask = self.action_mask()
         if mask is not None:
             info["action_mask"] = mask
+            info["n_invalid"] = self.n_invalid.clone()
+            info["invalid"] = info["invalid_truncated"] = torch.zeros_like(self.needs_reset)
         return info
 
     def _observe(self, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -440,6 +474,7 @@ class AllocCore:
                 "request": self.request.clone(), "hist": self.hist.clone(), "seed": self.seed.clone(),
                 "episode": self.episode.clone(), "ep_return": self.ep_return.clone(),
                 "ep_len": self.ep_len.clone(), "needs_reset": self.needs_reset.clone(),
+                "n_invalid": self.n_invalid.clone(),
                 "prev_action": self.prev_action.clone(), "prev_reward": self.prev_reward.clone(),
                 "episode_start": self.episode_start.clone(), "trial_start": self.trial_start.clone()}
 
@@ -448,7 +483,7 @@ class AllocCore:
         self.stream.load_state_dict(state["stream"])
         for k in ("request", "hist", "seed", "episode", "ep_return", "ep_len", "needs_reset"):
             getattr(self, k).copy_(state[k])
-        for k in ("prev_action", "prev_reward", "episode_start", "trial_start"):  # absent in older checkpoints
+        for k in ("prev_action", "prev_reward", "episode_start", "trial_start", "n_invalid"):  # absent in older ones
             if k in state:
                 getattr(self, k).copy_(state[k])
         self.runs = FreeRuns.of(self.heaps.occ)

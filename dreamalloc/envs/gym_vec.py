@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
+from dreamalloc.envs.actions import ActionError, ActionSpec
+
 
 def _tensor(x, device):
     if isinstance(x, np.ndarray):
@@ -42,13 +44,43 @@ class GymVecCore:
         else:
             raise ValueError(f"{env_id}: only Discrete and (flat) MultiDiscrete action spaces are supported, got "
                              f"{space}")
+        multi = not isinstance(self.n_actions, int)
+        nvec = self.n_actions if multi else (self.n_actions,)
+        self._shape = (self.B, len(nvec)) if multi else (self.B,)
+        self._nvec = torch.tensor(nvec, dtype=torch.long, device=self.device)
+        # MultiDiscrete [B, D]: checked flattened against the largest n, then per dimension
+        self._spec = ActionSpec(max(nvec), self.B * len(nvec) if multi else self.B, self.device, "env",
+                                f"{env_id}'s {space}")
+
+    def check_action(self, action) -> torch.Tensor:
+        """Actions as int64 [B] (Discrete) or [B, D] (MultiDiscrete) on ``device``; an ``ActionError`` naming
+        the problem for a wrong type, dtype, shape or value (never passed on to the env to fail inside it)."""
+        if isinstance(self.n_actions, int):
+            return self._spec(action)
+        if isinstance(action, list | tuple):
+            try:
+                action = np.asarray(action)
+            except ValueError:
+                raise self._spec.fail(action, "a ragged list is not an action array") from None
+        shape = self._shape
+        if not isinstance(action, torch.Tensor | np.ndarray) or tuple(action.shape) != shape:
+            got = tuple(action.shape) if isinstance(action, torch.Tensor | np.ndarray) else type(action).__name__
+            raise ActionError(f"invalid action: expected an integer tensor or array of shape {shape} (one action "
+                              f"per env and dimension of {self.n_actions}), got {got}")
+        a = self._spec(action.reshape(-1)).view(shape)
+        over = a >= self._nvec
+        if bool(over.any()):
+            d = int(over.nonzero()[0, 1])
+            raise ActionError(f"invalid action: dimension {d} takes values in [0, {int(self._nvec[d]) - 1}], got "
+                              f"{int(a[:, d].max())}; expected an integer tensor or array of shape {shape}")
+        return a
 
     def reset(self, seed: int | None = None):
         obs, info = self.env.reset(seed=seed)
         return _tensor(obs.reshape(self.B, -1).astype(np.float32), self.device), _tensor(info, self.device)
 
     def step(self, action: torch.Tensor):
-        obs, r, term, trunc, info = self.env.step(action.cpu().numpy())
+        obs, r, term, trunc, info = self.env.step(self.check_action(action).cpu().numpy())
         info = dict(info)
         if "final_obs" in info:
             done = info["_final_obs"]

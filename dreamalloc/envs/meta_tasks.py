@@ -36,6 +36,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 import torch
 
+from dreamalloc.envs.actions import ActionSpec
 from dreamalloc.workloads.rng import CounterRNG
 
 TASK_SALT, STEP_SALT = 0x5EED7A5C, 0x57E9  # separate the task draw from the step noise of one (seed, trial)
@@ -80,6 +81,7 @@ class _TrialCore(ABC):
         self.task_rng = CounterRNG(B, dev)
         self.step_rng = CounterRNG(B, dev)
         self.started = False
+        self.action_spec = ActionSpec(self.n_actions, B, dev, "env", f"Discrete({self.n_actions})")
 
     def trial_length(self) -> int:
         """Steps per trial (every trial has the same length)."""
@@ -124,17 +126,8 @@ class _TrialCore(ABC):
 
     # ----------------------------------------------------------------------------------------------
     def check_action(self, action) -> torch.Tensor:
-        a = torch.as_tensor(action, device=self.device)
-        if a.is_floating_point() and not torch.equal(a, a.round()):
-            raise ValueError(f"actions must be integers, got {a.flatten()[:4].tolist()}")
-        a = a.long().reshape(-1)
-        if a.numel() != self.B:
-            raise ValueError(f"expected {self.B} actions (one per env), got {a.numel()}")
-        bad = (a < 0) | (a >= self.n_actions)
-        if bool(bad.any()):
-            i = int(bad.nonzero()[0])
-            raise ValueError(f"action {int(a[i])} of env {i} is out of range for Discrete({self.n_actions})")
-        return a
+        """The actions as int64 [B]; an ``ActionError`` for a wrong type, dtype, shape or value."""
+        return self.action_spec(action)
 
     def step(self, action):
         """One step of every row: (obs [B, D] float32, reward [B] float64, terminated [B], truncated [B], info)."""

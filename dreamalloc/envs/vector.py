@@ -3,7 +3,8 @@
 Autoreset is SAME_STEP: a heap whose episode ends returns the first observation (and info) of its next
 episode; the finished step's observation and info are in ``info["final_obs"]`` (a dense [B, D] array) and
 ``info["final_info"]``, rows valid where ``_final_obs`` / ``_final_info``. Per-heap metrics are in ``info``
-at every step; ``info["episode"]`` = {"r", "l"} where ``_episode``.
+at every step; ``info["episode"]`` = {"r", "l"} where ``_episode``. ``step`` takes an integer array (or
+tensor) of shape (num_envs,); any other type, dtype, shape or an out-of-range value is an ``ActionError``.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class AllocVectorEnv(VectorEnv):
         return obs.cpu().numpy(), _to_numpy(info)
 
     def step(self, actions):
-        obs, reward, term, trunc, info = self.core.step(torch.as_tensor(np.asarray(actions)))
+        obs, reward, term, trunc, info = self.core.step(actions)  # the core checks type, shape and range
         return (obs.cpu().numpy(), reward.cpu().numpy(), term.cpu().numpy(), trunc.cpu().numpy(),
                 _to_numpy(info))
 

@@ -44,6 +44,7 @@ class EnvConf:
     invalid_reward: float = -10.0
     terminal_reward: str = "lim"
     max_allocs: int | None = None
+    max_invalid: int | None = None  # address / hole spaces: truncate after this many invalid actions (None: max_allocs)
     trial_episodes: int = 1  # K episodes per meta-RL trial in training (evaluation uses eval.episodes_per_trial)
     meta_obs: bool = False  # previous action / reward / episode-start flag in the observation (RL^2 agents)
     task_obs: bool = False  # the task id in the observation (an oracle; never for adaptive agents)

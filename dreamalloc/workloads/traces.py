@@ -23,21 +23,29 @@ Recording: ``scripts/record_trace.py`` runs an unmodified program under valgrind
 
 Replay (``TraceStream``, registered as stream ``"trace"``)
 ---------------------------------------------------------
-Byte sizes become ``ceil(bytes / granularity)`` cells clipped to ``[1, cells]``; allocations smaller than
-``min_bytes`` are dropped with their frees. Each heap replays a segment of the trace: from event 0 (or, with
-``random_start``, from an allocation event drawn per (seed, episode)) for at most ``window`` events. A free
-names the block by its allocation ordinal within the episode, mapped to a heap slot through
-``heaps.block_seq`` (an episode ends at the first allocation that fits nowhere, so every earlier allocation
-succeeded and the ordinals match). Frees of blocks allocated before the segment start are skipped. When no
-allocation is left in the segment the stream issues FREE_ALL and replays the segment again, so episodes can
-run as long as the allocator survives. Limitation: a run of more than ``4 * cells + 15`` consecutive frees
-inside a segment (rare: the exit-time free storm is turned into the FREE_ALL) trips the env's guard.
+Byte sizes become ``ceil(bytes / granularity)`` cells; allocations smaller than ``min_bytes`` are dropped
+with their frees. An allocation needing more cells than the heap has is, by the stream parameter
+``oversize``: ``"clip"`` (default, as before: replayed as a whole-heap request, which can only fit an empty
+heap; a ``TraceWarning`` names the file, the first such line and how many there are, once per trace, heap
+size and granularity), ``"error"`` (a ``TraceError`` naming the file and line) or ``"drop"`` (skipped with
+its free, like ``min_bytes``). The shipped suites replay traces with a few such allocations (python_json has
+17 above 256 cells at 64 B/cell), so clipping stays the default.
+
+Each heap replays a segment of the trace: from event 0 (or, with ``random_start``, from an allocation event
+drawn per (seed, episode)) for at most ``window`` events. A free names the block by its allocation ordinal
+within the episode, mapped to a heap slot through ``heaps.block_seq`` (an episode ends at the first
+allocation that fits nowhere, so every earlier allocation succeeded and the ordinals match). Frees of blocks
+allocated before the segment start are skipped. When no allocation is left in the segment the stream issues
+FREE_ALL and replays the segment again, so episodes can run as long as the allocator survives. Limitation: a
+run of more than ``4 * cells + 15`` consecutive frees inside a segment (rare: the exit-time free storm is
+turned into the FREE_ALL) trips the env's guard.
 """
 
 from __future__ import annotations
 
 import gzip
 import re
+import warnings
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
@@ -61,12 +69,6 @@ class TraceError(ValueError):
 # --------------------------------------------------------------------------------------------------
 # reading and writing
 # --------------------------------------------------------------------------------------------------
-def _open_text(path: Path, mode: str):
-    if path.name.endswith(".gz"):
-        return gzip.open(path, mode + "t", encoding="utf-8", newline="\n")
-    return open(path, mode, encoding="utf-8", newline="\n")
-
-
 def _as_events(events) -> np.ndarray:
     arr = np.asarray(events, dtype=np.int64)
     if arr.size == 0:
@@ -120,25 +122,65 @@ def write_trace(path, events, comments: Iterable[str] = ()) -> Path:
     return path
 
 
-def read_trace(path) -> np.ndarray:
-    """Read a v1 trace (plain or .gz) into an ``[E, 3]`` int64 array of (op, id, size)."""
+def _read_text(path: Path, name: str) -> str:
+    """The file's text; a truncated gzip stream, a non-gzip ``.gz`` or bytes that are not UTF-8 are a
+    ``TraceError`` naming the line where the readable text stops."""
+    raw = path.read_bytes()  # FileNotFoundError / PermissionError pass through: they name the path
+    if path.name.endswith(".gz"):
+        parts, rest = [], raw
+        try:
+            while rest:  # concatenated gzip members (gzip -c a >> f) are one file
+                d = zlib.decompressobj(wbits=31)
+                parts.append(d.decompress(rest))
+                if not d.eof:
+                    data = b"".join(parts)
+                    line = data.count(b"\n") + 1
+                    raise TraceError(f"{name}, line {line}: the gzip stream ends early (the file is truncated after "
+                                     f"{line - 1} complete lines); expected a complete gzip file: copy or record "
+                                     "it again")
+                rest = d.unused_data
+        except zlib.error as e:
+            line = b"".join(parts).count(b"\n") + 1
+            raise TraceError(f"{name}, line {line}: cannot decompress the file ({e}); expected "
+                             "a text trace, gzip-compressed when the name ends in .gz") from None
+        raw = b"".join(parts)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise TraceError(f"{name}, line {line}: not UTF-8 text (byte {e.start}); "
+                         "expected a text trace, optionally gzip-compressed (a name ending in .gz)") from None
+
+
+_INT64_MAX = (1 << 63) - 1
+
+
+def read_trace(path, with_lines: bool = False):
+    """Read a v1 trace (plain or .gz) into an ``[E, 3]`` int64 array of (op, id, size); with ``with_lines``,
+    also the ``[E]`` line number (1-based) of each event, for messages about an event.
+
+    Every fault is one ``TraceError`` naming the file and line: a missing or unknown header (another format
+    version), a truncated file (a gzip stream that ends early, or a last line without its newline), an
+    unknown op, a wrong field count, a non-integer, negative or too large (over 2^63 - 1) id or size, a size
+    below 1, an id allocated while live, a free of an id that is not live, a comment after the first event."""
     path = Path(path)
     name = str(path)
-    try:
-        with _open_text(path, "r") as fh:
-            text = fh.read()
-    except FileNotFoundError:
-        raise
-    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as e:
-        raise TraceError(f"{name}: cannot read the file ({type(e).__name__}: {e}); expected a text trace, "
-                         "optionally gzip-compressed and complete") from None
+    text = _read_text(path, name)
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     if not lines or lines[0].rstrip("\r") != HEADER:
         got = lines[0][:60] if lines else "an empty file"
+        if lines and lines[0].startswith("# dreamalloc-trace v"):
+            raise TraceError(f"{name}, line 1: unsupported trace format header {lines[0][2:].strip()[:40]!r}; this "
+                             f"version reads {HEADER[2:]!r} (first line exactly {HEADER!r})")
         raise TraceError(f"{name}, line 1: expected the header {HEADER!r}, got {got!r}")
+    if not text.endswith("\n"):
+        raise TraceError(f"{name}, line {len(lines)}: the last line {lines[-1][:60]!r} has no newline, so the file "
+                         "looks truncated (a v1 trace ends with a newline; write_trace and record_trace always "
+                         "write one); copy or record it again, or add the final newline if the file is complete")
     out = np.zeros((len(lines), 3), dtype=np.int64)
+    line_of = np.zeros(len(lines), dtype=np.int64)
     n = 0
     live: set[int] = set()
     in_header = True
@@ -162,16 +204,22 @@ def read_trace(path) -> np.ndarray:
                 raise TraceError(f"{name}, line {lineno}: expected 'f ID' (2 fields), got {len(fields)}: {line!r}")
         else:
             raise TraceError(f"{name}, line {lineno}: unknown op {op!r}; expected 'a' (alloc) or 'f' (free)")
-        try:
-            vals = [int(x) for x in fields[1:]]
-        except ValueError:
-            raise TraceError(f"{name}, line {lineno}: expected non-negative integers after {op!r}, got "
-                             f"{line!r}") from None
-        if not all(x.isdigit() for x in fields[1:]):
-            raise TraceError(f"{name}, line {lineno}: expected non-negative integers after {op!r}, got {line!r}")
-        bid = vals[0]
+        for what, x in zip(("id", "size"), fields[1:], strict=False):
+            digits = x[1:] if x.startswith("-") else x
+            if not digits.isdigit() or not digits.isascii():
+                raise TraceError(f"{name}, line {lineno}: the {what} {x!r} is not an integer; expected "
+                                 f"non-negative integers after {op!r}, got {line!r}")
+            if x.startswith("-"):
+                if what == "size":
+                    raise TraceError(f"{name}, line {lineno}: allocation size must be >= 1, got the negative size "
+                                     f"{x} in {line!r}")
+                raise TraceError(f"{name}, line {lineno}: ids are non-negative integers, got {x} in {line!r}")
+            if int(digits) > _INT64_MAX:
+                raise TraceError(f"{name}, line {lineno}: the {what} {x} is too large (at most 2^63 - 1) in "
+                                 f"{line!r}")
+        bid = int(fields[1])
         if op == "a":
-            size = vals[1]
+            size = int(fields[2])
             if size < 1:
                 raise TraceError(f"{name}, line {lineno}: allocation size must be >= 1, got {size}")
             if bid in live:
@@ -185,8 +233,10 @@ def read_trace(path) -> np.ndarray:
                                  "of a live allocation)")
             live.discard(bid)
             out[n] = (OP_FREE, bid, 0)
+        line_of[n] = lineno
         n += 1
-    return out[:n].copy()
+    events = out[:n].copy()
+    return (events, line_of[:n].copy()) if with_lines else events
 
 
 def resolve_trace(path) -> Path:
@@ -308,22 +358,34 @@ def parse_valgrind_log(text_or_lines) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 # replay
 # --------------------------------------------------------------------------------------------------
-def trace_requests(events: np.ndarray, granularity: int, cells: int, min_bytes: int = 0):
+def cells_needed(events: np.ndarray, granularity: int) -> np.ndarray:
+    """[E] cells each event's block takes at ``granularity`` bytes per cell (ceil; 0 for frees)."""
+    ev = np.asarray(events, dtype=np.int64).reshape(-1, 3)
+    return np.where(ev[:, 0] == OP_ALLOC, -(-ev[:, 2] // granularity), 0)
+
+
+def trace_requests(events: np.ndarray, granularity: int, cells: int, min_bytes: int = 0, drop_oversize: bool = False):
     """Per-event arrays of the replay: op (0/1), size in cells (allocs), and ``ref``: the trace-wide
-    allocation index of the event's block (its own index for an alloc, its alloc's for a free)."""
+    allocation index of the event's block (its own index for an alloc, its alloc's for a free).
+
+    Allocations below ``min_bytes`` (and, with ``drop_oversize``, those needing more than ``cells`` cells) are
+    dropped with their frees; the others' sizes are clipped to [1, cells]."""
     ev = np.array(events, dtype=np.int64).reshape(-1, 3)  # a copy: the cached trace stays read-only
-    if min_bytes > 0:
+    if min_bytes > 0 or drop_oversize:
+        drop_alloc = (ev[:, 0] == OP_ALLOC) & (ev[:, 2] < min_bytes)
+        if drop_oversize:
+            drop_alloc |= cells_needed(ev, granularity) > cells
         keep = np.ones(len(ev), dtype=bool)
-        small: set[int] = set()
-        for i, (op, bid, size) in enumerate(ev.tolist()):
+        dropped: set[int] = set()
+        for i, (op, bid, _) in enumerate(ev.tolist()):
             if op == OP_ALLOC:
-                if size < min_bytes:
-                    small.add(bid)
+                if drop_alloc[i]:
+                    dropped.add(bid)
                     keep[i] = False
                 else:
-                    small.discard(bid)
-            elif bid in small:
-                small.discard(bid)
+                    dropped.discard(bid)
+            elif bid in dropped:
+                dropped.discard(bid)
                 keep[i] = False
         ev = ev[keep]
     op = ev[:, 0]
@@ -342,19 +404,48 @@ def trace_requests(events: np.ndarray, granularity: int, cells: int, min_bytes: 
     return op, size, ref
 
 
-_CACHE: dict[tuple, np.ndarray] = {}
+_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+_WARNED: set[tuple] = set()
+OVERSIZE = ("clip", "error", "drop")
 
 
-def _read_cached(path: Path) -> np.ndarray:
-    """read_trace, memoised on (path, size, mtime): many envs replay the same few traces."""
+class TraceWarning(UserWarning):
+    """A trace replays with a change a user should know of (allocations larger than the heap clipped)."""
+
+
+def _read_cached(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """read_trace(with_lines=True), memoised on (path, size, mtime): many envs replay the same few traces."""
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _CACHE:
         if len(_CACHE) >= 16:
             _CACHE.clear()
-        _CACHE[key] = read_trace(path)
-        _CACHE[key].setflags(write=False)
+        _CACHE[key] = read_trace(path, with_lines=True)
+        for a in _CACHE[key]:
+            a.setflags(write=False)
     return _CACHE[key]
+
+
+def _check_oversize(path: Path, events: np.ndarray, lines: np.ndarray, granularity: int, cells: int,
+                    min_bytes: int, oversize: str) -> None:
+    """Allocations that need more cells than the heap has: an error (``oversize="error"``), a warning once per
+    (trace, heap, granularity) for ``"clip"``, nothing for ``"drop"`` (trace_requests drops them)."""
+    over = (cells_needed(events, granularity) > cells) & (events[:, 2] >= min_bytes)
+    if oversize == "drop" or not over.any():
+        return
+    i = int(np.flatnonzero(over)[0])
+    first = (f"{path}, line {int(lines[i])}: allocation of {int(events[i, 2])} bytes needs "
+             f"{int(cells_needed(events[i:i + 1], granularity)[0])} cells at granularity {granularity} B/cell, "
+             f"more than the heap's {cells} cells ({int(over.sum())} of {int((events[:, 0] == OP_ALLOC).sum())} "
+             "allocations do)")
+    if oversize == "error":
+        raise TraceError(f"{first}; use more cells or a larger granularity, or set the stream parameter "
+                         "oversize='clip' (replay them as whole-heap requests) or 'drop' (skip them and their frees)")
+    key = (str(path), cells, granularity, min_bytes)
+    if key not in _WARNED:
+        _WARNED.add(key)
+        warnings.warn(f"{first}: replayed clipped to {cells} cells (oversize='clip'); set oversize='error' to "
+                      "refuse such a trace or 'drop' to skip those allocations", TraceWarning, stacklevel=3)
 
 
 class TraceStream(RequestStream):
@@ -364,17 +455,22 @@ class TraceStream(RequestStream):
     PARAMS = {"path": PATH, "granularity": INT, "min_bytes": INT, "window": optional(INT), "random_start": BOOL}
 
     def __init__(self, batch, cells, device="cpu", path: str = "python_json", granularity: int = 16,
-                 min_bytes: int = 0, window: int | None = None, random_start: bool = False):
+                 min_bytes: int = 0, window: int | None = None, random_start: bool = False, oversize: str = "clip"):
         super().__init__(batch, cells, device)
         if int(granularity) < 1:
             raise ValueError(f"granularity must be >= 1 byte per cell, got {granularity}")
         if window is not None and int(window) < 1:
             raise ValueError(f"window must be a positive number of events (or None for all), got {window}")
+        if oversize not in OVERSIZE:
+            raise ValueError(f"unknown oversize {oversize!r} (what to do with allocations larger than the heap); "
+                             f"choose one of {', '.join(OVERSIZE)}")
         self.path = resolve_trace(path)
         self.granularity, self.min_bytes = int(granularity), int(min_bytes)
         self.window = None if window is None else int(window)
         self.random_start = bool(random_start)
-        op, size, ref = trace_requests(_read_cached(self.path), self.granularity, self.cells, self.min_bytes)
+        events, lines = _read_cached(self.path)
+        _check_oversize(self.path, events, lines, self.granularity, self.cells, self.min_bytes, oversize)
+        op, size, ref = trace_requests(events, self.granularity, self.cells, self.min_bytes, oversize == "drop")
         E = len(op)
         alloc_events = np.flatnonzero(op == OP_ALLOC)
         if len(alloc_events) == 0:
@@ -461,5 +557,6 @@ class TraceStream(RequestStream):
         self.rng.load_state_dict(state["rng"])
 
 
-__all__ = ["HEADER", "TraceError", "TraceStream", "parse_valgrind_log", "read_trace", "resolve_trace",
-           "shipped_traces", "trace_requests", "validate_events", "write_trace", "DATA_DIR"]
+__all__ = ["HEADER", "OVERSIZE", "TraceError", "TraceStream", "TraceWarning", "cells_needed", "parse_valgrind_log",
+           "read_trace", "resolve_trace", "shipped_traces", "trace_requests", "validate_events", "write_trace",
+           "DATA_DIR"]

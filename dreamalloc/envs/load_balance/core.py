@@ -34,6 +34,7 @@ import math
 import numpy as np
 import torch
 
+from dreamalloc.envs.actions import ActionSpec
 from dreamalloc.envs.episodes import reset_rows
 from dreamalloc.envs.load_balance.config import SIZE_DISTS, LoadBalanceConfig, job_phases
 from dreamalloc.workloads.rng import CounterRNG
@@ -76,6 +77,7 @@ class LoadBalanceCore:
         self.episode_start = torch.ones(B, dtype=torch.bool, device=dev)
         self.trial_start = torch.ones(B, dtype=torch.bool, device=dev)
         self.rng = CounterRNG(B, dev)
+        self.action_spec = ActionSpec(self.S, B, dev, "env", f"Discrete({self.S}) (the server)")
 
     def _law_table(self) -> torch.Tensor:
         rows = []
@@ -141,20 +143,14 @@ class LoadBalanceCore:
 
     # ----------------------------------------------------------------------------------------------
     def check_action(self, action) -> torch.Tensor:
-        a = torch.as_tensor(action, device=self.device)
-        if a.is_floating_point() and not torch.equal(a, a.round()):
-            raise ValueError(f"actions must be integers, got {a.flatten()[:4].tolist()}")
-        a = a.long().reshape(-1)
-        if a.numel() != self.B:
-            raise ValueError(f"expected {self.B} actions (one per env), got {a.numel()}")
-        if int(a.min()) < 0 or int(a.max()) >= self.S:
-            i = int(((a < 0) | (a >= self.S)).nonzero()[0])
-            raise ValueError(f"action {int(a[i])} of env {i} is out of range for Discrete({self.S}) (the server)")
-        return a
+        """The actions as int64 [B]; an ``ActionError`` for a wrong type, dtype, shape or server index."""
+        return self.action_spec(action)
 
     def step(self, action):
         if self.needs_reset.any():
-            raise RuntimeError("step() called on an episode that has ended (or never started); call reset()")
+            if bool((self.episode < 0).all()):
+                raise RuntimeError("step() called before reset(): call reset(seed=...) first")
+            raise RuntimeError("step() called on an env whose episode has ended and autoreset is off: call reset()")
         a = self.check_action(action)
         ar = torch.arange(self.B, device=self.device)
         k, t0 = self.k, self.now

@@ -4,17 +4,18 @@
 Observation: Box(float32) [per-server load (S), incoming job size, (meta obs), (task one-hot)]; action:
 Discrete(S), the server. ``info`` has ``loads`` (as observed, ``load_obs``), ``work`` (true outstanding work),
 ``queue`` (jobs per server), ``time``, ``mean_job_time`` (so far; the episode's at its end) and ``episode``
-{r, l} where an episode ended.
+{r, l} where an episode ended. Actions are checked as in ``envs.actions`` (one int for the single env, an
+integer array of shape (num_envs,) for the vector env).
 """
 
 from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
-import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from dreamalloc.envs.actions import ActionSpec
 from dreamalloc.envs.alloc import _unbatch
 from dreamalloc.envs.load_balance.config import LoadBalanceConfig
 from dreamalloc.envs.load_balance.core import LoadBalanceCore
@@ -32,6 +33,8 @@ class LoadBalanceEnv(gym.Env):
         lo, hi = self.core.cfg.obs_bounds()
         self.observation_space = gym.spaces.Box(lo, hi, dtype=np.float32)
         self.action_space = gym.spaces.Discrete(self.core.cfg.n_actions)
+        spec = self.core.action_spec
+        self._action_spec = ActionSpec(spec.n, None, self.core.device, "env", spec.space)
 
     def reset(self, *, seed: int | None = None, options=None):
         super().reset(seed=seed)
@@ -39,8 +42,7 @@ class LoadBalanceEnv(gym.Env):
         return obs[0].numpy(force=True), _unbatch(info)
 
     def step(self, action):
-        a = torch.as_tensor(np.asarray(action)).reshape(-1)
-        obs, r, term, trunc, info = self.core.step(a)
+        obs, r, term, trunc, info = self.core.step(self._action_spec(action))  # ActionError if not one int
         return obs[0].numpy(force=True), float(r[0]), bool(term[0]), bool(trunc[0]), _unbatch(info)
 
     def render(self):
@@ -72,6 +74,6 @@ class LoadBalanceVectorEnv(VectorEnv):
         return obs.numpy(force=True), _to_numpy(info)
 
     def step(self, actions):
-        obs, reward, term, trunc, info = self.core.step(torch.as_tensor(np.asarray(actions)))
+        obs, reward, term, trunc, info = self.core.step(actions)  # the core checks type, shape and range
         return (obs.numpy(force=True), reward.numpy(force=True), term.numpy(force=True), trunc.numpy(force=True),
                 _to_numpy(info))
