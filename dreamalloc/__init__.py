@@ -3,3 +3,16 @@
 __version__ = "0.1.0"
 
 import dreamalloc.envs  # noqa: E402,F401  (registers the gymnasium ids)
+
+
+def __getattr__(name: str):
+    """``dreamalloc.load_agent`` (dreamalloc/experiment/inference.py), imported on first use: the harness it
+    needs (Hydra configs, the agents) stays out of a plain ``import dreamalloc``."""
+    if name in ("load_agent", "LoadedAgent"):
+        from dreamalloc.experiment import inference
+
+        return getattr(inference, name)
+    raise AttributeError(f"module 'dreamalloc' has no attribute {name!r}")
+
+
+__all__ = ["LoadedAgent", "__version__", "load_agent"]

@@ -8,7 +8,7 @@
     ``AllocCore``'s tensors. SB3 cannot take a gymnasium VectorEnv, so it runs two ways:
     ``dummy``, SB3 as it comes: ``make_vec_env("dreamalloc/Alloc-v0", n_envs)``, a DummyVecEnv stepping
     single-heap envs one after another; ``native``, ``AllocVectorEnv`` (the batched env) behind a minimal
-    SB3 ``VecEnv`` adapter written here, so only the agent-side code differs.
+    SB3 ``VecEnv`` adapter (dreamalloc/envs/sb3.py), so only the agent-side code differs.
 
     python scripts/bench_baselines.py [--steps 30000] [--algos ppo,a2c,dqn] [--envs 16] [--quick]
 
@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from dreamalloc.agents import agent_classes, make_agent  # noqa: E402
 from dreamalloc.envs.core import AllocConfig, AllocCore  # noqa: E402
 from dreamalloc.envs.gym_vec import GymVecCore, evaluate, fit  # noqa: E402
-from dreamalloc.envs.vector import AllocVectorEnv  # noqa: E402
+from dreamalloc.envs.sb3 import make_alloc_vecenv  # noqa: E402
 
 ALGOS = ("ppo", "a2c", "dqn")
 
@@ -113,62 +113,8 @@ def train_ours(algo, core, hp, steps, seed):
 # --- Stable-Baselines3's side -------------------------------------------------------------------------------
 def sb3():
     import stable_baselines3 as sb
-    from stable_baselines3.common.vec_env import VecEnv
 
-    return sb, VecEnv
-
-
-def make_alloc_vecenv(num_envs: int, cfg: AllocConfig):
-    """AllocVectorEnv behind SB3's VecEnv API (done = terminated | truncated, ``terminal_observation`` and
-    ``TimeLimit.truncated`` in the infos of finished envs, as SB3 expects)."""
-    _, VecEnv = sb3()
-
-    class AllocSB3VecEnv(VecEnv):
-        def __init__(self):
-            self.venv = AllocVectorEnv(num_envs, **{k: getattr(cfg, k) for k in cfg.__dataclass_fields__})
-            super().__init__(num_envs, self.venv.single_observation_space, self.venv.single_action_space)
-            self._actions = None
-
-        def reset(self):
-            seed = self._seeds[0]
-            obs, _ = self.venv.reset(seed=seed)
-            self._reset_seeds()
-            return obs
-
-        def step_async(self, actions):
-            self._actions = actions
-
-        def step_wait(self):
-            obs, r, term, trunc, info = self.venv.step(self._actions)
-            done = term | trunc
-            infos = [{} for _ in range(self.num_envs)]
-            for i in np.flatnonzero(done):
-                infos[i] = {"terminal_observation": info["final_obs"][i],
-                            "TimeLimit.truncated": bool(trunc[i] and not term[i]),
-                            "episode": {"r": float(info["episode"]["r"][i]), "l": int(info["episode"]["l"][i])}}
-            return obs, r.astype(np.float32), done, infos
-
-        def close(self):
-            pass
-
-        def get_attr(self, attr_name, indices=None):
-            return [getattr(self.venv, attr_name)] * len(self._indices(indices))
-
-        def set_attr(self, attr_name, value, indices=None):
-            setattr(self.venv, attr_name, value)
-
-        def env_method(self, method_name, *args, indices=None, **kwargs):
-            return [getattr(self.venv, method_name)(*args, **kwargs)] * len(self._indices(indices))
-
-        def env_is_wrapped(self, wrapper_class, indices=None):
-            return [False] * len(self._indices(indices))
-
-        def _indices(self, indices):
-            if indices is None:
-                return range(self.num_envs)
-            return [indices] if isinstance(indices, int) else indices
-
-    return AllocSB3VecEnv()
+    return sb
 
 
 def sb3_kwargs(algo: str, hp: dict) -> dict:
@@ -201,7 +147,7 @@ def sb3_kwargs(algo: str, hp: dict) -> dict:
 
 
 def train_sb3(algo, venv, hp, steps, seed):
-    sb, _ = sb3()
+    sb = sb3()
     cls = {"ppo": sb.PPO, "a2c": sb.A2C, "dqn": sb.DQN}[algo]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -329,7 +275,7 @@ def main(argv=None):
         args.steps, args.episodes, args.cartpole_scale = min(args.steps, 4096), min(args.episodes, 10), 0.02
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), python {platform.python_version()}, "
-          f"stable-baselines3 {sb3()[0].__version__}; steps/s are env steps per CPU-second of training "
+          f"stable-baselines3 {sb3().__version__}; steps/s are env steps per CPU-second of training "
           f"(env stepping + learning), wall seconds alongside", flush=True)
     out = []
     if not args.skip_cartpole:
