@@ -452,7 +452,8 @@ class TraceStream(RequestStream):
     """Replays a recorded trace (see the module docstring); stream ``"trace"``."""
 
     SALT = 23
-    PARAMS = {"path": PATH, "granularity": INT, "min_bytes": INT, "window": optional(INT), "random_start": BOOL}
+    PARAMS = {"path": PATH, "granularity": INT, "min_bytes": INT, "window": optional(INT), "random_start": BOOL,
+              "oversize": STR}
 
     def __init__(self, batch, cells, device="cpu", path: str = "python_json", granularity: int = 16,
                  min_bytes: int = 0, window: int | None = None, random_start: bool = False, oversize: str = "clip"):
