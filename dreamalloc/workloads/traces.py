@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from dreamalloc.workloads.base import ALLOC, FREE, FREE_ALL, Requests, RequestStream
-from dreamalloc.workloads.params import BOOL, INT, PATH, optional
+from dreamalloc.workloads.params import BOOL, INT, PATH, STR, optional
 from dreamalloc.workloads.rng import CounterRNG
 
 HEADER = "# dreamalloc-trace v1"
