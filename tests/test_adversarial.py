@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from invariants import check_heaps
 from test_heuristics import MANDAL_EXPECTED, MANDAL_OCCUPIED, MANDAL_REQUESTS
 
+from dreamalloc.core.rng import numpy_generator
 from dreamalloc.envs.core import AllocCore
 from dreamalloc.envs.rollout import run_episodes
 from dreamalloc.heap import RULES, FreeRuns, HeapBatch, place_address
@@ -28,7 +29,6 @@ from dreamalloc.workloads.adversarial import (
     next_fit_pick,
 )
 from dreamalloc.workloads.base import S_ALLOC, S_FREE_SEQ, ScriptedStream
-from dreamalloc.workloads.rng import numpy_generator
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

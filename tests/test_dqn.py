@@ -247,8 +247,8 @@ def test_save_load_continues_identically(tmp_path):
     c2.load_state_dict(saved["env"])
     assert a2.replay.size == a1.replay.size == 400 and a2.env_steps == 400 and a2.n_updates == a1.n_updates
     step = 400
-    o1, i1 = c1._observe(), c1._info(c1.runs)
-    o2, i2 = c2._observe(), c2._info(c2.runs)
+    o1, i1 = c1.current()
+    o2, i2 = c2.current()
     for _ in range(40):
         x1, _ = a1.act(o1, None, i1)
         x2, _ = a2.act(o2, None, i2)

@@ -40,7 +40,7 @@ def test_hand_worked_episode():
     core = LoadBalanceCore(1, num_servers=2, service_rates=(1.0, 0.5), num_jobs=3, autoreset=False)
     core.reset(seed=0)
     _set_jobs(core, [10, 20, 30], [100, 50, 40])
-    obs = core._observe()
+    obs = core.observe()
     assert obs[0].tolist() == [0.0, 0.0, 100.0]
     obs, r, term, _, info = core.step([0])
     assert (float(r[0]), bool(term[0])) == (-10.0, False)

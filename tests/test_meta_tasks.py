@@ -189,11 +189,16 @@ def test_row_of_a_batch_equals_a_single_env_seeded_seed_plus_row():
     assert torch.equal(bandits.means[2], one.means[0])
 
 
-def test_reset_without_a_seed_moves_on_to_a_fresh_reproducible_trial():
+def test_reset_without_a_seed_moves_on_episode_by_episode_to_a_fresh_reproducible_trial():
     def trials(core):
         core.reset(seed=4)
         first = core.reward_mean.clone()
-        core.reset()
+        for _ in range(K - 1):  # the next episodes of the same trial: the same MDP, no trial start
+            _, info = core.reset()
+            assert torch.equal(core.reward_mean, first) and not info["trial_start"].any()
+            assert info["episode_start"].all()
+        _, info = core.reset()  # the K-th: a new trial, a new MDP
+        assert info["trial_start"].all()
         return first, core.reward_mean.clone()
 
     f1, s1 = trials(small_mdp())

@@ -209,7 +209,7 @@ def test_save_load_continues_identically(algo, tmp_path):
     core2.load_state_dict(saved["env"])
     agent2 = make_agent(algo, cfg.obs_dim, cfg.n_actions, cfg, "cpu", **hp)
     agent2.load_state_dict(saved["agent"])
-    acts_b, _, _, _ = _drive(agent2, core2, core2._observe(), core2._info(core2.runs), 40, saved["step"])
+    acts_b, _, _, _ = _drive(agent2, core2, *core2.current(), 40, saved["step"])
     assert agent2.n_updates == agent.n_updates >= 3
     assert torch.equal(acts_a, acts_b)
     for p, q in zip(agent.net.parameters(), agent2.net.parameters(), strict=True):

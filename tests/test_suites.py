@@ -10,11 +10,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from invariants import check_heaps
 
+from dreamalloc.core.tasks import expand_tasks
 from dreamalloc.envs import AllocCore
 from dreamalloc.envs.rollout import run_episodes
 from dreamalloc.experiment.cli import register_configs  # noqa: F401  (registers the schemas)
 from dreamalloc.experiment.config import alloc_config, tasks_of, validate
-from dreamalloc.workloads.tasks import expand_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 # allocation suites; the load-balancing ones (lb_*, job laws) are tested in tests/test_load_balance.py

@@ -11,6 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dreamalloc.core.rng import CounterRNG, numpy_generator, splitmix64, splitmix64_int
 from dreamalloc.heap import FreeRuns, HeapBatch, place_address
 from dreamalloc.workloads import ALLOC, FREE, FREE_ALL, make_stream, stream_names
 from dreamalloc.workloads.base import S_ALLOC, S_FREE_ALL, S_FREE_OLDEST
@@ -22,7 +23,6 @@ from dreamalloc.workloads.lim import (
     bf_good_script,
     wf_good_script,
 )
-from dreamalloc.workloads.rng import CounterRNG, numpy_generator, splitmix64, splitmix64_int
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

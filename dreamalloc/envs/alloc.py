@@ -6,7 +6,7 @@ each part optional except the size (see ``AllocConfig``). Action: Discrete, by `
 cell; ``info["action_mask"]`` and ``action_masks()`` give the valid ones) or ``hole`` (the k-th free run
 that fits, in address order). ``info`` has the heap metrics at every step and ``episode`` {r, l} at the end.
 ``step`` takes one integer (a Python or numpy int, or a one-element integer array / tensor); anything else
-is an ``envs.actions.ActionError`` saying what is expected, and ``step`` before ``reset`` a RuntimeError.
+is an ``core.actions.ActionError`` saying what is expected, and ``step`` before ``reset`` a RuntimeError.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from dreamalloc.envs.actions import ActionSpec
+from dreamalloc.core.actions import ActionSpec
 from dreamalloc.envs.core import AllocConfig, AllocCore
 
 

@@ -19,7 +19,7 @@ the same device can also drive it directly. Step semantics follow Lim & Maddukur
   step's ``invalid`` (its action was invalid) and ``invalid_truncated`` (it was truncated by ``max_invalid``);
   under autoreset ``final_info`` has them for the finished episode;
 * ``step()`` takes an integer tensor or array of shape (B,) with values in [0, n_actions) (see
-  ``envs.actions``): anything else (None, a rule name, floats, another shape, an out-of-range value) is an
+  ``core.actions``): anything else (None, a rule name, floats, another shape, an out-of-range value) is an
   ``ActionError`` saying what is expected; ``step()`` before ``reset()`` is a ``RuntimeError``.
 * ``skip_forced`` (heuristic action space): after the agent's placement the env itself places every request
   on which all rules of the action set choose the same address, and the step's reward is the sum of what
@@ -43,11 +43,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from dreamalloc.envs.actions import ActionSpec
-from dreamalloc.envs.episodes import reset_rows
+from dreamalloc.core.actions import ActionSpec
+from dreamalloc.core.tasks import expand_tasks
+from dreamalloc.core.trials import Trials
 from dreamalloc.heap import ALIGNS, RULES, FreeRuns, HeapBatch, heap_metrics, place_address
 from dreamalloc.workloads import ALLOC, FREE, FREE_ALL, make_stream
-from dreamalloc.workloads.tasks import expand_tasks
 
 ACTION_SPACES = ("heuristic", "address", "hole")
 SIZE_SCALES = ("raw", "fraction")
@@ -153,6 +153,11 @@ class AllocConfig:
         return (self.n_actions + 2) if self.meta_obs else 0
 
     @property
+    def domain_obs_dim(self) -> int:
+        """Width of the heap's own observation (without the RL^2 inputs and the task one-hot)."""
+        return (self.cells if self.bitmap else 0) + 1 + self.history + 4 * self.summary + 2 * self.hole_features
+
+    @property
     def obs_dim(self) -> int:
         return ((self.cells if self.bitmap else 0) + 1 + self.history + 4 * self.summary + 2 * self.hole_features
                 + self.meta_dim + (self.n_tasks if self.task_obs else 0))
@@ -174,32 +179,22 @@ class AllocConfig:
         return np.asarray(lo, np.float32), np.asarray(hi, np.float32)
 
 
-class AllocCore:
-    """B allocation envs over one ``HeapBatch``; tensors in, tensors out."""
+class AllocDomain:
+    """The allocation dynamics of B heaps over one ``HeapBatch`` (a ``core.DomainCore``); ``AllocCore`` adds the
+    episodes, trials and RL^2 inputs."""
 
-    def __init__(self, num_heaps: int, config: AllocConfig | None = None, device="cpu",
-                 autoreset: bool = True, **overrides):
-        cfg = AllocConfig.from_kwargs(config, **overrides)
-        self.cfg = cfg.validate()
+    def __init__(self, num_heaps: int, cfg: AllocConfig, device="cpu"):
+        self.cfg = cfg
         self.B, self.N = int(num_heaps), int(cfg.cells)
-        self.device = torch.device(device)
-        self.autoreset = autoreset
-        self.heaps = HeapBatch(self.B, self.N, self.device)
-        self.stream = make_stream(cfg.stream, self.B, self.N, self.device, **dict(cfg.stream_params))
-        dev = self.device
+        self.device = dev = torch.device(device)
+        self.obs_dim, self.n_actions, self.n_tasks = cfg.domain_obs_dim, cfg.n_actions, cfg.n_tasks
+        self.masked = cfg.action != "heuristic"
+        self.heaps = HeapBatch(self.B, self.N, dev)
+        self.stream = make_stream(cfg.stream, self.B, self.N, dev, **dict(cfg.stream_params))
         self.request = torch.zeros(self.B, dtype=torch.long, device=dev)
         self.hist = torch.full((self.B, cfg.history), -1, dtype=torch.long, device=dev)
-        self.seed = torch.zeros(self.B, dtype=torch.long, device=dev)
-        self.episode = torch.full((self.B,), -1, dtype=torch.long, device=dev)
-        self.ep_return = torch.zeros(self.B, dtype=torch.float64, device=dev)
-        self.ep_len = torch.zeros(self.B, dtype=torch.long, device=dev)
         self.n_invalid = torch.zeros(self.B, dtype=torch.long, device=dev)  # invalid actions this episode
-        self.needs_reset = torch.ones(self.B, dtype=torch.bool, device=dev)
         self.freed = torch.zeros(self.B, dtype=torch.bool, device=dev)  # frees applied since the placement
-        self.prev_action = torch.full((self.B,), -1, dtype=torch.long, device=dev)  # -1: none (trial start)
-        self.prev_reward = torch.zeros(self.B, dtype=torch.float64, device=dev)
-        self.episode_start = torch.ones(self.B, dtype=torch.bool, device=dev)  # the obs opens an episode
-        self.trial_start = torch.ones(self.B, dtype=torch.bool, device=dev)  # the obs opens a trial
         if cfg.trial_episodes > 1 and hasattr(self.stream, "set_trial_length"):
             self.stream.set_trial_length(cfg.trial_episodes)
         f64 = dict(dtype=torch.float64, device=dev)  # rewards in float64: exact sums of 0.1 in the returns
@@ -210,31 +205,25 @@ class AllocCore:
                                       f"Discrete({cfg.n_actions})",
                                       cfg.heuristics if cfg.action == "heuristic" else ())
 
-    # ----------------------------------------------------------------------------------------------
-    def reset(self, seed=None, rows=None) -> tuple[torch.Tensor, dict]:
-        """Start new episodes. ``seed`` (one int per row, or one int for row r = seed + r) restarts the
-        episode count at 0; without it each row moves on to its next episode."""
-        rows = reset_rows(self.seed, self.episode, rows, seed, "heap")
-        self._new_episode(rows)
-        self.runs = FreeRuns.of(self.heaps.occ)
-        obs = self._observe()
-        return obs, self._info(self.runs)
+    @property
+    def task_id(self) -> torch.Tensor | None:
+        return getattr(self.stream, "task_id", None)
 
-    def _new_episode(self, rows: torch.Tensor) -> None:
+    # ----------------------------------------------------------------------------------------------
+    def start(self, rows: torch.Tensor, seed: torch.Tensor, episode: torch.Tensor, trial: torch.Tensor) -> None:
+        """New episodes in ``rows``: empty heaps, the stream's episode ``(seed, episode)`` up to its first request
+        (a task stream keeps its task for ``trial_episodes`` episodes)."""
         self.heaps._reset(rows)
         self.hist[rows] = -1
-        self.ep_return[rows] = 0.0
-        self.ep_len[rows] = 0
         self.n_invalid[rows] = 0
-        self.stream.reset(self.heaps, rows, self.seed[rows], self.episode[rows])
+        self.stream.reset(self.heaps, rows, seed, episode)
         self._advance(rows)
-        self.needs_reset[rows] = False
-        self.episode_start[rows] = True
-        first = self.episode[rows] % self.cfg.trial_episodes == 0
-        self.trial_start[rows] = first
-        opens = rows[first]
-        self.prev_action[opens] = -1
-        self.prev_reward[opens] = 0.0
+        if rows.numel() < self.B and bool((self.heaps.used[rows] == 0).all()):  # the common case, cheaply
+            mask = torch.zeros(self.B, dtype=torch.bool, device=self.device)
+            mask[rows] = True
+            self.runs = self.runs.emptied(mask)
+        else:
+            self.runs = FreeRuns.of(self.heaps.occ)
 
     def _advance(self, rows: torch.Tensor) -> None:
         """Apply the stream's frees until every row has a pending allocation request."""
@@ -259,11 +248,6 @@ class AllocCore:
                            "allocation; a stream must keep allocating")
 
     # ----------------------------------------------------------------------------------------------
-    def check_action(self, action) -> torch.Tensor:
-        """The actions as int64 [B] on the core's device; an ``ActionError`` for anything else (see
-        ``envs.actions``: wrong type, dtype, shape or an out-of-range value, never clipped)."""
-        return self.action_spec(action)
-
     def addresses(self, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode actions into start addresses and validity, against the current free runs."""
         runs, size, cfg = self.runs, self.request, self.cfg
@@ -325,10 +309,8 @@ class AllocCore:
             rows = rows[f & (self.heaps.n_allocs[rows] < cfg.max_allocs)]
         return placed
 
-    def step(self, action):
-        if self.needs_reset.any():
-            raise self._reset_error()
-        a = self.check_action(action)
+    def step(self, a: torch.Tensor):
+        """Place each heap's request as its checked action says; apply the frees up to the next request."""
         addr, valid = self.addresses(a)
         rows = valid.nonzero().squeeze(1)
         self._place_and_advance(rows, addr[rows])
@@ -340,56 +322,15 @@ class AllocCore:
             runs = FreeRuns.of(self.heaps.occ)
         terminated = valid & ~fits
         truncated = valid & fits & (self.heaps.n_allocs >= self.cfg.max_allocs)
-        checks_validity = self.cfg.action != "heuristic"  # heuristic actions are always valid
-        if checks_validity:
+        facts = {}
+        if self.masked:  # heuristic actions are always valid; the others may not be
             invalid = ~valid
             self.n_invalid += invalid
             invalid_trunc = invalid & (self.n_invalid >= self.cfg.max_invalid)
             truncated |= invalid_trunc
-        self.ep_return += reward
-        self.ep_len += 1
-        self.runs = runs
-        self.prev_action.copy_(a)
-        self.prev_reward.copy_(reward)
-        self.episode_start.zero_()
-        self.trial_start.zero_()
-        done = terminated | truncated
-        trial_end = done & (self.episode % self.cfg.trial_episodes == self.cfg.trial_episodes - 1)
-        info = self._info(runs)
-        if checks_validity:  # step facts, in the info of the returned obs and (autoreset) in final_info
             facts = {"invalid": invalid, "invalid_truncated": invalid_trunc}
-            info.update(facts)
-        obs = self._observe()
-        if done.any():
-            episode = {"r": self.ep_return.clone(), "l": self.ep_len.clone()}
-            if self.autoreset:  # gymnasium's SAME_STEP: the finished step's obs / info go under final_*
-                final_info = info
-                d = done.nonzero().squeeze(1)
-                self.episode[d] += 1
-                self._new_episode(d)
-                self.runs = runs.emptied(done) if bool((self.heaps.used[d] == 0).all()) else FreeRuns.of(
-                    self.heaps.occ)
-                final_obs, obs = obs, obs.clone()
-                obs[d] = self._observe(d)
-                info = self._info(self.runs)
-                if checks_validity:
-                    info.update(facts)
-                final_info["trial_end"] = trial_end
-                info.update(final_obs=final_obs, _final_obs=done.clone(), final_info=final_info,
-                            _final_info=done.clone())
-            else:
-                self.needs_reset |= done
-            info["episode"], info["_episode"] = episode, done.clone()
-        info["trial_end"] = trial_end
-        return obs, reward, terminated, truncated, info
-
-    def _reset_error(self) -> RuntimeError:
-        rows = self.needs_reset.nonzero().squeeze(1)
-        if bool((self.episode[rows] < 0).all()):
-            return RuntimeError("step() called before reset(): call reset(seed=...) first")
-        ended = rows[self.episode[rows] >= 0].tolist()
-        return RuntimeError(f"step() called on heap(s) {ended[:8]} whose episode has ended (terminated or "
-                            "truncated) and autoreset is off: call reset() first")
+        self.runs = runs
+        return reward, terminated, truncated, facts
 
     def _compact_where_needed(self, rows: torch.Tensor) -> None:
         """Ideal heap: compact the rows whose request fits in the free cells but in no single run, so the
@@ -412,28 +353,25 @@ class AllocCore:
             return torch.arange(self.cfg.holes, device=self.device)[None, :] < n_fit[:, None]
         return None
 
-    def _info(self, runs: FreeRuns) -> dict:
-        info = heap_metrics(self.heaps, runs)
+    def info(self) -> dict:
+        info = heap_metrics(self.heaps, self.runs)
         info["request"] = self.request.clone()
-        info["episode_start"] = self.episode_start.clone()
-        info["trial_start"] = self.trial_start.clone()
-        info["trial_end"] = torch.zeros_like(self.trial_start)
-        if hasattr(self.stream, "task_id"):
-            info["task_id"] = self.stream.task_id.clone()
+        if self.task_id is not None:
+            info["task_id"] = self.task_id.clone()
         mask = self.action_mask()
         if mask is not None:
             info["action_mask"] = mask
             info["n_invalid"] = self.n_invalid.clone()
-            info["invalid"] = info["invalid_truncated"] = torch.zeros_like(self.needs_reset)
+            info["invalid"] = info["invalid_truncated"] = torch.zeros_like(mask[:, 0])
         return info
 
-    def _observe(self, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """[n, obs_dim] float32, written part by part into one fresh buffer (one pass over the bitmap)."""
+    def observe(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """[n, domain obs_dim] float32, written part by part into one fresh buffer (one pass over the bitmap)."""
         cfg, N = self.cfg, float(self.N)
         sel = (lambda t: t) if rows is None else (lambda t: t[rows])
         scale = 1.0 if cfg.size_scale == "raw" else 1.0 / N
         n = self.B if rows is None else rows.numel()
-        out = torch.empty((n, cfg.obs_dim), dtype=torch.float32, device=self.device)
+        out = torch.empty((n, self.obs_dim), dtype=torch.float32, device=self.device)
         i = 0
         if cfg.bitmap:
             out[:, : self.N].copy_(sel(self.heaps.occ))
@@ -456,37 +394,34 @@ class AllocCore:
             out[:, i: i + 2 * cfg.hole_features] = torch.stack([sel(st).float() / N, sel(ln).float() / N],
                                                                2).flatten(1)
             i += 2 * cfg.hole_features
-        if cfg.meta_obs:
-            k = cfg.n_actions
-            pa = sel(self.prev_action)
-            out[:, i: i + k] = torch.nn.functional.one_hot(pa.clamp(min=0), k).float() * (pa >= 0)[:, None]
-            out[:, i + k] = sel(self.prev_reward).float()
-            out[:, i + k + 1] = sel(self.episode_start).float()
-            i += k + 2
-        if cfg.task_obs:
-            out[:, i:] = torch.nn.functional.one_hot(sel(self.stream.task_id), cfg.n_tasks).float()
         return out
 
     # ----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Everything needed to continue these episodes exactly (for checkpoints)."""
         return {"heaps": self.heaps.state_dict(), "stream": self.stream.state_dict(),
-                "request": self.request.clone(), "hist": self.hist.clone(), "seed": self.seed.clone(),
-                "episode": self.episode.clone(), "ep_return": self.ep_return.clone(),
-                "ep_len": self.ep_len.clone(), "needs_reset": self.needs_reset.clone(),
-                "n_invalid": self.n_invalid.clone(),
-                "prev_action": self.prev_action.clone(), "prev_reward": self.prev_reward.clone(),
-                "episode_start": self.episode_start.clone(), "trial_start": self.trial_start.clone()}
+                "request": self.request.clone(), "hist": self.hist.clone(), "n_invalid": self.n_invalid.clone(),
+                "freed": self.freed.clone()}
 
     def load_state_dict(self, state: dict) -> None:
         self.heaps.load_state_dict(state["heaps"])
         self.stream.load_state_dict(state["stream"])
-        for k in ("request", "hist", "seed", "episode", "ep_return", "ep_len", "needs_reset"):
+        for k in ("request", "hist"):
             getattr(self, k).copy_(state[k])
-        for k in ("prev_action", "prev_reward", "episode_start", "trial_start", "n_invalid"):  # absent in older ones
+        for k in ("n_invalid", "freed"):  # absent in older checkpoints
             if k in state:
                 getattr(self, k).copy_(state[k])
         self.runs = FreeRuns.of(self.heaps.occ)
 
 
-__all__ = ["ACTION_SPACES", "LIM_ORDER", "AllocConfig", "AllocCore"]
+class AllocCore(Trials):
+    """B allocation envs: ``AllocDomain``'s dynamics inside the trials component; tensors in, tensors out."""
+
+    def __init__(self, num_heaps: int, config: AllocConfig | None = None, device="cpu",
+                 autoreset: bool = True, **overrides):
+        cfg = AllocConfig.from_kwargs(config, **overrides).validate()
+        super().__init__(AllocDomain(num_heaps, cfg, device), cfg.trial_episodes, cfg.meta_obs, cfg.task_obs,
+                         autoreset, unit="heap")
+
+
+__all__ = ["ACTION_SPACES", "LIM_ORDER", "AllocConfig", "AllocCore", "AllocDomain"]

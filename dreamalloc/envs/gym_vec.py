@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
-from dreamalloc.envs.actions import ActionError, ActionSpec
+from dreamalloc.core.actions import ActionError, ActionSpec
 
 
 def _tensor(x, device):

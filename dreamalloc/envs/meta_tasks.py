@@ -2,8 +2,9 @@
 
 An RL^2 implementation is validated on these before it meets the allocator: they are small, their task
 distributions are known, and RL^2's paper gives reference numbers for them (docs/reference.md §6). They have
-``AllocCore``'s face (tensors in and out, SAME_STEP autoreset, ``final_obs`` and ``episode`` in info), so
-the agents run on them unchanged.
+the face of every batched core: the task's dynamics (``BanditDomain``, ``TabularMDPDomain``) inside the trials
+component of ``dreamalloc.core.trials``, which keeps the counters, flags and RL^2 inputs, so agents run on
+them unchanged.
 
 Trials. A trial is ``episodes`` consecutive episodes of one freshly drawn task (a bandit: one episode of
 ``pulls`` pulls; an MDP: K episodes of ``horizon`` steps). Every info carries ``trial_start`` (the returned
@@ -21,11 +22,12 @@ the one-hot state for MDPs and empty for bandits. At trial start the previous ac
 previous reward 0; across episode ends inside a trial they keep the trial's last step; the flag is 1.0 on
 the first obs of every episode. ``split_obs`` takes an observation apart.
 
-Randomness is counter-based (``workloads.rng``): trial j of a row seeded s (j counted from that seeded
+Randomness is counter-based (``core.rng``): trial j of a row seeded s (j counted from that seeded
 reset) draws its task from a stream keyed by (s, j) and its step noise (Bernoulli outcomes, reward noise,
 next states) from a second stream keyed by the same pair. So the same seed and the same actions give the
 same trajectory on any device, and row b of a batch seeded s equals a batch of one seeded s + b (the
-allocation env's convention). ``reset()`` without a seed moves every row on to its next trial.
+allocation env's convention). ``reset()`` without a seed moves every row on to its next episode (the
+next trial after a trial's last episode), as for every core of ``core.trials``.
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ from abc import ABC, abstractmethod
 import numpy as np
 import torch
 
-from dreamalloc.envs.actions import ActionSpec
-from dreamalloc.workloads.rng import CounterRNG
+from dreamalloc.core.actions import ActionSpec
+from dreamalloc.core.rng import CounterRNG
+from dreamalloc.core.trials import Trials
 
 TASK_SALT, STEP_SALT = 0x5EED7A5C, 0x57E9  # separate the task draw from the step noise of one (seed, trial)
 
@@ -53,158 +56,62 @@ def _normals(u1: torch.Tensor, u2: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(-2.0 * torch.log1p(-u1)) * torch.cos(2.0 * math.pi * u2)
 
 
-class _TrialCore(ABC):
-    """Trial / episode bookkeeping, seeding, the RL^2 observation and SAME_STEP autoreset for B rows.
-
-    Subclasses draw a task (``_draw_task``), put a row at its episode's start (``_start_episode``), apply
-    one batched action (``_transition`` -> float64 rewards) and write their task obs (``_task_obs``)."""
+class _MetaDomain(ABC):
+    """The dynamics of B rows of a meta task (a ``core.DomainCore``): a task drawn at each trial's start, episodes
+    of ``horizon`` steps. Subclasses draw a task (``_draw_task``), put a row at its episode's start
+    (``_start_episode``), apply one batched action (``_transition`` -> float64 rewards) and write their task obs
+    (``_task_obs``)."""
 
     what = "meta task"
+    masked = False
+    n_tasks = 1
 
     def __init__(self, num_envs: int, n_actions: int, task_dim: int, horizon: int, episodes: int, device):
         self.B = _int_at_least("num_envs", num_envs, 1, self.what)
         self.device = torch.device(device)
         self.n_actions, self.task_dim = int(n_actions), int(task_dim)
         self.horizon, self.episodes = int(horizon), int(episodes)
-        self.obs_dim = self.task_dim + self.n_actions + 2
-        dev, B = self.device, self.B
-        self.seed = torch.zeros(B, dtype=torch.long, device=dev)
-        self.trial = torch.full((B,), -1, dtype=torch.long, device=dev)  # trials since the seeded reset
-        self.episode = torch.zeros(B, dtype=torch.long, device=dev)  # episode index inside the trial
-        self.t = torch.zeros(B, dtype=torch.long, device=dev)  # steps taken in the episode
-        self.ep_return = torch.zeros(B, dtype=torch.float64, device=dev)
-        self.trial_return = torch.zeros(B, dtype=torch.float64, device=dev)
-        self.prev_action = torch.full((B,), -1, dtype=torch.long, device=dev)  # -1: none (trial start)
-        self.prev_reward = torch.zeros(B, dtype=torch.float64, device=dev)
-        self.episode_start = torch.ones(B, dtype=torch.bool, device=dev)
-        self.trial_start = torch.ones(B, dtype=torch.bool, device=dev)
-        self.task_rng = CounterRNG(B, dev)
-        self.step_rng = CounterRNG(B, dev)
-        self.started = False
-        self.action_spec = ActionSpec(self.n_actions, B, dev, "env", f"Discrete({self.n_actions})")
+        self.obs_dim = self.task_dim
+        self.t = torch.zeros(self.B, dtype=torch.long, device=self.device)  # steps taken in the episode
+        self.task_rng = CounterRNG(self.B, self.device)
+        self.step_rng = CounterRNG(self.B, self.device)
+        self.action_spec = ActionSpec(self.n_actions, self.B, self.device, "env", f"Discrete({self.n_actions})")
 
-    def trial_length(self) -> int:
-        """Steps per trial (every trial has the same length)."""
-        return self.horizon * self.episodes
-
-    # ----------------------------------------------------------------------------------------------
-    def reset(self, seed=None) -> tuple[torch.Tensor, dict]:
-        """Start a new trial in every row. ``seed``: one int (row b gets seed + b) or one per row; it restarts
-        the trial count at 0. Without it each row moves on to its next trial (fresh entropy if never seeded)."""
-        if seed is not None:
-            s = torch.as_tensor(seed, dtype=torch.long, device=self.device).reshape(-1)
-            if s.numel() not in (1, self.B):
-                raise ValueError(f"seed must be one int or one per env ({self.B}), got {s.numel()} seeds")
-            self.seed.copy_(s + torch.arange(self.B, device=self.device) if s.numel() == 1 else s)
-            self.trial.zero_()
-        else:
-            never = (self.trial < 0).nonzero().squeeze(1)
-            if never.numel():
-                entropy = np.random.SeedSequence().generate_state(never.numel(), np.uint32).astype(np.int64)
-                self.seed[never] = torch.as_tensor(entropy, device=self.device)
-            self.trial += 1
-        self._new_trial(torch.arange(self.B, device=self.device))
-        self.started = True
-        return self._observe(), self._info()
-
-    def _new_trial(self, rows: torch.Tensor) -> None:
-        self.task_rng.reseed(rows, self.seed[rows], self.trial[rows], TASK_SALT)
-        self.step_rng.reseed(rows, self.seed[rows], self.trial[rows], STEP_SALT)
-        self._draw_task(rows)
-        self.episode[rows] = 0
-        self.trial_return[rows] = 0.0
-        self.prev_action[rows] = -1
-        self.prev_reward[rows] = 0.0
-        self.trial_start[rows] = True
-        self._new_episode(rows)
-
-    def _new_episode(self, rows: torch.Tensor) -> None:
+    def start(self, rows: torch.Tensor, seed: torch.Tensor, episode: torch.Tensor, trial: torch.Tensor) -> None:
+        """New episodes in ``rows``; where a trial opens, a fresh task and step noise keyed by (seed, trial)."""
+        opens = episode % self.episodes == 0
+        first = rows[opens]
+        if first.numel():
+            self.task_rng.reseed(first, seed[opens], trial[opens], TASK_SALT)
+            self.step_rng.reseed(first, seed[opens], trial[opens], STEP_SALT)
+            self._draw_task(first)
         self.t[rows] = 0
-        self.ep_return[rows] = 0.0
-        self.episode_start[rows] = True
         self._start_episode(rows)
 
-    # ----------------------------------------------------------------------------------------------
-    def check_action(self, action) -> torch.Tensor:
-        """The actions as int64 [B]; an ``ActionError`` for a wrong type, dtype, shape or value."""
-        return self.action_spec(action)
-
-    def step(self, action):
-        """One step of every row: (obs [B, D] float32, reward [B] float64, terminated [B], truncated [B], info)."""
-        if not self.started:
-            raise RuntimeError("step() called before reset(); call reset(seed=...) first")
-        a = self.check_action(action)
-        reward = self._transition(a)
+    def step(self, action: torch.Tensor):
+        reward = self._transition(action)
         self.t += 1
-        self.ep_return += reward
-        self.trial_return += reward
-        self.prev_action.copy_(a)
-        self.prev_reward.copy_(reward)
-        self.episode_start.zero_()
-        self.trial_start.zero_()
         done = self.t >= self.horizon
-        trial_end = done & (self.episode == self.episodes - 1)
-        obs = self._observe()
-        extra = {}
-        if bool(done.any()):  # SAME_STEP autoreset: the finished step's obs goes to final_obs
-            extra["episode"] = {"r": self.ep_return.clone(), "l": self.t.clone()}
-            extra["_episode"] = done.clone()
-            if bool(trial_end.any()):
-                extra["trial"] = {"r": self.trial_return.clone(),
-                                  "l": self.episode * self.horizon + self.t}
-                extra["_trial"] = trial_end.clone()
-            d = done.nonzero().squeeze(1)
-            inside = (done & ~trial_end).nonzero().squeeze(1)
-            ends = trial_end.nonzero().squeeze(1)
-            self.episode[inside] += 1
-            self._new_episode(inside)
-            self.trial[ends] += 1
-            self._new_trial(ends)
-            extra["final_obs"], obs = obs, obs.clone()
-            extra["_final_obs"] = done.clone()
-            obs[d] = self._observe(d)
-        info = self._info()
-        info.update(extra)
-        info["trial_end"] = trial_end
-        return obs, reward, done, torch.zeros_like(done), info
+        return reward, done, torch.zeros_like(done), {}
 
-    # ----------------------------------------------------------------------------------------------
-    def _info(self) -> dict:
-        return {"trial_start": self.trial_start.clone(), "trial_end": torch.zeros_like(self.trial_start),
-                "episode_start": self.episode_start.clone()}
+    def observe(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        return self._task_obs(rows).float()
 
-    def _observe(self, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """[n, obs_dim] float32: task obs, previous action one-hot, previous reward, episode-start flag."""
-        sel = (lambda x: x) if rows is None else (lambda x: x[rows])
-        n = self.B if rows is None else rows.numel()
-        out = torch.empty((n, self.obs_dim), dtype=torch.float32, device=self.device)
-        D, k = self.task_dim, self.n_actions
-        if D:
-            out[:, :D] = self._task_obs(rows)
-        pa = sel(self.prev_action)
-        out[:, D: D + k] = torch.nn.functional.one_hot(pa.clamp(min=0), k).float() * (pa >= 0)[:, None]
-        out[:, D + k] = sel(self.prev_reward).float()
-        out[:, D + k + 1] = sel(self.episode_start).float()
-        return out
+    def info(self) -> dict:
+        return {}
 
-    # ----------------------------------------------------------------------------------------------
-    _STATE = ("seed", "trial", "episode", "t", "ep_return", "trial_return", "prev_action", "prev_reward",
-              "episode_start", "trial_start")
     _TASK: tuple[str, ...] = ()
 
     def state_dict(self) -> dict:
-        """Everything needed to continue these trials exactly (for checkpoints)."""
-        state = {k: getattr(self, k).clone() for k in self._STATE + self._TASK}
-        state.update(task_rng=self.task_rng.state_dict(), step_rng=self.step_rng.state_dict(),
-                     started=self.started)
+        state = {k: getattr(self, k).clone() for k in ("t",) + self._TASK}
+        state.update(task_rng=self.task_rng.state_dict(), step_rng=self.step_rng.state_dict())
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        for k in self._STATE + self._TASK:
+        for k in ("t",) + self._TASK:
             getattr(self, k).copy_(state[k])
         self.task_rng.load_state_dict(state["task_rng"])
         self.step_rng.load_state_dict(state["step_rng"])
-        self.started = bool(state["started"])
 
     # subclass hooks -----------------------------------------------------------------------------
     @abstractmethod
@@ -224,7 +131,18 @@ class _TrialCore(ABC):
         """A subclass hook."""
 
 
-class BanditCore(_TrialCore):
+class _MetaCore(Trials):
+    """A meta task inside the trials component, with the RL^2 observation always on."""
+
+    def __init__(self, domain: _MetaDomain):
+        super().__init__(domain, trial_episodes=domain.episodes, meta_obs=True, unit="env")
+
+    def trial_length(self) -> int:
+        """Steps per trial (every trial has the same length)."""
+        return self.horizon * self.episodes
+
+
+class BanditDomain(_MetaDomain):
     """B Bernoulli bandits: each trial is a fresh instance (arm means ~ U[0, 1]) and one episode of ``pulls``
     pulls; the reward is the pulled arm's Bernoulli outcome. ``means`` [B, arms] float64 is the current task
     (for oracles and analysis; agents do not see it)."""
@@ -253,7 +171,7 @@ class BanditCore(_TrialCore):
         return torch.empty((self.B if rows is None else rows.numel(), 0), device=self.device)
 
 
-class TabularMDPCore(_TrialCore):
+class TabularMDPDomain(_MetaDomain):
     """B random tabular MDPs (Duan et al. 2016 §4.2): per (s, a) a mean reward mu ~ N(1, 1) and next-state
     probabilities ~ Dirichlet(1, ..., 1); rewards ~ N(mu, 1). Each trial is a fresh MDP and ``episodes``
     episodes of ``horizon`` steps. Every episode starts in state 0, as in RL^2's own code (rllab's
@@ -305,11 +223,26 @@ class TabularMDPCore(_TrialCore):
         return torch.nn.functional.one_hot(s, self.S).float()
 
 
-def split_obs(core: _TrialCore, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+class BanditCore(_MetaCore):
+    """B Bernoulli bandits (``BanditDomain``) with the RL^2 observation: trials of one episode of ``pulls`` pulls."""
+
+    def __init__(self, num_envs: int, arms: int = 5, pulls: int = 10, device="cpu"):
+        super().__init__(BanditDomain(num_envs, arms, pulls, device))
+
+
+class TabularMDPCore(_MetaCore):
+    """B random tabular MDPs (``TabularMDPDomain``) with the RL^2 observation: trials of ``episodes`` episodes."""
+
+    def __init__(self, num_envs: int, states: int = 10, actions: int = 5, horizon: int = 10, episodes: int = 10,
+                 device="cpu"):
+        super().__init__(TabularMDPDomain(num_envs, states, actions, horizon, episodes, device))
+
+
+def split_obs(core: _MetaCore, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(task obs [B, task_dim], previous action one-hot [B, n_actions], previous reward [B], episode-start
     flag [B]) of an RL^2 observation of ``core``."""
     D, k = core.task_dim, core.n_actions
     return obs[:, :D], obs[:, D: D + k], obs[:, D + k], obs[:, D + k + 1]
 
 
-__all__ = ["BanditCore", "TabularMDPCore", "split_obs"]
+__all__ = ["BanditCore", "BanditDomain", "TabularMDPCore", "TabularMDPDomain", "split_obs"]

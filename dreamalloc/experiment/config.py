@@ -137,7 +137,7 @@ class Config:
     run_dir: str = "${hydra:runtime.output_dir}"
     checkpoint_dir: str = "checkpoints"  # a run's checkpoints go to {checkpoint_dir}/{run name} (its own folder)
     checkpoint_every: int = 0  # env steps between checkpoints (0: only at the end)
-    keep_checkpoints: int = 3  # newest checkpoints of this run kept (0: keep all); the final one is never pruned
+    keep_checkpoints: int = 3  # newest checkpoints kept (0: keep every checkpoint); the final one is never pruned
     on_nonfinite: str = "stop"  # a NaN / inf loss: stop (saving the last good state) | skip (that update)
     save_replay: bool = True  # include the replay buffer of agents that have one
     resume: Any = False  # false | true (the latest checkpoint of run_name) | PATH (a run or checkpoint dir)

@@ -273,7 +273,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         set_rng_state(payload["rng"])
         step, episodes = int(payload["step"]), int(payload["episodes"])
         loop = payload.get("loop") or {}
-        obs, info = core.current() if hasattr(core, "current") else (core._observe(), core._info(core.runs))
+        obs, info = core.current()
     else:
         obs, info = core.reset(seed=int(cfg.seed) * TRAIN_SEED_STRIDE)
 

@@ -139,9 +139,9 @@ def check_memory(cfg: DictConfig) -> None:
 
 def check_tasks(cfg: DictConfig) -> None:
     """Build every task as training and evaluation will: a bad task fails now, naming its set."""
+    from dreamalloc.core.tasks import expand_tasks
     from dreamalloc.experiment.config import env_config, tasks_of
     from dreamalloc.workloads import make_stream
-    from dreamalloc.workloads.tasks import expand_tasks
 
     lb = _kind(cfg) == "load_balance"
     for where, tasks in task_lists(cfg):

@@ -50,9 +50,9 @@ from collections.abc import Sequence
 
 import torch
 
+from dreamalloc.core.rng import CounterRNG
 from dreamalloc.workloads.base import ALLOC, FREE, Requests, RequestStream
 from dreamalloc.workloads.params import FLOAT, INT, checked, list_of, optional
-from dreamalloc.workloads.rng import CounterRNG
 
 SIZE_DISTS = ("uniform", "classes", "geometric", "powerlaw")
 SIZE_UNITS = ("cells", "fraction")

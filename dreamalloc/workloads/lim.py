@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from dreamalloc.core.rng import CounterRNG
 from dreamalloc.workloads.base import (
     ALLOC,
     FREE,
@@ -23,7 +24,6 @@ from dreamalloc.workloads.base import (
     ScriptedStream,
 )
 from dreamalloc.workloads.params import RANDOM_PARAMS
-from dreamalloc.workloads.rng import CounterRNG
 
 
 class RandomStream(RequestStream):

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import torch
 
+from dreamalloc.core.rng import CounterRNG, splitmix64
+from dreamalloc.core.tasks import expand_tasks
 from dreamalloc.workloads.base import Requests, RequestStream
 from dreamalloc.workloads.params import INT, TASK_LIST, checked
-from dreamalloc.workloads.rng import CounterRNG, splitmix64
-from dreamalloc.workloads.tasks import expand_tasks, task_stream
+from dreamalloc.workloads.tasks import task_stream
 
 SCHEDULES = ("abrupt", "gradual")
 

@@ -22,7 +22,7 @@ Everything a distribution shift needs is a parameter: the servers (env level, it
 and per task the job law, with ``phases`` that change it inside an episode.
 
 A task is ``{name, stream: jobs, params, weight}`` (the allocator's task schema, so ``ranges`` / ``choices``
-/ ``samples`` expand task distributions the same way, ``workloads.tasks.expand_tasks``). Its params:
+/ ``samples`` expand task distributions the same way, ``core.tasks.expand_tasks``). Its params:
 
 * ``job_interval``: mean of the exponential inter-arrival time (time units; the draw is truncated to int);
 * ``size_dist``: ``pareto`` (minimum ``size_scale``, tail index ``size_shape``: Park's law),
@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dreamalloc.workloads.tasks import expand_tasks
+from dreamalloc.core.tasks import expand_tasks
 
 SIZE_DISTS = ("pareto", "exponential", "lognormal", "constant")
 FORK_SIZE_MAX = 10000  # ratnadeepb/park's job_generator clips sizes above 100 x size_scale to it; Park: no cap

@@ -34,25 +34,24 @@ import math
 import numpy as np
 import torch
 
-from dreamalloc.envs.actions import ActionSpec
-from dreamalloc.envs.episodes import reset_rows
+from dreamalloc.core.actions import ActionSpec
+from dreamalloc.core.rng import CounterRNG
+from dreamalloc.core.trials import Trials
 from dreamalloc.envs.load_balance.config import SIZE_DISTS, LoadBalanceConfig, job_phases
-from dreamalloc.workloads.rng import CounterRNG
 
 JOB_SALT, TASK_SALT = 0x10AD, 0x7A5C10AD
 NEVER = 1 << 62  # "no next arrival": the last decision's interval runs until every queue has drained
 
 
-class LoadBalanceCore:
-    """B load-balancing envs; tensors in, tensors out (the face of ``AllocCore``)."""
+class LoadBalanceDomain:
+    """The dynamics of B load-balancing envs (a ``core.DomainCore``); ``LoadBalanceCore`` adds episodes, trials
+    and the RL^2 inputs."""
 
-    def __init__(self, num_envs: int, config: LoadBalanceConfig | None = None, device="cpu",
-                 autoreset: bool = True, **overrides):
-        self.cfg = LoadBalanceConfig.from_kwargs(config, **overrides).validate()
-        cfg = self.cfg
+    def __init__(self, num_envs: int, cfg: LoadBalanceConfig, device="cpu"):
+        self.cfg = cfg
         self.B, self.S, self.J = int(num_envs), cfg.num_servers, cfg.num_jobs
         self.device = dev = torch.device(device)
-        self.autoreset = autoreset
+        self.obs_dim, self.n_actions, self.n_tasks = self.S + 1, self.S, cfg.n_tasks
         B, S, J = self.B, self.S, self.J
         self.rates = torch.tensor(cfg.service_rates, dtype=torch.float64, device=dev)
         self.law = self._law_table()  # [T, J, 5]: interval, dist code, shape, scale, max
@@ -60,22 +59,15 @@ class LoadBalanceCore:
         self.cdf = (w.cumsum(0) / w.sum()).to(dev)
         i64 = dict(dtype=torch.long, device=dev)
         self.arrival, self.size = torch.zeros(B, J, **i64), torch.zeros(B, J, **i64)
-        self.server, self.start, self.finish = (torch.zeros(B, J, **i64) for _ in range(3))  # of dispatched jobs
+        self.server, self.start_time, self.finish = (torch.zeros(B, J, **i64) for _ in range(3))  # of dispatched jobs
         self.busy = torch.zeros(B, S, **i64)  # when each server has finished its last dispatched job
         self.k = torch.zeros(B, **i64)  # index of the job waiting for a decision
         self.lo = torch.zeros(B, **i64)  # no job before this index is still in the system (a window start)
         self.now = torch.zeros(B, **i64)
         self.task_id = torch.zeros(B, **i64)
-        self.seed = torch.zeros(B, **i64)
-        self.episode = torch.full((B,), -1, **i64)
-        self.ep_return = torch.zeros(B, dtype=torch.float64, device=dev)
         self.ep_time = torch.zeros(B, dtype=torch.float64, device=dev)  # unscaled: total job time so far
-        self.ep_len = torch.zeros(B, **i64)
-        self.needs_reset = torch.ones(B, dtype=torch.bool, device=dev)
-        self.prev_action = torch.full((B,), -1, **i64)
-        self.prev_reward = torch.zeros(B, dtype=torch.float64, device=dev)
-        self.episode_start = torch.ones(B, dtype=torch.bool, device=dev)
-        self.trial_start = torch.ones(B, dtype=torch.bool, device=dev)
+        self.ended = torch.ones(B, dtype=torch.bool, device=dev)  # the episode is over: observed as drained
+        self._lq = None  # loads() of the state after the last step (observe and info share it)
         self.rng = CounterRNG(B, dev)
         self.action_spec = ActionSpec(self.S, B, dev, "env", f"Discrete({self.S}) (the server)")
 
@@ -90,40 +82,24 @@ class LoadBalanceCore:
         return torch.tensor(np.stack(rows), dtype=torch.float64, device=self.device)
 
     # ----------------------------------------------------------------------------------------------
-    def reset(self, seed=None, rows=None) -> tuple[torch.Tensor, dict]:
-        """Start new episodes. ``seed`` (one int per row, or one int for row r = seed + r) restarts the
-        episode count at 0; without it each row moves on to its next episode."""
-        rows = reset_rows(self.seed, self.episode, rows, seed, "env")
-        self._new_episode(rows)
-        lq = self.loads()
-        return self._observe(lq=lq), self._info(lq)
-
-    def _new_episode(self, rows: torch.Tensor) -> None:
-        K = self.cfg.trial_episodes
-        trial = torch.div(self.episode[rows], K, rounding_mode="floor")
-        self.rng.reseed(rows, self.seed[rows], trial, TASK_SALT)
+    def start(self, rows: torch.Tensor, seed: torch.Tensor, episode: torch.Tensor, trial: torch.Tensor) -> None:
+        """New episodes in ``rows``: the trial's task drawn from (seed, trial), the jobs from (seed, episode)."""
+        self._lq = None
+        self.rng.reseed(rows, seed, trial, TASK_SALT)
         tid = torch.searchsorted(self.cdf, self.rng.uniform(rows), right=True).clamp(max=len(self.cdf) - 1)
         self.task_id[rows] = tid
-        self.rng.reseed(rows, self.seed[rows], self.episode[rows], JOB_SALT)
+        self.rng.reseed(rows, seed, episode, JOB_SALT)
         gap, size = self._draw_jobs(rows, tid)
         self.arrival[rows] = gap.cumsum(1)  # Park: the first job arrives after one inter-arrival time
         self.size[rows] = size
-        for t in (self.server, self.start, self.finish):
+        for t in (self.server, self.start_time, self.finish):
             t[rows] = 0
         self.busy[rows] = 0
         self.k[rows] = 0
         self.lo[rows] = 0
         self.now[rows] = self.arrival[rows, 0]
-        self.ep_return[rows] = 0.0
         self.ep_time[rows] = 0.0
-        self.ep_len[rows] = 0
-        self.needs_reset[rows] = False
-        self.episode_start[rows] = True
-        first = self.episode[rows] % K == 0
-        self.trial_start[rows] = first
-        opens = rows[first]
-        self.prev_action[opens] = -1
-        self.prev_reward[opens] = 0.0
+        self.ended[rows] = False
 
     def _draw_jobs(self, rows: torch.Tensor, tid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Inter-arrival times and sizes [n, J] (int64) of the rows' next episode, from their job laws."""
@@ -142,16 +118,8 @@ class LoadBalanceCore:
         return gap.long(), size.long()
 
     # ----------------------------------------------------------------------------------------------
-    def check_action(self, action) -> torch.Tensor:
-        """The actions as int64 [B]; an ``ActionError`` for a wrong type, dtype, shape or server index."""
-        return self.action_spec(action)
-
-    def step(self, action):
-        if self.needs_reset.any():
-            if bool((self.episode < 0).all()):
-                raise RuntimeError("step() called before reset(): call reset(seed=...) first")
-            raise RuntimeError("step() called on an env whose episode has ended and autoreset is off: call reset()")
-        a = self.check_action(action)
+    def step(self, a: torch.Tensor):
+        """Dispatch each row's waiting job to server ``a``; the reward covers the time to the next arrival."""
         ar = torch.arange(self.B, device=self.device)
         k, t0 = self.k, self.now
         size = self.size[ar, k]
@@ -159,7 +127,7 @@ class LoadBalanceCore:
         start = torch.maximum(t0, self.busy[ar, a])
         fin = start + duration
         self.busy[ar, a] = fin
-        self.server[ar, k], self.start[ar, k], self.finish[ar, k] = a, start, fin
+        self.server[ar, k], self.start_time[ar, k], self.finish[ar, k] = a, start, fin
         last = k == self.J - 1
         t1 = torch.where(last, NEVER, self.arrival[ar, (k + 1).clamp(max=self.J - 1)])
         # jobs dispatched so far all arrived by t0; each is in the system over [t0, min(finish, t1)).
@@ -170,40 +138,12 @@ class LoadBalanceCore:
         raw = -in_system.double()
         reward = raw * self.cfg.reward_scale
         self.ep_time -= raw
-        self.ep_return += reward
-        self.ep_len += 1
         self.k = torch.where(last, k, k + 1)
         self.now = torch.where(last, self.busy.max(1).values, t1)
-        self.prev_action.copy_(a)
-        self.prev_reward.copy_(reward)
-        self.episode_start.zero_()
-        self.trial_start.zero_()
-        terminated = last
-        truncated = torch.zeros_like(last)
-        trial_end = last & (self.episode % self.cfg.trial_episodes == self.cfg.trial_episodes - 1)
-        done_now = last.clone()
-        self.needs_reset |= done_now  # _observe shows a finished row as drained
-        lq = self.loads()
-        info = self._info(lq)
-        obs = self._observe(lq=lq)
-        if done_now.any():
-            episode = {"r": self.ep_return.clone(), "l": self.ep_len.clone()}
-            if self.autoreset:
-                final_info = info
-                d = done_now.nonzero().squeeze(1)
-                self.episode[d] += 1
-                self._new_episode(d)
-                final_obs, obs = obs, obs.clone()
-                obs[d] = self._observe(d)
-                info = self._info()
-                final_info["trial_end"] = trial_end
-                info.update(final_obs=final_obs, _final_obs=done_now.clone(), final_info=final_info,
-                            _final_info=done_now.clone())
-            info["episode"], info["_episode"] = episode, done_now.clone()
-        info["trial_end"] = trial_end
-        return obs, reward, terminated, truncated, info
+        self.ended |= last  # observed as drained until the next episode starts
+        self._lq = self.loads()
+        return reward, last, torch.zeros_like(last), {}
 
-    # ----------------------------------------------------------------------------------------------
     def loads(self, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per server, [n, S] each (unclipped): the observed load (float: queued sizes + the running job's time
         left, or work left with ``load_obs: work``), the jobs in the system (int) and the outstanding work
@@ -215,7 +155,7 @@ class LoadBalanceCore:
         w, e = int(lo.min()), int(k_rows.max()) + 1
         sel = (lambda t: t[:, w:e]) if rows is None else (lambda t: t[rows, w:e])
         now = (self.now if rows is None else self.now[rows])[:, None]
-        fin, start = sel(self.finish), sel(self.start)
+        fin, start = sel(self.finish), sel(self.start_time)
         active = fin > now  # dispatched and not finished (undispatched jobs have finish 0 <= now)
         first = torch.where(active.any(1), active.byte().argmax(1) + w, k_rows)  # none active: all before k left
         if rows is None:
@@ -234,57 +174,60 @@ class LoadBalanceCore:
         work = per_server(queued_size + t_left * self.rates[srv] * running)
         load = work if self.cfg.load_obs == "work" else per_server(queued_size + t_left * running)
         queue = per_server(active.long())
-        drained = (self.needs_reset if rows is None else self.needs_reset[rows])[:, None]
+        drained = (self.ended if rows is None else self.ended[rows])[:, None]
         return load.masked_fill(drained, 0), queue.masked_fill(drained, 0), work.masked_fill(drained, 0)
 
     def incoming(self, rows: torch.Tensor | None = None) -> torch.Tensor:
         """[n] size of the job waiting for a decision (0 once the episode has ended)."""
         idx = torch.arange(self.B, device=self.device) if rows is None else rows
-        return torch.where(self.needs_reset[idx], 0, self.size[idx, self.k[idx]])
+        return torch.where(self.ended[idx], 0, self.size[idx, self.k[idx]])
 
-    def _observe(self, rows: torch.Tensor | None = None, lq=None) -> torch.Tensor:
+    def observe(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """[n, S + 1] float32: each server's load, then the incoming job's size, clipped and scaled."""
         cfg = self.cfg
-        sel = (lambda t: t) if rows is None else (lambda t: t[rows])
-        load = (self.loads(rows) if lq is None else lq)[0]
-        base = torch.cat([load, self.incoming(rows)[:, None]], 1).double().clamp(max=cfg.obs_high)
-        parts = [(base * cfg.obs_scale).float()]
-        if cfg.meta_obs:
-            pa = sel(self.prev_action)
-            parts += [torch.nn.functional.one_hot(pa.clamp(min=0), self.S).float() * (pa >= 0)[:, None],
-                      sel(self.prev_reward).float()[:, None], sel(self.episode_start).float()[:, None]]
-        if cfg.task_obs:
-            parts.append(torch.nn.functional.one_hot(sel(self.task_id), cfg.n_tasks).float())
-        return torch.cat(parts, 1)
+        lq = self._lq if rows is None and self._lq is not None else self.loads(rows)
+        base = torch.cat([lq[0], self.incoming(rows)[:, None]], 1).double().clamp(max=cfg.obs_high)
+        return (base * cfg.obs_scale).float()
 
-    def _info(self, lq=None) -> dict:
-        load, queue, work = self.loads() if lq is None else lq
-        jobs = self.k + self.needs_reset.long()  # decisions made this episode
+    def info(self) -> dict:
+        load, queue, work = self._lq if self._lq is not None else self.loads()
+        jobs = self.k + self.ended.long()  # decisions made this episode
         return {"loads": load, "queue": queue, "work": work, "job_size": self.incoming(), "time": self.now.clone(),
                 "mean_job_time": self.ep_time / jobs.clamp(min=1).double(),
-                "jobs_in_system": queue.sum(1), "task_id": self.task_id.clone(),
-                "episode_start": self.episode_start.clone(), "trial_start": self.trial_start.clone(),
-                "trial_end": torch.zeros_like(self.trial_start)}
-
-    def current(self) -> tuple[torch.Tensor, dict]:
-        """The observation and info of the present state (after loading a checkpoint)."""
-        return self._observe(), self._info()
+                "jobs_in_system": queue.sum(1), "task_id": self.task_id.clone()}
 
     def action_mask(self) -> None:
         return None  # every server is always a valid choice
 
     # ----------------------------------------------------------------------------------------------
-    _STATE = ("arrival", "size", "server", "start", "finish", "busy", "k", "lo", "now", "task_id", "seed", "episode",
-              "ep_return", "ep_time", "ep_len", "needs_reset", "prev_action", "prev_reward", "episode_start",
-              "trial_start")
+    _STATE = ("arrival", "size", "server", "start", "finish", "busy", "k", "lo", "now", "task_id", "ep_time")
 
     def state_dict(self) -> dict:
         """Everything needed to continue these episodes exactly (for checkpoints)."""
-        return {**{k: getattr(self, k).clone() for k in self._STATE}, "rng": self.rng.state_dict()}
+        return {**{k: getattr(self, self._attr(k)).clone() for k in self._STATE}, "ended": self.ended.clone(),
+                "rng": self.rng.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         for k in self._STATE:
-            getattr(self, k).copy_(state[k] if k in state else torch.zeros_like(getattr(self, k)))
+            t = getattr(self, self._attr(k))
+            t.copy_(state[k] if k in state else torch.zeros_like(t))
+        self.ended.copy_(state["ended"] if "ended" in state else state["needs_reset"])  # older: needs_reset
         self.rng.load_state_dict(state["rng"])
+        self._lq = None
+
+    @staticmethod
+    def _attr(key: str) -> str:
+        return "start_time" if key == "start" else key  # ``start`` is the DomainCore method
 
 
-__all__ = ["LoadBalanceCore"]
+class LoadBalanceCore(Trials):
+    """B load-balancing envs: ``LoadBalanceDomain`` inside the trials component; tensors in, tensors out."""
+
+    def __init__(self, num_envs: int, config: LoadBalanceConfig | None = None, device="cpu",
+                 autoreset: bool = True, **overrides):
+        cfg = LoadBalanceConfig.from_kwargs(config, **overrides).validate()
+        super().__init__(LoadBalanceDomain(num_envs, cfg, device), cfg.trial_episodes, cfg.meta_obs, cfg.task_obs,
+                         autoreset, unit="env")
+
+
+__all__ = ["LoadBalanceCore", "LoadBalanceDomain"]

@@ -4,7 +4,7 @@
 Observation: Box(float32) [per-server load (S), incoming job size, (meta obs), (task one-hot)]; action:
 Discrete(S), the server. ``info`` has ``loads`` (as observed, ``load_obs``), ``work`` (true outstanding work),
 ``queue`` (jobs per server), ``time``, ``mean_job_time`` (so far; the episode's at its end) and ``episode``
-{r, l} where an episode ended. Actions are checked as in ``envs.actions`` (one int for the single env, an
+{r, l} where an episode ended. Actions are checked as in ``core.actions`` (one int for the single env, an
 integer array of shape (num_envs,) for the vector env).
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from dreamalloc.envs.actions import ActionSpec
+from dreamalloc.core.actions import ActionSpec
 from dreamalloc.envs.alloc import _unbatch
 from dreamalloc.envs.load_balance.config import LoadBalanceConfig
 from dreamalloc.envs.load_balance.core import LoadBalanceCore
