@@ -2,7 +2,9 @@
 
 __version__ = "0.1.0"
 
-import dreamalloc.envs  # noqa: E402,F401  (registers the gymnasium ids)
+import dreamalloc.alloc  # noqa: E402,F401  (each domain registers its gymnasium ids)
+import dreamalloc.loadbalance  # noqa: E402,F401
+import dreamalloc.metatasks  # noqa: E402,F401
 
 
 def __getattr__(name: str):

@@ -8,7 +8,7 @@
     ``AllocCore``'s tensors. SB3 cannot take a gymnasium VectorEnv, so it runs two ways:
     ``dummy``, SB3 as it comes: ``make_vec_env("dreamalloc/Alloc-v0", n_envs)``, a DummyVecEnv stepping
     single-heap envs one after another; ``native``, ``AllocVectorEnv`` (the batched env) behind a minimal
-    SB3 ``VecEnv`` adapter (dreamalloc/envs/sb3.py), so only the agent-side code differs.
+    SB3 ``VecEnv`` adapter (dreamalloc/core/sb3.py), so only the agent-side code differs.
 
     python scripts/bench_baselines.py [--steps 30000] [--algos ppo,a2c,dqn] [--envs 16] [--quick]
 
@@ -34,9 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dreamalloc.agents import agent_classes, make_agent  # noqa: E402
-from dreamalloc.envs.core import AllocConfig, AllocCore  # noqa: E402
-from dreamalloc.envs.gym_vec import GymVecCore, evaluate, fit  # noqa: E402
-from dreamalloc.envs.sb3 import make_alloc_vecenv  # noqa: E402
+from dreamalloc.alloc.env import AllocConfig, AllocCore  # noqa: E402
+from dreamalloc.core.gym_vec import GymVecCore, evaluate, fit  # noqa: E402
+from dreamalloc.core.sb3 import make_alloc_vecenv  # noqa: E402
 
 ALGOS = ("ppo", "a2c", "dqn")
 
@@ -194,7 +194,7 @@ def cartpole(algos, scale, seed, episodes):
 def alloc(algos, steps, n_envs, seed, episodes, cells, stream, routes):
     from stable_baselines3.common.env_util import make_vec_env
 
-    import dreamalloc.envs  # noqa: F401  (registers dreamalloc/Alloc-v0)
+    import dreamalloc.alloc  # noqa: F401  (registers dreamalloc/Alloc-v0)
 
     cfg = AllocConfig(cells=cells, stream=stream, action="heuristic").validate()
     kwargs = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}

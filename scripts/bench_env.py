@@ -41,7 +41,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import gymnasium as gym  # noqa: E402
 from gymnasium.vector import AutoresetMode, SyncVectorEnv  # noqa: E402
 
-from dreamalloc.envs import AllocEnv, AllocVectorEnv, LoadBalanceEnv, LoadBalanceVectorEnv  # noqa: E402
+from dreamalloc.alloc import AllocEnv, AllocVectorEnv  # noqa: E402
+from dreamalloc.loadbalance import LoadBalanceEnv, LoadBalanceVectorEnv  # noqa: E402
 
 ENV_KW = {"stream": "random", "action": "heuristic"}
 HEADLINE_N = 256

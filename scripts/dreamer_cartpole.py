@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from dreamalloc.agents import make_agent
-from dreamalloc.envs.gym_vec import GymVecCore, evaluate, fit
+from dreamalloc.core.gym_vec import GymVecCore, evaluate, fit
 
 # The 1M preset (conf/agent/dreamer_1m.yaml) with what a short CPU budget needs: a larger learning rate and a
 # shorter warm-up (few updates), and imagination from the last 16 steps of each replayed sequence.

@@ -89,7 +89,7 @@ def run_meta_case(name: str) -> str:
     import torch
 
     from dreamalloc.agents import make_agent
-    from dreamalloc.envs import BanditCore, TabularMDPCore
+    from dreamalloc.metatasks import BanditCore, TabularMDPCore
 
     task, algo, hp = META_CASES[name]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from dreamalloc.envs.rollout import capacity_bound, heuristic_returns
+from dreamalloc.alloc.references import capacity_bound, heuristic_returns
 from dreamalloc.report import mean_ci
 
 # (mean, 95 % low, 95 % high) from the authors' results files; the means are the paper's table.

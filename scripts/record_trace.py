@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dreamalloc.workloads.traces import parse_valgrind_log, write_trace  # noqa: E402
+from dreamalloc.alloc.workloads.traces import parse_valgrind_log, write_trace  # noqa: E402
 
 
 def valgrind_version(valgrind: str) -> str:

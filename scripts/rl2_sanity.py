@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from dreamalloc.agents.rl2_ppo import RL2PPOAgent
-from dreamalloc.envs.gym_vec import fit
-from dreamalloc.envs.meta_baselines import (
+from dreamalloc.core.gym_vec import fit
+from dreamalloc.experiment.checkpoint import load_checkpoint, save_checkpoint
+from dreamalloc.metatasks.baselines import (
     PSRL,
     BanditOracle,
     MDPOracle,
@@ -28,8 +29,7 @@ from dreamalloc.envs.meta_baselines import (
     evaluate_trials,
     tuned_ucb1,
 )
-from dreamalloc.envs.meta_tasks import BanditCore, TabularMDPCore
-from dreamalloc.experiment.checkpoint import load_checkpoint, save_checkpoint
+from dreamalloc.metatasks.env import BanditCore, TabularMDPCore
 
 EVAL_SEED = 10**9  # far from the training seeds (seed .. seed + envs - 1, then their later trials)
 

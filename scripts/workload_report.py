@@ -19,11 +19,11 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from dreamalloc.envs.rollout import capacity_bound, env_kwargs, heuristic_returns
+from dreamalloc.alloc.heap import RULES
+from dreamalloc.alloc.references import capacity_bound, env_kwargs, heuristic_returns
+from dreamalloc.alloc.workloads import STREAMS
 from dreamalloc.experiment.config import EnvConf, SuiteConf, alloc_config, tasks_of
-from dreamalloc.heap import RULES
 from dreamalloc.report import mean_ci
-from dreamalloc.workloads import STREAMS
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,12 +12,11 @@ from hypothesis import strategies as st
 from invariants import check_heaps
 from test_heuristics import MANDAL_EXPECTED, MANDAL_OCCUPIED, MANDAL_REQUESTS
 
-from dreamalloc.core.rng import numpy_generator
-from dreamalloc.envs.core import AllocCore
-from dreamalloc.envs.rollout import run_episodes
-from dreamalloc.heap import RULES, FreeRuns, HeapBatch, place_address
-from dreamalloc.workloads import ALLOC, FREE, FREE_ALL, make_stream, stream_names
-from dreamalloc.workloads.adversarial import (
+from dreamalloc.alloc.env import AllocCore
+from dreamalloc.alloc.heap import RULES, FreeRuns, HeapBatch, place_address
+from dreamalloc.alloc.references import run_episodes
+from dreamalloc.alloc.workloads import ALLOC, FREE, FREE_ALL, make_stream, stream_names
+from dreamalloc.alloc.workloads.adversarial import (
     MIN_CELLS,
     AdversarialStream,
     FfGoodStream,
@@ -28,7 +27,8 @@ from dreamalloc.workloads.adversarial import (
     mandal_layout,
     next_fit_pick,
 )
-from dreamalloc.workloads.base import S_ALLOC, S_FREE_SEQ, ScriptedStream
+from dreamalloc.alloc.workloads.base import S_ALLOC, S_FREE_SEQ, ScriptedStream
+from dreamalloc.core.rng import numpy_generator
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

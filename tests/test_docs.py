@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "dreamalloc/workloads/data/traces/README.md"]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
+         ROOT / "dreamalloc/alloc/workloads/data/traces/README.md"]
 MACHINE_PATHS = re.compile(r"(?<![\w.])/(work|tmp|home|root)/")
 
 
@@ -47,7 +48,7 @@ def test_checks_catch_what_they_should():
     assert outside_links("see [design](../shared/DESIGN.md) and `../shared/REFERENCE.md`") == [
         "../shared/DESIGN.md", "../shared/REFERENCE.md"]
     assert MACHINE_PATHS.search("cd /tmp/runs") and MACHINE_PATHS.search("python /work/main/train.py")
-    assert not MACHINE_PATHS.search("outputs/tmp/x and dreamalloc/workloads/data")
+    assert not MACHINE_PATHS.search("outputs/tmp/x and dreamalloc/alloc/workloads/data")
     layout = "## Layout\n\n    a/, b.py  text, more\n    long/name/ text\n           not.py\n\n## Next\n    c/  x\n"
     assert layout_paths(layout) == ["a/", "b.py", "long/name/"]
 

@@ -16,8 +16,8 @@ from omegaconf import OmegaConf
 
 from dreamalloc.agents import agent_classes, make_agent
 from dreamalloc.agents.dqn import DQNAgent
-from dreamalloc.envs.core import AllocConfig, AllocCore
-from dreamalloc.envs.gym_vec import GymVecCore, evaluate, fit
+from dreamalloc.alloc.env import AllocConfig, AllocCore
+from dreamalloc.core.gym_vec import GymVecCore, evaluate, fit
 from dreamalloc.experiment.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from dreamalloc.experiment.cli import register_configs  # noqa: F401  (registers the schemas)
 from dreamalloc.experiment.training import run_checkpoint_dir, train

@@ -482,7 +482,7 @@ class GymPair(gym.Env):
 
 
 def test_gym_multi_discrete_env_trains_dreamer():
-    from dreamalloc.envs.gym_vec import GymVecCore, fit
+    from dreamalloc.core.gym_vec import GymVecCore, fit
 
     if "dreamalloc-test/Pair-v0" not in gym.registry:
         gym.register("dreamalloc-test/Pair-v0", entry_point=GymPair)

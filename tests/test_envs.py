@@ -1,8 +1,8 @@
-"""Tests of the gymnasium allocation environments (dreamalloc.envs): spaces, observations, rewards,
+"""Tests of the gymnasium allocation environments (dreamalloc.alloc): spaces, observations, rewards,
 termination / truncation, the native vector env and its SAME_STEP autoreset, determinism, the ideal
 (compacting) bound, address / hole masks, and input validation.
 
-Spec: docs/reference.md section 1 (Lim & Maddukuri 2024) and the docstrings of dreamalloc/envs/*.py.
+Spec: docs/reference.md section 1 (Lim & Maddukuri 2024) and the docstrings of dreamalloc/alloc/*.py and dreamalloc/core/trials.py.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dreamalloc  # noqa: F401  (registers dreamalloc/Alloc-v0)
-from dreamalloc.envs import ALLOC_ID, AllocConfig, AllocEnv, AllocVectorEnv
+from dreamalloc.alloc import ALLOC_ID, AllocConfig, AllocEnv, AllocVectorEnv
 
 ALLOC_R = np.float32(0.1)
 INVALID_R = -10.0

@@ -11,10 +11,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dreamalloc.envs import AllocCore
-from dreamalloc.heap import HeapBatch
-from dreamalloc.workloads import ALLOC, FREE, make_stream
-from dreamalloc.workloads.families import PatternStream
+from dreamalloc.alloc import AllocCore
+from dreamalloc.alloc.heap import HeapBatch
+from dreamalloc.alloc.workloads import ALLOC, FREE, make_stream
+from dreamalloc.alloc.workloads.families import PatternStream
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -13,12 +13,12 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from dreamalloc.envs.rollout import capacity_bound, heuristic_returns
+from dreamalloc.alloc.heap import RULES
+from dreamalloc.alloc.references import capacity_bound, heuristic_returns
 from dreamalloc.experiment.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from dreamalloc.experiment.cli import register_configs  # noqa: F401  (registers the schemas)
 from dreamalloc.experiment.config import validate
 from dreamalloc.experiment.training import train
-from dreamalloc.heap import RULES
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf")

@@ -11,7 +11,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dreamalloc.heap import FreeRuns, HeapBatch, heap_metrics
+from dreamalloc.alloc.heap import FreeRuns, HeapBatch, heap_metrics
 
 B = 3
 pytestmark = pytest.mark.usefixtures("single_thread")

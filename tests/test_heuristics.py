@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dreamalloc.heap import ALIGNS, RULES, FreeRuns, HeapBatch, choose_run, place_address
+from dreamalloc.alloc.heap import ALIGNS, RULES, FreeRuns, HeapBatch, choose_run, place_address
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

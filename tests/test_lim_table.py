@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from dreamalloc.envs import AllocCore
-from dreamalloc.envs.rollout import capacity_bound, heuristic_returns
+from dreamalloc.alloc import AllocCore
+from dreamalloc.alloc.references import capacity_bound, heuristic_returns
 from dreamalloc.report import mean_ci
 
 PAPER = {  # mean, paper's 95 % interval

@@ -13,13 +13,13 @@ import torch
 from gymnasium.utils.env_checker import check_env
 from hydra import compose, initialize_config_dir
 
-import dreamalloc.envs  # noqa: F401  (registers dreamalloc/LoadBalance-v0)
+import dreamalloc.alloc  # noqa: F401  (registers dreamalloc/LoadBalance-v0)
 from dreamalloc.agents import make_agent
 from dreamalloc.agents.dispatch import DISPATCH_RULES, dispatch
-from dreamalloc.envs.load_balance import FORK_SIZE_MAX, PARK_TASK, LoadBalanceConfig, LoadBalanceCore, park_rates
-from dreamalloc.envs.load_balance.rollout import dispatch_returns, no_wait_bound
 from dreamalloc.experiment.cli import register_configs  # noqa: F401
 from dreamalloc.experiment.config import validate
+from dreamalloc.loadbalance import FORK_SIZE_MAX, PARK_TASK, LoadBalanceConfig, LoadBalanceCore, park_rates
+from dreamalloc.loadbalance.references import dispatch_returns, no_wait_bound
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy import stats
 
-from dreamalloc.envs.meta_baselines import (
+from dreamalloc.metatasks.baselines import (
     PSRL,
     UCB1,
     BanditOracle,
@@ -21,7 +21,7 @@ from dreamalloc.envs.meta_baselines import (
     finite_horizon_q,
     tuned_ucb1,
 )
-from dreamalloc.envs.meta_tasks import BanditCore, TabularMDPCore, split_obs
+from dreamalloc.metatasks.env import BanditCore, TabularMDPCore, split_obs
 from dreamalloc.report.stats import mean_ci
 
 K, H = 3, 4  # episodes per trial and steps per episode of the small MDP used for the contract

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import dreamalloc  # noqa: F401  (registers the envs)
+from dreamalloc.alloc.env import AllocConfig, AllocCore
 from dreamalloc.core.actions import ActionError
-from dreamalloc.envs.core import AllocConfig, AllocCore
 
 
 @pytest.mark.parametrize("action,match", [

@@ -18,8 +18,8 @@ from dreamalloc.agents import agent_classes, make_agent
 from dreamalloc.agents.onpolicy import Rollout, gumbel_argmax, policy_terms
 from dreamalloc.agents.ppo import ppo_loss
 from dreamalloc.agents.returns import gae, nstep_returns
-from dreamalloc.envs.core import AllocConfig, AllocCore
-from dreamalloc.envs.gym_vec import GymVecCore, evaluate, fit
+from dreamalloc.alloc.env import AllocConfig, AllocCore
+from dreamalloc.core.gym_vec import GymVecCore, evaluate, fit
 from dreamalloc.experiment.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from dreamalloc.experiment.cli import register_configs  # noqa: F401  (registers the schemas)
 from dreamalloc.experiment.training import run_checkpoint_dir, train

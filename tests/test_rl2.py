@@ -16,13 +16,13 @@ from hydra import compose, initialize_config_dir
 from dreamalloc.agents import agent_classes, make_agent
 from dreamalloc.agents.onpolicy import policy_terms
 from dreamalloc.agents.rl2_ppo import RecurrentRollout, RL2PPOAgent
-from dreamalloc.envs.core import AllocConfig, AllocCore
-from dreamalloc.envs.gym_vec import fit
-from dreamalloc.envs.meta_baselines import RandomPolicy, evaluate_trials
-from dreamalloc.envs.meta_tasks import BanditCore, TabularMDPCore
+from dreamalloc.alloc.env import AllocConfig, AllocCore
+from dreamalloc.core.gym_vec import fit
 from dreamalloc.experiment.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from dreamalloc.experiment.cli import register_configs  # noqa: F401  (registers the schemas)
 from dreamalloc.experiment.training import run_checkpoint_dir, train
+from dreamalloc.metatasks.baselines import RandomPolicy, evaluate_trials
+from dreamalloc.metatasks.env import BanditCore, TabularMDPCore
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["env=alloc64", "env.num_envs=8", "suite=lim2024_mixed", "eval.trials=2", "eval.episodes_per_trial=2",

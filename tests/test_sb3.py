@@ -1,4 +1,4 @@
-"""Stable-Baselines3 trains on AllocEnv as it is, and on the batched env through dreamalloc.envs.sb3."""
+"""Stable-Baselines3 trains on AllocEnv as it is, and on the batched env through dreamalloc.core.sb3."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ sb3 = pytest.importorskip("stable_baselines3")
 from stable_baselines3 import DQN, PPO  # noqa: E402
 from stable_baselines3.common.env_checker import check_env as sb3_check_env  # noqa: E402
 
-from dreamalloc.envs import AllocEnv  # noqa: E402
+from dreamalloc.alloc import AllocEnv  # noqa: E402
 
 
 @pytest.mark.parametrize("action", ["heuristic", "address", "hole"])
@@ -69,12 +69,12 @@ def test_ppo_hole_space_with_features():
     _assert_valid_predictions(model, AllocEnv(**kw))
 
 
-# --- the native batched env behind SB3's VecEnv (dreamalloc/envs/sb3.py) ----------------------------------
+# --- the native batched env behind SB3's VecEnv (dreamalloc/core/sb3.py) ----------------------------------
 def test_sb3_vecenv_adapter_matches_the_vector_env():
     from stable_baselines3.common.vec_env import VecEnv
 
-    from dreamalloc.envs import AllocVectorEnv
-    from dreamalloc.envs.sb3 import make_alloc_vecenv
+    from dreamalloc.alloc import AllocVectorEnv
+    from dreamalloc.core.sb3 import make_alloc_vecenv
 
     kw = dict(cells=32, stream="random")
     venv, ref = make_alloc_vecenv(4, **kw), AllocVectorEnv(4, **kw)
@@ -104,8 +104,8 @@ def test_sb3_vecenv_adapter_matches_the_vector_env():
 
 
 def test_sb3_ppo_trains_on_the_adapter():
-    from dreamalloc.envs.core import AllocConfig
-    from dreamalloc.envs.sb3 import make_alloc_vecenv
+    from dreamalloc.alloc.env import AllocConfig
+    from dreamalloc.core.sb3 import make_alloc_vecenv
 
     venv = make_alloc_vecenv(4, AllocConfig(cells=32, stream="random").validate())
     model = PPO("MlpPolicy", venv, n_steps=32, batch_size=64, n_epochs=1, seed=0, device="cpu")
@@ -116,8 +116,8 @@ def test_sb3_ppo_trains_on_the_adapter():
 
 
 def test_sb3_adapter_rejects_config_and_keywords_together():
-    from dreamalloc.envs.core import AllocConfig
-    from dreamalloc.envs.sb3 import SB3VecEnv, make_alloc_vecenv
+    from dreamalloc.alloc.env import AllocConfig
+    from dreamalloc.core.sb3 import SB3VecEnv, make_alloc_vecenv
 
     with pytest.raises(ValueError, match="either an AllocConfig or"):
         make_alloc_vecenv(2, AllocConfig(cells=32), cells=64)

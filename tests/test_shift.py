@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from invariants import check_heaps
 
+from dreamalloc.alloc import AllocCore
+from dreamalloc.alloc.workloads import make_stream
 from dreamalloc.core.tasks import expand_tasks
-from dreamalloc.envs import AllocCore
-from dreamalloc.workloads import make_stream
 
 SMALL = {"name": "small", "stream": "pattern", "params": {"size_min": 1, "size_max": 2, "free_prob": 0.5}}
 BIG = {"name": "big", "stream": "pattern", "params": {"size_min": 6, "size_max": 8, "free_prob": 0.5}}

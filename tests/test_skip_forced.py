@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from dreamalloc.envs import AllocEnv
-from dreamalloc.envs.core import AllocCore
-from dreamalloc.envs.rollout import run_episodes
-from dreamalloc.heap import RULES
+from dreamalloc.alloc import AllocEnv
+from dreamalloc.alloc.env import AllocCore
+from dreamalloc.alloc.heap import RULES
+from dreamalloc.alloc.references import run_episodes
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -10,9 +10,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from invariants import check_heaps
 
+from dreamalloc.alloc import AllocCore
+from dreamalloc.alloc.references import run_episodes
 from dreamalloc.core.tasks import expand_tasks
-from dreamalloc.envs import AllocCore
-from dreamalloc.envs.rollout import run_episodes
 from dreamalloc.experiment.cli import register_configs  # noqa: F401  (registers the schemas)
 from dreamalloc.experiment.config import alloc_config, tasks_of, validate
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from dreamalloc.envs import AllocCore
-from dreamalloc.workloads import TaskStream, make_stream
+from dreamalloc.alloc import AllocCore
+from dreamalloc.alloc.workloads import TaskStream, make_stream
 
 TASKS = [{"name": "small", "stream": "random", "params": {"size_max": 2}},
          {"name": "big", "stream": "random", "params": {"size_min": 6, "size_max": 9}, "weight": 3.0}]

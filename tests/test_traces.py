@@ -9,9 +9,9 @@ import pytest
 import torch
 from invariants import check_heaps
 
-from dreamalloc.envs import AllocCore
-from dreamalloc.workloads import ALLOC, FREE, FREE_ALL, STREAMS
-from dreamalloc.workloads.traces import (
+from dreamalloc.alloc import AllocCore
+from dreamalloc.alloc.workloads import ALLOC, FREE, FREE_ALL, STREAMS
+from dreamalloc.alloc.workloads.traces import (
     HEADER,
     TraceError,
     TraceStream,

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from dreamalloc.envs import AllocCore
-from dreamalloc.envs.vector import AllocVectorEnv
+from dreamalloc.alloc import AllocCore
+from dreamalloc.alloc.vector import AllocVectorEnv
 
 TASKS = [{"name": "small", "stream": "random", "params": {"size_max": 2}},
          {"name": "big", "stream": "random", "params": {"size_min": 5, "size_max": 9}}]

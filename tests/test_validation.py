@@ -14,17 +14,17 @@ from hydra import compose, initialize_config_dir
 from test_harness import QUICK, ROOT, cfg_of, run_cli
 
 from dreamalloc.agents import agent_classes
-from dreamalloc.checks import ranges_of
+from dreamalloc.alloc.heap import HeapBatch
+from dreamalloc.alloc.workloads import STREAMS, make_stream, register_stream
+from dreamalloc.alloc.workloads.adversarial import AdversarialStream
+from dreamalloc.alloc.workloads.base import RequestStream
+from dreamalloc.alloc.workloads.params import RANDOM_PARAMS, parse_params
+from dreamalloc.core.checks import ranges_of
 from dreamalloc.experiment import config as C
 from dreamalloc.experiment.cli import register_configs  # noqa: F401  (registers the schemas)
 from dreamalloc.experiment.config import validate
 from dreamalloc.experiment.training import train
 from dreamalloc.experiment.validation import GB, check_memory, env_footprint, heap_bytes_per_cell
-from dreamalloc.heap import HeapBatch
-from dreamalloc.workloads import STREAMS, make_stream, register_stream
-from dreamalloc.workloads.adversarial import AdversarialStream
-from dreamalloc.workloads.base import RequestStream
-from dreamalloc.workloads.params import RANDOM_PARAMS, parse_params
 
 CONF = str(ROOT / "conf")
 TWO_TASKS = [{"name": "a", "stream": "random"}, {"name": "b", "stream": "random", "params": {"size_max": 3}}]

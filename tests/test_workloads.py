@@ -11,11 +11,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dreamalloc.core.rng import CounterRNG, numpy_generator, splitmix64, splitmix64_int
-from dreamalloc.heap import FreeRuns, HeapBatch, place_address
-from dreamalloc.workloads import ALLOC, FREE, FREE_ALL, make_stream, stream_names
-from dreamalloc.workloads.base import S_ALLOC, S_FREE_ALL, S_FREE_OLDEST
-from dreamalloc.workloads.lim import (
+from dreamalloc.alloc.heap import FreeRuns, HeapBatch, place_address
+from dreamalloc.alloc.workloads import ALLOC, FREE, FREE_ALL, make_stream, stream_names
+from dreamalloc.alloc.workloads.base import S_ALLOC, S_FREE_ALL, S_FREE_OLDEST
+from dreamalloc.alloc.workloads.lim import (
     BfGoodStream,
     MixedStream,
     RandomStream,
@@ -23,6 +22,7 @@ from dreamalloc.workloads.lim import (
     bf_good_script,
     wf_good_script,
 )
+from dreamalloc.core.rng import CounterRNG, numpy_generator, splitmix64, splitmix64_int
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -1,7 +1,7 @@
 """Agents: one module per method, all behind ``Agent``.
 
 Adding a method means one module here (a subclass of ``Agent`` with a ``name`` and a ``Config`` dataclass,
-its hyperparameter schema, with a ``RANGES`` table of its values: dreamalloc/checks.py) and one file
+its hyperparameter schema, with a ``RANGES`` table of its values: dreamalloc/core/checks.py) and one file
 conf/agent/NAME.yaml (``defaults: [/schema/agent/NAME@_here_]``): modules of this package are discovered on
 first use, so nothing else needs editing.
 """

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from dreamalloc.envs.core import AllocConfig
+from dreamalloc.alloc.env import AllocConfig
 
 
 class NonFiniteLossError(FloatingPointError):

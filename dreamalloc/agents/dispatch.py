@@ -21,7 +21,7 @@ from typing import ClassVar
 import torch
 
 from dreamalloc.agents.base import Agent
-from dreamalloc.checks import NONNEG, OneOf
+from dreamalloc.core.checks import NONNEG, OneOf
 
 DISPATCH_RULES = ("greedy", "jsq", "p2c", "round_robin", "rate_random", "random")
 

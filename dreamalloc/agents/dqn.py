@@ -30,7 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dreamalloc.agents.base import Agent
-from dreamalloc.checks import COUNT, FINITE, NONNEG, POSITIVE, UNIT, OneOf, Range, between, ge
+from dreamalloc.core.checks import COUNT, FINITE, NONNEG, POSITIVE, UNIT, OneOf, Range, between, ge
 from dreamalloc.nn.layers import ACTIVATIONS, masked_logits, mlp
 
 
@@ -38,7 +38,7 @@ from dreamalloc.nn.layers import ACTIVATIONS, masked_logits, mlp
 class DQNConfig:
     """Defaults: Lim & Maddukuri's SB3 DQN (docs/reference.md section 1); other keys at SB3's defaults."""
 
-    RANGES: ClassVar[dict] = {  # checked at start by the harness (dreamalloc/checks.py)
+    RANGES: ClassVar[dict] = {  # checked at start by the harness (dreamalloc/core/checks.py)
         "lr": POSITIVE, "gamma": UNIT, "buffer_size": COUNT, "learning_starts": NONNEG, "batch_size": COUNT,
         "train_freq": COUNT, "gradient_steps": ge(-1), "target_update_interval": COUNT,
         "tau": between(0.0, 1.0, lo_open=True), "exploration_fraction": UNIT, "exploration_initial_eps": UNIT,

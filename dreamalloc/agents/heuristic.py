@@ -12,8 +12,8 @@ from typing import ClassVar
 import torch
 
 from dreamalloc.agents.base import Agent
-from dreamalloc.checks import OneOf
-from dreamalloc.heap import RULES, FreeRuns, place_address
+from dreamalloc.alloc.heap import RULES, FreeRuns, place_address
+from dreamalloc.core.checks import OneOf
 
 
 @dataclass

@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from dreamalloc.agents.base import Agent
 from dreamalloc.agents.returns import gae, nstep_returns
-from dreamalloc.checks import COUNT, FINITE, NONNEG, POSITIVE, UNIT, OneOf, Range, between
+from dreamalloc.core.checks import COUNT, FINITE, NONNEG, POSITIVE, UNIT, OneOf, Range, between
 from dreamalloc.nn.layers import ACTIVATIONS, masked_logits, mlp, orthogonal_init
 
 OPTIMIZERS = ("adam", "rmsprop")
@@ -36,7 +36,7 @@ OPTIMIZERS = ("adam", "rmsprop")
 class OnPolicyConfig:
     """Hyperparameters common to the on-policy agents (defaults: Stable-Baselines3's)."""
 
-    RANGES: ClassVar[dict] = {  # checked at start by the harness (dreamalloc/checks.py); subclasses add theirs
+    RANGES: ClassVar[dict] = {  # checked at start by the harness (dreamalloc/core/checks.py); subclasses add theirs
         "n_steps": COUNT, "gamma": UNIT, "gae_lambda": UNIT, "lr": POSITIVE, "total_steps": NONNEG,
         "ent_coef": NONNEG, "vf_coef": NONNEG, "max_grad_norm": FINITE, "hidden": Range(lo=1, each=True),
         "activation": OneOf(tuple(ACTIVATIONS)), "optimizer": OneOf(OPTIMIZERS), "opt_eps": POSITIVE,

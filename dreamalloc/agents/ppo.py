@@ -17,7 +17,7 @@ import torch
 from torch.nn import functional as F
 
 from dreamalloc.agents.onpolicy import OnPolicyAgent, OnPolicyConfig, policy_terms
-from dreamalloc.checks import COUNT, POSITIVE, between
+from dreamalloc.core.checks import COUNT, POSITIVE, between
 
 
 @dataclass

@@ -30,7 +30,7 @@ from torch.nn import functional as F
 from dreamalloc.agents.onpolicy import Rollout
 from dreamalloc.agents.ppo import PPOAgent, PPOConfig
 from dreamalloc.agents.returns import gae
-from dreamalloc.checks import COUNT
+from dreamalloc.core.checks import COUNT
 from dreamalloc.nn.layers import masked_logits, mlp, orthogonal_init
 
 

@@ -3,7 +3,7 @@
 Because every node is a dataclass, a misspelt key or a wrongly typed value in a YAML file or an override
 fails at start with OmegaConf's message naming the key; values with a closed set of choices are checked
 in ``validate`` with a message that lists them, and value ranges against the ``RANGES`` table next to each
-dataclass (``dreamalloc/checks.py``; agents keep theirs next to their ``Config``). The schemas are stored
+dataclass (``dreamalloc/core/checks.py``; agents keep theirs next to their ``Config``). The schemas are stored
 under ``schema/GROUP/NAME`` (``schema/agent/ppo``, ``schema/env/alloc``, ...), which the YAML files of the
 groups extend (``defaults: [/schema/agent/ppo@_here_]``), so Hydra's choice lists show only real options.
 """
@@ -16,9 +16,9 @@ from typing import Any, ClassVar
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from dreamalloc.checks import COUNT, FINITE, NONNEG, POSITIVE, Range, ge
-from dreamalloc.envs.core import AllocConfig, AllocCore
-from dreamalloc.envs.load_balance import LoadBalanceConfig, LoadBalanceCore
+from dreamalloc.alloc.env import AllocConfig, AllocCore
+from dreamalloc.core.checks import COUNT, FINITE, NONNEG, POSITIVE, Range, ge
+from dreamalloc.loadbalance import LoadBalanceConfig, LoadBalanceCore
 
 
 @dataclass

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 from dreamalloc.agents.base import Agent
-from dreamalloc.envs.core import AllocCore
-from dreamalloc.envs.rollout import capacity_bound, env_kwargs, heuristic_returns, run_episodes
+from dreamalloc.alloc.env import AllocCore
+from dreamalloc.alloc.heap import RULES
+from dreamalloc.alloc.references import capacity_bound, env_kwargs, heuristic_returns, run_episodes
 from dreamalloc.experiment.config import alloc_config, env_config, tasks_of
-from dreamalloc.heap import RULES
 
 METRIC_KEYS = ("frag_largest", "frag_runs", "utilisation", "allocations", "free_runs", "largest_free")
 SCHEMA = 1
@@ -68,8 +68,8 @@ def evaluate_lb_task(agent: Agent, env, task: dict, trials: int, k: int, seed: i
     """The same protocol on the load-balancing env: the references are every dispatch rule (the hindsight
     best is reported) and the no-wait bound (every job served at once by the fastest server)."""
     from dreamalloc.agents.dispatch import DISPATCH_RULES
-    from dreamalloc.envs.load_balance import LoadBalanceCore
-    from dreamalloc.envs.load_balance.rollout import dispatch_returns, no_wait_bound, run_episodes
+    from dreamalloc.loadbalance import LoadBalanceCore
+    from dreamalloc.loadbalance.references import dispatch_returns, no_wait_bound, run_episodes
 
     cfg = env_config(env, [task])
     cfg.trial_episodes = k

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from dreamalloc.agents import make_agent
 from dreamalloc.agents.base import NonFiniteLossError, nonfinite_parameter
-from dreamalloc.envs.core import AllocCore
+from dreamalloc.alloc.env import AllocCore
 from dreamalloc.experiment.checkpoint import (
     CheckpointError,
     check_meta,

@@ -2,7 +2,7 @@
 and saves without a config error after the budget is spent.
 
 * ``check_values``: every numeric / closed-set value of every group against the ``RANGES`` table next to its
-  dataclass (``dreamalloc/checks.py``): ``config error: KEY=VALUE must be ...``;
+  dataclass (``dreamalloc/core/checks.py``): ``config error: KEY=VALUE must be ...``;
 * ``check_suite_kind``: a load-balancing suite needs the load-balancing env and an allocation suite an
   allocation env (the message names the env to use);
 * ``check_memory``: the env's footprint (``env_footprint``) is refused above ``max_env_memory_gb`` and
@@ -19,7 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from dreamalloc.checks import check_node, ranges_of
+from dreamalloc.core.checks import check_node, ranges_of
 
 log = logging.getLogger("dreamalloc")
 GB = 1024**3
@@ -85,7 +85,7 @@ def check_suite_kind(cfg: DictConfig) -> None:
 
 def _stream_cell_bytes(tasks) -> int:
     """Per-heap-cell state of the streams of a task list (a task stream keeps one sub-stream per task)."""
-    from dreamalloc.workloads import ALIASES, STREAMS
+    from dreamalloc.alloc.workloads import ALIASES, STREAMS
 
     total = 0
     for t in tasks:
@@ -101,7 +101,7 @@ def heap_bytes_per_cell() -> int:
     """Bytes of the heap state per heap and cell, read off a small ``HeapBatch`` (follows its tensors)."""
     import torch
 
-    from dreamalloc.heap import HeapBatch
+    from dreamalloc.alloc.heap import HeapBatch
 
     n = 64
     h = HeapBatch(1, n, "cpu")
@@ -139,9 +139,9 @@ def check_memory(cfg: DictConfig) -> None:
 
 def check_tasks(cfg: DictConfig) -> None:
     """Build every task as training and evaluation will: a bad task fails now, naming its set."""
+    from dreamalloc.alloc.workloads import make_stream
     from dreamalloc.core.tasks import expand_tasks
     from dreamalloc.experiment.config import env_config, tasks_of
-    from dreamalloc.workloads import make_stream
 
     lb = _kind(cfg) == "load_balance"
     for where, tasks in task_lists(cfg):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from dreamalloc.checks import COUNT, FINITE, NONNEG, POSITIVE, UNIT, OneOf, between
+from dreamalloc.core.checks import COUNT, FINITE, NONNEG, POSITIVE, UNIT, OneOf, between
 
 OPTIMIZERS = ("laprop", "adam")
 PRECISIONS = ("fp32", "bf16")
@@ -20,7 +20,7 @@ PRECISIONS = ("fp32", "bf16")
 
 @dataclass
 class DreamerConfig:
-    RANGES: ClassVar[dict] = {  # checked at start by the harness (dreamalloc/checks.py); ``check`` adds the rest
+    RANGES: ClassVar[dict] = {  # checked at start by the harness (dreamalloc/core/checks.py); ``check`` adds the rest
         **{k: COUNT for k in ("deter", "hidden", "stoch", "classes", "blocks", "units", "enc_layers", "bins",
                               "imag_length", "horizon", "batch_size", "batch_length", "replay_size")},
         "dec_layers": NONNEG, "head_layers": NONNEG, "ac_layers": NONNEG,

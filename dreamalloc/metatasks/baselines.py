@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 import torch
 
-from dreamalloc.envs.meta_tasks import BanditCore, TabularMDPCore, split_obs
+from dreamalloc.metatasks.env import BanditCore, TabularMDPCore, split_obs
 
 
 class TrialPolicy(ABC):

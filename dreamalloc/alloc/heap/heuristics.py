@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from dreamalloc.heap.runs import INF, FreeRuns
+from dreamalloc.alloc.heap.runs import INF, FreeRuns
 
 RULES = ("first", "next", "best", "worst", "second")
 ALIGNS = ("start", "end")

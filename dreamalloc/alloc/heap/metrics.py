@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from dreamalloc.heap.runs import FreeRuns
-from dreamalloc.heap.state import HeapBatch
+from dreamalloc.alloc.heap.runs import FreeRuns
+from dreamalloc.alloc.heap.state import HeapBatch
 
 METRICS = ("allocations", "free_cells", "largest_free", "free_runs", "frag_largest", "frag_runs",
            "utilisation")

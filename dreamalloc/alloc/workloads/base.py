@@ -13,8 +13,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from dreamalloc.alloc.heap.state import HeapBatch
 from dreamalloc.core.rng import numpy_generator
-from dreamalloc.heap.state import HeapBatch
 
 ALLOC, FREE, FREE_ALL = 0, 1, 2  # request kinds
 

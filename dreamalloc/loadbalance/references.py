@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from dreamalloc.envs.load_balance.config import LoadBalanceConfig
-from dreamalloc.envs.load_balance.core import LoadBalanceCore
+from dreamalloc.loadbalance.config import LoadBalanceConfig
+from dreamalloc.loadbalance.env import LoadBalanceCore
 
 
 def run_episodes(core: LoadBalanceCore, policy, seed: int = 0, k: int = 1) -> dict:

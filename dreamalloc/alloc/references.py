@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from dreamalloc.envs.core import AllocConfig, AllocCore
+from dreamalloc.alloc.env import AllocConfig, AllocCore
 
 
 def run_episodes(core: AllocCore, policy, seed: int = 0, k: int = 1, timeline: bool = False) -> dict:

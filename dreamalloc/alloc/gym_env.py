@@ -15,8 +15,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from dreamalloc.alloc.env import AllocConfig, AllocCore
 from dreamalloc.core.actions import ActionSpec
-from dreamalloc.envs.core import AllocConfig, AllocCore
 
 
 class AllocEnv(gym.Env):

@@ -58,11 +58,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dreamalloc.heap.heuristics import RULES
-from dreamalloc.heap.runs import FreeRuns
-from dreamalloc.workloads.base import ALLOC, S_ALLOC, S_FREE_SEQ, Requests, RequestStream, Script, ScriptedStream
-from dreamalloc.workloads.lim import RandomStream
-from dreamalloc.workloads.params import BOOL, INT, RANDOM_PARAMS, checked, optional
+from dreamalloc.alloc.heap.heuristics import RULES
+from dreamalloc.alloc.heap.runs import FreeRuns
+from dreamalloc.alloc.workloads.base import ALLOC, S_ALLOC, S_FREE_SEQ, Requests, RequestStream, Script, ScriptedStream
+from dreamalloc.alloc.workloads.lim import RandomStream
+from dreamalloc.alloc.workloads.params import BOOL, INT, RANDOM_PARAMS, checked, optional
 
 MIN_CELLS = 64
 HOLES = (3, 4, 5)

@@ -11,8 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dreamalloc.core.rng import CounterRNG
-from dreamalloc.workloads.base import (
+from dreamalloc.alloc.workloads.base import (
     ALLOC,
     FREE,
     S_ALLOC,
@@ -23,7 +22,8 @@ from dreamalloc.workloads.base import (
     Script,
     ScriptedStream,
 )
-from dreamalloc.workloads.params import RANDOM_PARAMS
+from dreamalloc.alloc.workloads.params import RANDOM_PARAMS
+from dreamalloc.core.rng import CounterRNG
 
 
 class RandomStream(RequestStream):

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import torch
 
+from dreamalloc.alloc.workloads.base import Requests, RequestStream
+from dreamalloc.alloc.workloads.params import TASK_LIST
 from dreamalloc.core.rng import CounterRNG
 from dreamalloc.core.tasks import expand_tasks
-from dreamalloc.workloads.base import Requests, RequestStream
-from dreamalloc.workloads.params import TASK_LIST
 
 
 def task_stream(make_stream, task: dict, batch: int, cells: int, device) -> RequestStream:
@@ -31,7 +31,7 @@ class TaskStream(RequestStream):
     PARAMS = {"tasks": TASK_LIST}
 
     def __init__(self, batch, cells, device="cpu", tasks=()):
-        from dreamalloc.workloads import make_stream  # the registry imports this module
+        from dreamalloc.alloc.workloads import make_stream  # the registry imports this module
 
         super().__init__(batch, cells, device)
         self.tasks = expand_tasks(tasks)

@@ -50,9 +50,9 @@ from collections.abc import Sequence
 
 import torch
 
+from dreamalloc.alloc.workloads.base import ALLOC, FREE, Requests, RequestStream
+from dreamalloc.alloc.workloads.params import FLOAT, INT, checked, list_of, optional
 from dreamalloc.core.rng import CounterRNG
-from dreamalloc.workloads.base import ALLOC, FREE, Requests, RequestStream
-from dreamalloc.workloads.params import FLOAT, INT, checked, list_of, optional
 
 SIZE_DISTS = ("uniform", "classes", "geometric", "powerlaw")
 SIZE_UNITS = ("cells", "fraction")

@@ -37,7 +37,7 @@ import torch
 from dreamalloc.core.actions import ActionSpec
 from dreamalloc.core.rng import CounterRNG
 from dreamalloc.core.trials import Trials
-from dreamalloc.envs.load_balance.config import SIZE_DISTS, LoadBalanceConfig, job_phases
+from dreamalloc.loadbalance.config import SIZE_DISTS, LoadBalanceConfig, job_phases
 
 JOB_SALT, TASK_SALT = 0x10AD, 0x7A5C10AD
 NEVER = 1 << 62  # "no next arrival": the last decision's interval runs until every queue has drained

@@ -4,7 +4,7 @@ SB3 does not take a gymnasium ``VectorEnv``; ``make_vec_env`` would step B singl
 another in a ``DummyVecEnv``. ``SB3VecEnv(AllocVectorEnv(...))`` (or ``make_alloc_vecenv``) keeps the batch:
 
     from stable_baselines3 import PPO
-    from dreamalloc.envs.sb3 import make_alloc_vecenv
+    from dreamalloc.core.sb3 import make_alloc_vecenv
     model = PPO("MlpPolicy", make_alloc_vecenv(16, cells=256, stream="mixed"), device="cpu").learn(10_000)
 
 It works over any vector env of this package with same-step autoreset (``AllocVectorEnv``,
@@ -30,7 +30,7 @@ def _vec_env_base() -> type:
     try:
         from stable_baselines3.common.vec_env import VecEnv
     except ImportError as e:  # one clear message instead of a bare ModuleNotFoundError
-        raise ImportError("dreamalloc.envs.sb3 needs stable-baselines3: pip install stable-baselines3 "
+        raise ImportError("dreamalloc.core.sb3 needs stable-baselines3: pip install stable-baselines3 "
                           "(or the package's dev extra)") from e
     return VecEnv
 
@@ -120,7 +120,7 @@ class SB3VecEnv:
 
 def make_alloc_vecenv(num_envs: int, cfg=None, device: str = "cpu", **kwargs):
     """``AllocVectorEnv(num_envs, ...)`` behind SB3's VecEnv: from an ``AllocConfig`` or AllocConfig keywords."""
-    from dreamalloc.envs.vector import AllocVectorEnv
+    from dreamalloc.alloc.vector import AllocVectorEnv
 
     if cfg is not None:
         if kwargs:

@@ -15,11 +15,11 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from dreamalloc.alloc.gym_env import _unbatch
+from dreamalloc.alloc.vector import _to_numpy
 from dreamalloc.core.actions import ActionSpec
-from dreamalloc.envs.alloc import _unbatch
-from dreamalloc.envs.load_balance.config import LoadBalanceConfig
-from dreamalloc.envs.load_balance.core import LoadBalanceCore
-from dreamalloc.envs.vector import _to_numpy
+from dreamalloc.loadbalance.config import LoadBalanceConfig
+from dreamalloc.loadbalance.env import LoadBalanceCore
 
 
 class LoadBalanceEnv(gym.Env):

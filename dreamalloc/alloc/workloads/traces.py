@@ -53,9 +53,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dreamalloc.alloc.workloads.base import ALLOC, FREE, FREE_ALL, Requests, RequestStream
+from dreamalloc.alloc.workloads.params import BOOL, INT, PATH, STR, optional
 from dreamalloc.core.rng import CounterRNG
-from dreamalloc.workloads.base import ALLOC, FREE, FREE_ALL, Requests, RequestStream
-from dreamalloc.workloads.params import BOOL, INT, PATH, STR, optional
 
 HEADER = "# dreamalloc-trace v1"
 OP_ALLOC, OP_FREE = 0, 1

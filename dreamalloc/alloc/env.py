@@ -43,11 +43,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from dreamalloc.alloc.heap import ALIGNS, RULES, FreeRuns, HeapBatch, heap_metrics, place_address
+from dreamalloc.alloc.workloads import ALLOC, FREE, FREE_ALL, make_stream
 from dreamalloc.core.actions import ActionSpec
 from dreamalloc.core.tasks import expand_tasks
 from dreamalloc.core.trials import Trials
-from dreamalloc.heap import ALIGNS, RULES, FreeRuns, HeapBatch, heap_metrics, place_address
-from dreamalloc.workloads import ALLOC, FREE, FREE_ALL, make_stream
 
 ACTION_SPACES = ("heuristic", "address", "hole")
 SIZE_SCALES = ("raw", "fraction")

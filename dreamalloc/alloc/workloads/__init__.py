@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from dreamalloc.workloads.adversarial import (
+from dreamalloc.alloc.workloads.adversarial import (
     AdversarialStream,
     FfGoodStream,
     NfGoodStream,
     PreholedStream,
     SfGoodStream,
 )
-from dreamalloc.workloads.base import ALLOC, FREE, FREE_ALL, Requests, RequestStream, ScriptedStream
-from dreamalloc.workloads.families import PatternStream
-from dreamalloc.workloads.lim import BfGoodStream, MixedStream, RandomStream, WfGoodStream
-from dreamalloc.workloads.params import parse_params
-from dreamalloc.workloads.shift import ShiftStream
-from dreamalloc.workloads.tasks import TaskStream
-from dreamalloc.workloads.traces import TraceStream
+from dreamalloc.alloc.workloads.base import ALLOC, FREE, FREE_ALL, Requests, RequestStream, ScriptedStream
+from dreamalloc.alloc.workloads.families import PatternStream
+from dreamalloc.alloc.workloads.lim import BfGoodStream, MixedStream, RandomStream, WfGoodStream
+from dreamalloc.alloc.workloads.params import parse_params
+from dreamalloc.alloc.workloads.shift import ShiftStream
+from dreamalloc.alloc.workloads.tasks import TaskStream
+from dreamalloc.alloc.workloads.traces import TraceStream
 
 STREAMS: dict[str, type[RequestStream]] = {
     "pattern": PatternStream,  # parameterised size / lifetime / phase families (families.py)
@@ -60,7 +60,7 @@ def register_stream(name: str, cls: type[RequestStream]) -> None:
     parameter schema ``PARAMS`` (a dict of name -> ``workloads.params.Spec``; ``{}`` for none)."""
     if not isinstance(getattr(cls, "PARAMS", None), dict):
         raise ValueError(f"stream class {cls.__name__} declares no PARAMS schema: give it PARAMS = {{name: Spec}} "
-                         "(see dreamalloc/workloads/params.py)")
+                         "(see dreamalloc/alloc/workloads/params.py)")
     STREAMS[name] = cls
 
 

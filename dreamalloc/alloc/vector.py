@@ -15,7 +15,7 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from dreamalloc.envs.core import AllocConfig, AllocCore
+from dreamalloc.alloc.env import AllocConfig, AllocCore
 
 
 def _to_numpy(x):

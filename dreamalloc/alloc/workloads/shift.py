@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import torch
 
+from dreamalloc.alloc.workloads.base import Requests, RequestStream
+from dreamalloc.alloc.workloads.params import INT, TASK_LIST, checked
+from dreamalloc.alloc.workloads.tasks import task_stream
 from dreamalloc.core.rng import CounterRNG, splitmix64
 from dreamalloc.core.tasks import expand_tasks
-from dreamalloc.workloads.base import Requests, RequestStream
-from dreamalloc.workloads.params import INT, TASK_LIST, checked
-from dreamalloc.workloads.tasks import task_stream
 
 SCHEDULES = ("abrupt", "gradual")
 
@@ -52,7 +52,7 @@ class ShiftStream(RequestStream):
 
     def __init__(self, batch, cells, device="cpu", *, tasks=(), schedule: str = "abrupt", at=64,
                  span: int = 64):
-        from dreamalloc.workloads import make_stream  # the registry imports this module
+        from dreamalloc.alloc.workloads import make_stream  # the registry imports this module
 
         super().__init__(batch, cells, device)
         self.tasks = expand_tasks(tasks)

@@ -1,0 +1,64 @@
+"""The registry of env families: each domain package registers one ``EnvFamily``, and the experiment layer looks
+families up by the env config's ``kind`` instead of testing family names.
+
+A family says how to build its batched core from an env config node and a task list, which fixed policies it has
+(the rules an evaluation runs beside every agent, and that ``agent=heuristic`` / ``agent=dispatch`` play), what
+bounds a return from above on the same streams, which per-episode metrics its tables report, and (optionally)
+a picture of a row's state for timelines. A new family is one package with one ``register_family`` call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class References:
+    """What an evaluation reports beside an agent, on the agent's own streams: the return of every fixed rule
+    (``rules[name]`` [trials, k]), the bound no policy can pass ([trials, k]) and per-rule extras
+    (e.g. ``{"heuristic_job_time": {rule: mean}}``) that go into the results as they are."""
+
+    rules: dict[str, np.ndarray]
+    bound: np.ndarray
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EnvFamily:
+    kind: str  # the value of ``env.kind`` that selects this family
+    schema: type  # the dataclass of the env config group (its Hydra schema)
+    # (env node as a dict, task dicts, num_envs, device, autoreset, trial_episodes or None) -> BatchedCore
+    make_core: Callable[..., Any]
+    # (env node as a dict, task dicts) -> the family's validated env config (raises ValueError naming the problem)
+    env_config: Callable[[dict, list], Any]
+    # (core, trials, seed, k, device) -> References on the streams of ``core``'s config
+    references: Callable[..., References]
+    # (rule name, core, seed) -> a fixed policy with initial_state(B) / act(obs, state, info) -> (actions, state)
+    fixed_policy: Callable[..., Any]
+    rules: tuple[str, ...]  # the fixed policies' names, in report order
+    metrics: tuple[str, ...] = ()  # per-episode metrics (final-info keys) the evaluation reports
+    frame: Callable[[Any], Any] | None = None  # (core) -> picture of row 0's state, for timelines
+    agent_names: tuple[str, ...] = ()  # the agent config names that play this family's fixed rules
+
+
+FAMILIES: dict[str, EnvFamily] = {}
+
+
+def register_family(family: EnvFamily) -> EnvFamily:
+    FAMILIES[family.kind] = family
+    return family
+
+
+def family(kind: str) -> EnvFamily:
+    """The family registered under ``kind``; an error listing the registered ones otherwise."""
+    if kind not in FAMILIES:
+        raise ValueError(f"config error: env.kind={kind!r} is not an env family; choose one of "
+                         f"{', '.join(sorted(FAMILIES))}")
+    return FAMILIES[kind]
+
+
+__all__ = ["FAMILIES", "EnvFamily", "References", "family", "register_family"]
