@@ -2,7 +2,8 @@
 termination / truncation, the native vector env and its SAME_STEP autoreset, determinism, the ideal
 (compacting) bound, address / hole masks, and input validation.
 
-Spec: docs/reference.md section 1 (Lim & Maddukuri 2024) and the docstrings of dreamalloc/alloc/*.py and dreamalloc/core/trials.py.
+Spec: docs/reference.md section 1 (Lim & Maddukuri 2024) and the docstrings of dreamalloc/alloc/*.py and
+dreamalloc/core/trials.py.
 """
 
 from __future__ import annotations
