@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 from dreamalloc.agents import agent_classes, make_agent  # noqa: E402
 from dreamalloc.alloc.env import AllocConfig, AllocCore  # noqa: E402
+from dreamalloc.alloc.vector import make_alloc_vecenv  # noqa: E402
 from dreamalloc.core.gym_vec import GymVecCore, evaluate, fit  # noqa: E402
-from dreamalloc.core.sb3 import make_alloc_vecenv  # noqa: E402
 
 ALGOS = ("ppo", "a2c", "dqn")
 

@@ -27,9 +27,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dreamalloc.agents.dispatch import DISPATCH_RULES  # noqa: E402
+from dreamalloc.core.rollout import run_episodes  # noqa: E402
 from dreamalloc.loadbalance import FORK_SIZE_MAX, LOAD_OBS, LoadBalanceConfig, LoadBalanceCore  # noqa: E402
-from dreamalloc.loadbalance.references import dispatch_returns, no_wait_bound, run_episodes  # noqa: E402
+from dreamalloc.loadbalance.references import dispatch_returns, no_wait_bound  # noqa: E402
+from dreamalloc.loadbalance.rules import DISPATCH_RULES  # noqa: E402
 from dreamalloc.report.stats import mean_ci  # noqa: E402
 
 # docs/reference.md section 3: mean job time over 1,000 episodes measured on Park's own code (2026-12-04)

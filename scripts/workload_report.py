@@ -19,10 +19,11 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from dreamalloc.alloc.family import AllocEnvConf
 from dreamalloc.alloc.heap import RULES
 from dreamalloc.alloc.references import capacity_bound, env_kwargs, heuristic_returns
 from dreamalloc.alloc.workloads import STREAMS
-from dreamalloc.experiment.config import EnvConf, SuiteConf, alloc_config, tasks_of
+from dreamalloc.experiment.config import SuiteConf, env_config, tasks_of
 from dreamalloc.report import mean_ci
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +36,7 @@ def load_group(group: str, name: str) -> dict:
         raise SystemExit(f"workload_report: no {group} config {name!r}; choose among {', '.join(names)}")
     raw = OmegaConf.load(path)
     raw.pop("defaults", None)
-    schema = {"env": EnvConf, "suite": SuiteConf}[group]
+    schema = {"env": AllocEnvConf, "suite": SuiteConf}[group]
     return OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(schema), raw), resolve=True)
 
 
@@ -57,7 +58,7 @@ def report_suite(name: str, env: dict, trials: int, seed: int) -> tuple[list[str
     wins: Counter = Counter()
     for set_name, tasks in suite["heldout"].items():
         for task in tasks_of(tasks):
-            kw = env_kwargs(alloc_config(env, [task]))
+            kw = env_kwargs(env_config(env, [task]))
             ci = {r: mean_ci(heuristic_returns(r, trials, seed, **kw)["return"]) for r in RULES}
             best = max(RULES, key=lambda r: ci[r][0])
             wins[best] += 1

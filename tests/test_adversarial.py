@@ -14,7 +14,6 @@ from test_heuristics import MANDAL_EXPECTED, MANDAL_OCCUPIED, MANDAL_REQUESTS
 
 from dreamalloc.alloc.env import AllocCore
 from dreamalloc.alloc.heap import RULES, FreeRuns, HeapBatch, place_address
-from dreamalloc.alloc.references import run_episodes
 from dreamalloc.alloc.workloads import ALLOC, FREE, FREE_ALL, make_stream, stream_names
 from dreamalloc.alloc.workloads.adversarial import (
     MIN_CELLS,
@@ -29,6 +28,7 @@ from dreamalloc.alloc.workloads.adversarial import (
 )
 from dreamalloc.alloc.workloads.base import S_ALLOC, S_FREE_SEQ, ScriptedStream
 from dreamalloc.core.rng import numpy_generator
+from dreamalloc.core.rollout import run_episodes
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

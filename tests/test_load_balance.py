@@ -15,11 +15,11 @@ from hydra import compose, initialize_config_dir
 
 import dreamalloc.alloc  # noqa: F401  (registers dreamalloc/LoadBalance-v0)
 from dreamalloc.agents import make_agent
-from dreamalloc.agents.dispatch import DISPATCH_RULES, dispatch
 from dreamalloc.experiment.cli import register_configs  # noqa: F401
 from dreamalloc.experiment.config import validate
 from dreamalloc.loadbalance import FORK_SIZE_MAX, PARK_TASK, LoadBalanceConfig, LoadBalanceCore, park_rates
 from dreamalloc.loadbalance.references import dispatch_returns, no_wait_bound
+from dreamalloc.loadbalance.rules import DISPATCH_RULES, DispatchRule, dispatch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -352,7 +352,9 @@ def test_lb_heuristics_script_prints_the_park_table(capsys):
 
 def test_dispatch_agent_round_robin_restarts_each_episode():
     core = LoadBalanceCore(2, num_jobs=4)
-    agent = make_agent("dispatch", core.cfg.obs_dim, core.cfg.n_actions, core.cfg, "cpu", rule="round_robin")
+    policy = DispatchRule("round_robin", core.cfg.service_rates)
+    agent = make_agent("dispatch", core.spec.obs_dim, core.spec.n_actions, core.spec, "cpu", rule="round_robin",
+                       policy=policy)
     obs, info = core.reset(seed=0)
     state, seen = agent.initial_state(2), []
     for _ in range(6):

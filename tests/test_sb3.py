@@ -74,7 +74,7 @@ def test_sb3_vecenv_adapter_matches_the_vector_env():
     from stable_baselines3.common.vec_env import VecEnv
 
     from dreamalloc.alloc import AllocVectorEnv
-    from dreamalloc.core.sb3 import make_alloc_vecenv
+    from dreamalloc.alloc.vector import make_alloc_vecenv
 
     kw = dict(cells=32, stream="random")
     venv, ref = make_alloc_vecenv(4, **kw), AllocVectorEnv(4, **kw)
@@ -105,7 +105,7 @@ def test_sb3_vecenv_adapter_matches_the_vector_env():
 
 def test_sb3_ppo_trains_on_the_adapter():
     from dreamalloc.alloc.env import AllocConfig
-    from dreamalloc.core.sb3 import make_alloc_vecenv
+    from dreamalloc.alloc.vector import make_alloc_vecenv
 
     venv = make_alloc_vecenv(4, AllocConfig(cells=32, stream="random").validate())
     model = PPO("MlpPolicy", venv, n_steps=32, batch_size=64, n_epochs=1, seed=0, device="cpu")
@@ -117,7 +117,8 @@ def test_sb3_ppo_trains_on_the_adapter():
 
 def test_sb3_adapter_rejects_config_and_keywords_together():
     from dreamalloc.alloc.env import AllocConfig
-    from dreamalloc.core.sb3 import SB3VecEnv, make_alloc_vecenv
+    from dreamalloc.alloc.vector import make_alloc_vecenv
+    from dreamalloc.core.sb3 import SB3VecEnv
 
     with pytest.raises(ValueError, match="either an AllocConfig or"):
         make_alloc_vecenv(2, AllocConfig(cells=32), cells=64)

@@ -11,7 +11,7 @@ import torch
 from dreamalloc.alloc import AllocEnv
 from dreamalloc.alloc.env import AllocCore
 from dreamalloc.alloc.heap import RULES
-from dreamalloc.alloc.references import run_episodes
+from dreamalloc.core.rollout import run_episodes
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -11,10 +11,10 @@ from hydra import compose, initialize_config_dir
 from invariants import check_heaps
 
 from dreamalloc.alloc import AllocCore
-from dreamalloc.alloc.references import run_episodes
+from dreamalloc.core.rollout import run_episodes
 from dreamalloc.core.tasks import expand_tasks
 from dreamalloc.experiment.cli import register_configs  # noqa: F401  (registers the schemas)
-from dreamalloc.experiment.config import alloc_config, tasks_of, validate
+from dreamalloc.experiment.config import env_config, tasks_of, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 # allocation suites; the load-balancing ones (lb_*, job laws) are tested in tests/test_load_balance.py
@@ -30,7 +30,7 @@ def suite_cfg(name, *extra):
 
 
 def requests(cfg_env, tasks, seed, steps=40, B=3):
-    core = AllocCore(B, alloc_config(cfg_env, tasks))
+    core = AllocCore(B, env_config(cfg_env, tasks))
     core.reset(seed=seed)
     out = []
     g = torch.Generator().manual_seed(seed)
@@ -70,7 +70,7 @@ def test_heldout_tasks_are_not_training_tasks(name):
 
 def test_meta_rl_trials_through_the_config():
     cfg = suite_cfg("shift_sizes", "env.trial_episodes=3", "env.meta_obs=true")
-    core = AllocCore(4, alloc_config(cfg.env, cfg.suite.train))
+    core = AllocCore(4, env_config(cfg.env, cfg.suite.train))
     assert core.cfg.trial_episodes == 3 and core.cfg.obs_dim == 256 + 1 + 3 + 2
     _, info = core.reset(seed=0)
     assert bool(info["trial_start"].all()) and "task_id" in info
@@ -80,7 +80,7 @@ def test_adversarial_rotation_experiment_gives_every_rule_as_an_action():
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["experiment=adversarial_rotation"])
     validate(cfg)
-    core = AllocCore(2, alloc_config(cfg.env, cfg.suite.train))
+    core = AllocCore(2, env_config(cfg.env, cfg.suite.train))
     assert core.cfg.heuristics == ("first", "next", "best", "worst", "second")
     assert core.cfg.meta_obs and core.cfg.trial_episodes == 3
 
@@ -108,7 +108,7 @@ def test_adversarial_hidden_rewards_memory_not_a_fixed_rule():
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["experiment=adversarial_hidden"])
     validate(cfg)
-    env = alloc_config(cfg.env, cfg.suite.train)
+    env = env_config(cfg.env, cfg.suite.train)
     assert env.heuristics == ("best", "worst", "first") and not env.bitmap and env.trial_episodes == 3
     full = 0.1 * env.max_allocs
     B = 90
@@ -123,11 +123,11 @@ def test_adversarial_hidden_rewards_memory_not_a_fixed_rule():
 
     for tasks in (cfg.suite.train, cfg.suite.heldout.blind4):
         state = {"rule": torch.zeros(B, dtype=torch.long), "ret": torch.zeros(B)}
-        res = run_episodes(AllocCore(B, alloc_config(cfg.env, tasks)), eliminator, seed=7, k=3)
+        res = run_episodes(AllocCore(B, env_config(cfg.env, tasks)), eliminator, seed=7, k=3)
         survived = torch.as_tensor(res["return"]) >= full - 1e-9
         assert survived[:, 2].all(), "the third rule tried must be the survivor"
         assert 0.2 < survived[:, 0].float().mean() < 0.5 < survived[:, 1].float().mean() < 0.85
         for rule in range(3):
-            fixed = run_episodes(AllocCore(B, alloc_config(cfg.env, tasks)), lambda o, i, r=rule: torch.full((B,), r),
+            fixed = run_episodes(AllocCore(B, env_config(cfg.env, tasks)), lambda o, i, r=rule: torch.full((B,), r),
                                  seed=7, k=3)
             assert ((torch.as_tensor(fixed["return"]) >= full - 1e-9).float().mean(0) < 0.5).all()

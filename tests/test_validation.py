@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_dir
 from test_harness import QUICK, ROOT, cfg_of, run_cli
 
 from dreamalloc.agents import agent_classes
+from dreamalloc.alloc.family import AllocEnvConf, heap_bytes_per_cell
 from dreamalloc.alloc.heap import HeapBatch
 from dreamalloc.alloc.workloads import STREAMS, make_stream, register_stream
 from dreamalloc.alloc.workloads.adversarial import AdversarialStream
@@ -24,7 +25,8 @@ from dreamalloc.experiment import config as C
 from dreamalloc.experiment.cli import register_configs  # noqa: F401  (registers the schemas)
 from dreamalloc.experiment.config import validate
 from dreamalloc.experiment.training import train
-from dreamalloc.experiment.validation import GB, check_memory, env_footprint, heap_bytes_per_cell
+from dreamalloc.experiment.validation import GB, check_memory, env_footprint
+from dreamalloc.loadbalance.family import LoadBalanceEnvConf
 
 CONF = str(ROOT / "conf")
 TWO_TASKS = [{"name": "a", "stream": "random"}, {"name": "b", "stream": "random", "params": {"size_max": 3}}]
@@ -259,7 +261,7 @@ def test_out_of_range_value_is_one_config_error_naming_it(base, override):
 
 
 def test_every_range_table_names_real_fields():
-    classes = [C.Config, C.EnvConf, C.LoadBalanceEnvConf, C.TaskConf, C.LoggerConf, C.EvalConf]
+    classes = [C.Config, AllocEnvConf, LoadBalanceEnvConf, C.TaskConf, C.LoggerConf, C.EvalConf]
     classes += [cls.Config for cls in agent_classes().values()]
     for cls in classes:
         table = ranges_of(cls)

@@ -4,6 +4,11 @@ Adding a method means one module here (a subclass of ``Agent`` with a ``name`` a
 its hyperparameter schema, with a ``RANGES`` table of its values: dreamalloc/core/checks.py) and one file
 conf/agent/NAME.yaml (``defaults: [/schema/agent/NAME@_here_]``): modules of this package are discovered on
 first use, so nothing else needs editing.
+
+Agents know no env family: they see an ``EnvSpec`` (observation size, action space, mask, RL^2 layout) and the
+flags of each step's info (``trial_start`` resets recurrent state). Fixed rules (placement, dispatch) belong to
+their families and reach ``agents.fixed`` as a policy object. May import: core (the spec, config checks), nn,
+torch, numpy. Not the domain packages or the experiment layer.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import importlib
 import pkgutil
 
 from dreamalloc.agents.base import Agent
-from dreamalloc.agents.heuristic import HeuristicAgent
+from dreamalloc.agents.fixed import HeuristicAgent
 
 AGENTS: dict[str, type[Agent]] = {}
 _discovered = False

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from dreamalloc.alloc.env import AllocConfig
+from dreamalloc.core.spec import EnvSpec
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -42,9 +42,10 @@ class Agent(ABC):
     learns: ClassVar[bool] = False
     multi_discrete: ClassVar[bool] = False  # takes n_actions as a tuple (MultiDiscrete nvec)
 
-    def __init__(self, obs_dim: int, n_actions: int, env: AllocConfig | None, device: torch.device, **hparams):
-        """``env`` is the allocation env's config (None for a generic env such as CartPole); ``n_actions`` is
-        a tuple for a MultiDiscrete action space (agents with ``multi_discrete`` only)."""
+    def __init__(self, obs_dim: int, n_actions: int, env: EnvSpec | None, device: torch.device, **hparams):
+        """``env`` is the env's ``EnvSpec`` (None for an env without one, e.g. CartPole through the gymnasium
+        adapter): all an agent may know of the env; ``n_actions`` is a tuple for a MultiDiscrete action space
+        (agents with ``multi_discrete`` only). Trial and episode boundaries come in each step's info."""
         if not isinstance(n_actions, (int, np.integer)) and not self.multi_discrete:
             raise ValueError(f"agent={self.name}: supports Discrete actions only, got a MultiDiscrete action space "
                              f"{list(n_actions)} (agent=dreamer takes it)")
@@ -76,4 +77,4 @@ class Agent(ABC):
     def meta(self) -> dict:
         """What a checkpoint must match to be loaded into this agent."""
         return {"agent": self.name, "obs_dim": self.obs_dim, "n_actions": self.n_actions,
-                "action_space": getattr(self.env, "action", None)}
+                "action_space": getattr(self.env, "action_space", None)}

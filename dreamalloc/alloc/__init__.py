@@ -12,6 +12,7 @@ May import: ``dreamalloc.core``. Not the other domains, agents or the experiment
 
 import gymnasium as gym
 
+from dreamalloc.alloc import family  # noqa: F401  (registers the env family)
 from dreamalloc.alloc.env import ACTION_SPACES, AllocConfig, AllocCore, AllocDomain
 from dreamalloc.alloc.gym_env import AllocEnv
 from dreamalloc.alloc.vector import AllocVectorEnv

@@ -189,6 +189,8 @@ class AllocDomain:
         self.device = dev = torch.device(device)
         self.obs_dim, self.n_actions, self.n_tasks = cfg.domain_obs_dim, cfg.n_actions, cfg.n_tasks
         self.masked = cfg.action != "heuristic"
+        self.action_space = cfg.action
+        self.max_episode_steps = cfg.max_allocs + (cfg.max_invalid if self.masked else 0)
         self.heaps = HeapBatch(self.B, self.N, dev)
         self.stream = make_stream(cfg.stream, self.B, self.N, dev, **dict(cfg.stream_params))
         self.request = torch.zeros(self.B, dtype=torch.long, device=dev)

@@ -11,45 +11,19 @@ is an ``core.actions.ActionError`` saying what is expected, and ``step`` before 
 
 from __future__ import annotations
 
-import gymnasium as gym
 import numpy as np
-import torch
 
 from dreamalloc.alloc.env import AllocConfig, AllocCore
-from dreamalloc.core.actions import ActionSpec
+from dreamalloc.core.gym_faces import CoreEnv
 
 
-class AllocEnv(gym.Env):
+class AllocEnv(CoreEnv):
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
     CELL_PX = 8  # rgb_array: each heap cell is a CELL_PX square, cells laid out row-major in a near-square grid
 
     def __init__(self, render_mode: str | None = None, device: str = "cpu", **kwargs):
-        if render_mode not in (None, *self.metadata["render_modes"]):
-            raise ValueError(f"unknown render_mode {render_mode!r}; AllocEnv renders "
-                             f"{' or '.join(self.metadata['render_modes'])}")
-        self.render_mode = render_mode
-        self.core = AllocCore(1, AllocConfig.from_kwargs(**kwargs), device=device, autoreset=False)
-        cfg = self.core.cfg
-        lo, hi = cfg.obs_bounds()
-        self.observation_space = gym.spaces.Box(lo, hi, dtype=np.float32)
-        self.action_space = gym.spaces.Discrete(cfg.n_actions)
-        spec = self.core.action_spec
-        self._action_spec = ActionSpec(spec.n, None, self.core.device, "env", spec.space, spec.names)
-
-    def reset(self, *, seed: int | None = None, options=None):
-        super().reset(seed=seed)
-        obs, info = self.core.reset(None if seed is None else [seed])
-        return obs[0].cpu().numpy(), _unbatch(info)
-
-    def step(self, action):
-        a = self._action_spec(action)  # one integer (or a one-element array); ActionError names anything else
-        obs, r, term, trunc, info = self.core.step(a)
-        return obs[0].cpu().numpy(), float(r[0]), bool(term[0]), bool(trunc[0]), _unbatch(info)
-
-    def action_masks(self) -> np.ndarray:
-        """Valid actions now (all True for the heuristic space); the sb3-contrib MaskablePPO hook."""
-        m = self.core.action_mask()
-        return np.ones(self.action_space.n, bool) if m is None else m[0].cpu().numpy()
+        core = AllocCore(1, AllocConfig.from_kwargs(**kwargs), device=device, autoreset=False)
+        super().__init__(core, core.cfg.obs_bounds(), render_mode)
 
     def render(self):
         occ = self.core.heaps.occ[0].cpu().numpy().astype(bool)
@@ -70,18 +44,3 @@ def heap_image(occ: np.ndarray, px: int = 8) -> np.ndarray:
     palette = np.array([[225, 228, 232], [40, 70, 140], [255, 255, 255]], np.uint8)  # free, used, padding
     img = palette[grid.reshape(rows, cols)]
     return np.repeat(np.repeat(img, px, axis=0), px, axis=1)
-
-
-def _unbatch(info: dict) -> dict:
-    out = {}
-    for k, v in info.items():
-        if k.startswith("_") or k == "final_obs":
-            continue
-        if isinstance(v, dict):
-            out[k] = _unbatch(v)
-        elif isinstance(v, torch.Tensor):
-            x = v[0].cpu()
-            out[k] = x.numpy() if x.ndim else x.item()
-        else:
-            out[k] = v
-    return out

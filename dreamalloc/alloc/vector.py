@@ -9,51 +9,25 @@ tensor) of shape (num_envs,); any other type, dtype, shape or an out-of-range va
 
 from __future__ import annotations
 
-import gymnasium as gym
-import numpy as np
-import torch
-from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.vector.utils import batch_space
-
 from dreamalloc.alloc.env import AllocConfig, AllocCore
+from dreamalloc.core.gym_faces import CoreVectorEnv, check_num_envs
+from dreamalloc.core.sb3 import SB3VecEnv, _vec_env_base
 
 
-def _to_numpy(x):
-    if isinstance(x, torch.Tensor):
-        return x.cpu().numpy()
-    if isinstance(x, dict):
-        return {k: _to_numpy(v) for k, v in x.items()}
-    return x
-
-
-class AllocVectorEnv(VectorEnv):
-    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
-
+class AllocVectorEnv(CoreVectorEnv):
     def __init__(self, num_envs: int = 8, device: str = "cpu", **kwargs):
-        if int(num_envs) < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-        self.core = AllocCore(int(num_envs), AllocConfig.from_kwargs(**kwargs), device=device)
-        self.num_envs = int(num_envs)
-        cfg = self.core.cfg
-        lo, hi = cfg.obs_bounds()
-        self.single_observation_space = gym.spaces.Box(lo, hi, dtype=np.float32)
-        self.single_action_space = gym.spaces.Discrete(cfg.n_actions)
-        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
-        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        core = AllocCore(check_num_envs(num_envs), AllocConfig.from_kwargs(**kwargs), device=device)
+        super().__init__(core, core.cfg.obs_bounds())
 
-    def reset(self, *, seed=None, options=None):
-        if seed is not None:
-            self._np_random, _ = gym.utils.seeding.np_random(seed if isinstance(seed, int) else seed[0])
-            self.action_space.seed(seed if isinstance(seed, int) else seed[0])
-        obs, info = self.core.reset(seed)
-        return obs.cpu().numpy(), _to_numpy(info)
 
-    def step(self, actions):
-        obs, reward, term, trunc, info = self.core.step(actions)  # the core checks type, shape and range
-        return (obs.cpu().numpy(), reward.cpu().numpy(), term.cpu().numpy(), trunc.cpu().numpy(),
-                _to_numpy(info))
+def make_alloc_vecenv(num_envs: int, cfg=None, device: str = "cpu", **kwargs):
+    """``AllocVectorEnv(num_envs, ...)`` behind SB3's VecEnv: from an ``AllocConfig`` or AllocConfig keywords."""
+    if cfg is not None:
+        if kwargs:
+            raise ValueError("make_alloc_vecenv: pass either an AllocConfig or AllocConfig keywords, not both")
+        kwargs = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
+    _vec_env_base()  # fail before building the env when SB3 is missing
+    return SB3VecEnv(AllocVectorEnv(num_envs, device=device, **kwargs))
 
-    def action_masks(self) -> np.ndarray | None:
-        m = self.core.action_mask()
-        return None if m is None else m.cpu().numpy()
 
+__all__ = ["AllocVectorEnv", "make_alloc_vecenv"]

@@ -37,12 +37,23 @@ class EnvFamily:
     env_config: Callable[[dict, list], Any]
     # (core, trials, seed, k, device) -> References on the streams of ``core``'s config
     references: Callable[..., References]
-    # (rule name, core, seed) -> a fixed policy with initial_state(B) / act(obs, state, info) -> (actions, state)
+    # (rule name, the family's env config, seed, device) -> a fixed policy: initial_state(B), act(obs, state, info)
+    # -> (actions, state), state_dict(), load_state_dict()
     fixed_policy: Callable[..., Any]
     rules: tuple[str, ...]  # the fixed policies' names, in report order
     metrics: tuple[str, ...] = ()  # per-episode metrics (final-info keys) the evaluation reports
     frame: Callable[[Any], Any] | None = None  # (core) -> picture of row 0's state, for timelines
     agent_names: tuple[str, ...] = ()  # the agent config names that play this family's fixed rules
+    # (obs [B, D], info dict, env config) -> info with what the fixed policies read, for inference outside an env
+    info_from_obs: Callable[..., dict] | None = None
+    streams: Callable[[str], bool] = lambda stream: True  # which task streams this family's tasks may name
+    env_choices: tuple[str, ...] = ()  # the conf/env options of this family, for messages
+    report_columns: tuple[str, ...] = ()  # the metrics shown in results tables (all are in results.json)
+    # (env node as a dict, task dict) -> None: build the task as training / evaluation would (ValueError if bad);
+    # default: env_config(env, [task])
+    check_task: Callable[[dict, dict], None] | None = None
+    # (env node as a dict, task dicts, number of envs held at once) -> (bytes, how they were counted)
+    footprint: Callable[[dict, list, int], tuple[int, str]] | None = None
 
 
 FAMILIES: dict[str, EnvFamily] = {}

@@ -4,7 +4,7 @@ SB3 does not take a gymnasium ``VectorEnv``; ``make_vec_env`` would step B singl
 another in a ``DummyVecEnv``. ``SB3VecEnv(AllocVectorEnv(...))`` (or ``make_alloc_vecenv``) keeps the batch:
 
     from stable_baselines3 import PPO
-    from dreamalloc.core.sb3 import make_alloc_vecenv
+    from dreamalloc.alloc.vector import make_alloc_vecenv
     model = PPO("MlpPolicy", make_alloc_vecenv(16, cells=256, stream="mixed"), device="cpu").learn(10_000)
 
 It works over any vector env of this package with same-step autoreset (``AllocVectorEnv``,
@@ -118,16 +118,4 @@ class SB3VecEnv:
         return _adapter_class()(venv)
 
 
-def make_alloc_vecenv(num_envs: int, cfg=None, device: str = "cpu", **kwargs):
-    """``AllocVectorEnv(num_envs, ...)`` behind SB3's VecEnv: from an ``AllocConfig`` or AllocConfig keywords."""
-    from dreamalloc.alloc.vector import AllocVectorEnv
-
-    if cfg is not None:
-        if kwargs:
-            raise ValueError("make_alloc_vecenv: pass either an AllocConfig or AllocConfig keywords, not both")
-        kwargs = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
-    _vec_env_base()  # fail before building the env when SB3 is missing
-    return SB3VecEnv(AllocVectorEnv(num_envs, device=device, **kwargs))
-
-
-__all__ = ["SB3VecEnv", "make_alloc_vecenv"]
+__all__ = ["SB3VecEnv"]

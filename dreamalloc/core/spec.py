@@ -39,7 +39,9 @@ class EnvSpec:
     masked: bool = False  # info carries ACTION_MASK
     meta_obs: bool = False  # the last n_actions + 2 values are previous action (one-hot), reward, episode-start
     trial_episodes: int = 1  # K episodes per trial (recurrent state is kept across them)
+    max_episode_steps: int = 0  # an upper bound on the steps of an episode (0: none known)
     action_names: tuple[str, ...] = ()  # the meaning of each action, for messages and tables
+    action_space: str | None = None  # the family's name for its action space (e.g. "address"), for checkpoints
     extra: dict[str, Any] = field(default_factory=dict, compare=False)  # family-specific, for reports only
 
 

@@ -83,7 +83,9 @@ class Trials:
         self.spec = EnvSpec(obs_dim=domain.obs_dim + (n + 2 if self.meta_obs else 0)
                             + (domain.n_tasks if self.task_obs else 0), n_actions=n,
                             masked=bool(getattr(domain, "masked", False)), meta_obs=self.meta_obs,
-                            trial_episodes=self.K, action_names=tuple(getattr(domain.action_spec, "names", ())))
+                            trial_episodes=self.K, max_episode_steps=int(getattr(domain, "max_episode_steps", 0)),
+                            action_names=tuple(getattr(domain.action_spec, "names", ())),
+                            action_space=getattr(domain, "action_space", None))
 
     @property
     def obs_dim(self) -> int:

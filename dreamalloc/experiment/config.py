@@ -16,61 +16,8 @@ from typing import Any, ClassVar
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from dreamalloc.alloc.env import AllocConfig, AllocCore
-from dreamalloc.core.checks import COUNT, FINITE, NONNEG, POSITIVE, Range, ge
-from dreamalloc.loadbalance import LoadBalanceConfig, LoadBalanceCore
-
-
-@dataclass
-class EnvConf:
-    """The allocation env (everything of AllocConfig but the stream, which the suite gives)."""
-
-    RANGES: ClassVar[dict] = {"num_envs": COUNT, "cells": ge(2), "holes": COUNT, "history": NONNEG,
-                              "hole_features": NONNEG, "alloc_reward": FINITE, "invalid_reward": FINITE,
-                              "max_allocs": COUNT, "trial_episodes": COUNT}
-    kind: str = "alloc"  # which env family: alloc | load_balance (LoadBalanceEnvConf)
-    num_envs: int = 16
-    cells: int = 256
-    action: str = "heuristic"
-    heuristics: list[str] = field(default_factory=lambda: ["best", "worst", "first"])
-    holes: int = 8
-    align: str = "start"
-    bitmap: bool = True
-    history: int = 0
-    summary: bool = False
-    hole_features: int = 0
-    size_scale: str = "raw"
-    alloc_reward: float = 0.1
-    invalid_reward: float = -10.0
-    terminal_reward: str = "lim"
-    max_allocs: int | None = None
-    max_invalid: int | None = None  # address / hole spaces: truncate after this many invalid actions (None: max_allocs)
-    trial_episodes: int = 1  # K episodes per meta-RL trial in training (evaluation uses eval.episodes_per_trial)
-    meta_obs: bool = False  # previous action / reward / episode-start flag in the observation (RL^2 agents)
-    task_obs: bool = False  # the task id in the observation (an oracle; never for adaptive agents)
-    skip_forced: bool = False  # heuristic space: the env places requests on which every rule agrees itself
-
-
-@dataclass
-class LoadBalanceEnvConf:
-    """The load-balancing env (LoadBalanceConfig but the job laws, which the suite's tasks give)."""
-
-    RANGES: ClassVar[dict] = {"num_envs": COUNT, "num_servers": COUNT, "num_jobs": COUNT,
-                              "service_rates": Range(0, lo_open=True, each=True), "obs_high": POSITIVE,
-                              "obs_scale": POSITIVE, "reward_scale": POSITIVE, "trial_episodes": COUNT}
-    kind: str = "load_balance"
-    num_envs: int = 16
-    num_servers: int = 10
-    service_rates: list[float] | None = None  # None: Park's 0.15, 0.25, ... for num_servers
-    num_jobs: int = 1000
-    obs_high: float = 5e5
-    obs_scale: float = 1.0
-    reward_scale: float = 1.0
-    trial_episodes: int = 1
-    meta_obs: bool = False
-    task_obs: bool = False
-    size_max: float = 0.0  # job size cap of the laws that set none: 0 = none (Park); 10000 = the fork ratnadeepb/park
-    load_obs: str = "time"  # time (Park as it is) | work (Park before 2019-03): the running job in a server's load
+from dreamalloc.core.checks import COUNT, NONNEG, POSITIVE
+from dreamalloc.core.family import FAMILIES, EnvFamily, family
 
 
 @dataclass
@@ -125,7 +72,7 @@ class EvalConf:
 class Config:
     RANGES: ClassVar[dict] = {"seed": NONNEG, "steps": COUNT, "checkpoint_every": NONNEG, "keep_checkpoints": NONNEG,
                               "max_env_memory_gb": POSITIVE, "warn_env_memory_gb": POSITIVE}
-    env: Any = MISSING  # EnvConf (env=alloc*) or LoadBalanceEnvConf (env=load_balance): the group's schema
+    env: Any = MISSING  # the schema of the env family that env.kind names (core.family; e.g. alloc, load_balance)
     suite: SuiteConf = MISSING
     agent: Any = MISSING
     logger: LoggerConf = field(default_factory=LoggerConf)
@@ -150,7 +97,8 @@ class Config:
 
 CHOICES = {"logger.mode": ("offline", "online", "disabled"), "progress": ("auto", "on", "off"),
            "protocol": ("standard", "adaptive", "forgetting"),
-           "on_nonfinite": ("stop", "skip")}  # env.kind (absent: alloc) is checked by env_config
+           "on_nonfinite": ("stop", "skip")}  # env.kind is checked by family_of
+DEFAULT_KIND = "alloc"  # an env node without ``kind`` (written before families had names) is an allocation env
 
 
 def register_configs() -> None:
@@ -158,8 +106,8 @@ def register_configs() -> None:
     cs.store(name="base_config", node=Config)
     # Outside the groups themselves (a group's choice list would show them): a group's YAML extends its schema
     # with ``defaults: [/schema/GROUP/NAME@_here_]``.
-    cs.store(group="schema/env", name="alloc", node=EnvConf)
-    cs.store(group="schema/env", name="load_balance", node=LoadBalanceEnvConf)
+    for fam in FAMILIES.values():
+        cs.store(group="schema/env", name=fam.kind, node=fam.schema)
     cs.store(group="schema/suite", name="suite", node=SuiteConf)
     from dreamalloc.agents import agent_classes
 
@@ -177,7 +125,7 @@ def with_nodes(cfg: DictConfig, nodes: dict) -> DictConfig:
         here = cfg.get(key) if key in cfg else None
         if isinstance(node, dict | DictConfig) and isinstance(here, DictConfig) and \
                 here.get("name", None) == node.get("name", None) and \
-                here.get("kind", "alloc") == node.get("kind", "alloc"):  # env families have other schemas
+                here.get("kind", DEFAULT_KIND) == node.get("kind", DEFAULT_KIND):  # families have other schemas
             node = OmegaConf.merge(here, node)
         base[key] = OmegaConf.to_container(node, resolve=False) if isinstance(node, DictConfig) else node
     out = OmegaConf.create(base)
@@ -195,15 +143,12 @@ def from_container(config: dict) -> DictConfig:
     env, agent, suite = config.pop("env", None), config.pop("agent", None), config.pop("suite", None)
     if not isinstance(env, dict) or not isinstance(agent, dict) or not isinstance(suite, dict):
         raise ValueError("a config needs env, agent and suite sections")
-    kinds = {"alloc": EnvConf, "load_balance": LoadBalanceEnvConf}
-    kind = env.get("kind", "alloc")
-    if kind not in kinds:
-        raise ValueError(f"env.kind={kind!r}; choose one of {', '.join(kinds)}")
+    schema = family(env.get("kind", DEFAULT_KIND)).schema
     agents = agent_classes()
     if agent.get("name") not in agents:
         raise ValueError(f"agent.name={agent.get('name')!r}; choose one of {', '.join(sorted(agents))}")
     out = OmegaConf.merge(OmegaConf.structured(Config), config)
-    out.env = OmegaConf.merge(OmegaConf.structured(kinds[kind]), env)
+    out.env = OmegaConf.merge(OmegaConf.structured(schema), env)
     out.agent = OmegaConf.merge(OmegaConf.structured(agents[agent["name"]].Config), agent)
     out.suite = OmegaConf.merge(OmegaConf.structured(SuiteConf), suite)
     OmegaConf.set_struct(out, True)
@@ -248,37 +193,23 @@ def tasks_of(tasks) -> list[dict]:
     return out
 
 
-def alloc_config(env, tasks) -> AllocConfig:
-    """The AllocConfig of an env config plus a task list (one task: its stream; several: a TaskStream)."""
-    e = OmegaConf.to_container(env, resolve=True) if not isinstance(env, dict) else dict(env)
-    e.pop("num_envs", None)
-    e.pop("kind", None)
-    e["heuristics"] = tuple(e["heuristics"])
-    tasks = tasks_of(tasks)
-    if len(tasks) == 1 and not tasks[0].get("ranges") and not tasks[0].get("choices"):
-        stream, params = tasks[0]["stream"], dict(tasks[0].get("params") or {})
-    else:
-        stream, params = "tasks", {"tasks": tasks}
-    return AllocConfig(stream=stream, stream_params=params, **e).validate()
+def _plain_env(env) -> dict:
+    return OmegaConf.to_container(env, resolve=True) if not isinstance(env, dict) else dict(env)
 
 
-def env_config(env, tasks) -> AllocConfig | LoadBalanceConfig:
-    """The env config of an env node plus a task list, for either env family (``env.kind``)."""
-    kind = env.get("kind", "alloc") if isinstance(env, dict) else OmegaConf.select(env, "kind", default="alloc")
-    if kind == "alloc":
-        return alloc_config(env, tasks)
-    if kind != "load_balance":
-        raise ValueError(f"config error: env.kind={kind!r}; choose one of alloc, load_balance")
-    e = OmegaConf.to_container(env, resolve=True) if not isinstance(env, dict) else dict(env)
-    for key in ("num_envs", "kind"):
-        e.pop(key, None)
-    if e.get("service_rates") is not None:
-        e["service_rates"] = tuple(e["service_rates"])
-    return LoadBalanceConfig(tasks=tasks_of(tasks), **e).validate()
+def family_of(env) -> EnvFamily:
+    """The env family an env node belongs to (``env.kind``), with an error listing the registered ones."""
+    kind = env.get("kind", DEFAULT_KIND) if isinstance(env, dict) else OmegaConf.select(env, "kind",
+                                                                                       default=DEFAULT_KIND)
+    return family(kind)
 
 
-def make_core(env, tasks, num_envs: int, device, autoreset: bool = True) -> AllocCore | LoadBalanceCore:
-    """The batched env core of an env node and a task list."""
-    c = env_config(env, tasks)
-    cls = LoadBalanceCore if isinstance(c, LoadBalanceConfig) else AllocCore
-    return cls(int(num_envs), c, device=device, autoreset=autoreset)
+def env_config(env, tasks):
+    """The family's env config of an env node plus a task list (validated: a bad value is a ValueError)."""
+    return family_of(env).env_config(_plain_env(env), tasks_of(tasks))
+
+
+def make_core(env, tasks, num_envs: int, device, autoreset: bool = True, trial_episodes: int | None = None):
+    """The batched core of an env node and a task list (``trial_episodes``: override the env's K)."""
+    return family_of(env).make_core(_plain_env(env), tasks_of(tasks), int(num_envs), device, autoreset=autoreset,
+                                    trial_episodes=trial_episodes)

@@ -65,7 +65,7 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
                             "directory")
 
 
-INFO_KEYS = ("action_mask", "trial_start", "episode_start", "loads", "queue", "job_size")  # what act() reads
+INFO_KEYS = ("action_mask", "trial_start", "episode_start", "work", "loads", "queue", "job_size")  # what act() reads
 _FLAGS = ("action_mask", "trial_start", "episode_start")
 
 
@@ -80,7 +80,10 @@ class LoadedAgent:
     def __init__(self, agent: Agent, config: DictConfig, meta: dict, step: int, path: Path, device: torch.device):
         self.agent, self.config, self.meta, self.step, self.path, self.device = agent, config, meta, step, path, device
         self.obs_dim, self.n_actions = agent.obs_dim, agent.n_actions
-        self.kind = OmegaConf.select(config, "env.kind", default="alloc")
+        from dreamalloc.experiment.config import env_config, family_of
+
+        self.family = family_of(config.env)
+        self.env_config = env_config(config.env, config.suite.train)
 
     def __repr__(self) -> str:
         return (f"LoadedAgent({self.meta.get('agent')!r}, obs_dim={self.obs_dim}, n_actions={self.n_actions}, "
@@ -113,8 +116,8 @@ class LoadedAgent:
             inf["trial_start"] = inf.get("trial_start", torch.zeros_like(start)).to(torch.bool) | start
             inf["episode_start"] = inf.get("episode_start", torch.zeros_like(start)).to(torch.bool) | start
         inf.setdefault("episode_start", torch.zeros(B, dtype=torch.bool, device=self.device))
-        if self.kind == "load_balance":
-            self._dispatch_info(inf, x)
+        if getattr(self.agent, "fixed", False) and self.family.info_from_obs is not None:
+            self.family.info_from_obs(x, inf, self.env_config)  # what the family's rule reads, where info lacks it
         if state is None:
             state = self.agent.initial_state(B)
         with torch.no_grad():
@@ -148,21 +151,6 @@ class LoadedAgent:
             if key in info and info[key] is not None:
                 out[key] = self._rows(info[key], B, f"info[{key!r}]", torch.bool if key in _FLAGS else None, single)
         return out
-
-    def _dispatch_info(self, inf: dict, x: torch.Tensor) -> None:
-        """What the dispatch rules read, from the observation where the caller's info does not give it."""
-        if self.meta.get("agent") != "dispatch":
-            return
-        S = int(self.n_actions)
-        scale = float(self.config.env.obs_scale)
-        inf.setdefault("loads", x[:, :S].double() / scale)
-        inf.setdefault("job_size", x[:, S].double() / scale)
-        if "queue" not in inf:
-            rule = self.meta.get("rule")
-            if rule in ("jsq", "p2c"):
-                raise ValueError(f"predict: dispatch rule {rule!r} reads each server's number of jobs, which the "
-                                 "observation does not hold; pass the env's info (info=info, with 'queue')")
-            inf["queue"] = None
 
 
 def load_agent(path: str | os.PathLike, device: str = "auto") -> LoadedAgent:

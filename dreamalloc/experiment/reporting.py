@@ -10,15 +10,17 @@ from dreamalloc.report.plots import plot_adaptation, plot_heap_timeline
 from dreamalloc.report.results import save_results
 from dreamalloc.report.tables import episode_curve, markdown_table, results_table, write_csv
 
-COLUMNS = ["set", "task", "method", "return", "first_ep", "last_ep", "frag_largest", "frag_runs",
-           "hindsight_rule", "hindsight_best", "capacity_bound"]
+COLUMNS = ["set", "task", "method", "return", "first_ep", "last_ep"]  # then the family's metrics, then:
+REFERENCES = ["hindsight_rule", "hindsight_best", "capacity_bound"]
 
 
-def columns(rows: list[dict]) -> list[str]:
-    """The table's columns: load-balance results show mean job time where the allocator shows fragmentation."""
-    if any("mean_job_time" in r for r in rows):
-        return [c for c in COLUMNS if not c.startswith("frag")][:6] + ["mean_job_time"] + COLUMNS[8:]
-    return COLUMNS
+def columns(rows: list[dict], shown: list[str] | None = None) -> list[str]:
+    """The table's columns: return and first / last episode, the metrics the env's family shows (``shown``,
+    recorded in the results; all metrics the rows hold for results written without it), then the references."""
+    if shown is None:
+        fixed = set(COLUMNS) | set(REFERENCES) | {"seed", "step", "trials", "episodes"}
+        shown = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in fixed]
+    return COLUMNS + list(shown) + REFERENCES
 
 
 def write_evaluation(results: dict, out_dir: Path, logger=None, step: int | None = None) -> Path:
@@ -28,7 +30,8 @@ def write_evaluation(results: dict, out_dir: Path, logger=None, step: int | None
     save_results(out_dir / "results.json", results)
     rows = results_table(results)
     write_csv(rows, out_dir / "results.csv")
-    (out_dir / "results.md").write_text(markdown_table(rows, columns(rows)) + "\n")
+    cols = columns(rows, results.get("columns"))
+    (out_dir / "results.md").write_text(markdown_table(rows, cols) + "\n")
     images = {}
     for set_name, s in results["sets"].items():
         for task, t in s["tasks"].items():
@@ -43,8 +46,8 @@ def write_evaluation(results: dict, out_dir: Path, logger=None, step: int | None
         images[f"timeline/{key}"] = plot_heap_timeline(
             owner, out_dir / f"timeline_{name}.png", title=f"{results['method']} on {key}: heap over an episode")
     if logger is not None:
-        flat = [[r.get(c) if not isinstance(r.get(c), tuple) else r[c][0] for c in columns(rows)] for r in rows]
-        logger.log_table("eval_results", columns(rows), flat, step=step)
+        flat = [[r.get(c) if not isinstance(r.get(c), tuple) else r[c][0] for c in cols] for r in rows]
+        logger.log_table("eval_results", cols, flat, step=step)
         for name, path in images.items():
             logger.log_image(name, path, step=step)
     return out_dir
@@ -55,5 +58,5 @@ def print_results(results: dict | None) -> float | None:
     if not results:
         return None
     rows = results_table(results)
-    print(markdown_table(rows, columns(rows)))
+    print(markdown_table(rows, columns(rows, results.get("columns"))))
     return float(np.mean([r["return"][0] for r in rows]))

@@ -29,9 +29,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from dreamalloc.agents import make_agent
+from dreamalloc.agents import agent_classes, make_agent
 from dreamalloc.agents.base import NonFiniteLossError, nonfinite_parameter
-from dreamalloc.alloc.env import AllocCore
 from dreamalloc.experiment.checkpoint import (
     CheckpointError,
     check_meta,
@@ -43,7 +42,7 @@ from dreamalloc.experiment.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from dreamalloc.experiment.config import from_container, make_core, validate
+from dreamalloc.experiment.config import family_of, from_container, make_core, validate
 from dreamalloc.experiment.evaluation import evaluate_suite, summary
 from dreamalloc.experiment.logging import Logger
 from dreamalloc.experiment.seeding import rng_state, seed_everything, select_device, set_rng_state
@@ -98,7 +97,7 @@ def run_name(cfg: DictConfig, overrides: list[str] | None = None) -> str:
 
 
 def method_name(cfg: DictConfig) -> str:
-    if cfg.agent.name in ("heuristic", "dispatch"):
+    if getattr(agent_classes().get(cfg.agent.name), "fixed", False):
         return f"{cfg.agent.name}:{cfg.agent.rule}"
     return str(cfg.agent.name)
 
@@ -124,9 +123,29 @@ def forgetting_report(after_a: dict, after_b: dict) -> dict[str, float]:
     return out
 
 
-def build_agent(cfg: DictConfig, core: AllocCore, device: torch.device):
+def build_agent(cfg: DictConfig, core, device: torch.device):
+    """The agent of ``cfg.agent`` for ``core``: it sees the core's ``EnvSpec``; a fixed-rule agent (heuristic,
+    dispatch) gets its rule from the env's family."""
     hp = {k: v for k, v in OmegaConf.to_container(cfg.agent, resolve=True).items() if k != "name"}
-    return make_agent(cfg.agent.name, core.cfg.obs_dim, core.cfg.n_actions, core.cfg, device, **hp)
+    spec = core.spec
+    if getattr(agent_classes().get(cfg.agent.name), "fixed", False):
+        fam = family_of(cfg.env)
+        check_fixed_agent(cfg.agent.name, str(hp.get("rule")), fam)
+        hp["policy"] = fam.fixed_policy(hp["rule"], core.cfg, int(hp.get("seed", 0)), device)
+    return make_agent(cfg.agent.name, spec.obs_dim, spec.n_actions, spec, device, **hp)
+
+
+def check_fixed_agent(name: str, rule: str, fam) -> None:
+    """A fixed-rule agent runs on the family whose rules it plays, with one of its rules."""
+    from dreamalloc.core.family import FAMILIES
+
+    if name not in fam.agent_names:
+        owner = [f for f in FAMILIES.values() if name in f.agent_names]
+        other = f" (the rules of the {owner[0].kind} family)" if owner else ""
+        use = f"; on env.kind={fam.kind!r} use agent={'|'.join(fam.agent_names)}" if fam.agent_names else ""
+        raise ValueError(f"config error: agent={name} plays fixed rules of another env family{other}{use}")
+    if rule not in fam.rules:
+        raise ValueError(f"config error: agent.rule={rule!r} must be one of {', '.join(fam.rules)}")
 
 
 # --------------------------------------------------------------------------------------------- folders

@@ -11,6 +11,7 @@ May import: ``dreamalloc.core``. Not the other domains, agents or the experiment
 
 import gymnasium as gym
 
+from dreamalloc.loadbalance import family  # noqa: F401  (registers the env family)
 from dreamalloc.loadbalance.config import (
     FORK_SIZE_MAX,
     JOB_LAW,

@@ -72,6 +72,7 @@ class _MetaDomain(ABC):
         self.n_actions, self.task_dim = int(n_actions), int(task_dim)
         self.horizon, self.episodes = int(horizon), int(episodes)
         self.obs_dim = self.task_dim
+        self.max_episode_steps = self.horizon
         self.t = torch.zeros(self.B, dtype=torch.long, device=self.device)  # steps taken in the episode
         self.task_rng = CounterRNG(self.B, self.device)
         self.step_rng = CounterRNG(self.B, self.device)

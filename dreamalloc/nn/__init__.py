@@ -1,4 +1,7 @@
-"""Shared network building blocks, so every agent builds its torsos and heads the same way."""
+"""Shared network building blocks, so every agent builds its torsos and heads the same way.
+
+May import: torch, numpy. Nothing else of dreamalloc (a library the agents use).
+"""
 
 from dreamalloc.nn.dense import dense, norm_mlp, trunc_normal_in_
 from dreamalloc.nn.layers import masked_logits, mlp, orthogonal_init

@@ -2,6 +2,8 @@
 
 The pictures live in ``dreamalloc.report.plots`` (not re-exported: importing the tables should not pull
 in matplotlib).
+
+May import: numpy, scipy, matplotlib. Nothing else of dreamalloc (the experiment layer and scripts use it).
 """
 
 from dreamalloc.report.results import find_results, latest_per_run, load_results, save_results, validate_results

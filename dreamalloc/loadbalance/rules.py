@@ -1,4 +1,5 @@
-"""Classic dispatch rules for load balancing as an agent: the baselines every load-balance table compares with.
+"""Classic dispatch rules for load balancing: the fixed policies every load-balance table compares with (and that
+``agent=dispatch`` plays).
 
 Rules read what a dispatcher in front of real servers knows: each server's true outstanding work
 (``info["work"]``: queued sizes + the running job's work left, whatever the env's ``load_obs`` shows the agent)
@@ -15,23 +16,9 @@ and its number of jobs (``info["queue"]``), the incoming job's size and the serv
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
-
 import torch
 
-from dreamalloc.agents.base import Agent
-from dreamalloc.core.checks import NONNEG, OneOf
-
 DISPATCH_RULES = ("greedy", "jsq", "p2c", "round_robin", "rate_random", "random")
-
-
-@dataclass
-class DispatchConfig:
-    RANGES: ClassVar[dict] = {"rule": OneOf(DISPATCH_RULES), "seed": NONNEG}
-    name: str = "dispatch"
-    rule: str = "greedy"  # greedy | jsq | p2c | round_robin | rate_random | random
-    seed: int = 0  # of the random rules' generator
 
 
 def dispatch(rule: str, info: dict, rates: torch.Tensor, gen: torch.Generator | None = None,
@@ -57,36 +44,35 @@ def dispatch(rule: str, info: dict, rates: torch.Tensor, gen: torch.Generator | 
     raise ValueError(f"unknown dispatch rule {rule!r}; choose one of {', '.join(DISPATCH_RULES)}")
 
 
-class DispatchAgent(Agent):
-    name = "dispatch"
-    Config = DispatchConfig
+class DispatchRule:
+    """A dispatch rule as a fixed policy: ``act(obs, state, info)`` reads the info of ``LoadBalanceCore`` (true work,
+    queues, the incoming job's size); round robin's counter is its state, restarted at every episode start."""
 
-    def __init__(self, obs_dim, n_actions, env, device, rule: str = "greedy", seed: int = 0):
-        super().__init__(obs_dim, n_actions, env, device)
+    def __init__(self, rule: str, service_rates, seed: int = 0, device="cpu"):
         if rule not in DISPATCH_RULES:
-            raise ValueError(f"unknown dispatch rule agent.rule={rule!r}; choose one of {', '.join(DISPATCH_RULES)}")
-        if getattr(env, "kind", None) != "load_balance":
-            raise ValueError("agent=dispatch needs a load-balance env (env=load_balance); for the allocator use "
-                             "agent=heuristic")
-        self.rule = rule
-        self.rates = torch.tensor(env.service_rates, dtype=torch.float64, device=device)
+            raise ValueError(f"unknown dispatch rule {rule!r}; choose one of {', '.join(DISPATCH_RULES)}")
+        self.rule, self.device = rule, torch.device(device)
+        self.rates = torch.tensor(service_rates, dtype=torch.float64, device=self.device)
         self.gen = torch.Generator().manual_seed(int(seed))
-
-    def meta(self) -> dict:
-        return {**super().meta(), "rule": self.rule}
 
     def initial_state(self, batch: int):
         return torch.zeros(batch, dtype=torch.long, device=self.device) if self.rule == "round_robin" else None
 
-    def act(self, obs, state, info, deterministic=False):
+    def act(self, obs, state, info):
+        if self.rule in ("jsq", "p2c") and info.get("queue") is None:
+            raise ValueError(f"dispatch rule {self.rule!r} reads each server's number of jobs, which the observation "
+                             "does not hold; pass the env's info (with 'queue')")
         if self.rule == "round_robin":
             state = torch.where(info["episode_start"].to(state.device), 0, state)
         a = dispatch(self.rule, info, self.rates, self.gen, state)
         return a, (state + 1 if self.rule == "round_robin" else state)
 
-    def state_dict(self, include_replay: bool = True) -> dict:
+    def state_dict(self) -> dict:
         return {"gen": self.gen.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
         if "gen" in state:
             self.gen.set_state(state["gen"])
+
+
+__all__ = ["DISPATCH_RULES", "DispatchRule", "dispatch"]

@@ -1,0 +1,90 @@
+"""The load-balancing family's registration (``env.kind: load_balance``): its config schema, how its core is built
+from an env node and a task list (the job laws), its fixed policies (the dispatch rules) and references (every
+rule and the no-wait bound on the same streams), and the metric its tables report (mean job time)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from dreamalloc.core.checks import COUNT, POSITIVE, Range
+from dreamalloc.core.family import EnvFamily, References, register_family
+from dreamalloc.loadbalance.config import LoadBalanceConfig
+from dreamalloc.loadbalance.env import LoadBalanceCore
+from dreamalloc.loadbalance.references import dispatch_returns, no_wait_bound
+from dreamalloc.loadbalance.rules import DISPATCH_RULES, DispatchRule
+
+
+@dataclass
+class LoadBalanceEnvConf:
+    """The load-balancing env group (``conf/env/load_balance.yaml``): LoadBalanceConfig but the job laws, which the
+    suite's tasks give, plus the number of envs."""
+
+    RANGES: ClassVar[dict] = {"num_envs": COUNT, "num_servers": COUNT, "num_jobs": COUNT,
+                              "service_rates": Range(0, lo_open=True, each=True), "obs_high": POSITIVE,
+                              "obs_scale": POSITIVE, "reward_scale": POSITIVE, "trial_episodes": COUNT}
+    kind: str = "load_balance"
+    num_envs: int = 16
+    num_servers: int = 10
+    service_rates: list[float] | None = None  # None: Park's 0.15, 0.25, ... for num_servers
+    num_jobs: int = 1000
+    obs_high: float = 5e5
+    obs_scale: float = 1.0
+    reward_scale: float = 1.0
+    trial_episodes: int = 1
+    meta_obs: bool = False
+    task_obs: bool = False
+    size_max: float = 0.0  # job size cap of the laws that set none: 0 = none (Park); 10000 = the fork ratnadeepb/park
+    load_obs: str = "time"  # time (Park as it is) | work (Park before 2019-03): the running job in a server's load
+
+
+def lb_config(env: dict, tasks: list[dict]) -> LoadBalanceConfig:
+    e = {k: v for k, v in env.items() if k not in ("num_envs", "kind")}
+    if e.get("service_rates") is not None:
+        e["service_rates"] = tuple(e["service_rates"])
+    return LoadBalanceConfig(tasks=list(tasks), **e).validate()
+
+
+def make_core(env: dict, tasks: list[dict], num_envs: int, device, autoreset: bool = True,
+              trial_episodes: int | None = None) -> LoadBalanceCore:
+    cfg = lb_config(env, tasks)
+    if trial_episodes is not None:
+        cfg.trial_episodes = int(trial_episodes)
+    return LoadBalanceCore(int(num_envs), cfg, device=device, autoreset=autoreset)
+
+
+def references(core: LoadBalanceCore, trials: int, seed: int, k: int, device) -> References:
+    """Every dispatch rule and the no-wait bound (every job served at once by the fastest server)."""
+    per_rule = {r: dispatch_returns(r, core.cfg, trials, seed, k, device) for r in DISPATCH_RULES}
+    return References(rules={r: v["return"] for r, v in per_rule.items()},
+                      bound=no_wait_bound(core.cfg, trials, seed, k, device).numpy(),
+                      extra={"heuristic_job_time": {r: float(v["mean_job_time"].mean()) for r, v in per_rule.items()}})
+
+
+def fixed_policy(rule: str, cfg: LoadBalanceConfig, seed: int = 0, device="cpu") -> DispatchRule:
+    return DispatchRule(rule, cfg.service_rates, seed, device)
+
+
+def info_from_obs(obs, info: dict, cfg: LoadBalanceConfig) -> dict:
+    """What the dispatch rules read, filled in from an observation where the caller's info lacks it (inference
+    outside an env): the observed loads stand in for the true work, the last value is the incoming job's size."""
+    S = cfg.num_servers
+    scale = float(cfg.obs_scale)
+    info.setdefault("work", obs[:, :S].double() / scale)
+    info.setdefault("job_size", obs[:, S].double() / scale)
+    return info
+
+
+def footprint(env: dict, tasks: list[dict], units: int) -> tuple[int, str]:
+    S, J = int(env["num_servers"]), int(env["num_jobs"])
+    per = 5 * 8 * J + 2 * 8 * S + 4 * (S + 1)  # arrival, size, server, start, finish per job; busy; obs
+    return units * per, f"({J:,} jobs x 40 B + {S} servers x 20 B)"
+
+
+FAMILY = register_family(EnvFamily(
+    kind="load_balance", schema=LoadBalanceEnvConf, make_core=make_core, env_config=lb_config,
+    references=references, fixed_policy=fixed_policy, rules=DISPATCH_RULES, metrics=("mean_job_time",),
+    agent_names=("dispatch",), info_from_obs=info_from_obs, streams=lambda stream: stream == "jobs",
+    env_choices=("load_balance",), report_columns=("mean_job_time",), footprint=footprint))
+
+__all__ = ["FAMILY", "LoadBalanceEnvConf", "info_from_obs", "lb_config", "make_core"]
