@@ -3,12 +3,15 @@ report import none of them), checked by import-linter against the contracts in p
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,3 +30,38 @@ def test_every_package_says_what_it_may_import():
         doc = init.read_text().split('"""')
         assert len(doc) >= 3 and len(doc[1]) > 80, f"{init.relative_to(ROOT)} has no module docstring"
         assert "may import" in doc[1].lower(), f"{init.relative_to(ROOT)}'s docstring does not say what it may import"
+
+
+def _defaults(cls) -> dict:
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
+def test_config_files_hold_only_overrides_of_the_schema_defaults():
+    """Defaults live once, in the dataclasses: a group's YAML file sets only what differs from its schema."""
+    from dreamalloc.agents import agent_classes
+    from dreamalloc.core.family import FAMILIES
+    from dreamalloc.experiment.config import LoggerConf
+
+    schemas = {"agent": lambda n: agent_classes()[n].Config, "env": lambda n: FAMILIES[n].schema,
+               "logger": lambda n: LoggerConf}
+    checked, repeated = 0, []
+    for path in sorted((ROOT / "conf").glob("*/*.yaml")):
+        m = re.search(r"/schema/(\w+)/(\w+)@_here_", path.read_text())
+        if not m or m.group(1) not in schemas:
+            continue
+        defaults = _defaults(schemas[m.group(1)](m.group(2)))
+        for key, value in (yaml.safe_load(path.read_text()) or {}).items():
+            if key in ("defaults", "name", "kind") or key not in defaults:
+                continue
+            d = list(defaults[key]) if isinstance(defaults[key], tuple) else defaults[key]
+            if value == d and type(value) is type(d):
+                repeated.append(f"{path.relative_to(ROOT)}: {key}: {value!r}")
+        checked += 1
+    assert checked >= 10
+    assert not repeated, "config files repeat their schema's defaults: " + "; ".join(repeated)

@@ -4,9 +4,6 @@ bound on the same streams), the metrics its tables report and the heap picture o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import ClassVar
-
 import torch
 
 from dreamalloc.alloc.env import AllocConfig, AllocCore
@@ -14,40 +11,16 @@ from dreamalloc.alloc.heap import RULES, FreeRuns, HeapBatch, place_address
 from dreamalloc.alloc.references import capacity_bound, env_kwargs, heuristic_returns
 from dreamalloc.alloc.workloads import ALIASES, STREAMS, make_stream
 from dreamalloc.core.checks import COUNT, FINITE, NONNEG, ge
-from dreamalloc.core.family import EnvFamily, References, register_family
+from dreamalloc.core.family import EnvFamily, References, env_schema, register_family
 
 METRICS = ("frag_largest", "frag_runs", "utilisation", "allocations", "free_runs", "largest_free")
 
 
-@dataclass
-class AllocEnvConf:
-    """The allocation env group (``conf/env/alloc*.yaml``): every option of ``AllocConfig`` but the stream, which
-    the suite's tasks give, plus the number of heaps."""
-
-    RANGES: ClassVar[dict] = {"num_envs": COUNT, "cells": ge(2), "holes": COUNT, "history": NONNEG,
-                              "hole_features": NONNEG, "alloc_reward": FINITE, "invalid_reward": FINITE,
-                              "max_allocs": COUNT, "trial_episodes": COUNT}
-    kind: str = "alloc"
-    num_envs: int = 16
-    cells: int = 256
-    action: str = "heuristic"
-    heuristics: list[str] = field(default_factory=lambda: ["best", "worst", "first"])
-    holes: int = 8
-    align: str = "start"
-    bitmap: bool = True
-    history: int = 0
-    summary: bool = False
-    hole_features: int = 0
-    size_scale: str = "raw"
-    alloc_reward: float = 0.1
-    invalid_reward: float = -10.0
-    terminal_reward: str = "lim"
-    max_allocs: int | None = None
-    max_invalid: int | None = None  # address / hole spaces: truncate after this many invalid actions (None: max_allocs)
-    trial_episodes: int = 1  # K episodes per meta-RL trial in training (evaluation uses eval.episodes_per_trial)
-    meta_obs: bool = False  # previous action / reward / episode-start flag in the observation (RL^2 agents)
-    task_obs: bool = False  # the task id in the observation (an oracle; never for adaptive agents)
-    skip_forced: bool = False  # heuristic space: the env places requests on which every rule agrees itself
+AllocEnvConf = env_schema(  # conf/env/alloc*.yaml: AllocConfig's options but the stream (the suite gives it)
+    "AllocEnvConf", AllocConfig, kind="alloc", exclude=("stream", "stream_params", "ideal"),
+    types={"heuristics": list[str]},
+    ranges={"num_envs": COUNT, "cells": ge(2), "holes": COUNT, "history": NONNEG, "hole_features": NONNEG,
+            "alloc_reward": FINITE, "invalid_reward": FINITE, "max_allocs": COUNT, "trial_episodes": COUNT})
 
 
 def alloc_config(env: dict, tasks: list[dict]) -> AllocConfig:

@@ -9,6 +9,8 @@ a picture of a row's state for timelines. A new family is one package with one `
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +58,29 @@ class EnvFamily:
     footprint: Callable[[dict, list, int], tuple[int, str]] | None = None
 
 
+def env_schema(name: str, config_cls: type, kind: str, exclude: tuple[str, ...] = (), types: dict | None = None,
+               ranges: dict | None = None, num_envs: int = 16) -> type:
+    """The dataclass of a family's env config group (its Hydra schema), made from the family's own config dataclass
+    so that every option and default is written once: ``kind`` and ``num_envs`` first, then each field of
+    ``config_cls`` but ``exclude`` (what the suite's tasks give), with ``types`` replacing the annotations Hydra
+    cannot hold (a tuple becomes a list). ``ranges`` is its ``RANGES`` table (core.checks)."""
+    hints, types = typing.get_type_hints(config_cls), dict(types or {})
+    spec: list = [("kind", str, field(default=kind)), ("num_envs", int, field(default=num_envs))]
+    for f in dataclasses.fields(config_cls):
+        if f.name in exclude:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if isinstance(default, tuple | list | dict):
+            spec.append((f.name, types.get(f.name, hints[f.name]),
+                         field(default_factory=lambda d=default: type(d)(d) if isinstance(d, dict) else list(d))))
+        else:
+            spec.append((f.name, types.get(f.name, hints[f.name]), field(default=default)))
+    cls = dataclasses.make_dataclass(name, spec)
+    cls.RANGES = dict(ranges or {})
+    cls.__doc__ = f"The env group of the {kind} family: ``{config_cls.__name__}``'s options but {', '.join(exclude)}."
+    return cls
+
+
 FAMILIES: dict[str, EnvFamily] = {}
 
 
@@ -72,4 +97,4 @@ def family(kind: str) -> EnvFamily:
     return FAMILIES[kind]
 
 
-__all__ = ["FAMILIES", "EnvFamily", "References", "family", "register_family"]
+__all__ = ["FAMILIES", "EnvFamily", "References", "env_schema", "family", "register_family"]

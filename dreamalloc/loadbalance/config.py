@@ -125,12 +125,9 @@ class LoadBalanceConfig:
     meta_obs: bool = False  # previous action (one-hot), previous reward, episode-start flag (RL^2)
     task_obs: bool = False  # the task id one-hot (an oracle, off for adaptive agents)
     # size cap of every job law that sets none: 0 = none (park-project/park); FORK_SIZE_MAX = 10,000 (ratnadeepb/park)
-    size_max: float = 0
+    size_max: float = 0.0
     # a running job adds to its server's observed load its remaining time (Park now) or work (Park < 2019-03)
     load_obs: str = "time"
-
-    kind = "load_balance"  # class attribute: how the harness tells env families apart
-    action = "server"
 
     @classmethod
     def from_kwargs(cls, base: LoadBalanceConfig | None = None, **kwargs) -> LoadBalanceConfig:

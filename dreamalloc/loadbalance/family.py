@@ -4,38 +4,19 @@ rule and the no-wait bound on the same streams), and the metric its tables repor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
-
 from dreamalloc.core.checks import COUNT, POSITIVE, Range
-from dreamalloc.core.family import EnvFamily, References, register_family
+from dreamalloc.core.family import EnvFamily, References, env_schema, register_family
 from dreamalloc.loadbalance.config import LoadBalanceConfig
 from dreamalloc.loadbalance.env import LoadBalanceCore
 from dreamalloc.loadbalance.references import dispatch_returns, no_wait_bound
 from dreamalloc.loadbalance.rules import DISPATCH_RULES, DispatchRule
 
-
-@dataclass
-class LoadBalanceEnvConf:
-    """The load-balancing env group (``conf/env/load_balance.yaml``): LoadBalanceConfig but the job laws, which the
-    suite's tasks give, plus the number of envs."""
-
-    RANGES: ClassVar[dict] = {"num_envs": COUNT, "num_servers": COUNT, "num_jobs": COUNT,
-                              "service_rates": Range(0, lo_open=True, each=True), "obs_high": POSITIVE,
-                              "obs_scale": POSITIVE, "reward_scale": POSITIVE, "trial_episodes": COUNT}
-    kind: str = "load_balance"
-    num_envs: int = 16
-    num_servers: int = 10
-    service_rates: list[float] | None = None  # None: Park's 0.15, 0.25, ... for num_servers
-    num_jobs: int = 1000
-    obs_high: float = 5e5
-    obs_scale: float = 1.0
-    reward_scale: float = 1.0
-    trial_episodes: int = 1
-    meta_obs: bool = False
-    task_obs: bool = False
-    size_max: float = 0.0  # job size cap of the laws that set none: 0 = none (Park); 10000 = the fork ratnadeepb/park
-    load_obs: str = "time"  # time (Park as it is) | work (Park before 2019-03): the running job in a server's load
+LoadBalanceEnvConf = env_schema(  # conf/env/load_balance.yaml: LoadBalanceConfig's options but the job laws
+    "LoadBalanceEnvConf", LoadBalanceConfig, kind="load_balance", exclude=("tasks",),
+    types={"service_rates": list[float] | None},
+    ranges={"num_envs": COUNT, "num_servers": COUNT, "num_jobs": COUNT,
+            "service_rates": Range(0, lo_open=True, each=True), "obs_high": POSITIVE, "obs_scale": POSITIVE,
+            "reward_scale": POSITIVE, "trial_episodes": COUNT})
 
 
 def lb_config(env: dict, tasks: list[dict]) -> LoadBalanceConfig:
