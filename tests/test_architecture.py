@@ -65,3 +65,27 @@ def test_config_files_hold_only_overrides_of_the_schema_defaults():
         checked += 1
     assert checked >= 10
     assert not repeated, "config files repeat their schema's defaults: " + "; ".join(repeated)
+
+
+def test_a_checkpoint_written_before_the_families_still_loads():
+    """tests/data/pre_families_a2c_lb.safetensors was written by the code before the batched-core redesign
+    (commit c17aa1c: python train.py experiment=redovian2025_standard agent=a2c env.num_envs=2 env.num_jobs=32
+    steps=256): its agent, meta and env state load into today's classes, and the agent acts."""
+    import torch
+
+    import dreamalloc
+    from dreamalloc.experiment.checkpoint import load_checkpoint
+    from dreamalloc.experiment.config import make_core
+
+    path = ROOT / "tests" / "data" / "pre_families_a2c_lb.safetensors"
+    policy = dreamalloc.load_agent(path)
+    assert policy.meta["agent"] == "a2c" and policy.meta["action_space"] == "server" and policy.step == 256
+    payload = load_checkpoint(path)
+    core = make_core(policy.config.env, policy.config.suite.train, 2, "cpu")
+    core.load_state_dict(payload["env"])
+    obs, info = core.current()
+    assert obs.shape == (2, policy.obs_dim) and bool((core.episode >= 0).all())
+    action, _ = policy.predict(obs, info={k: v for k, v in info.items() if isinstance(v, torch.Tensor)})
+    assert action.shape == (2,) and ((action >= 0) & (action < 10)).all()
+    obs2, reward, *_ = core.step(torch.as_tensor(action))
+    assert torch.isfinite(reward).all()

@@ -428,7 +428,8 @@ def test_presets_select_the_variant():
 
 def test_dispatch_agent_refuses_the_allocator():
     cfg = _cfg(["agent=dispatch"])
-    with pytest.raises(ValueError, match="load-balance env"):
+    with pytest.raises(ValueError, match="agent=dispatch plays fixed rules of another env family .*load_balance.*"
+                                         "use agent=heuristic"):
         from dreamalloc.experiment.config import make_core
         from dreamalloc.experiment.training import build_agent
         core = make_core(cfg.env, cfg.suite.train, 1, "cpu")

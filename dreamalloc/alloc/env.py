@@ -46,6 +46,7 @@ import torch
 from dreamalloc.alloc.heap import ALIGNS, RULES, FreeRuns, HeapBatch, heap_metrics, place_address
 from dreamalloc.alloc.workloads import ALLOC, FREE, FREE_ALL, make_stream
 from dreamalloc.core.actions import ActionSpec
+from dreamalloc.core.family import config_from_kwargs
 from dreamalloc.core.tasks import expand_tasks
 from dreamalloc.core.trials import Trials
 
@@ -85,11 +86,7 @@ class AllocConfig:
     @classmethod
     def from_kwargs(cls, base: AllocConfig | None = None, **kwargs) -> AllocConfig:
         """A config from keyword arguments (over ``base``); an unknown option is an error listing the valid ones."""
-        unknown = sorted(set(kwargs) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"unknown allocation env option(s) {unknown}; valid options: "
-                             f"{', '.join(sorted(cls.__dataclass_fields__))}")
-        return cls(**{**(base.__dict__ if base is not None else {}), **kwargs})
+        return config_from_kwargs(cls, base, "allocation env", kwargs)
 
     def validate(self) -> AllocConfig:
         def bad(msg):

@@ -11,7 +11,7 @@ from dreamalloc.alloc.heap import RULES, FreeRuns, HeapBatch, place_address
 from dreamalloc.alloc.references import capacity_bound, env_kwargs, heuristic_returns
 from dreamalloc.alloc.workloads import ALIASES, STREAMS, make_stream
 from dreamalloc.core.checks import COUNT, FINITE, NONNEG, ge
-from dreamalloc.core.family import EnvFamily, References, env_schema, register_family
+from dreamalloc.core.family import EnvFamily, References, core_builder, env_schema, register_family
 
 METRICS = ("frag_largest", "frag_runs", "utilisation", "allocations", "free_runs", "largest_free")
 
@@ -34,12 +34,7 @@ def alloc_config(env: dict, tasks: list[dict]) -> AllocConfig:
     return AllocConfig(stream=stream, stream_params=params, **e).validate()
 
 
-def make_core(env: dict, tasks: list[dict], num_envs: int, device, autoreset: bool = True,
-              trial_episodes: int | None = None) -> AllocCore:
-    cfg = alloc_config(env, tasks)
-    if trial_episodes is not None:
-        cfg.trial_episodes = int(trial_episodes)
-    return AllocCore(int(num_envs), cfg, device=device, autoreset=autoreset)
+make_core = core_builder(alloc_config, AllocCore)
 
 
 def references(core: AllocCore, trials: int, seed: int, k: int, device) -> References:

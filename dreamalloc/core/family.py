@@ -81,6 +81,30 @@ def env_schema(name: str, config_cls: type, kind: str, exclude: tuple[str, ...] 
     return cls
 
 
+def core_builder(env_config: Callable[[dict, list], Any], core_cls: type) -> Callable[..., Any]:
+    """The usual ``make_core`` of a family: its config from the env node and tasks, K overridden when asked, then
+    ``core_cls(num_envs, config, device=..., autoreset=...)``."""
+
+    def make_core(env: dict, tasks: list, num_envs: int, device, autoreset: bool = True,
+                  trial_episodes: int | None = None):
+        cfg = env_config(env, tasks)
+        if trial_episodes is not None:
+            cfg.trial_episodes = int(trial_episodes)
+        return core_cls(int(num_envs), cfg, device=device, autoreset=autoreset)
+
+    return make_core
+
+
+def config_from_kwargs(cls: type, base, what: str, kwargs: dict):
+    """A family config dataclass from keyword arguments over ``base``; an unknown option is an error listing the
+    valid ones (``what`` names the env in the message)."""
+    unknown = sorted(set(kwargs) - set(cls.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"unknown {what} option(s) {unknown}; valid options: "
+                         f"{', '.join(sorted(cls.__dataclass_fields__))}")
+    return cls(**{**(base.__dict__ if base is not None else {}), **kwargs})
+
+
 FAMILIES: dict[str, EnvFamily] = {}
 
 
@@ -97,4 +121,5 @@ def family(kind: str) -> EnvFamily:
     return FAMILIES[kind]
 
 
-__all__ = ["FAMILIES", "EnvFamily", "References", "env_schema", "family", "register_family"]
+__all__ = ["FAMILIES", "EnvFamily", "References", "config_from_kwargs", "core_builder", "env_schema", "family",
+           "register_family"]

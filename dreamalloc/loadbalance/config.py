@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dreamalloc.core.family import config_from_kwargs
 from dreamalloc.core.tasks import expand_tasks
 
 SIZE_DISTS = ("pareto", "exponential", "lognormal", "constant")
@@ -131,11 +132,7 @@ class LoadBalanceConfig:
 
     @classmethod
     def from_kwargs(cls, base: LoadBalanceConfig | None = None, **kwargs) -> LoadBalanceConfig:
-        unknown = sorted(set(kwargs) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"unknown load-balance env option(s) {unknown}; valid options: "
-                             f"{', '.join(sorted(cls.__dataclass_fields__))}")
-        return cls(**{**(base.__dict__ if base is not None else {}), **kwargs})
+        return config_from_kwargs(cls, base, "load-balance env", kwargs)
 
     def validate(self) -> LoadBalanceConfig:
         for name, low in (("num_servers", 1), ("num_jobs", 1), ("trial_episodes", 1)):

@@ -53,6 +53,7 @@ class LoadBalanceDomain:
         self.device = dev = torch.device(device)
         self.obs_dim, self.n_actions, self.n_tasks = self.S + 1, self.S, cfg.n_tasks
         self.max_episode_steps = self.J
+        self.action_space = "server"  # the action picks a server (recorded in checkpoints' meta)
         B, S, J = self.B, self.S, self.J
         self.rates = torch.tensor(cfg.service_rates, dtype=torch.float64, device=dev)
         self.law = self._law_table()  # [T, J, 5]: interval, dist code, shape, scale, max

@@ -5,7 +5,7 @@ rule and the no-wait bound on the same streams), and the metric its tables repor
 from __future__ import annotations
 
 from dreamalloc.core.checks import COUNT, POSITIVE, Range
-from dreamalloc.core.family import EnvFamily, References, env_schema, register_family
+from dreamalloc.core.family import EnvFamily, References, core_builder, env_schema, register_family
 from dreamalloc.loadbalance.config import LoadBalanceConfig
 from dreamalloc.loadbalance.env import LoadBalanceCore
 from dreamalloc.loadbalance.references import dispatch_returns, no_wait_bound
@@ -26,12 +26,7 @@ def lb_config(env: dict, tasks: list[dict]) -> LoadBalanceConfig:
     return LoadBalanceConfig(tasks=list(tasks), **e).validate()
 
 
-def make_core(env: dict, tasks: list[dict], num_envs: int, device, autoreset: bool = True,
-              trial_episodes: int | None = None) -> LoadBalanceCore:
-    cfg = lb_config(env, tasks)
-    if trial_episodes is not None:
-        cfg.trial_episodes = int(trial_episodes)
-    return LoadBalanceCore(int(num_envs), cfg, device=device, autoreset=autoreset)
+make_core = core_builder(lb_config, LoadBalanceCore)
 
 
 def references(core: LoadBalanceCore, trials: int, seed: int, k: int, device) -> References:
