@@ -36,7 +36,8 @@ sys.path.insert(0, str(ROOT))
 from dreamalloc.agents import agent_classes, make_agent  # noqa: E402
 from dreamalloc.alloc.env import AllocConfig, AllocCore  # noqa: E402
 from dreamalloc.alloc.vector import make_alloc_vecenv  # noqa: E402
-from dreamalloc.core.gym_vec import GymVecCore, evaluate, fit  # noqa: E402
+from dreamalloc.core.driver import drive, evaluate  # noqa: E402
+from dreamalloc.core.gym_vec import GymVecCore  # noqa: E402
 
 ALGOS = ("ppo", "a2c", "dqn")
 
@@ -106,7 +107,7 @@ def train_ours(algo, core, hp, steps, seed):
                        core.n_actions if hasattr(core, "n_actions") else core.cfg.n_actions,
                        getattr(core, "cfg", None), core.device, **hp)
     with Clock() as clock:
-        fit(agent, core, steps, seed=seed)
+        drive(agent, core, steps, seed=seed)
     return agent, clock
 
 

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from dreamalloc.agents import make_agent
-from dreamalloc.core.gym_vec import GymVecCore, evaluate, fit
+from dreamalloc.core.driver import drive, evaluate
+from dreamalloc.core.gym_vec import GymVecCore
 
 # The 1M preset (conf/agent/dreamer_1m.yaml) with what a short CPU budget needs: a larger learning rate and a
 # shorter warm-up (few updates), and imagination from the last 16 steps of each replayed sequence.
@@ -43,7 +44,7 @@ def run(steps: int = 50_000, seed: int = 0, envs: int = 4, eval_every: int = 500
             log(json.dumps(point))
         return False
 
-    fit(agent, core, steps, seed=seed, on_step=on_step)
+    drive(agent, core, steps, seed=seed, on_step=on_step)
     return {"seed": seed, "steps": steps, "hparams": hp, "curve": curve, "final_eval_return": curve[-1]["eval_return"],
             "wall_s": round(time.perf_counter() - t0, 1)}
 

@@ -1,6 +1,6 @@
 """RL^2-PPO on Duan et al.'s meta-RL sanity tasks, against the paper's numbers (docs/reference.md §6).
 
-Trains ``rl2_ppo`` with the gym_vec fit loop (the act / observe / update cycle of train.py) on Bernoulli
+Trains ``rl2_ppo`` with ``core.driver.drive`` (the act / observe / update cycle of train.py) on Bernoulli
 bandits or random tabular MDPs, then measures total reward per trial on 1,000 fresh instances (seeds never
 used in training), greedy and sampled, with a 95% confidence interval, next to random and the paper's
 RL^2 and classic baselines. Results and commands: docs/rl2.md.
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from dreamalloc.agents.rl2_ppo import RL2PPOAgent
-from dreamalloc.core.gym_vec import fit
+from dreamalloc.core.driver import drive
 from dreamalloc.experiment.checkpoint import load_checkpoint, save_checkpoint
 from dreamalloc.metatasks.baselines import (
     PSRL,
@@ -48,7 +48,7 @@ TASKS = {
 
 
 def train(agent, core, steps: int, seed: int, minutes: float | None, log_every: int) -> tuple[int, list[float]]:
-    """gym_vec.fit's act / observe / update cycle, stopped at ``steps`` env steps or after ``minutes`` of
+    """core.driver.drive's act / observe / update cycle, stopped at ``steps`` env steps or after ``minutes`` of
     wall-clock (whichever comes first); prints the mean trial return now and then. Returns (steps done,
     trial returns)."""
     deadline = None if minutes is None else time.perf_counter() + 60.0 * minutes
@@ -61,7 +61,7 @@ def train(agent, core, steps: int, seed: int, minutes: float | None, log_every: 
             print(f"  {step:>10,} steps  mean trial return (last 1000) {np.mean(returns[-1000:]):.3f}", flush=True)
         return deadline is not None and time.perf_counter() >= deadline
 
-    returns = fit(agent, core, steps, seed=seed, on_step=on_step, returns_key="trial")
+    returns = drive(agent, core, steps, seed=seed, on_step=on_step, returns_key="trial")
     return done[0], returns
 
 

@@ -17,7 +17,8 @@ from omegaconf import OmegaConf
 from dreamalloc.agents import agent_classes, make_agent
 from dreamalloc.agents.dqn import DQNAgent
 from dreamalloc.alloc.env import AllocConfig, AllocCore
-from dreamalloc.core.gym_vec import GymVecCore, evaluate, fit
+from dreamalloc.core.driver import drive, evaluate
+from dreamalloc.core.gym_vec import GymVecCore
 from dreamalloc.experiment.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from dreamalloc.experiment.cli import register_configs  # noqa: F401  (registers the schemas)
 from dreamalloc.experiment.training import run_checkpoint_dir, train
@@ -237,7 +238,7 @@ def test_save_load_continues_identically(tmp_path):
     hp = dict(total_steps=800, learning_starts=64, batch_size=16, target_update_interval=96, lr=1e-3)
     torch.manual_seed(1)
     a1, c1 = DQNAgent(cfg.obs_dim, cfg.n_actions, cfg, "cpu", **hp), AllocCore(8, cfg)
-    fit(a1, c1, 400, seed=5)
+    drive(a1, c1, 400, seed=5)
     path = save_checkpoint(tmp_path / "rt.safetensors", {"agent": a1.state_dict(include_replay=True),
                                                           "env": c1.state_dict()})
     saved = load_checkpoint(path)
@@ -279,7 +280,7 @@ def test_learning_rises_on_a_chain():
     torch.manual_seed(0)
     agent = DQNAgent(4, 2, None, "cpu", total_steps=3000, lr=3e-3, gamma=0.9, learning_starts=200,
                      target_update_interval=200, exploration_fraction=0.3, hidden=[16])
-    returns = fit(agent, Chain(4), 3000)
+    returns = drive(agent, Chain(4), 3000)
     after = evaluate(agent, Chain(8), 16)
     assert after.mean() == 1.0, after
     assert np.mean(returns[:100]) < 0.3 and np.mean(returns[-100:]) > 0.7
@@ -309,7 +310,7 @@ def test_learning_rises_on_a_contextual_bandit():
 
     agent = DQNAgent(4, 4, None, "cpu", total_steps=4000, lr=3e-3, learning_starts=200, hidden=[16],
                      exploration_fraction=0.2, train_freq=1)
-    returns = fit(agent, Bandit(), 4000)
+    returns = drive(agent, Bandit(), 4000)
     assert np.mean(returns[:200]) < 0.35 and np.mean(returns[-400:]) > 0.9
     assert evaluate(agent, Bandit(), 64).mean() == 1.0
 
@@ -379,7 +380,7 @@ def test_cartpole_reaches_400():
     core = GymVecCore("CartPole-v1", 1)
     agent = make_agent("dqn", core.obs_dim, core.n_actions, None, "cpu", **CARTPOLE)
     t0 = time.perf_counter()
-    fit(agent, core, CARTPOLE["total_steps"], seed=0)
+    drive(agent, core, CARTPOLE["total_steps"], seed=0)
     wall = time.perf_counter() - t0
     returns = evaluate(agent, GymVecCore("CartPole-v1", 10), 100)
     print(f"dqn: {CARTPOLE['total_steps']} env steps in {wall:.1f} s, mean evaluation return {returns.mean():.1f}")

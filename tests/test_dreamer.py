@@ -482,7 +482,8 @@ class GymPair(gym.Env):
 
 
 def test_gym_multi_discrete_env_trains_dreamer():
-    from dreamalloc.core.gym_vec import GymVecCore, fit
+    from dreamalloc.core.driver import drive
+    from dreamalloc.core.gym_vec import GymVecCore
 
     if "dreamalloc-test/Pair-v0" not in gym.registry:
         gym.register("dreamalloc-test/Pair-v0", entry_point=GymPair)
@@ -490,7 +491,7 @@ def test_gym_multi_discrete_env_trains_dreamer():
     assert core.n_actions == (3, 4)
     torch.manual_seed(0)
     a = tiny(obs_dim=4, n_actions=core.n_actions)
-    returns = fit(a, core, 80)
+    returns = drive(a, core, 80)
     assert a.n_updates > 0 and len(returns) == 2 * 80 // (2 * 4)
 
 

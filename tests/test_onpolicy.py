@@ -19,7 +19,8 @@ from dreamalloc.agents.onpolicy import Rollout, gumbel_argmax, policy_terms
 from dreamalloc.agents.ppo import ppo_loss
 from dreamalloc.agents.returns import gae, nstep_returns
 from dreamalloc.alloc.env import AllocConfig, AllocCore
-from dreamalloc.core.gym_vec import GymVecCore, evaluate, fit
+from dreamalloc.core.driver import drive, evaluate
+from dreamalloc.core.gym_vec import GymVecCore
 from dreamalloc.experiment.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from dreamalloc.experiment.cli import register_configs  # noqa: F401  (registers the schemas)
 from dreamalloc.experiment.training import run_checkpoint_dir, train
@@ -251,7 +252,7 @@ def test_learning_rises_on_a_tiny_heap(algo, hp):
     cfg = AllocConfig(cells=32, stream="bf-good").validate()
     agent = make_agent(algo, cfg.obs_dim, cfg.n_actions, cfg, "cpu", **hp)
     before = evaluate(agent, AllocCore(32, cfg), 64, deterministic=False).mean()
-    returns = fit(agent, AllocCore(16, cfg), 8000, seed=0)
+    returns = drive(agent, AllocCore(16, cfg), 8000, seed=0)
     after = evaluate(agent, AllocCore(32, cfg), 64).mean()
     assert before < 1.2 and after > 1.5, (before, after)
     assert np.mean(returns[-50:]) > np.mean(returns[:50]) + 0.2
@@ -339,7 +340,7 @@ def test_cartpole_solved(algo):
     core = GymVecCore("CartPole-v1", 8)
     agent = make_agent(algo, core.obs_dim, core.n_actions, None, "cpu", **hp)
     t0 = time.perf_counter()
-    fit(agent, core, steps, seed=0)
+    drive(agent, core, steps, seed=0)
     wall = time.perf_counter() - t0
     returns = evaluate(agent, GymVecCore("CartPole-v1", 8), 100)
     print(f"{algo}: {steps} env steps in {wall:.1f} s, mean evaluation return {returns.mean():.1f}")

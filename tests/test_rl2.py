@@ -17,7 +17,7 @@ from dreamalloc.agents import agent_classes, make_agent
 from dreamalloc.agents.onpolicy import policy_terms
 from dreamalloc.agents.rl2_ppo import RecurrentRollout, RL2PPOAgent
 from dreamalloc.alloc.env import AllocConfig, AllocCore
-from dreamalloc.core.gym_vec import fit
+from dreamalloc.core.driver import drive
 from dreamalloc.experiment.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from dreamalloc.experiment.cli import register_configs  # noqa: F401  (registers the schemas)
 from dreamalloc.experiment.training import run_checkpoint_dir, train
@@ -197,7 +197,7 @@ def test_learns_two_armed_bandits():
     core = BanditCore(32, arms=2, pulls=10)
     agent = RL2PPOAgent(core.obs_dim, 2, None, "cpu", n_steps=50, bptt=10, batch_size=400, n_epochs=4,
                         hidden=[32], rnn_hidden=32, lr=1e-2, clip=0.2, ent_coef=0.01)
-    fit(agent, core, 32_000, seed=0)
+    drive(agent, core, 32_000, seed=0)
     x = evaluate_trials(agent, BanditCore(1000, 2, 10), 1000, seed=10**9, deterministic=True)
     floor = evaluate_trials(RandomPolicy(), BanditCore(1000, 2, 10), 1000, seed=10**9)
     assert abs(floor.mean() - 5.0) < 0.25

@@ -1,4 +1,4 @@
-"""Any gymnasium vector env behind the batched core's tensor interface, plus a plain training loop.
+"""Any gymnasium vector env behind the batched core's tensor interface (``core.driver`` trains agents on it).
 
 Agents are written against ``AllocCore`` (tensors in, tensors out, SAME_STEP autoreset with ``final_obs``
 and ``episode`` in info). ``GymVecCore`` gives e.g. CartPole-v1 that same face, so the baselines can be
@@ -100,37 +100,4 @@ class GymVecCore:
         self.env.close()
 
 
-def fit(agent, core, steps: int, seed: int = 0, on_step=None, returns_key: str = "episode") -> list[float]:
-    """Train ``agent`` for ``steps`` env steps on ``core`` (the same act / observe / update cycle as
-    train.py); returns the returns of the episodes (``returns_key="trial"``: the trials) finished along the
-    way. ``on_step(step, returns)`` runs after every update (evaluations, logs); returning True stops early."""
-    obs, info = core.reset(seed=seed)
-    state = agent.initial_state(core.B)
-    returns: list[float] = []
-    step = 0
-    while step < steps:
-        action, state = agent.act(obs, state, info)
-        next_obs, reward, term, trunc, info = core.step(action)
-        agent.observe(obs, action, reward, term, trunc, info.get("final_obs", next_obs), info)
-        obs = next_obs
-        step += core.B
-        if returns_key in info:
-            returns.extend(info[returns_key]["r"][info["_" + returns_key]].tolist())
-        agent.update(step)
-        if on_step is not None and on_step(step, returns):
-            break
-    return returns
-
-
-def evaluate(agent, core, episodes: int, seed: int = 10_000, deterministic: bool = True) -> np.ndarray:
-    """Returns of the first ``episodes`` episodes to finish (the agent's state reset once at the start)."""
-    obs, info = core.reset(seed=seed)
-    state = agent.initial_state(core.B)
-    out: list[float] = []
-    while len(out) < episodes:
-        with torch.no_grad():
-            action, state = agent.act(obs, state, info, deterministic)
-        obs, _, _, _, info = core.step(action)
-        if "episode" in info:
-            out.extend(info["episode"]["r"][info["_episode"]].tolist())
-    return np.asarray(out[:episodes])
+__all__ = ["GymVecCore"]

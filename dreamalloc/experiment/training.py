@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from dreamalloc.agents import agent_classes, make_agent
 from dreamalloc.agents.base import NonFiniteLossError, nonfinite_parameter
+from dreamalloc.core.driver import Driver
 from dreamalloc.experiment.checkpoint import (
     CheckpointError,
     check_meta,
@@ -292,9 +293,11 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         set_rng_state(payload["rng"])
         step, episodes = int(payload["step"]), int(payload["episodes"])
         loop = payload.get("loop") or {}
-        obs, info = core.current()
+    driver = Driver(core, agent)  # the act / step / observe cycle; the loop below adds updates, logs, checkpoints
+    if payload is not None:
+        driver.resume()
     else:
-        obs, info = core.reset(seed=int(cfg.seed) * TRAIN_SEED_STRIDE)
+        driver.reset(seed=int(cfg.seed) * TRAIN_SEED_STRIDE)
 
     def every(key: str) -> int:
         return int(OmegaConf.select(cfg, key))
@@ -342,7 +345,6 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     show = cfg.progress == "on" or (cfg.progress == "auto" and sys.stderr.isatty())
     bar = tqdm(total=total, initial=min(step, total), disable=not show, unit="step",
                dynamic_ncols=True, desc=run_name(cfg, overrides))
-    state = agent.initial_state(B)
     t0, s0 = time.perf_counter(), step
     last_eval, path, final = None, None, None
     phase_evals: dict[str, dict] = {}
@@ -361,13 +363,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
                 (run_dir / f"eval_after_{phases[phase][0]}.txt").write_text(f"step_{step:012d}\n")
                 phase += 1
                 core = make_core(cfg.env, phases[phase][1], B, device)
-                obs, info = core.reset(seed=int(cfg.seed) * TRAIN_SEED_STRIDE + phase * 7_919)
-                state = agent.initial_state(B)
-            action, state = agent.act(obs, state, info)
-            next_obs, reward, term, trunc, info = core.step(action)
-            final_obs = info.get("final_obs", next_obs)
-            agent.observe(obs, action, reward, term, trunc, final_obs, info)
-            obs = next_obs
+                driver = Driver(core, agent)
+                driver.reset(seed=int(cfg.seed) * TRAIN_SEED_STRIDE + phase * 7_919)
+            _, _, _, info = driver.step()
             step += B
             if "episode" in info:
                 done = info["_episode"]
