@@ -21,6 +21,7 @@ import signal
 import sys
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -101,14 +102,6 @@ def method_name(cfg: DictConfig) -> str:
     if getattr(agent_classes().get(cfg.agent.name), "fixed", False):
         return f"{cfg.agent.name}:{cfg.agent.rule}"
     return str(cfg.agent.name)
-
-
-def training_phases(cfg: DictConfig) -> list[tuple[str, Any, int]]:
-    """[(phase, training tasks, last env step)]: one phase of ``steps``, or with protocol=forgetting two
-    (suite.train, then suite.train_b), ``steps`` each."""
-    if cfg.protocol == "forgetting":
-        return [("A", cfg.suite.train, int(cfg.steps)), ("B", cfg.suite.train_b, 2 * int(cfg.steps))]
-    return [("train", cfg.suite.train, int(cfg.steps))]
 
 
 def forgetting_report(after_a: dict, after_b: dict) -> dict[str, float]:
@@ -253,176 +246,241 @@ def resumed_config(cfg: DictConfig, payload: dict, path: Path, overrides: list[s
 
 # --------------------------------------------------------------------------------------------- training
 
-def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Train (or continue) the run ``cfg`` describes; ``overrides`` are its command-line overrides (read from
-    Hydra when None), which name its checkpoint folder and are checked against a checkpoint on resume."""
-    overrides = task_overrides() if overrides is None else list(overrides)
-    if OmegaConf.select(cfg, "checkpoint", default=None):
-        raise ValueError("config error: checkpoint= is read by evaluate.py only; to continue a run pass "
-                         "resume=PATH (a run directory, a checkpoint folder or file) or resume=true")
-    found = find_resume(cfg, overrides)
-    resume_from, payload = found if found is not None else (None, None)
-    if payload is not None:
-        cfg = resumed_config(cfg, payload, resume_from, overrides)
-    validate(cfg)
-    device = select_device(cfg.device)
-    seed_everything(int(cfg.seed))
-    run_dir = Path(payload["run_dir"]) if payload else Path(cfg.run_dir)
-    B = int(cfg.env.num_envs)
-    phases = training_phases(cfg)
-    total = phases[-1][2]
-    phase = next(i for i, p in enumerate(phases) if p[2] > (int(payload["step"]) if payload else 0) or
-                 i == len(phases) - 1)
-    core = make_core(cfg.env, phases[phase][1], B, device)
-    agent = build_agent(cfg, core, device)
-    ckpt_dir = resume_from.parent if payload else fresh_checkpoint_dir(cfg, run_name(cfg, overrides))
-    for stale in ckpt_dir.glob(".ckpt_*.tmp-*") if payload else ():  # a write killed half-way: never a checkpoint
-        stale.unlink(missing_ok=True)
-    check_writable(run_dir, "the run directory")
-    check_writable(ckpt_dir, "the checkpoint folder")
-    (run_dir / "checkpoint_dir.txt").write_text(str(ckpt_dir.resolve()) + "\n")
-    if payload is None:
-        (ckpt_dir / "run.json").write_text(json.dumps({"run_dir": str(run_dir.resolve()), "name": ckpt_dir.name,
-                                                       "command": list(sys.argv)}, indent=1) + "\n")
-    step, episodes = 0, 0
-    loop = {}
-    if payload is not None:
-        check_meta(resume_from, payload.get("meta"), agent.meta())  # another agent / env shape: a clear error
-        agent.load_state_dict(payload["agent"])
-        core.load_state_dict(payload["env"])
-        set_rng_state(payload["rng"])
-        step, episodes = int(payload["step"]), int(payload["episodes"])
-        loop = payload.get("loop") or {}
-    driver = Driver(core, agent)  # the act / step / observe cycle; the loop below adds updates, logs, checkpoints
-    if payload is not None:
-        driver.resume()
-    else:
-        driver.reset(seed=int(cfg.seed) * TRAIN_SEED_STRIDE)
+@dataclass
+class Phase:
+    """A training phase of a protocol: train on ``tasks`` until env step ``until``, evaluate at its end."""
 
-    def every(key: str) -> int:
-        return int(OmegaConf.select(cfg, key))
+    name: str
+    tasks: Any
+    until: int
 
-    def next_after(key: str) -> int | None:  # the first multiple of the interval past the current step
-        return (step // every(key) + 1) * every(key) if every(key) else None
 
-    next_eval, next_ckpt = next_after("eval.every"), next_after("checkpoint_every")
-    next_log = int(loop.get("next_log", step + every("logger.every")))
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    logger = Logger(run_dir, resolved, mode=cfg.logger.mode, project=cfg.logger.project, entity=cfg.logger.entity,
-                    name=run_name(cfg, overrides), group=cfg.logger.group, tags=list(cfg.logger.tags),
-                    resume_id=payload.get("wandb_id") if payload else None,
-                    resume_lines=int(loop["metric_lines"]) if "metric_lines" in loop else None,
-                    resume_step=step if payload else None)
-    recent: deque[float] = deque(loop.get("recent", []), maxlen=100)
-    written: list[str] = list(loop.get("written", []))  # checkpoint names this run wrote (the only ones it prunes)
-    updates_seen = getattr(agent, "n_updates", 0)
+def protocol_phases(cfg: DictConfig) -> list[Phase]:
+    """The training phases of ``cfg.protocol``: one phase of ``steps`` (standard, adaptive), or, for forgetting, two
+    of ``steps`` each (suite.train = A, then suite.train_b = B)."""
+    if cfg.protocol == "forgetting":
+        return [Phase("A", cfg.suite.train, int(cfg.steps)), Phase("B", cfg.suite.train_b, 2 * int(cfg.steps))]
+    return [Phase("train", cfg.suite.train, int(cfg.steps))]
 
-    def save(at: int) -> Path:
-        path = checkpoint_path(ckpt_dir, at)
-        names = written + ([path.name] if path.name not in written else [])
+
+class Run:
+    """One training run and everything a checkpoint carries: the config, the run and checkpoint folders, the env
+    core and the agent stepped by a ``Driver``, the logger, the counters (env steps, episodes, the rolling return
+    window, the next log step) and the checkpoints this run wrote. ``Run(cfg, overrides)`` starts a fresh run or,
+    with ``resume``, continues one from its checkpoint."""
+
+    def __init__(self, cfg: DictConfig, overrides: list[str]):
+        if OmegaConf.select(cfg, "checkpoint", default=None):
+            raise ValueError("config error: checkpoint= is read by evaluate.py only; to continue a run pass "
+                             "resume=PATH (a run directory, a checkpoint folder or file) or resume=true")
+        found = find_resume(cfg, overrides)
+        resume_from, payload = found if found is not None else (None, None)
+        if payload is not None:
+            cfg = resumed_config(cfg, payload, resume_from, overrides)
+        validate(cfg)
+        self.cfg, self.overrides = cfg, overrides
+        self.device = select_device(cfg.device)
+        seed_everything(int(cfg.seed))
+        self.run_dir = Path(payload["run_dir"]) if payload else Path(cfg.run_dir)
+        self.B = int(cfg.env.num_envs)
+        self.phases = protocol_phases(cfg)
+        self.total = self.phases[-1].until
+        self.step, self.episodes = (int(payload["step"]), int(payload["episodes"])) if payload else (0, 0)
+        self.phase = next(i for i, p in enumerate(self.phases) if p.until > self.step or i == len(self.phases) - 1)
+        self.core = make_core(cfg.env, self.phases[self.phase].tasks, self.B, self.device)
+        self.agent = build_agent(cfg, self.core, self.device)
+        self.ckpt_dir = resume_from.parent if payload else fresh_checkpoint_dir(cfg, run_name(cfg, overrides))
+        for stale in self.ckpt_dir.glob(".ckpt_*.tmp-*") if payload else ():  # a write killed half-way
+            stale.unlink(missing_ok=True)
+        check_writable(self.run_dir, "the run directory")
+        check_writable(self.ckpt_dir, "the checkpoint folder")
+        (self.run_dir / "checkpoint_dir.txt").write_text(str(self.ckpt_dir.resolve()) + "\n")
+        if payload is None:
+            (self.ckpt_dir / "run.json").write_text(json.dumps(
+                {"run_dir": str(self.run_dir.resolve()), "name": self.ckpt_dir.name, "command": list(sys.argv)},
+                indent=1) + "\n")
+        loop = {}
+        if payload is not None:
+            check_meta(resume_from, payload.get("meta"), self.agent.meta())  # another agent / env: a clear error
+            self.agent.load_state_dict(payload["agent"])
+            self.core.load_state_dict(payload["env"])
+            set_rng_state(payload["rng"])
+            loop = payload.get("loop") or {}
+        self.driver = Driver(self.core, self.agent)  # act / step / observe; the run adds updates, logs, saves
+        if payload is not None:
+            self.driver.resume()
+        else:
+            self.driver.reset(seed=int(cfg.seed) * TRAIN_SEED_STRIDE)
+        self.next_eval, self.next_ckpt = self._next_after("eval.every"), self._next_after("checkpoint_every")
+        self.next_log = int(loop.get("next_log", self.step + self._every("logger.every")))
+        self.resolved = OmegaConf.to_container(cfg, resolve=True)
+        self.logger = Logger(self.run_dir, self.resolved, mode=cfg.logger.mode, project=cfg.logger.project,
+                             entity=cfg.logger.entity, name=run_name(cfg, overrides), group=cfg.logger.group,
+                             tags=list(cfg.logger.tags), resume_id=payload.get("wandb_id") if payload else None,
+                             resume_lines=int(loop["metric_lines"]) if "metric_lines" in loop else None,
+                             resume_step=self.step if payload else None)
+        self.recent: deque[float] = deque(loop.get("recent", []), maxlen=100)
+        self.written: list[str] = list(loop.get("written", []))  # checkpoints this run wrote (the only ones it prunes)
+        self.updates_seen = getattr(self.agent, "n_updates", 0)
+        self.phase_evals: dict[str, dict] = {}
+
+    def _every(self, key: str) -> int:
+        return int(OmegaConf.select(self.cfg, key))
+
+    def _next_after(self, key: str) -> int | None:  # the first multiple of the interval past the current step
+        return (self.step // self._every(key) + 1) * self._every(key) if self._every(key) else None
+
+    # --- one env step of every row, and what follows it --------------------------------------------------------
+    def train_step(self) -> dict[str, float]:
+        """One Driver step, the episode counters, the agent's update (guarded against non-finite values)."""
+        _, _, _, info = self.driver.step()
+        self.step += self.B
+        if "episode" in info:
+            done = info["_episode"]
+            self.episodes += int(done.sum())
+            self.recent.extend(info["episode"]["r"][done].tolist())
+        return self.learn()
+
+    def learn(self) -> dict[str, float]:
+        cfg, agent, step = self.cfg, self.agent, self.step
+        try:
+            upd = agent.update(step)
+        except NonFiniteLossError as e:  # raised before any parameter changed: the agent is still good
+            if cfg.on_nonfinite == "skip":
+                print(f"dreamalloc: warning: update skipped at step {step}: {e}", file=sys.stderr)
+                return {}
+            path = self.save(step)
+            raise NonFiniteLossError(f"{e}; training stopped at step {step}, the last good state is saved "
+                                     f"in {path}") from e
+        if getattr(agent, "n_updates", 0) != self.updates_seen:
+            self.updates_seen = getattr(agent, "n_updates", 0)
+            bad = nonfinite_parameter(agent)
+            if bad is not None:
+                good = list_checkpoints(self.ckpt_dir)
+                raise NonFiniteLossError(
+                    f"agent={cfg.agent.name}: parameter {bad} became NaN or infinite in the update at step {step}; "
+                    f"training stopped and nothing was saved from this state; the last good checkpoint is "
+                    f"{good[-1] if good else 'none (no checkpoint was written yet)'}")
+        return upd
+
+    def log(self, upd: dict[str, float]) -> dict | None:
+        """A training-metric line when one is due (and at the end); returns it."""
+        if self.step < self.next_log and self.step < self.total:
+            return None
+        self.next_log = self.step + self._every("logger.every")
+        line = {"train/episodes": self.episodes, **{f"train/{k}": float(v) for k, v in upd.items()}}
+        if self.recent:
+            line["train/return"] = float(np.mean(self.recent))
+        self.logger.log(line, step=self.step)
+        return line
+
+    def periodic(self) -> None:
+        """The evaluations and checkpoints due at this step (those of the last step come with ``finish``)."""
+        if self.next_eval is not None and self.total > self.step >= self.next_eval:
+            self.next_eval += self._every("eval.every")
+            self.evaluate(self.step)
+        if self.next_ckpt is not None and self.total > self.step >= self.next_ckpt:
+            self.next_ckpt += self._every("checkpoint_every")
+            self.save(self.step)
+
+    # --- phases -------------------------------------------------------------------------------------------------
+    def phase_over(self) -> bool:
+        return self.step >= self.phases[self.phase].until
+
+    def next_phase(self) -> None:
+        """Evaluate the finished phase (protocol=forgetting: after A), then train on the next phase's tasks."""
+        done = self.phases[self.phase]
+        self.phase_evals[done.name] = self.evaluate(self.step)
+        (self.run_dir / f"eval_after_{done.name}.txt").write_text(f"step_{self.step:012d}\n")
+        self.phase += 1
+        self.core = make_core(self.cfg.env, self.phases[self.phase].tasks, self.B, self.device)
+        self.driver = Driver(self.core, self.agent)
+        self.driver.reset(seed=int(self.cfg.seed) * TRAIN_SEED_STRIDE + self.phase * 7_919)
+
+    # --- saving, evaluating -------------------------------------------------------------------------------------
+    def save(self, at: int) -> Path:
+        path = checkpoint_path(self.ckpt_dir, at)
+        names = self.written + ([path.name] if path.name not in self.written else [])
         payload = {
-            "config": resolved, "run_dir": str(run_dir), "step": at, "episodes": episodes,
-            "agent": agent.state_dict(include_replay=bool(cfg.save_replay)), "env": core.state_dict(),
-            "rng": rng_state(), "meta": agent.meta(), "wandb_id": logger.wandb_run_id,
-            "loop": {"recent": list(recent), "next_log": next_log,
-                     "metric_lines": logger.lines, "written": names}}
+            "config": self.resolved, "run_dir": str(self.run_dir), "step": at, "episodes": self.episodes,
+            "agent": self.agent.state_dict(include_replay=bool(self.cfg.save_replay)), "env": self.core.state_dict(),
+            "rng": rng_state(), "meta": self.agent.meta(), "wandb_id": self.logger.wandb_run_id,
+            "loop": {"recent": list(self.recent), "next_log": self.next_log,
+                     "metric_lines": self.logger.lines, "written": names}}
         try:
             save_checkpoint(path, payload)
         except OSError as e:
             raise CheckpointWriteError(e.errno, str(e)) from e
-        written[:] = names
-        gone = prune_checkpoints(ckpt_dir, int(cfg.keep_checkpoints), [ckpt_dir / n for n in written], protect=path)
-        written[:] = [n for n in written if ckpt_dir / n not in gone]
+        self.written[:] = names
+        gone = prune_checkpoints(self.ckpt_dir, int(self.cfg.keep_checkpoints),
+                                 [self.ckpt_dir / n for n in self.written], protect=path)
+        self.written[:] = [n for n in self.written if self.ckpt_dir / n not in gone]
         return path
 
-    def run_eval(at: int) -> dict:
-        res = evaluate_suite(agent, cfg.env, cfg.suite, cfg.eval, device, method_name(cfg), int(cfg.seed), at)
+    def evaluate(self, at: int) -> dict:
+        cfg = self.cfg
+        res = evaluate_suite(self.agent, cfg.env, cfg.suite, cfg.eval, self.device, method_name(cfg), int(cfg.seed),
+                             at)
         from dreamalloc.experiment.reporting import write_evaluation
-        write_evaluation(res, run_dir / "eval" / f"step_{at:012d}", logger, at)
-        logger.log(summary(res), step=at)
+        write_evaluation(res, self.run_dir / "eval" / f"step_{at:012d}", self.logger, at)
+        self.logger.log(summary(res), step=at)
         return res
 
+    def finish(self) -> tuple[Path, dict, dict]:
+        """The final checkpoint and evaluation (and the forgetting report); returns (checkpoint, results, extra)."""
+        path = self.save(self.step)
+        self.final = path
+        last_eval = self.evaluate(self.step)
+        extra: dict = {}
+        if self.cfg.protocol == "forgetting" and "A" in self.phase_evals:
+            extra = forgetting_report(self.phase_evals["A"], last_eval)
+            (self.run_dir / "forgetting.json").write_text(json.dumps(extra, indent=1) + "\n")
+            self.logger.log(extra, step=self.step)
+        self.logger.log_summary({"steps": self.step, "episodes": self.episodes, "checkpoint": str(path),
+                                 **summary(last_eval), **extra})
+        return path, last_eval, extra
+
+    final: Path | None = None  # the final checkpoint, once written
+
+
+def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Train (or continue) the run ``cfg`` describes; ``overrides`` are its command-line overrides (read from
+    Hydra when None), which name its checkpoint folder and are checked against a checkpoint on resume."""
+    overrides = task_overrides() if overrides is None else list(overrides)
+    run = Run(cfg, overrides)
+    cfg = run.cfg
     show = cfg.progress == "on" or (cfg.progress == "auto" and sys.stderr.isatty())
-    bar = tqdm(total=total, initial=min(step, total), disable=not show, unit="step",
+    bar = tqdm(total=run.total, initial=min(run.step, run.total), disable=not show, unit="step",
                dynamic_ncols=True, desc=run_name(cfg, overrides))
-    t0, s0 = time.perf_counter(), step
-    last_eval, path, final = None, None, None
-    phase_evals: dict[str, dict] = {}
-    extra: dict = {}
-    interrupted = []
+    t0, s0 = time.perf_counter(), run.step
+    path, last_eval, extra = None, None, {}
+    interrupted: list = []
     previous_handler = _catch_sigint(interrupted)
     try:
-        while step < total:
+        while run.step < run.total:
             if interrupted:
-                path = save(step)
-                raise TrainingError(f"interrupted at step {step}; the run is saved in {path}; continue it with "
-                                    f"resume={run_dir}")
-            if step >= phases[phase][2]:  # protocol=forgetting: phase A is over; evaluate, move on to B
-                res = run_eval(step)
-                phase_evals[phases[phase][0]] = res
-                (run_dir / f"eval_after_{phases[phase][0]}.txt").write_text(f"step_{step:012d}\n")
-                phase += 1
-                core = make_core(cfg.env, phases[phase][1], B, device)
-                driver = Driver(core, agent)
-                driver.reset(seed=int(cfg.seed) * TRAIN_SEED_STRIDE + phase * 7_919)
-            _, _, _, info = driver.step()
-            step += B
-            if "episode" in info:
-                done = info["_episode"]
-                episodes += int(done.sum())
-                recent.extend(info["episode"]["r"][done].tolist())
-            try:
-                upd = agent.update(step)
-            except NonFiniteLossError as e:  # raised before any parameter changed: the agent is still good
-                if cfg.on_nonfinite == "skip":
-                    print(f"dreamalloc: warning: update skipped at step {step}: {e}", file=sys.stderr)
-                    upd = {}
-                else:
-                    path = save(step)
-                    raise NonFiniteLossError(f"{e}; training stopped at step {step}, the last good state is saved "
-                                             f"in {path}") from e
-            updated = getattr(agent, "n_updates", 0) != updates_seen
-            if updated:
-                updates_seen = getattr(agent, "n_updates", 0)
-                bad = nonfinite_parameter(agent)
-                if bad is not None:
-                    good = list_checkpoints(ckpt_dir)
-                    raise NonFiniteLossError(
-                        f"agent={cfg.agent.name}: parameter {bad} became NaN or infinite in the update at step "
-                        f"{step}; training stopped and nothing was saved from this state; the last good checkpoint "
-                        f"is {good[-1] if good else 'none (no checkpoint was written yet)'}")
-            bar.update(B)
-            if step >= next_log or step >= total:
-                next_log = step + every("logger.every")
-                line = {"train/episodes": episodes, **{f"train/{k}": float(v) for k, v in upd.items()}}
-                if recent:
-                    line["train/return"] = float(np.mean(recent))
-                logger.log(line, step=step)
-                sps = (step - s0) / max(time.perf_counter() - t0, 1e-9)
+                path = run.save(run.step)
+                raise TrainingError(f"interrupted at step {run.step}; the run is saved in {path}; continue it with "
+                                    f"resume={run.run_dir}")
+            if run.phase_over():  # protocol=forgetting: phase A is over; evaluate, move on to B
+                run.next_phase()
+            upd = run.train_step()
+            bar.update(run.B)
+            line = run.log(upd)
+            if line is not None:
+                sps = (run.step - s0) / max(time.perf_counter() - t0, 1e-9)
                 bar.set_postfix(sps=f"{sps:,.0f}", ret=f"{line.get('train/return', float('nan')):.2f}")
-            if next_eval is not None and step >= next_eval and step < total:
-                next_eval += every("eval.every")
-                last_eval = run_eval(step)
-            if next_ckpt is not None and step >= next_ckpt and step < total:
-                next_ckpt += every("checkpoint_every")
-                save(step)
+            run.periodic()
         bar.close()
-        path = final = save(step)
-        last_eval = run_eval(step)
-        if cfg.protocol == "forgetting" and "A" in phase_evals:
-            extra = forgetting_report(phase_evals["A"], last_eval)
-            (run_dir / "forgetting.json").write_text(json.dumps(extra, indent=1) + "\n")
-            logger.log(extra, step=step)
-        logger.log_summary({"steps": step, "episodes": episodes, "checkpoint": str(path),
-                            **summary(last_eval), **extra})
+        path, last_eval, extra = run.finish()
     except OSError as e:  # a full disk or a read-only folder while logging / evaluating / saving
-        raise TrainingError(_save_after_io_error(e, save, step, final)) from e
+        raise TrainingError(_save_after_io_error(e, run.save, run.step, run.final)) from e
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGINT, previous_handler)
         bar.close()
-        logger.close()
-    return {"run_dir": str(run_dir), "checkpoint": str(path), "step": step, "episodes": episodes,
+        run.logger.close()
+    return {"run_dir": str(run.run_dir), "checkpoint": str(path), "step": run.step, "episodes": run.episodes,
             "results": last_eval, "forgetting": extra}
 
 
