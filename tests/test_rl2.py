@@ -326,3 +326,20 @@ def test_adapts_within_a_trial_on_adversarial_hidden(tmp_path):
     rows = {r["set"]: r for r in adaptation_rows(res)}
     for name in ("blind4", "sighted5"):
         assert rows[name]["adapts"], rows[name]
+
+
+def test_observe_takes_the_latest_action_by_value_not_by_tensor_identity():
+    """The act / observe handshake compares values: a driver that copies the action (to numpy and back, another
+    device) still hands the agent its own transition; an action the agent did not take is refused."""
+    core = _mdp()
+    agent = _agent(core)
+    obs, info = core.reset(seed=0)
+    action, state = agent.act(obs, agent.initial_state(core.B), info)
+    copied = torch.as_tensor(action.numpy().copy())
+    assert copied is not action
+    next_obs, reward, term, trunc, info2 = core.step(copied)
+    agent.observe(obs, copied, reward, term, trunc, info2.get("final_obs", next_obs), info2)
+    assert agent.rollout is not None and agent.rollout.pos == 1 and torch.equal(agent.rollout.actions[0], action)
+    action, state = agent.act(next_obs, state, info2)
+    with pytest.raises(RuntimeError, match="latest stochastic"):
+        agent.observe(next_obs, 1 - action, reward, term, trunc, next_obs, info2)

@@ -35,6 +35,17 @@ def nonfinite_parameter(agent: Agent) -> str | None:
     return named[int((~ok).nonzero()[0])][0]
 
 
+def same_action(pending, action) -> bool:
+    """Whether ``action`` is the one an agent's latest ``act`` returned (``pending``): the same values, wherever they
+    were copied (the handshake of act / observe compares values, not tensor identity)."""
+    if pending is None:
+        return False
+    if pending is action:
+        return True
+    a = torch.as_tensor(action)
+    return a.shape == pending.shape and bool(torch.equal(a.to(pending.device, pending.dtype), pending))
+
+
 class Agent(ABC):
     name: ClassVar[str]
     n_updates: int = 0  # learning agents count their updates; the harness checks parameters when it changes

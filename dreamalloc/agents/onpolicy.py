@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dreamalloc.agents.base import Agent
+from dreamalloc.agents.base import Agent, same_action
 from dreamalloc.agents.returns import gae, nstep_returns
 from dreamalloc.core.checks import COUNT, FINITE, NONNEG, POSITIVE, UNIT, OneOf, Range, between
 from dreamalloc.nn.layers import ACTIVATIONS, masked_logits, mlp, orthogonal_init
@@ -270,7 +270,7 @@ class OnPolicyAgent(Agent):
     def observe(self, obs, action, reward, terminated, truncated, next_obs, info) -> None:
         pend = self._pending
         self._pending = None
-        if pend is None or pend[0] is not action:
+        if pend is None or not same_action(pend[0], action):
             # Not the action of our latest act (e.g. an external driver): recompute what act would have kept.
             mask = self._next_mask
             with torch.no_grad():

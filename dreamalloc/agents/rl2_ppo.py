@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dreamalloc.agents.base import same_action
 from dreamalloc.agents.onpolicy import Rollout
 from dreamalloc.agents.ppo import PPOAgent, PPOConfig
 from dreamalloc.agents.returns import gae
@@ -190,7 +191,7 @@ class RL2PPOAgent(PPOAgent):
 
     def observe(self, obs, action, reward, terminated, truncated, next_obs, info) -> None:
         pend, self._pending = self._pending, None
-        if pend is None or pend[0] is not action:
+        if pend is None or not same_action(pend[0], action):
             raise RuntimeError("rl2_ppo: observe() needs the action returned by this agent's latest stochastic "
                                "act() (the GRU state it acted from is stored with the transition)")
         _, logp, value, mask, h, start, self._h_last = pend
