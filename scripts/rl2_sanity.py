@@ -137,7 +137,8 @@ def main(argv=None) -> dict:
     train_s = time.perf_counter() - t0
     if a.save:
         save_checkpoint(a.save, {"meta": expected, "agent": agent.state_dict(), "hp": hp})
-    out = {"agent": a.agent, "task": a.task, "steps": steps, "envs": a.envs, "seed": a.seed, "hp": hp, "train_s": train_s,
+    out = {"agent": a.agent, "task": a.task, "steps": steps, "envs": a.envs, "seed": a.seed, "hp": hp,
+           "train_s": train_s,
            "updates": agent.n_updates, "train_last_1000_trials": float(np.mean(returns[-1000:])) if returns else None}
     for mode, det in (("greedy", True), ("sampled", False)):
         x = evaluate_trials(agent, make_core(a.trials), a.trials, seed=EVAL_SEED, deterministic=det)
