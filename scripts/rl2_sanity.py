@@ -59,18 +59,23 @@ AGENTS = {"rl2_ppo": RL2PPOAgent, "dreamer_rl2": DreamerRL2Agent, "dreamer": Dre
 LABELS = {"rl2_ppo": "RL^2-PPO", "dreamer_rl2": "Dreamer-RL^2", "dreamer": "Dreamer"}
 
 
-def train(agent, core, steps: int, seed: int, minutes: float | None, log_every: int) -> tuple[int, list[float]]:
+def train(agent, core, steps: int, seed: int, minutes: float | None, log_every: int,
+          curve: list | None = None) -> tuple[int, list[float]]:
     """gym_vec.fit's act / observe / update cycle, stopped at ``steps`` env steps or after ``minutes`` of
-    wall-clock (whichever comes first); prints the mean trial return now and then. Returns (steps done,
-    trial returns)."""
-    deadline = None if minutes is None else time.perf_counter() + 60.0 * minutes
+    wall-clock (whichever comes first); prints the mean trial return now and then (and appends (step, mean,
+    seconds) to ``curve``). Returns (steps done, trial returns)."""
+    t0 = time.perf_counter()
+    deadline = None if minutes is None else t0 + 60.0 * minutes
     done, next_log = [0], [log_every]
 
     def on_step(step: int, returns: list[float]) -> bool:
         done[0] = step
         if step >= next_log[0]:
             next_log[0] += log_every
-            print(f"  {step:>10,} steps  mean trial return (last 1000) {np.mean(returns[-1000:]):.3f}", flush=True)
+            m = float(np.mean(returns[-1000:]))
+            print(f"  {step:>10,} steps  mean trial return (last 1000) {m:.3f}", flush=True)
+            if curve is not None:
+                curve.append((step, m, time.perf_counter() - t0))
         return deadline is not None and time.perf_counter() >= deadline
 
     returns = fit(agent, core, steps, seed=seed, on_step=on_step, returns_key="trial")
@@ -133,12 +138,13 @@ def main(argv=None) -> dict:
     if a.resume:
         agent.load_state_dict(load_checkpoint(a.resume, expected)["agent"])
     t0 = time.perf_counter()
-    steps, returns = train(agent, core, a.steps, a.seed, a.minutes, a.log_every)
+    curve: list = []
+    steps, returns = train(agent, core, a.steps, a.seed, a.minutes, a.log_every, curve)
     train_s = time.perf_counter() - t0
     if a.save:
         save_checkpoint(a.save, {"meta": expected, "agent": agent.state_dict(), "hp": hp})
     out = {"agent": a.agent, "task": a.task, "steps": steps, "envs": a.envs, "seed": a.seed, "hp": hp,
-           "train_s": train_s,
+           "train_s": train_s, "curve": curve,
            "updates": agent.n_updates, "train_last_1000_trials": float(np.mean(returns[-1000:])) if returns else None}
     for mode, det in (("greedy", True), ("sampled", False)):
         x = evaluate_trials(agent, make_core(a.trials), a.trials, seed=EVAL_SEED, deterministic=det)
