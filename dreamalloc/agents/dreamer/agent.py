@@ -100,8 +100,11 @@ class DreamerAgent(Agent):
         if saved is not None and saved["deter"].shape[0] == batch:
             return {k: v.to(self.device).clone() for k, v in saved.items()}
         deter, stoch = self.wm.rssm.initial(batch, self.device)
-        return {"deter": deter, "stoch": stoch, "action": torch.zeros(batch, self.space.dim, device=self.device),
-                "first": torch.ones(batch, dtype=torch.bool, device=self.device)}
+        state = {"deter": deter, "stoch": stoch, "action": torch.zeros(batch, self.space.dim, device=self.device),
+                 "first": torch.ones(batch, dtype=torch.bool, device=self.device)}
+        if self.cfg.ac_gru > 0:
+            state["ac_h"] = torch.zeros(batch, self.cfg.ac_gru, device=self.device)
+        return state
 
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
@@ -118,11 +121,17 @@ class DreamerAgent(Agent):
         with torch.no_grad(), self._autocast():
             token = self.wm.encode(obs.to(self.device).float())
             deter, stoch, _ = self.wm.rssm.obs_step(state["deter"], state["stoch"], state["action"], token, first)
-            logp = self.ac.logp(self.wm.rssm.feat(deter, stoch), mask)
+            feat = self.wm.rssm.feat(deter, stoch)
+            h = None
+            if self.ac.gru is not None:  # the recurrent actor-critic resets where the latent does
+                h = self.ac.recur(feat, state["ac_h"] * (~first).float().unsqueeze(-1))
+            logp = self.ac.logp(self.ac.inputs(feat, h), mask)
             action, onehot = self.space.sample(logp, deterministic)
         deter, stoch = deter.float(), stoch.float()
         new = {"deter": deter, "stoch": stoch, "action": onehot.float(),
                "first": torch.zeros_like(first)}
+        if h is not None:
+            new["ac_h"] = h.float()
         self._pending = {"action": action, "deter_in": state["deter"], "stoch_in": state["stoch"], "first": first,
                          "deter": deter, "stoch": stoch, "mask": mask}
         self._last_state = new
@@ -220,10 +229,14 @@ class DreamerAgent(Agent):
             s = stoch.detach()[:, -K:].reshape(N, c.stoch, c.classes)
             mask0 = data["mask"][:, -K:].reshape(N, -1) if "mask" in data else None
             logps = []  # the policy's log-probabilities with their graph: the actor loss reuses them
+            rep_h = self._replay_ac_states(feat.detach(), data["first"])  # [B, T, G] or None
+            hs = [None if rep_h is None else rep_h[:, -K:].reshape(N, -1)]  # the recurrent actor-critic's states
 
             def policy(f, h):
                 with torch.enable_grad():
-                    logps.append(self.ac.logp(f, mask0 if h == 0 else None))
+                    if h > 0 and hs[0] is not None:  # the start state's GRU state already saw its features
+                        hs.append(self.ac.recur(f, hs[-1]))
+                    logps.append(self.ac.logp(self.ac.inputs(f, hs[-1]), mask0 if h == 0 else None))
                 return self.space.sample(logps[-1].detach())[1].to(f.dtype)
 
             with torch.no_grad():
@@ -231,7 +244,11 @@ class DreamerAgent(Agent):
                 irew = self.wm.reward_mean(ifeat)
                 icont = self.wm.cont_prob(ifeat)
             self._imag_buf = ifeat  # reused next update (only read by this update's losses and backward)
-            rep = {"feat": feat.detach()[:, -K:], "reward": data["reward"][:, -K:],
+            rfeat = feat.detach()[:, -K:]
+            if rep_h is not None:  # the critic reads [features | GRU state] (detached: the actor trains the GRU)
+                ifeat = self.ac.inputs(ifeat, torch.stack([h.detach() for h in hs], 1))
+                rfeat = self.ac.inputs(rfeat, rep_h[:, -K:])
+            rep = {"feat": rfeat, "reward": data["reward"][:, -K:],
                    "terminal": data["terminal"][:, -K:], "last": data["last"][:, -K:], "discount": self.wm.discount}
             ac_losses, metrics = self.ac.loss(ifeat, iact, irew, icont, mask0, rep if c.loss_repval > 0 else None,
                                               torch.stack(logps, 1))
@@ -265,6 +282,20 @@ class DreamerAgent(Agent):
         out.update({k: float(v) for k, v in metrics.items()})
         out.update(loss=float(total.detach()), grad_norm=float(gnorm), lr=lr, updates=float(self.n_updates))
         return out
+
+    def _replay_ac_states(self, feat: torch.Tensor, first: torch.Tensor) -> torch.Tensor | None:
+        """The recurrent actor-critic's states [B, T, G] over replayed posterior features [B, T, F] (zeros at
+        each window's start and where ``first`` resets; no gradient), or None without ``ac_gru``."""
+        if self.ac.gru is None:
+            return None
+        with torch.no_grad():
+            h = feat.new_zeros(feat.shape[0], self.cfg.ac_gru, dtype=torch.float32)
+            keep = (~first).float().unsqueeze(-1)
+            out = []
+            for t in range(feat.shape[1]):
+                h = self.ac.recur(feat[:, t], h * keep[:, t])
+                out.append(h)
+        return torch.stack(out, 1)
 
     # --- checkpoints ----------------------------------------------------------------------------------
     def state_dict(self, include_replay: bool = True) -> dict:
