@@ -216,6 +216,38 @@ def test_masked_and_multidiscrete_actions_still_work():
     assert np.isfinite(ag.train_step()["loss"])
 
 
+def test_recurrent_actor_critic_resets_with_the_latent_and_trains():
+    core = mdp()
+    ag = agent(core=core, ac_gru=8)
+    assert agent(core=mdp()).ac.gru is None  # off by default
+    obs, info = core.reset(seed=0)
+    state = ag.initial_state(core.B)
+    norms = []
+    for _ in range(H * K + 1):
+        a, state = ag.act(obs, state, info)
+        norms.append(float(state["ac_h"][0].abs().sum()))
+        nxt, r, te, tr, info = core.step(a)
+        ag.observe(obs, a, r, te, tr, info.get("final_obs", nxt), info)
+        obs = nxt
+    assert state["ac_h"].shape == (core.B, 8) and all(n > 0 for n in norms)
+    # the GRU state of a trial's first step depends on that step only (reset), later ones on the history
+    fresh = ag.initial_state(core.B)
+    fresh["deter"], fresh["stoch"] = state["deter"], state["stoch"]
+    start = {"trial_start": torch.ones(core.B, dtype=torch.bool)}
+    torch.manual_seed(1)
+    _, s1 = ag.act(obs, state, start)
+    torch.manual_seed(1)
+    _, s2 = ag.act(obs, fresh, start)
+    assert torch.allclose(s1["ac_h"], s2["ac_h"])
+    before = [p.clone() for p in ag.ac.gru.parameters()]
+    drive(ag, core, 40, obs_info=(obs, info), state=state, learn=True)
+    assert ag.n_updates > 0 and all(np.isfinite(v) for v in ag.metrics.values())
+    assert any(not torch.equal(b, p) for b, p in zip(before, ag.ac.gru.parameters(), strict=True))
+    ag2 = agent(core=mdp(), ac_gru=8)
+    ag2.load_state_dict(ag.state_dict())
+    assert torch.equal(ag2.initial_state(core.B)["ac_h"], ag._last_state["ac_h"])
+
+
 def _sanity():
     spec = importlib.util.spec_from_file_location("rl2_sanity", ROOT / "scripts" / "rl2_sanity.py")
     mod = importlib.util.module_from_spec(spec)
