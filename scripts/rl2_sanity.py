@@ -6,6 +6,9 @@ used in training), greedy and sampled, with a 95% confidence interval, next to r
 RL^2 and classic baselines. Results and commands: docs/rl2.md.
 
     OMP_NUM_THREADS=1 nice python scripts/rl2_sanity.py --task bandit10 --steps 1500000
+
+``--agent dreamer_rl2`` trains the meta-RL DreamerV3 instead (the small preset DREAMER_HP below, the same
+evaluation); ``--agent dreamer`` with ``--hp reset_at='"episode"'`` is its non-meta control.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import time
 import numpy as np
 import torch
 
+from dreamalloc.agents.dreamer import DreamerAgent, DreamerRL2Agent
 from dreamalloc.agents.rl2_ppo import RL2PPOAgent
 from dreamalloc.core.driver import drive
 from dreamalloc.experiment.checkpoint import load_checkpoint, save_checkpoint
@@ -46,19 +50,31 @@ TASKS = {
               dict(n_steps=100, bptt=100, batch_size=2000, gamma=0.99, gae_lambda=0.95)),
 }
 
+# the dreamer agents' preset for these tasks: a small world model (a bandit's posterior is a handful of counts),
+# sequences of a few trials, one update every batch_size * batch_length / train_ratio env steps
+DREAMER_HP = dict(deter=128, hidden=64, stoch=16, classes=4, blocks=2, units=64, enc_layers=2, dec_layers=2,
+                  ac_layers=2, bins=63, lr=3e-4, warmup=100, batch_size=16, batch_length=32, train_ratio=32.0,
+                  imag_length=10, imag_last=8, learning_starts=1024, replay_size=200_000)
+AGENTS = {"rl2_ppo": RL2PPOAgent, "dreamer_rl2": DreamerRL2Agent, "dreamer": DreamerAgent}
+LABELS = {"rl2_ppo": "RL^2-PPO", "dreamer_rl2": "Dreamer-RL^2", "dreamer": "Dreamer"}
 
-def train(agent, core, steps: int, seed: int, minutes: float | None, log_every: int) -> tuple[int, list[float]]:
+def train(agent, core, steps: int, seed: int, minutes: float | None, log_every: int,
+          curve: list | None = None) -> tuple[int, list[float]]:
     """core.driver.drive's act / observe / update cycle, stopped at ``steps`` env steps or after ``minutes`` of
-    wall-clock (whichever comes first); prints the mean trial return now and then. Returns (steps done,
-    trial returns)."""
-    deadline = None if minutes is None else time.perf_counter() + 60.0 * minutes
+    wall-clock (whichever comes first); prints the mean trial return now and then (and appends (step, mean,
+    seconds) to ``curve``). Returns (steps done, trial returns)."""
+    t0 = time.perf_counter()
+    deadline = None if minutes is None else t0 + 60.0 * minutes
     done, next_log = [0], [log_every]
 
     def on_step(step: int, returns: list[float]) -> bool:
         done[0] = step
         if step >= next_log[0]:
             next_log[0] += log_every
-            print(f"  {step:>10,} steps  mean trial return (last 1000) {np.mean(returns[-1000:]):.3f}", flush=True)
+            m = float(np.mean(returns[-1000:]))
+            print(f"  {step:>10,} steps  mean trial return (last 1000) {m:.3f}", flush=True)
+            if curve is not None:
+                curve.append((step, m, time.perf_counter() - t0))
         return deadline is not None and time.perf_counter() >= deadline
 
     returns = drive(agent, core, steps, seed=seed, on_step=on_step, returns_key="trial")
@@ -89,6 +105,7 @@ def baselines(task: str, make_core, trials: int) -> dict[str, tuple[float, float
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--task", choices=sorted(TASKS), default="bandit10")
+    p.add_argument("--agent", choices=sorted(AGENTS), default="rl2_ppo")
     p.add_argument("--steps", type=int, default=2_000_000, help="env steps of training")
     p.add_argument("--envs", type=int, default=64, help="parallel envs (rows of the batched task)")
     p.add_argument("--seed", type=int, default=0)
@@ -104,24 +121,29 @@ def main(argv=None) -> dict:
                                     "entropy; pass a new --seed for new training instances)")
     a = p.parse_args(argv)
     make_core, paper, hp = TASKS[a.task]
-    hp = dict(hp, hidden=[64], rnn_hidden=64, lr=1e-3, clip=0.1, ent_coef=0.01, n_epochs=8,
-              total_steps=a.steps)  # what lr / clip annealing count down to (as total_steps: ${steps} in the yaml)
+    if a.agent == "rl2_ppo":
+        hp = dict(hp, hidden=[64], rnn_hidden=64, lr=1e-3, clip=0.1, ent_coef=0.01, n_epochs=8,
+                  total_steps=a.steps)  # what lr / clip annealing count down to (as total_steps: ${steps} in yaml)
+    else:
+        hp = dict(DREAMER_HP)
     for kv in a.hp:
         k, v = kv.split("=", 1)
         hp[k] = json.loads(v)
     torch.manual_seed(a.seed)
     np.random.seed(a.seed)
     core = make_core(a.envs)
-    agent = RL2PPOAgent(core.obs_dim, core.n_actions, None, "cpu", **hp)
+    agent = AGENTS[a.agent](core.obs_dim, core.n_actions, core.spec, "cpu", **hp)
     expected = {"agent": agent.name, "task": a.task, "obs_dim": core.obs_dim, "n_actions": core.n_actions}
     if a.resume:
         agent.load_state_dict(load_checkpoint(a.resume, expected)["agent"])
     t0 = time.perf_counter()
-    steps, returns = train(agent, core, a.steps, a.seed, a.minutes, a.log_every)
+    curve: list = []
+    steps, returns = train(agent, core, a.steps, a.seed, a.minutes, a.log_every, curve)
     train_s = time.perf_counter() - t0
     if a.save:
         save_checkpoint(a.save, {"meta": expected, "agent": agent.state_dict(), "hp": hp})
-    out = {"task": a.task, "steps": steps, "envs": a.envs, "seed": a.seed, "hp": hp, "train_s": train_s,
+    out = {"agent": a.agent, "task": a.task, "steps": steps, "envs": a.envs, "seed": a.seed, "hp": hp,
+           "train_s": train_s, "curve": curve,
            "updates": agent.n_updates, "train_last_1000_trials": float(np.mean(returns[-1000:])) if returns else None}
     for mode, det in (("greedy", True), ("sampled", False)):
         x = evaluate_trials(agent, make_core(a.trials), a.trials, seed=EVAL_SEED, deterministic=det)
@@ -133,7 +155,7 @@ def main(argv=None) -> dict:
           f"train {train_s:.0f} s, total {out['wall_s']:.0f} s")
     for mode in ("greedy", "sampled"):
         m, lo, hi = out[mode]
-        print(f"  RL^2-PPO {mode:8s} {m:7.2f} [{lo:.2f}, {hi:.2f}] over {a.trials} fresh instances")
+        print(f"  {LABELS[a.agent]} {mode:8s} {m:7.2f} [{lo:.2f}, {hi:.2f}] over {a.trials} fresh instances")
     same = ", ".join(f"{k} {m:.2f} [{lo:.2f}, {hi:.2f}]" for k, (m, lo, hi) in out["baselines"].items())
     print(f"  same instances: {same}")
     print(f"  paper (Duan et al. 2016, Table 1): {ref}")

@@ -5,6 +5,16 @@ transition is written to a sequence replay together with the latent the agent ac
 ``train_ratio`` replayed steps per env step (config.py), each gradient update being one step of one
 optimiser on the sum of the world-model, actor, critic and replay-value losses. A NaN or infinite loss or
 gradient raises ``NonFiniteLossError`` before any parameter changes.
+
+Meta-RL (``meta: true``, preset conf/agent/dreamer_rl2.yaml; MAMBA's recipe, Rimon et al. 2024): the trial
+is the unit. The RSSM state is zeroed only where ``info["trial_start"]`` is set (``reset_at: episode`` zeroes
+it at every episode start instead: the ablation, and the non-meta control); an inner episode end writes no
+extra record and no terminal flag, so the next episode's first observation follows the last step of the
+previous one in the same replayed sequence (with that step's action and reward, as RL^2's inputs in the
+observation do), the continue head is trained to 0 only where a trial ends (``info["trial_end"]``), and the
+lambda-returns run across inner episode boundaries. The replayed sequences are windows of the trial's
+stream: they span inner episode ends, start (with ``replay_context``) from the latent stored while acting,
+and imagination starts from every state of a window, in late episodes of a trial too.
 """
 
 from __future__ import annotations
@@ -19,12 +29,13 @@ from torch.nn import functional as F
 from dreamalloc.agents.base import Agent, NonFiniteLossError
 from dreamalloc.agents.dreamer.actions import ActionSpace
 from dreamalloc.agents.dreamer.behavior import ActorCritic
-from dreamalloc.agents.dreamer.config import DreamerConfig, check
+from dreamalloc.agents.dreamer.config import DreamerConfig, DreamerRL2Config, check
 from dreamalloc.agents.dreamer.replay import SequenceReplay
 from dreamalloc.agents.dreamer.world_model import WorldModel
 from dreamalloc.nn.optim import LaProp, adaptive_clip_
 
 START_KEYS = ("trial_start", "episode_start", "_final_obs")  # info flags: the obs opens an episode (or trial)
+EPISODE_KEYS = ("episode_start", "_final_obs")  # reset_at=episode: the flags of an episode's first obs
 
 
 def _flag(x, B: int, device) -> torch.Tensor:
@@ -39,11 +50,11 @@ class DreamerAgent(Agent):
 
     def __init__(self, obs_dim, n_actions, env, device, **hparams):
         super().__init__(obs_dim, n_actions, env, torch.device(device))
-        names = {f.name for f in fields(DreamerConfig)}
+        names = {f.name for f in fields(self.Config)}
         unknown = sorted(set(hparams) - names)
         if unknown:
             raise ValueError(f"unknown dreamer hyperparameter(s) {unknown}; valid: {', '.join(sorted(names))}")
-        self.cfg = c = check(DreamerConfig(**hparams))
+        self.cfg = c = check(self.Config(**hparams))
         cuda = self.device.type == "cuda"
         self.amp = c.precision == "bf16" and cuda
         if c.precision == "bf16" and not cuda:
@@ -69,12 +80,31 @@ class DreamerAgent(Agent):
         self._pending: dict | None = None
         self._next: dict | None = None  # what the next record of each env carries in (prev action, reward, first)
         self.metrics: dict[str, float] = {}
+        self._last_state: dict | None = None  # the recurrent state after the last act (saved in checkpoints)
+        self._resume_state: dict | None = None  # ... and loaded: initial_state hands it out once
+
+    def _starts(self, info, B: int) -> torch.Tensor | None:
+        """Where the RSSM state is zeroed before this observation: ``trial_start`` (or, for drivers without
+        it, the episode flags), every episode start with ``reset_at: episode``; None when info says nothing."""
+        keys = EPISODE_KEYS if self.cfg.reset_at == "episode" else START_KEYS
+        for k in keys:
+            if info and k in info:
+                return _flag(info[k], B, self.device)
+        return None
 
     # --- acting -------------------------------------------------------------------------------------
     def initial_state(self, batch: int) -> dict:
+        """Zeros; right after ``load_state_dict`` the saved state of the rows' trials in progress (once, when
+        ``batch`` matches), so a resumed run continues them exactly."""
+        saved, self._resume_state = self._resume_state, None
+        if saved is not None and saved["deter"].shape[0] == batch:
+            return {k: v.to(self.device).clone() for k, v in saved.items()}
         deter, stoch = self.wm.rssm.initial(batch, self.device)
-        return {"deter": deter, "stoch": stoch, "action": torch.zeros(batch, self.space.dim, device=self.device),
-                "first": torch.ones(batch, dtype=torch.bool, device=self.device)}
+        state = {"deter": deter, "stoch": stoch, "action": torch.zeros(batch, self.space.dim, device=self.device),
+                 "first": torch.ones(batch, dtype=torch.bool, device=self.device)}
+        if self.cfg.ac_gru > 0:
+            state["ac_h"] = torch.zeros(batch, self.cfg.ac_gru, device=self.device)
+        return state
 
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
@@ -84,21 +114,27 @@ class DreamerAgent(Agent):
         if state is None:
             state = self.initial_state(B)
         first = state["first"].clone()
-        for k in START_KEYS:
-            if info and k in info:
-                first |= _flag(info[k], B, self.device)
-                break
+        starts = self._starts(info, B)
+        if starts is not None:
+            first |= starts
         mask = info.get("action_mask") if info else None
         with torch.no_grad(), self._autocast():
             token = self.wm.encode(obs.to(self.device).float())
             deter, stoch, _ = self.wm.rssm.obs_step(state["deter"], state["stoch"], state["action"], token, first)
-            logp = self.ac.logp(self.wm.rssm.feat(deter, stoch), mask)
+            feat = self.wm.rssm.feat(deter, stoch)
+            h = None
+            if self.ac.gru is not None:  # the recurrent actor-critic resets where the latent does
+                h = self.ac.recur(feat, state["ac_h"] * (~first).float().unsqueeze(-1))
+            logp = self.ac.logp(self.ac.inputs(feat, h), mask)
             action, onehot = self.space.sample(logp, deterministic)
         deter, stoch = deter.float(), stoch.float()
         new = {"deter": deter, "stoch": stoch, "action": onehot.float(),
                "first": torch.zeros_like(first)}
+        if h is not None:
+            new["ac_h"] = h.float()
         self._pending = {"action": action, "deter_in": state["deter"], "stoch_in": state["stoch"], "first": first,
                          "deter": deter, "stoch": stoch, "mask": mask}
+        self._last_state = new
         return action, new
 
     def observe(self, obs, action, reward, terminated, truncated, next_obs, info) -> None:
@@ -124,16 +160,15 @@ class DreamerAgent(Agent):
         self.replay.add(rows, obs.to(dev).float(), nx["prev_action"], nx["reward"], pend["first"], no, no,
                         pend["mask"], pend["deter_in"], pend["stoch_in"])
         ended = terminated | truncated
-        if bool(ended.any()):  # the final observation of each ended episode is a record of its own
+        if self.cfg.meta and info and "trial_end" in info:  # only a trial's end closes a replayed sequence
+            ended = ended & _flag(info["trial_end"], B, dev)
+        if bool(ended.any()):  # the final observation of each ended episode (trial) is a record of its own
             r = ended.nonzero().squeeze(1)
             yes = torch.ones(r.numel(), dtype=torch.bool, device=dev)
             self.replay.add(r, next_obs.to(dev).float()[r], action[r], reward[r], ~yes, terminated[r], yes, None,
                             pend["deter"][r], pend["stoch"][r])
-        starts = ended.clone()
-        for k in START_KEYS:
-            if info and k in info:
-                starts = _flag(info[k], B, dev)
-                break
+        starts = self._starts(info, B)
+        starts = ended.clone() if starts is None else starts
         ended_a = ended.view(B, *[1] * len(self._act_shape))
         self._next = {"prev_action": torch.where(ended_a, -1, action), "reward": torch.where(ended, 0.0, reward),
                       "first": starts}
@@ -194,10 +229,14 @@ class DreamerAgent(Agent):
             s = stoch.detach()[:, -K:].reshape(N, c.stoch, c.classes)
             mask0 = data["mask"][:, -K:].reshape(N, -1) if "mask" in data else None
             logps = []  # the policy's log-probabilities with their graph: the actor loss reuses them
+            rep_h = self._replay_ac_states(feat.detach(), data["first"])  # [B, T, G] or None
+            hs = [None if rep_h is None else rep_h[:, -K:].reshape(N, -1)]  # the recurrent actor-critic's states
 
             def policy(f, h):
                 with torch.enable_grad():
-                    logps.append(self.ac.logp(f, mask0 if h == 0 else None))
+                    if h > 0 and hs[0] is not None:  # the start state's GRU state already saw its features
+                        hs.append(self.ac.recur(f, hs[-1]))
+                    logps.append(self.ac.logp(self.ac.inputs(f, hs[-1]), mask0 if h == 0 else None))
                 return self.space.sample(logps[-1].detach())[1].to(f.dtype)
 
             with torch.no_grad():
@@ -205,7 +244,11 @@ class DreamerAgent(Agent):
                 irew = self.wm.reward_mean(ifeat)
                 icont = self.wm.cont_prob(ifeat)
             self._imag_buf = ifeat  # reused next update (only read by this update's losses and backward)
-            rep = {"feat": feat.detach()[:, -K:], "reward": data["reward"][:, -K:],
+            rfeat = feat.detach()[:, -K:]
+            if rep_h is not None:  # the critic reads [features | GRU state] (detached: the actor trains the GRU)
+                ifeat = self.ac.inputs(ifeat, torch.stack([h.detach() for h in hs], 1))
+                rfeat = self.ac.inputs(rfeat, rep_h[:, -K:])
+            rep = {"feat": rfeat, "reward": data["reward"][:, -K:],
                    "terminal": data["terminal"][:, -K:], "last": data["last"][:, -K:], "discount": self.wm.discount}
             ac_losses, metrics = self.ac.loss(ifeat, iact, irew, icont, mask0, rep if c.loss_repval > 0 else None,
                                               torch.stack(logps, 1))
@@ -240,6 +283,20 @@ class DreamerAgent(Agent):
         out.update(loss=float(total.detach()), grad_norm=float(gnorm), lr=lr, updates=float(self.n_updates))
         return out
 
+    def _replay_ac_states(self, feat: torch.Tensor, first: torch.Tensor) -> torch.Tensor | None:
+        """The recurrent actor-critic's states [B, T, G] over replayed posterior features [B, T, F] (zeros at
+        each window's start and where ``first`` resets; no gradient), or None without ``ac_gru``."""
+        if self.ac.gru is None:
+            return None
+        with torch.no_grad():
+            h = feat.new_zeros(feat.shape[0], self.cfg.ac_gru, dtype=torch.float32)
+            keep = (~first).float().unsqueeze(-1)
+            out = []
+            for t in range(feat.shape[1]):
+                h = self.ac.recur(feat[:, t], h * keep[:, t])
+                out.append(h)
+        return torch.stack(out, 1)
+
     # --- checkpoints ----------------------------------------------------------------------------------
     def state_dict(self, include_replay: bool = True) -> dict:
         return {"config": asdict(self.cfg), "wm": self.wm.state_dict(), "ac": self.ac.state_dict(),
@@ -247,7 +304,8 @@ class DreamerAgent(Agent):
                 "credit": self._credit, "counted": self._counted, "next": self._next,
                 "metrics": dict(self.metrics),
                 "replay": self.replay.state_dict() if include_replay and self.replay is not None else None,
-                "replay_envs": self.replay.B if self.replay is not None else None}
+                "replay_envs": self.replay.B if self.replay is not None else None,
+                "carry": self._last_state}
 
     def load_state_dict(self, state: dict) -> None:
         self.wm.load_state_dict(state["wm"])
@@ -267,10 +325,20 @@ class DreamerAgent(Agent):
         else:
             self.replay = None
         self._pending = None
+        carry = state.get("carry")
+        self._resume_state = {k: v.to(self.device) for k, v in carry.items()} if carry is not None else None
+        self._last_state = self._resume_state
 
     def meta(self) -> dict:
         c = self.cfg
         return {**super().meta(), "deter": c.deter, "hidden": c.hidden, "classes": c.classes, "units": c.units}
 
 
-__all__ = ["DreamerAgent"]
+class DreamerRL2Agent(DreamerAgent):
+    """``agent=dreamer_rl2``: the dreamer with ``meta: true`` by default (conf/agent/dreamer_rl2.yaml)."""
+
+    name = "dreamer_rl2"
+    Config = DreamerRL2Config
+
+
+__all__ = ["DreamerAgent", "DreamerRL2Agent"]

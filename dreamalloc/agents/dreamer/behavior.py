@@ -54,11 +54,22 @@ class ActorCritic(nn.Module):
     def __init__(self, feat_dim: int, space: ActionSpace, c: DreamerConfig):
         super().__init__()
         self.c, self.space = c, space
-        self.actor = norm_mlp(feat_dim, c.units, c.ac_layers, space.dim, outscale=0.01)
-        self.critic = norm_mlp(feat_dim, c.units, c.ac_layers, c.bins, outscale=0.0)
+        g = int(getattr(c, "ac_gru", 0))  # the recurrent actor-critic's GRU units (0: none)
+        self.actor = norm_mlp(feat_dim + g, c.units, c.ac_layers, space.dim, outscale=0.01)
+        self.critic = norm_mlp(feat_dim + g, c.units, c.ac_layers, c.bins, outscale=0.0)
         self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.retnorm = PercentileNormalizer(c.retnorm_rate, c.retnorm_limit)
         self.register_buffer("bins", symexp_bins(c.bins), persistent=False)
+        self.gru = nn.GRUCell(feat_dim, g) if g > 0 else None
+
+    def recur(self, feat: torch.Tensor, h: torch.Tensor | None) -> torch.Tensor | None:
+        """The recurrent actor-critic's next state [N, G] after ``feat`` [N, F] (None without ``ac_gru``)."""
+        return None if self.gru is None else self.gru(feat.float(), h.float())
+
+    @staticmethod
+    def inputs(feat: torch.Tensor, h: torch.Tensor | None) -> torch.Tensor:
+        """What the actor and critic read: the features, then the GRU state when there is one."""
+        return feat if h is None else torch.cat([feat, h.to(feat.dtype)], -1)
 
     def logp(self, feat: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Log-probabilities [..., A] of the policy (per action dimension, actions.ActionSpace.log_probs):

@@ -16,6 +16,7 @@ from dreamalloc.core.checks import COUNT, FINITE, NONNEG, POSITIVE, UNIT, OneOf,
 
 OPTIMIZERS = ("laprop", "adam")
 PRECISIONS = ("fp32", "bf16")
+RESETS = ("trial", "episode")
 
 
 @dataclass
@@ -25,13 +26,14 @@ class DreamerConfig:
                               "imag_length", "horizon", "batch_size", "batch_length", "replay_size")},
         "dec_layers": NONNEG, "head_layers": NONNEG, "ac_layers": NONNEG,
         "unimix": between(0.0, 1.0, hi_open=True), "free_nats": NONNEG, "kl_dyn": NONNEG, "kl_rep": NONNEG,
-        "loss_rec": NONNEG, "loss_rew": NONNEG, "loss_con": NONNEG, "imag_last": NONNEG, "lam": UNIT,
+        "loss_rec": NONNEG, "loss_rew": NONNEG, "loss_con": NONNEG, "imag_last": NONNEG, "ac_gru": NONNEG,
+        "lam": UNIT,
         "actent": NONNEG, "slowreg": NONNEG, "slow_rate": between(0.0, 1.0, lo_open=True),
         "retnorm_rate": between(0.0, 1.0, lo_open=True), "retnorm_limit": POSITIVE, "loss_policy": NONNEG,
         "loss_value": NONNEG, "loss_repval": NONNEG, "optimizer": OneOf(OPTIMIZERS), "lr": POSITIVE,
         "eps": POSITIVE, "beta1": between(0.0, 1.0, hi_open=True), "beta2": between(0.0, 1.0, hi_open=True),
         "agc": FINITE, "warmup": NONNEG, "train_ratio": POSITIVE, "learning_starts": NONNEG,
-        "precision": OneOf(PRECISIONS)}
+        "precision": OneOf(PRECISIONS), "reset_at": OneOf(RESETS)}
     name: str = "dreamer"
     # --- sizes (12M preset) ---
     deter: int = 2048
@@ -81,9 +83,21 @@ class DreamerConfig:
     replay_size: int = 1_000_000  # records, all envs together
     learning_starts: int = 1024  # env steps before the first update
     replay_context: bool = True  # start training sequences from the stored latent of the previous step
+    # --- meta-RL (RL^2 on the world model; docs/rl2.md) ---
+    meta: bool = False  # the trial is the unit: inner episode ends are neither is_first nor terminal (see agent.py)
+    reset_at: str = "trial"  # trial | episode: where the RSSM state is zeroed, acting and replayed
+    ac_gru: int = 0  # > 0: a GRU of this many units between the latent and the actor / critic (RL^2's policy)
     # --- speed ---
     compile: bool = False  # torch.compile the RSSM steps and the heads (CUDA only; eager elsewhere)
     precision: str = "fp32"  # fp32 | bf16 (autocast; CUDA only, fp32 elsewhere)
+
+
+@dataclass
+class DreamerRL2Config(DreamerConfig):
+    """The same hyperparameters, with the trial as the unit (``meta``) by default."""
+
+    name: str = "dreamer_rl2"
+    meta: bool = True
 
 
 def check(c: DreamerConfig) -> DreamerConfig:
@@ -106,7 +120,13 @@ def check(c: DreamerConfig) -> DreamerConfig:
         bad(f"train_ratio and lr must be > 0, got {c.train_ratio} and {c.lr}")
     if not 0.0 <= c.lam <= 1.0 or not 0.0 <= c.unimix < 1.0:
         bad(f"lam must be in [0, 1] and unimix in [0, 1), got {c.lam} and {c.unimix}")
+    if int(c.ac_gru) < 0:
+        bad(f"ac_gru must be >= 0 (0: no recurrent actor-critic), got {c.ac_gru}")
+    if c.reset_at not in RESETS:
+        bad(f"unknown reset_at {c.reset_at!r}; choose one of {', '.join(RESETS)}")
+    if not isinstance(c.meta, bool):
+        bad(f"meta must be true or false, got {c.meta!r}")
     return c
 
 
-__all__ = ["OPTIMIZERS", "PRECISIONS", "DreamerConfig", "check"]
+__all__ = ["OPTIMIZERS", "PRECISIONS", "RESETS", "DreamerConfig", "DreamerRL2Config", "check"]
