@@ -58,6 +58,7 @@ DREAMER_HP = dict(deter=128, hidden=64, stoch=16, classes=4, blocks=2, units=64,
 AGENTS = {"rl2_ppo": RL2PPOAgent, "dreamer_rl2": DreamerRL2Agent, "dreamer": DreamerAgent}
 LABELS = {"rl2_ppo": "RL^2-PPO", "dreamer_rl2": "Dreamer-RL^2", "dreamer": "Dreamer"}
 
+
 def train(agent, core, steps: int, seed: int, minutes: float | None, log_every: int,
           curve: list | None = None) -> tuple[int, list[float]]:
     """core.driver.drive's act / observe / update cycle, stopped at ``steps`` env steps or after ``minutes`` of
