@@ -81,10 +81,10 @@ class MallocGameDomain:
         n_syn = [int({**SYNTHETIC, **t["params"]}["n_buffers"]) for t, p in zip(cfg.tasks, pools, strict=True)
                  if p is None]
         self.N = N = max([i.n for i in self.instances] + n_syn + [1])
-        I = max(len(self.instances), 1)
-        st, en, sz = (np.zeros((I, N), np.int64) for _ in range(3))
-        be = np.zeros((I, N), np.float64)
-        n, cap = np.ones(I, np.int64), np.ones(I, np.int64)
+        n_inst = max(len(self.instances), 1)
+        st, en, sz = (np.zeros((n_inst, N), np.int64) for _ in range(3))
+        be = np.zeros((n_inst, N), np.float64)
+        n, cap = np.ones(n_inst, np.int64), np.ones(n_inst, np.int64)
         for j, inst in enumerate(self.instances):
             m = inst.n
             st[j, :m], en[j, :m], sz[j, :m], be[j, :m] = inst.start, inst.end, inst.size, inst.benefit

@@ -98,7 +98,8 @@ def first_fit(inst: Instance, order: str = "start") -> np.ndarray:
 
 def milp(inst: Instance, time_limit: float = 10.0) -> dict:
     """The exact optimum by MILP (HiGHS): {value, bound, optimal, offsets, seconds, status}."""
-    from scipy.optimize import Bounds, LinearConstraint, milp as solve
+    from scipy.optimize import Bounds, LinearConstraint
+    from scipy.optimize import milp as solve
     from scipy.sparse import coo_matrix
 
     n, C, s = inst.n, float(inst.capacity), inst.size.astype(float)
@@ -134,11 +135,25 @@ def milp(inst: Instance, time_limit: float = 10.0) -> dict:
     if res.x is None:
         return {"value": 0.0, "bound": bound, "optimal": False, "offsets": np.full(n, -1, np.int64),
                 "seconds": secs, "status": int(res.status)}
-    x = res.x[:n] > 0.5
-    off = np.where(x, np.round(res.x[n:2 * n]).astype(np.int64), -1)
+    off = _compact(inst, res.x[:n] > 0.5, res.x[n:2 * n], pairs, res.x[2 * n:] > 0.5)
     value = check_placement(inst, off)
     return {"value": value, "bound": max(bound, value), "optimal": res.status == 0, "offsets": off, "seconds": secs,
             "status": int(res.status)}
+
+
+def _compact(inst: Instance, x: np.ndarray, o: np.ndarray, pairs: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Integer offsets for the MILP's choice: every chosen buffer as low as the chosen buffers the solution
+    puts below it allow (a longest path over the pairs' order), so solver tolerances cannot make two live
+    buffers overlap; never higher than the solution's own offsets, up to those tolerances."""
+    below: list[list[int]] = [[] for _ in range(inst.n)]
+    for (i, j), zp in zip(pairs.tolist(), z.tolist(), strict=True):
+        if x[i] and x[j]:
+            lo, hi = (i, j) if zp else (j, i)
+            below[hi].append(lo)
+    off = np.full(inst.n, -1, np.int64)
+    for j in sorted(np.nonzero(x)[0].tolist(), key=lambda j: o[j]):
+        off[j] = max([0] + [int(off[i] + inst.size[i]) for i in below[j]])
+    return off
 
 
 def brute_force(inst: Instance) -> tuple[float, np.ndarray]:
