@@ -22,6 +22,7 @@ from dreamalloc.mallocgame.solvers import (
     game_optimum,
     greedy,
     milp,
+    rollout_search,
 )
 
 # A: [0,3) 4 units worth 8; B: [1,4) 4 worth 4; C: [2,5) 4 worth 6; D: [4,6) 2 worth 5; fast memory of 10.
@@ -92,6 +93,7 @@ def test_hand_worked_solvers():
     assert check_placement(inst, greedy(inst, "size")) == 17.0  # A at 0, B at 4, C slow, D at 0
     assert check_placement(inst, first_fit(inst, "start")) == 17.0
     assert check_placement(inst, greedy(inst, "density")) == 19.0  # A (2), D (2.5) first, then C (1.5) fits at 4
+    assert rollout_search(inst, K).tolist() == [0, -1, 4, 0]  # B to slow: C is worth more than B
     with pytest.raises(ValueError, match="overlap in address"):
         check_placement(inst, [0, 2, -1, -1])
 
@@ -268,6 +270,8 @@ def test_milp_is_optimal_on_tiny_instances_and_heuristics_are_bounded_by_it():
             assert check_placement(inst, f) <= best
         g = game_optimum(inst, K)
         assert g <= best
+        search = check_placement(inst, rollout_search(inst, K))
+        assert check_placement(inst, first_fit(inst, "start")) <= search <= g  # first-fit = the game's gap 0
         gaps_seen += check_placement(inst, greedy(inst, "size")) < best
     assert gaps_seen > 0  # the greedy is not optimal everywhere: the instances do test something
 

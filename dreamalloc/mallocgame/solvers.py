@@ -11,6 +11,9 @@ MILP). A placement is an int64 array of offsets in the instance's buffer order, 
   live together, big-M = capacity), solved by HiGHS with a time limit; reports the value found and the bound
   HiGHS proves (equal when ``optimal``).
 * ``brute_force``: every placement of a tiny instance (every offset or slow, per buffer), the test oracle.
+* ``rollout_search`` (``search_ff``): decision-time search with the exact game (a one-step lookahead over the
+  allowed actions, each scored by a first-fit rollout of the rest): what planning can add in the game's own
+  action space (not a learnt model).
 * ``game_gaps`` / ``game_optimum``: the game's own rule (the first K feasible gaps of the buffer in turn) and
   the best return over every action sequence of a tiny instance.
 """
@@ -203,9 +206,36 @@ def game_optimum(inst: Instance, n_gaps: int) -> float:
     return go(0)
 
 
+def _first_fit_rest(inst: Instance, off: np.ndarray, k: int, n_gaps: int) -> float:
+    """The benefit the game's first-fit policy (the lowest feasible gap, else slow) adds from buffer k on."""
+    off, value = off.copy(), 0.0
+    for j in range(k, inst.n):
+        g = game_gaps(inst, off, j, n_gaps)
+        if g:
+            off[j] = g[0][0]
+            value += inst.benefit[j]
+    return value
+
+
+def rollout_search(inst: Instance, n_gaps: int = 8) -> np.ndarray:
+    """Decision-time search with the exact game as its model: at every buffer, each allowed action (K gaps,
+    slow) is scored by its benefit plus a first-fit rollout of the rest, and the best is played (ties: slow,
+    then the lowest gap). A one-step rollout of a policy that is consistent along its own trajectory, so it
+    never does worse than first-fit."""
+    off = np.full(inst.n, -1, np.int64)
+    for k in range(inst.n):
+        best = (_first_fit_rest(inst, off, k + 1, n_gaps), 0, -1)
+        for rank, (bottom, _) in enumerate(game_gaps(inst, off, k, n_gaps)):
+            off[k] = bottom
+            best = max(best, (inst.benefit[k] + _first_fit_rest(inst, off, k + 1, n_gaps), -rank - 1, bottom))
+            off[k] = -1
+        off[k] = best[2]
+    return off
+
+
 SOLVERS = {"greedy_size": lambda i: greedy(i, "size"), "greedy_area": lambda i: greedy(i, "area"),
            "greedy_density": lambda i: greedy(i, "density"), "first_fit_start": lambda i: first_fit(i, "start"),
-           "first_fit_size": lambda i: first_fit(i, "size")}
+           "first_fit_size": lambda i: first_fit(i, "size"), "search_ff": rollout_search}
 
 __all__ = ["ORDERS", "SOLVERS", "brute_force", "check_placement", "first_fit", "free_gaps", "game_gaps",
-           "game_optimum", "gaps_for", "greedy", "milp"]
+           "game_optimum", "gaps_for", "greedy", "milp", "rollout_search"]
