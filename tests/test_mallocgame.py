@@ -52,9 +52,15 @@ def test_hand_worked_placements_rewards_and_masks():
     assert info["action_mask"][0].tolist() == _mask(0)
     assert info["gap_bottom"][0, 0] == 0 and info["gap_length"][0, 0] == 10
     assert obs[0, :2].tolist() == pytest.approx([0.4, 1.0])  # size / capacity, benefit / the largest
-    assert obs[0, 8:11].tolist() == [1.0, 0.0, 0.0] and obs[0, 8 + K + K] == 1.0  # gap 0: valid, bottom 0, length 1
-    _, r, term, _, info = core.step([0])  # A at 0
+    # demand still to come over A's live range: B and C (8 units); the largest 4; their benefit 10 / A's 8;
+    # A's benefit per unit 2 / the program's 23 / 14
+    assert obs[0, 6:11].tolist() == pytest.approx([0.8, 0.0, 0.4, 10 / 8, 2 / (23 / 14)])
+    assert obs[0, 11:14].tolist() == [1.0, 0.0, 0.0] and obs[0, 11 + K + K] == 1.0  # gap 0: valid, bottom 0, length 1
+    assert obs[0, 11 + 3 * K:].tolist() == [0.0] * 16  # nothing placed yet
+    obs, r, term, _, info = core.step([0])  # A at 0
     assert r.item() == pytest.approx(8 / 23) and not term.item()
+    # B's view of the address space: A covers [0, 4) of 10 = bins 0-5 of 16 and 0.4 of bin 6
+    assert obs[0, 11 + 3 * K:].tolist() == pytest.approx([1.0] * 6 + [0.4] + [0.0] * 9)
     # buffer B is live with A: [0, 4) taken, gap [4, 10)
     assert info["action_mask"][0].tolist() == _mask(0)
     assert (info["gap_bottom"][0, 0].item(), info["gap_length"][0, 0].item()) == (4, 6)

@@ -127,7 +127,7 @@ class MallocGameConfig:
 
     @property
     def base_obs_dim(self) -> int:
-        return 8 + 3 * self.n_gaps + self.addr_bins
+        return 11 + 3 * self.n_gaps + self.addr_bins
 
 
 __all__ = ["DRAWS", "STREAMS", "SYNTHETIC", "TRAIN_TASK", "MallocGameConfig", "task_pool"]

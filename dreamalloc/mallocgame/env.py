@@ -12,11 +12,13 @@ Reward: the buffer's benefit when it goes to fast memory, else 0; divided by the
 ``normalize_reward`` (the default), so a return is the fraction of the upper bound "everything in fast memory"
 that a placement reaches. The episode terminates after the program's last buffer.
 
-Observation (``8 + 3K + addr_bins`` floats): the buffer's size / capacity, benefit / the program's largest,
+Observation (``11 + 3K + addr_bins`` floats): the buffer's size / capacity, benefit / the program's largest,
 live-range length and start / the program's horizon, progress k / n, the fraction of the total benefit still
 undecided, the total size of the undecided buffers that overlap its live range / capacity (the demand still to
-come) and the size of the placed ones that do / capacity; then per gap slot (valid, bottom / capacity,
-length / capacity); then the occupancy of ``addr_bins`` equal address bins by the placed buffers live with it.
+come) and the size of the placed ones that do / capacity, the largest undecided one that does / capacity,
+their benefit / this buffer's, this buffer's benefit per unit of size / the program's; then per gap slot
+(valid, bottom / capacity, length / capacity); then the occupancy of ``addr_bins`` equal address bins by the
+placed buffers live with it.
 
 Randomness (counter-based, ``core.rng``): a row seeded s draws its trial's task from (s, trial) and its
 episode's program (or synthetic instance) from (s, episode), so a row of a batch equals a single env seeded
@@ -252,7 +254,10 @@ class MallocGameDomain:
             self.size[ar, i] / C, self.benefit[ar, i] / self.benefit.max(1).values.clamp(min=1e-300),
             (ce - cs) / H, cs / H, self.k / self.n.double(),
             (self.benefit * (inrow & (idx >= self.k[:, None]))).sum(1) / self.total,
-            (sz * (undecided & overlap)).sum(1) / C, (sz * active).sum(1) / C], 1)
+            (sz * (undecided & overlap)).sum(1) / C, (sz * active).sum(1) / C,
+            (sz * (undecided & overlap)).max(1).values / C,
+            (self.benefit * (undecided & overlap)).sum(1) / self.benefit[ar, i].clamp(min=1e-300),
+            (self.benefit[ar, i] / self.size[ar, i]) / (self.total / (sz * inrow).sum(1))], 1)
         nb = self.cfg.addr_bins
         edges = torch.linspace(0.0, 1.0, nb + 1, dtype=torch.float64, device=dev)[None, :] * C[:, None]  # [B, nb+1]
         lo = torch.where(active, self.off, 0).double()[:, :, None]
