@@ -322,3 +322,15 @@ def test_gymnasium_single_and_vector_env():
     assert obs.shape == (3, venv.single_observation_space.shape[0]) and info["action_mask"].shape == (3, K + 1)
     obs, r, term, trunc, info = venv.step(np.full(3, SLOW))
     assert (r == 0).all() and not term.any()
+
+
+def test_game_first_fit_equals_the_first_fit_solver_on_every_recorded_program():
+    progs = program_set("all")
+    core = MallocGameCore(len(progs), tasks=[{"stream": "programs", "params": {"set": "all", "draw": "cycle"}}],
+                          normalize_reward=False)
+    _, info = core.reset(seed=0)
+    got = torch.full((len(progs),), float("nan"), dtype=torch.float64)
+    for _ in range(max(p.n for p in progs)):
+        _, _, term, _, info = core.step(_first_fit(info))
+        got = torch.where(term & got.isnan(), info["episode"]["r"], got) if "episode" in info else got
+    assert got.tolist() == [check_placement(p, first_fit(p, "start")) for p in progs]
