@@ -1,6 +1,7 @@
 """Tables and the placement picture of docs/mallocgame.md from the JSON files of scripts/mallocgame_train.py.
 
-    python scripts/mallocgame_report.py --solvers solvers.json --agents agents.json --png docs/mallocgame_placement.png
+    python scripts/mallocgame_report.py --solvers solvers.json --agents agents.json:40k agents_long.json:300k \
+        --png docs/mallocgame_placement.png
 
 Prints, per program, every method's fraction of the total benefit (agents: mean over seeds with a 95 % t
 interval), then per set the means; draws the placement of one held-out program in the time x address plane.
@@ -65,13 +66,19 @@ def draw(inst, placements: dict, path: str) -> None:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--solvers", required=True)
-    p.add_argument("--agents", default=None)
+    p.add_argument("--agents", nargs="*", default=[], help="FILE[:LABEL] ...: agents.json files of "
+                   "mallocgame_train.py; LABEL (e.g. the budget) is appended to their agents' names")
     p.add_argument("--png", default=None)
     p.add_argument("--program", default="unet_b8", help="the held-out program to draw")
     args = p.parse_args(argv)
     progs = json.loads(Path(args.solvers).read_text())["programs"]
-    agents = json.loads(Path(args.agents).read_text())["agents"] if args.agents else {}
-    names = sorted({k.split("/")[0] for k in agents})
+    agents = {}  # "name@label/seed" -> record
+    for spec in args.agents:
+        path, _, label = spec.partition(":")
+        for key, rec in json.loads(Path(path).read_text())["agents"].items():
+            name, seed = key.split("/")
+            agents[f"{name}@{label}/{seed}" if label else key] = rec
+    names = list(dict.fromkeys(k.split("/")[0] for k in agents))  # in the order of the files
     per = {n: {} for n in names}  # agent -> program -> [fraction per seed]
     for key, rec in agents.items():
         for s in rec["eval"].values():
