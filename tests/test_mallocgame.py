@@ -7,6 +7,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from gymnasium.utils.env_checker import check_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -52,9 +53,10 @@ def test_hand_worked_placements_rewards_and_masks():
     assert info["action_mask"][0].tolist() == _mask(0)
     assert info["gap_bottom"][0, 0] == 0 and info["gap_length"][0, 0] == 10
     assert obs[0, :2].tolist() == pytest.approx([0.4, 1.0])  # size / capacity, benefit / the largest
-    # demand still to come over A's live range: B and C (8 units); the largest 4; their benefit 10 / A's 8;
-    # A's benefit per unit 2 / the program's 23 / 14
-    assert obs[0, 6:11].tolist() == pytest.approx([0.8, 0.0, 0.4, 10 / 8, 2 / (23 / 14)])
+    # demand still to come over A's live range: B and C (8 units); the largest 4; their benefit 10 / (10 + A's 8);
+    # d / (1 + d), d = A's benefit per unit 2 / the program's 23 / 14
+    d = 2 / (23 / 14)
+    assert obs[0, 6:11].tolist() == pytest.approx([0.8, 0.0, 0.4, 10 / 18, d / (1 + d)])
     assert obs[0, 11:14].tolist() == [1.0, 0.0, 0.0] and obs[0, 11 + K + K] == 1.0  # gap 0: valid, bottom 0, length 1
     assert obs[0, 11 + 3 * K:].tolist() == [0.0] * 16  # nothing placed yet
     obs, r, term, _, info = core.step([0])  # A at 0
@@ -104,13 +106,19 @@ def test_hand_worked_solvers():
         check_placement(inst, [0, 2, -1, -1])
 
 
-def test_masked_and_out_of_range_actions_are_refused():
+def test_masked_actions_go_to_slow_memory_or_raise_and_out_of_range_ones_are_refused():
     core = hand_core()
     core.reset(seed=0)
+    _, r, _, _, info = core.step([3])  # only gap 0 exists: A goes to slow memory, flagged
+    assert r.item() == 0.0 and info["invalid"].tolist() == [True] and core.domain.placement(0)["offset"][0] == -1
+    _, r, _, _, info = core.step([0])
+    assert r.item() == pytest.approx(4 / 23) and info["invalid"].tolist() == [False]
+    strict = hand_core(invalid_action="error")
+    strict.reset(seed=0)
     with pytest.raises(ValueError, match="masked action: env 0 chose gap 3"):
-        core.step([3])
+        strict.step([3])
     with pytest.raises(ActionError, match="out of range"):
-        core.step([K + 1])
+        strict.step([K + 1])
 
 
 # ---------------------------------------------------------------------------------------------- invariants
@@ -247,6 +255,7 @@ def test_bad_instances_get_one_clear_error(capacity, buffers, match):
     ({"tasks": [{"stream": "instances", "params": {"instances": [{"capacity": 4, "buffers": [[0, 1, 5, 1]]}]}}]},
      "larger than the fast memory"),
     ({"n_gaps": 0}, "n_gaps must be an integer >= 1"),
+    ({"invalid_action": "clip"}, "invalid_action must be 'slow'"),
 ])
 def test_bad_configs_get_one_clear_error(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -316,6 +325,11 @@ def test_gymnasium_single_and_vector_env():
     assert done and total == pytest.approx(19 / 23)
     with pytest.raises(ActionError):
         env.step(1.0)
+    check_env(gym.make(MALLOC_GAME_ID, tasks=[{"stream": "synthetic", "params": {}}]).unwrapped,
+              skip_render_check=True)
+    meta = gym.make(MALLOC_GAME_ID, tasks=[{"stream": "synthetic", "params": {}}], meta_obs=True).unwrapped
+    check_env(meta, skip_render_check=True)
+    assert meta.observation_space.shape == (51 + K + 3,)
     venv = gym.make_vec(MALLOC_GAME_ID, num_envs=3, vectorization_mode="vector_entry_point",
                         tasks=[{"stream": "synthetic", "params": {}}])
     obs, info = venv.reset(seed=1)

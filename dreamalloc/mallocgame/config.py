@@ -82,6 +82,7 @@ class MallocGameConfig:
     n_gaps: int = 8  # K: actions 0..K-1 place the buffer at the bottom of the k-th feasible gap; action K: slow
     addr_bins: int = 16  # the observation's address-occupancy profile over the buffer's live range
     normalize_reward: bool = True  # reward = benefit / the program's total benefit (a return is a fraction)
+    invalid_action: str = "slow"  # a masked gap: the buffer goes to slow memory (info["invalid"]); "error": raise
     trial_episodes: int = 1
     meta_obs: bool = False
     task_obs: bool = False
@@ -102,6 +103,9 @@ class MallocGameConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 _bad(f"{name} must be an integer >= {low}, got {v!r}")
+        if self.invalid_action not in ("slow", "error"):
+            _bad(f"invalid_action must be 'slow' (a masked gap sends the buffer to slow memory) or 'error', got "
+                 f"{self.invalid_action!r}")
         try:
             self.tasks = expand_tasks(list(self.tasks))
         except (ValueError, TypeError) as e:

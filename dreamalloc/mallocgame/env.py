@@ -5,7 +5,9 @@ benefits, in game order) and a fast memory of ``capacity`` units. Step k decides
 already sit in fast memory and are live at some time of buffer k's live range cut the address range
 ``[0, capacity)`` into free gaps; a gap is *feasible* when buffer k fits in it. Action ``g < K`` places the
 buffer at the bottom of the g-th feasible gap in address order (the first K of them); action ``K`` leaves it
-in slow memory. The mask (``info["action_mask"]``) allows the first ones that exist and always "slow".
+in slow memory. The mask (``info["action_mask"]``) allows the first ones that exist and always "slow". A
+masked gap sends the buffer to slow memory and sets the step's ``info["invalid"]`` (``invalid_action:
+error`` raises a ``ValueError`` instead).
 Placements are final: no moves, no evictions, no prefetches (a buffer lives in one memory its whole life).
 
 Reward: the buffer's benefit when it goes to fast memory, else 0; divided by the program's total benefit with
@@ -16,7 +18,8 @@ Observation (``11 + 3K + addr_bins`` floats): the buffer's size / capacity, bene
 live-range length and start / the program's horizon, progress k / n, the fraction of the total benefit still
 undecided, the total size of the undecided buffers that overlap its live range / capacity (the demand still to
 come) and the size of the placed ones that do / capacity, the largest undecided one that does / capacity,
-their benefit / this buffer's, this buffer's benefit per unit of size / the program's; then per gap slot
+their benefit / (theirs + this buffer's), d / (1 + d) with d this buffer's benefit per unit of size / the
+program's; then per gap slot
 (valid, bottom / capacity, length / capacity); then the occupancy of ``addr_bins`` equal address bins by the
 placed buffers live with it.
 
@@ -57,6 +60,9 @@ class MallocGameDomain:
         self.action_spec = ActionSpec(self.n_actions, self.B, dev, "env",
                                       f"Discrete({self.n_actions}) (a feasible gap, or {self.G}: slow memory)", names)
         self._build_tables()
+        # every feature is >= 0; fractions <= 1, sums over the program's buffers (demand, occupancy) <= N
+        high = [1.0] * 6 + [float(self.N)] * 2 + [1.0] * (3 + 3 * self.G) + [float(self.N)] * cfg.addr_bins
+        self.obs_high = torch.tensor(high, dtype=torch.float32, device=dev)
         B, N = self.B, self.N
         i64, f64 = dict(dtype=torch.long, device=dev), dict(dtype=torch.float64, device=dev)
         self.start_t, self.end_t, self.size = (torch.zeros(B, N, **i64) for _ in range(3))
@@ -218,10 +224,12 @@ class MallocGameDomain:
         ac = a.clamp(max=K - 1)
         bad = place & ~valid[ar, ac]
         if bool(bad.any()):
-            r = int(bad.nonzero()[0, 0])
-            raise ValueError(f"masked action: env {r} chose gap {int(a[r])} but its buffer has only "
-                             f"{int(valid[r].sum())} feasible gap(s); take actions allowed by info['action_mask'] "
-                             f"({K} = slow memory is always allowed)")
+            if self.cfg.invalid_action == "error":
+                r = int(bad.nonzero()[0, 0])
+                raise ValueError(f"masked action: env {r} chose gap {int(a[r])} but its buffer has only "
+                                 f"{int(valid[r].sum())} feasible gap(s); take actions allowed by "
+                                 f"info['action_mask'] ({K} = slow memory is always allowed)")
+            place = place & ~bad  # invalid_action: slow, the buffer goes to slow memory
         i = self.k.clamp(max=N - 1)
         pr, pi = ar[place], i[place]
         self.off[pr, pi] = bottom[ar, ac][place]
@@ -233,7 +241,7 @@ class MallocGameDomain:
         last = live & (self.k >= self.n)
         self.ended |= last
         self._g = None
-        return reward, last, torch.zeros_like(last), {}
+        return reward, last, torch.zeros_like(last), {"invalid": bad}
 
     # ----------------------------------------------------------------------------------------------
     def observe(self, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -250,14 +258,15 @@ class MallocGameDomain:
         active = self.placed & overlap
         sz = self.size.double()
         H = self.horizon.double()
+        future = (self.benefit * (undecided & overlap)).sum(1)
+        density = (self.benefit[ar, i] / self.size[ar, i]) / (self.total / (sz * inrow).sum(1))
         feats = torch.stack([
             self.size[ar, i] / C, self.benefit[ar, i] / self.benefit.max(1).values.clamp(min=1e-300),
             (ce - cs) / H, cs / H, self.k / self.n.double(),
             (self.benefit * (inrow & (idx >= self.k[:, None]))).sum(1) / self.total,
             (sz * (undecided & overlap)).sum(1) / C, (sz * active).sum(1) / C,
-            (sz * (undecided & overlap)).max(1).values / C,
-            (self.benefit * (undecided & overlap)).sum(1) / self.benefit[ar, i].clamp(min=1e-300),
-            (self.benefit[ar, i] / self.size[ar, i]) / (self.total / (sz * inrow).sum(1))], 1)
+            (sz * (undecided & overlap)).max(1).values / C, future / (future + self.benefit[ar, i]).clamp(min=1e-300),
+            density / (1.0 + density)], 1)
         nb = self.cfg.addr_bins
         edges = torch.linspace(0.0, 1.0, nb + 1, dtype=torch.float64, device=dev)[None, :] * C[:, None]  # [B, nb+1]
         lo = torch.where(active, self.off, 0).double()[:, :, None]
@@ -265,7 +274,7 @@ class MallocGameDomain:
         cover = (torch.minimum(hi, edges[:, None, 1:]) - torch.maximum(lo, edges[:, None, :-1])).clamp(min=0).sum(1)
         occ = cover / (edges[:, 1:] - edges[:, :-1])
         gaps = torch.cat([valid.double(), bottom / C[:, None], length / C[:, None]], 1)
-        obs = torch.cat([feats, gaps, occ], 1).float()
+        obs = torch.minimum(torch.cat([feats, gaps, occ], 1).float(), self.obs_high)
         obs = obs.masked_fill(self.ended[:, None], 0.0)
         return obs if rows is None else obs[rows]
 

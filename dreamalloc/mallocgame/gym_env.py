@@ -44,8 +44,20 @@ def _row0(info: dict) -> dict:
 
 
 def _spaces(core: MallocGameCore) -> tuple[gym.spaces.Box, gym.spaces.Discrete]:
-    d = core.spec.obs_dim
-    return (gym.spaces.Box(-np.inf, np.inf, (d,), dtype=np.float32), gym.spaces.Discrete(core.spec.n_actions))
+    """The game's features in [0, obs_high]; then the previous action (one-hot), reward (in [0, 1] when
+    normalised, else [0, the largest benefit]) and episode-start flag (meta_obs); then the task one-hot."""
+    d, n = core.domain, core.spec.n_actions
+    lo, hi = [0.0] * d.obs_dim, d.obs_high.tolist()
+    if core.meta_obs:
+        r_hi = 1.0 if d.cfg.normalize_reward else float(max(d.P_benefit.max(), 1.0)) if not any(
+            t["stream"] == "synthetic" for t in d.cfg.tasks) else float(np.finfo(np.float32).max)
+        lo += [0.0] * (n + 2)
+        hi += [1.0] * n + [r_hi, 1.0]
+    if core.task_obs:
+        lo += [0.0] * d.n_tasks
+        hi += [1.0] * d.n_tasks
+    box = gym.spaces.Box(np.asarray(lo, np.float32), np.asarray(hi, np.float32), dtype=np.float32)
+    return box, gym.spaces.Discrete(n)
 
 
 class MallocGameEnv(gym.Env):
