@@ -3,8 +3,9 @@
     python scripts/mallocgame_report.py --solvers solvers.json --agents agents.json:40k agents_long.json:300k \
         --png docs/mallocgame_placement.png
 
-Prints, per program, every method's fraction of the total benefit (agents: mean over seeds with a 95 % t
-interval), then per set the means; draws the placement of one held-out program in the time x address plane.
+Prints every method's fraction of the total benefit per model (mean over its batch sizes; ``--per program``:
+per program) and per set; agents: the mean over seeds with a 95 % t interval over seeds. Draws the placement
+of one held-out program in the time x address plane.
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ def main(argv=None) -> None:
     p.add_argument("--agents", nargs="*", default=[], help="FILE[:LABEL] ...: agents.json files of "
                    "mallocgame_train.py; LABEL (e.g. the budget) is appended to their agents' names")
     p.add_argument("--png", default=None)
+    p.add_argument("--per", choices=("model", "program"), default="model",
+                   help="first table: one row per model and set (mean over its batch sizes) or per program")
     p.add_argument("--program", default="unet_b8", help="the held-out program to draw")
     args = p.parse_args(argv)
     progs = json.loads(Path(args.solvers).read_text())["programs"]
@@ -79,17 +82,20 @@ def main(argv=None) -> None:
             name, seed = key.split("/")
             agents[f"{name}@{label}/{seed}" if label else key] = rec
     names = list(dict.fromkeys(k.split("/")[0] for k in agents))  # in the order of the files
-    per = {n: {} for n in names}  # agent -> program -> [fraction per seed]
-    for key, rec in agents.items():
-        for s in rec["eval"].values():
-            for prog, frac in s.items():
-                per[key.split("/")[0]].setdefault(prog, []).append(frac)
     cols = [c for c in SOLVER_COLS if any(c in v for v in progs.values())]
-    print("| program | set | buffers | " + " | ".join(cols + names) + " |")
-    print("|" + "---|" * (3 + len(cols) + len(names)))
+    groups: dict[tuple, list[str]] = {}  # (model, set) -> its programs (every batch size)
     for prog, v in progs.items():
-        cells = [f"{v[c]:.3f}" if c in v else "-" for c in cols] + [fmt(*ci(per[n][prog])) for n in names]
-        print(f"| {prog} | {v['set']} | {v['n']} | " + " | ".join(cells) + " |")
+        groups.setdefault((prog.rsplit("_b", 1)[0], v["set"]) if args.per == "model" else (prog, v["set"]),
+                          []).append(prog)
+    print(f"| {args.per} | set | buffers | " + " | ".join(cols + names) + " |")
+    print("|" + "---|" * (3 + len(cols) + len(names)))
+    for (label, s), ps in groups.items():
+        cells = [f"{np.mean([progs[k][c] for k in ps]):.3f}" if all(c in progs[k] for k in ps) else "-"
+                 for c in cols]
+        for n in names:  # per seed: the mean over the group's programs, then a t interval over seeds
+            cells.append(fmt(*ci([np.mean([rec["eval"][s][k] for k in ps]) for key, rec in agents.items()
+                                  if key.split("/")[0] == n])))
+        print(f"| {label} | {s} | {progs[ps[0]]['n']} | " + " | ".join(cells) + " |")
     print()
     print("| set | " + " | ".join(cols + names) + " |")
     print("|" + "---|" * (1 + len(cols) + len(names)))
