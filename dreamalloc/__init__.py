@@ -4,6 +4,7 @@ __version__ = "0.1.0"
 
 import dreamalloc.alloc  # noqa: E402,F401  (each domain registers its gymnasium ids)
 import dreamalloc.loadbalance  # noqa: E402,F401
+import dreamalloc.mallocgame  # noqa: E402,F401
 import dreamalloc.metatasks  # noqa: E402,F401
 
 

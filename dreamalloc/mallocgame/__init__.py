@@ -2,13 +2,15 @@
 their checks (``instances.py``; recorded PyTorch programs in ``data/``), the config and task streams
 (``config.py``), the dynamics (``env.py``: ``MallocGameDomain`` inside the trials component as
 ``MallocGameCore``), the gymnasium faces (``gym_env.py``, registered as ``dreamalloc/MallocGame-v0``) and the
-reference solvers (``solvers.py``: XLA-style greedy best-fit, first-fit variants, the exact MILP).
+reference solvers (``solvers.py``: XLA-style greedy best-fit, first-fit variants, the exact MILP) and the
+family registration (``family.py``: ``python train.py experiment=mallocgame agent=...``).
 
 May import: ``dreamalloc.core``. Not the other domains, agents or the experiment layer.
 """
 
 import gymnasium as gym
 
+from dreamalloc.mallocgame import family  # noqa: F401  (registers the env family)
 from dreamalloc.mallocgame.config import STREAMS, SYNTHETIC, TRAIN_TASK, MallocGameConfig
 from dreamalloc.mallocgame.env import MallocGameCore, MallocGameDomain
 from dreamalloc.mallocgame.gym_env import MallocGameEnv, MallocGameVectorEnv

@@ -87,9 +87,6 @@ class MallocGameConfig:
     meta_obs: bool = False
     task_obs: bool = False
 
-    kind = "mallocgame"
-    action = "gap"
-
     @classmethod
     def from_kwargs(cls, base: MallocGameConfig | None = None, **kwargs) -> MallocGameConfig:
         unknown = sorted(set(kwargs) - set(cls.__dataclass_fields__))

@@ -49,6 +49,7 @@ class MallocGameDomain:
     """The dynamics of B memory-mapping games (a ``core.DomainCore``); ``MallocGameCore`` adds episodes, trials
     and the RL^2 inputs."""
 
+    action_space = "gap"  # recorded in checkpoints' meta
     masked = True
 
     def __init__(self, num_envs: int, cfg: MallocGameConfig, device="cpu"):
