@@ -4,10 +4,10 @@ as an agent scores exactly its own reference on the same programs, and a learner
 from __future__ import annotations
 
 import numpy as np
+from test_harness import cfg_of
 
 from dreamalloc.experiment.config import validate
 from dreamalloc.experiment.training import train
-from test_harness import cfg_of
 
 QUICK = ["experiment=mallocgame", "env.num_envs=4", "eval.trials=4", "logger=disabled", "progress=off"]
 
