@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from dreamalloc.agents.base import NonFiniteLossError
 from dreamalloc.experiment.checkpoint import (
     CheckpointError,
     checkpoint_path,
@@ -273,3 +275,76 @@ def test_nan_parameter_stops_naming_it_and_keeps_the_last_good_checkpoint(tmp_pa
         train(cfg_of(over, tmp_path), overrides=over)
     ck = load_checkpoint(latest_checkpoint(run_checkpoint_dir(tmp_path / "run")))
     assert ck["step"] == 64 and all(torch.isfinite(v).all() for v in ck["agent"]["net"].values())
+
+
+# --- a real NaN: one reward of NaN from the env, through a learning agent's loss ------------------------------
+NAN_BASE = ["env=alloc64", "env.num_envs=8", "steps=256", "checkpoint_every=128", "eval.trials=2",
+            "logger=disabled", "progress=off"]
+NAN_AGENTS = {"ppo": ["agent=ppo", "agent.n_steps=4", "agent.batch_size=16"],
+              "dqn": ["agent=dqn", "agent.learning_starts=16", "agent.batch_size=64", "agent.buffer_size=64"]}
+
+
+def poison_one_reward(monkeypatch, at_call: int) -> None:
+    """The ``at_call``-th env step of the run gives heap 0 a reward of NaN (once; evaluations come later)."""
+    from dreamalloc.alloc.env import AllocDomain
+
+    real, calls = AllocDomain.step, []
+
+    def step(self, a):
+        reward, terminated, truncated, facts = real(self, a)
+        calls.append(1)
+        if len(calls) == at_call:
+            reward = reward.clone()
+            reward[0] = float("nan")
+        return reward, terminated, truncated, facts
+
+    monkeypatch.setattr(AllocDomain, "step", step)
+
+
+def finite_net(ck: dict) -> bool:
+    net = ck["agent"]["net"] if "net" in ck["agent"] else ck["agent"]["q"]
+    return all(bool(torch.isfinite(v).all()) for v in net.values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("agent", ["ppo", "dqn"])
+def test_nan_loss_stops_before_the_step_and_saves_the_last_good_state(agent, tmp_path, monkeypatch):
+    from dreamalloc.agents.onpolicy import OnPolicyAgent
+
+    poison_one_reward(monkeypatch, at_call=6)  # env step 48: PPO's rollout 33..64, DQN's replay from then on
+    before, real_update = {}, OnPolicyAgent.update
+
+    def update(self, step):  # the net as each update finds it
+        before[step] = {k: v.clone() for k, v in self.net.state_dict().items()}
+        return real_update(self, step)
+
+    monkeypatch.setattr(OnPolicyAgent, "update", update)
+    over = NAN_BASE + NAN_AGENTS[agent]
+    with pytest.raises(NonFiniteLossError, match=rf"agent={agent} (net|q): the loss \(nan\) or the gradient norm "
+                       r"\(nan\) is NaN or infinite; the update was not applied; training stopped at step \d+") as e:
+        train(cfg_of(over, tmp_path), overrides=over)
+    at = int(re.search(r"stopped at step (\d+)", str(e.value)).group(1))
+    saved = re.search(r"saved in (\S+)$", str(e.value)).group(1)
+    assert at >= 48 and Path(saved).is_file()
+    ck = load_checkpoint(saved)
+    assert ck["step"] == at and finite_net(ck)
+    if agent == "ppo":  # rollouts end at 32, 64, ...: the update at 64 is refused, the one at 32 is kept
+        assert at == 64 and ck["agent"]["n_updates"] == 1
+        assert not torch.equal(before[64]["pi.0.weight"], before[8]["pi.0.weight"])  # the update at 32 ran
+        for k, v in before[64].items():
+            assert torch.equal(v, ck["agent"]["net"][k]), k  # not one bit changed by the refused update
+
+
+@pytest.mark.parametrize("agent", ["ppo", "dqn"])
+def test_nan_loss_with_skip_warns_and_training_goes_on(agent, tmp_path, monkeypatch, capsys):
+    poison_one_reward(monkeypatch, at_call=6)
+    over = NAN_BASE + NAN_AGENTS[agent] + ["on_nonfinite=skip"]
+    out = train(cfg_of(over, tmp_path), overrides=over)
+    err = capsys.readouterr().err
+    skipped = [int(s) for s in re.findall(r"warning: update skipped at step (\d+): agent=\w+ (?:net|q): the loss", err)]
+    assert out["step"] == 256 and skipped and min(skipped) >= 48
+    ck = load_checkpoint(out["checkpoint"])
+    assert finite_net(ck)
+    if agent == "ppo":  # 8 rollouts, the one holding the NaN dropped
+        assert skipped == [64] and ck["agent"]["n_updates"] == 7
+    else:  # the NaN transition stays in the replay: only the rounds that sample it are skipped
+        assert ck["agent"]["n_updates"] > 0
