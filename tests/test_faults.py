@@ -7,6 +7,7 @@ child (during an update, during a checkpoint write, during an evaluation); the r
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
@@ -104,8 +105,21 @@ def test_sigkill_then_resume_writes_the_uninterrupted_metrics(point, at, tmp_pat
     ckdir = run_checkpoint_dir(tmp_path / "run")
     assert not list(ckdir.glob(".*tmp*")) or point == "checkpoint"  # only a kill mid-write leaves its temp file
     assert all(load_checkpoint(p)["step"] < at for p in list_checkpoints(ckdir))
+    stale = list(ckdir.glob(".ckpt_*.tmp-*"))
+    assert len(stale) == (point == "checkpoint")  # the write killed between fsync and rename
+    written = (tmp_path / "run" / "metrics.jsonl").read_bytes().splitlines(keepends=True)
+    seen = load_checkpoint(latest_checkpoint(ckdir))["loop"]["metric_lines"]  # what the resume point had logged
     again = [f"resume={tmp_path / 'run'}"]
     res = train(cfg_of(BASE + again, tmp_path), overrides=BASE + again)
+    assert not list(ckdir.glob(".*tmp*"))  # the resume removed the stale temp file
+    discarded = tmp_path / "run" / "metrics.discarded.jsonl"
+    # the checkpoint / eval kills come after lines logged past the resume point; the update kill does not
+    assert (len(written) > seen) == (point != "update") and len(written) >= seen
+    if point == "update":
+        assert not discarded.exists()
+    else:
+        assert discarded.read_bytes() == b"".join(written[seen:])  # exactly the lines the resume replays
+    assert [json.loads(x)["step"] for x in written[seen:]] == sorted({json.loads(x)["step"] for x in written[seen:]})
     assert res["step"] == out["step"] == 768 and res["episodes"] == out["episodes"]
     mine = (tmp_path / "run" / "metrics.jsonl").read_bytes()
     assert mine == (full / "run" / "metrics.jsonl").read_bytes()  # no duplicated or missing line, same values
@@ -348,3 +362,55 @@ def test_nan_loss_with_skip_warns_and_training_goes_on(agent, tmp_path, monkeypa
         assert skipped == [64] and ck["agent"]["n_updates"] == 7
     else:  # the NaN transition stays in the replay: only the rounds that sample it are skipped
         assert ck["agent"]["n_updates"] > 0
+
+
+def test_disk_full_while_saving_a_checkpoint_mid_training_keeps_the_previous_one(tmp_path, monkeypatch):
+    from dreamalloc.experiment import training as tr
+
+    real_save, real_fsync, kept = tr.save_checkpoint, os.fsync, {}
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def save(path, payload):  # the checkpoint at step 128 meets a full disk while its temp file is flushed
+        if payload["step"] == 128:
+            monkeypatch.setattr(os, "fsync", full)
+        try:
+            out = real_save(path, payload)
+        finally:
+            monkeypatch.setattr(os, "fsync", real_fsync)
+        kept[out.name] = out.read_bytes()
+        return out
+
+    monkeypatch.setattr(tr, "save_checkpoint", save)
+    over = ["env=alloc64", "env.num_envs=8", "steps=256", "checkpoint_every=64", "eval.trials=2", "logger=disabled",
+            "progress=off"]
+    with pytest.raises(TrainingError) as e:
+        train(cfg_of(over, tmp_path), overrides=over)
+    msg = str(e.value)
+    # (the errno tag is doubled, "[Errno 28] [Errno 28] could not ...": training.py wraps str(e) into a new OSError)
+    assert re.search(r"could not write checkpoint \S+ckpt_000000000128\.safetensors: no space left on the device; "
+                     r"the previous checkpoint in \S+ is unchanged; training stopped at step 128$", msg), msg
+    assert msg.count("no space left") == 1 and "\n" not in msg
+    ckdir = run_checkpoint_dir(tmp_path / "run")
+    assert sorted(p.name for p in ckdir.iterdir()) == ["ckpt_000000000064.safetensors", "run.json"]  # no temp file
+    assert (ckdir / "ckpt_000000000064.safetensors").read_bytes() == kept["ckpt_000000000064.safetensors"]
+    assert load_checkpoint(ckdir / "ckpt_000000000064.safetensors")["step"] == 64
+
+
+def test_unwritable_run_directory_fails_before_training(tmp_path, monkeypatch):
+    from dreamalloc.experiment import checkpoint as ckm
+
+    real_open = open
+
+    def denied(file, mode="r", *a, **kw):
+        if "w" in mode and ".write-probe" in str(file) and str(file).startswith(str(tmp_path / "run")):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, mode, *a, **kw)
+
+    monkeypatch.setattr(ckm, "open", denied, raising=False)
+    over = ["env=alloc64", "env.num_envs=4", "steps=100000", "logger=disabled", "progress=off"]
+    with pytest.raises(OSError, match=r"the run directory \S+/run is not writable: permission denied"):
+        train(cfg_of(over, tmp_path), overrides=over)
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    assert not [p for p in (tmp_path / "ckpt").rglob("*") if p.is_file()]  # no checkpoint either
