@@ -414,3 +414,34 @@ def test_unwritable_run_directory_fails_before_training(tmp_path, monkeypatch):
         train(cfg_of(over, tmp_path), overrides=over)
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
     assert not [p for p in (tmp_path / "ckpt").rglob("*") if p.is_file()]  # no checkpoint either
+
+
+@pytest.mark.parametrize("max_norm", [0.0, 0.5])
+def test_guarded_optimizer_step_changes_nothing_when_non_finite_and_is_the_plain_step_otherwise(max_norm):
+    import copy
+
+    from dreamalloc.agents.base import optimizer_step
+
+    torch.manual_seed(0)
+    net, x = torch.nn.Linear(3, 2), torch.randn(4, 3)
+    opt = torch.optim.Adam(net.parameters(), lr=0.1)
+    start = copy.deepcopy(net.state_dict())
+    bad = {"loss (nan)": lambda: net(x).sum() * float("nan"),
+           "loss (0) or the gradient norm (nan)": lambda: (net.weight * 0).sqrt().sum()}  # finite loss, NaN grad
+    for what, loss in bad.items():
+        with pytest.raises(NonFiniteLossError, match=rf"agent=t net: the {re.escape(what)}.*not applied"):
+            optimizer_step(opt, net.parameters(), loss(), max_norm, "agent=t net")
+        assert all(torch.equal(v, start[k]) for k, v in net.state_dict().items())
+        assert opt.state_dict()["state"] == {}  # Adam never stepped: no moments, no step count
+    twin = copy.deepcopy(net)
+    topt = torch.optim.Adam(twin.parameters(), lr=0.1)
+    for _ in range(3):
+        norm = optimizer_step(opt, net.parameters(), (net(x) ** 2).sum(), max_norm, "agent=t net")
+        topt.zero_grad(set_to_none=True)
+        (twin(x) ** 2).sum().backward()
+        if max_norm > 0:
+            torch.nn.utils.clip_grad_norm_(twin.parameters(), max_norm)
+        topt.step()
+        assert (float(norm) > 0) == (max_norm > 0)
+    assert all(torch.equal(v, twin.state_dict()[k]) for k, v in net.state_dict().items())
+    assert not torch.equal(net.weight, start["weight"])
