@@ -7,9 +7,11 @@ child (during an update, during a checkpoint write, during an evaluation); the r
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +20,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from dreamalloc.agents.base import NonFiniteLossError
 from dreamalloc.experiment.checkpoint import (
     CheckpointError,
     checkpoint_path,
@@ -102,8 +105,21 @@ def test_sigkill_then_resume_writes_the_uninterrupted_metrics(point, at, tmp_pat
     ckdir = run_checkpoint_dir(tmp_path / "run")
     assert not list(ckdir.glob(".*tmp*")) or point == "checkpoint"  # only a kill mid-write leaves its temp file
     assert all(load_checkpoint(p)["step"] < at for p in list_checkpoints(ckdir))
+    stale = list(ckdir.glob(".ckpt_*.tmp-*"))
+    assert len(stale) == (point == "checkpoint")  # the write killed between fsync and rename
+    written = (tmp_path / "run" / "metrics.jsonl").read_bytes().splitlines(keepends=True)
+    seen = load_checkpoint(latest_checkpoint(ckdir))["loop"]["metric_lines"]  # what the resume point had logged
     again = [f"resume={tmp_path / 'run'}"]
     res = train(cfg_of(BASE + again, tmp_path), overrides=BASE + again)
+    assert not list(ckdir.glob(".*tmp*"))  # the resume removed the stale temp file
+    discarded = tmp_path / "run" / "metrics.discarded.jsonl"
+    # the checkpoint / eval kills come after lines logged past the resume point; the update kill does not
+    assert (len(written) > seen) == (point != "update") and len(written) >= seen
+    if point == "update":
+        assert not discarded.exists()
+    else:
+        assert discarded.read_bytes() == b"".join(written[seen:])  # exactly the lines the resume replays
+    assert [json.loads(x)["step"] for x in written[seen:]] == sorted({json.loads(x)["step"] for x in written[seen:]})
     assert res["step"] == out["step"] == 768 and res["episodes"] == out["episodes"]
     mine = (tmp_path / "run" / "metrics.jsonl").read_bytes()
     assert mine == (full / "run" / "metrics.jsonl").read_bytes()  # no duplicated or missing line, same values
@@ -273,3 +289,159 @@ def test_nan_parameter_stops_naming_it_and_keeps_the_last_good_checkpoint(tmp_pa
         train(cfg_of(over, tmp_path), overrides=over)
     ck = load_checkpoint(latest_checkpoint(run_checkpoint_dir(tmp_path / "run")))
     assert ck["step"] == 64 and all(torch.isfinite(v).all() for v in ck["agent"]["net"].values())
+
+
+# --- a real NaN: one reward of NaN from the env, through a learning agent's loss ------------------------------
+NAN_BASE = ["env=alloc64", "env.num_envs=8", "steps=256", "checkpoint_every=128", "eval.trials=2",
+            "logger=disabled", "progress=off"]
+NAN_AGENTS = {"ppo": ["agent=ppo", "agent.n_steps=4", "agent.batch_size=16"],
+              "dqn": ["agent=dqn", "agent.learning_starts=16", "agent.batch_size=64", "agent.buffer_size=64"]}
+
+
+def poison_one_reward(monkeypatch, at_call: int) -> None:
+    """The ``at_call``-th env step of the run gives heap 0 a reward of NaN (once; evaluations come later)."""
+    from dreamalloc.alloc.env import AllocDomain
+
+    real, calls = AllocDomain.step, []
+
+    def step(self, a):
+        reward, terminated, truncated, facts = real(self, a)
+        calls.append(1)
+        if len(calls) == at_call:
+            reward = reward.clone()
+            reward[0] = float("nan")
+        return reward, terminated, truncated, facts
+
+    monkeypatch.setattr(AllocDomain, "step", step)
+
+
+def finite_net(ck: dict) -> bool:
+    net = ck["agent"]["net"] if "net" in ck["agent"] else ck["agent"]["q"]
+    return all(bool(torch.isfinite(v).all()) for v in net.values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("agent", ["ppo", "dqn"])
+def test_nan_loss_stops_before_the_step_and_saves_the_last_good_state(agent, tmp_path, monkeypatch):
+    from dreamalloc.agents.onpolicy import OnPolicyAgent
+
+    poison_one_reward(monkeypatch, at_call=6)  # env step 48: PPO's rollout 33..64, DQN's replay from then on
+    before, real_update = {}, OnPolicyAgent.update
+
+    def update(self, step):  # the net as each update finds it
+        before[step] = {k: v.clone() for k, v in self.net.state_dict().items()}
+        return real_update(self, step)
+
+    monkeypatch.setattr(OnPolicyAgent, "update", update)
+    over = NAN_BASE + NAN_AGENTS[agent]
+    with pytest.raises(NonFiniteLossError, match=rf"agent={agent} (net|q): the loss \(nan\) or the gradient norm "
+                       r"\(nan\) is NaN or infinite; the update was not applied; training stopped at step \d+") as e:
+        train(cfg_of(over, tmp_path), overrides=over)
+    at = int(re.search(r"stopped at step (\d+)", str(e.value)).group(1))
+    saved = re.search(r"saved in (\S+)$", str(e.value)).group(1)
+    assert at >= 48 and Path(saved).is_file()
+    ck = load_checkpoint(saved)
+    assert ck["step"] == at and finite_net(ck)
+    if agent == "ppo":  # rollouts end at 32, 64, ...: the update at 64 is refused, the one at 32 is kept
+        assert at == 64 and ck["agent"]["n_updates"] == 1
+        assert not torch.equal(before[64]["pi.0.weight"], before[8]["pi.0.weight"])  # the update at 32 ran
+        for k, v in before[64].items():
+            assert torch.equal(v, ck["agent"]["net"][k]), k  # not one bit changed by the refused update
+
+
+@pytest.mark.parametrize("agent", ["ppo", "dqn"])
+def test_nan_loss_with_skip_warns_and_training_goes_on(agent, tmp_path, monkeypatch, capsys):
+    poison_one_reward(monkeypatch, at_call=6)
+    over = NAN_BASE + NAN_AGENTS[agent] + ["on_nonfinite=skip"]
+    out = train(cfg_of(over, tmp_path), overrides=over)
+    err = capsys.readouterr().err
+    skipped = [int(s) for s in re.findall(r"warning: update skipped at step (\d+): agent=\w+ (?:net|q): the loss", err)]
+    assert out["step"] == 256 and skipped and min(skipped) >= 48
+    ck = load_checkpoint(out["checkpoint"])
+    assert finite_net(ck)
+    if agent == "ppo":  # 8 rollouts, the one holding the NaN dropped
+        assert skipped == [64] and ck["agent"]["n_updates"] == 7
+    else:  # the NaN transition stays in the replay: only the rounds that sample it are skipped
+        assert ck["agent"]["n_updates"] > 0
+
+
+def test_disk_full_while_saving_a_checkpoint_mid_training_keeps_the_previous_one(tmp_path, monkeypatch):
+    from dreamalloc.experiment import training as tr
+
+    real_save, real_fsync, kept = tr.save_checkpoint, os.fsync, {}
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def save(path, payload):  # the checkpoint at step 128 meets a full disk while its temp file is flushed
+        if payload["step"] == 128:
+            monkeypatch.setattr(os, "fsync", full)
+        try:
+            out = real_save(path, payload)
+        finally:
+            monkeypatch.setattr(os, "fsync", real_fsync)
+        kept[out.name] = out.read_bytes()
+        return out
+
+    monkeypatch.setattr(tr, "save_checkpoint", save)
+    over = ["env=alloc64", "env.num_envs=8", "steps=256", "checkpoint_every=64", "eval.trials=2", "logger=disabled",
+            "progress=off"]
+    with pytest.raises(TrainingError) as e:
+        train(cfg_of(over, tmp_path), overrides=over)
+    msg = str(e.value)
+    # (the errno tag is doubled, "[Errno 28] [Errno 28] could not ...": training.py wraps str(e) into a new OSError)
+    assert re.search(r"could not write checkpoint \S+ckpt_000000000128\.safetensors: no space left on the device; "
+                     r"the previous checkpoint in \S+ is unchanged; training stopped at step 128$", msg), msg
+    assert msg.count("no space left") == 1 and "\n" not in msg
+    ckdir = run_checkpoint_dir(tmp_path / "run")
+    assert sorted(p.name for p in ckdir.iterdir()) == ["ckpt_000000000064.safetensors", "run.json"]  # no temp file
+    assert (ckdir / "ckpt_000000000064.safetensors").read_bytes() == kept["ckpt_000000000064.safetensors"]
+    assert load_checkpoint(ckdir / "ckpt_000000000064.safetensors")["step"] == 64
+
+
+def test_unwritable_run_directory_fails_before_training(tmp_path, monkeypatch):
+    from dreamalloc.experiment import checkpoint as ckm
+
+    real_open = open
+
+    def denied(file, mode="r", *a, **kw):
+        if "w" in mode and ".write-probe" in str(file) and str(file).startswith(str(tmp_path / "run")):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, mode, *a, **kw)
+
+    monkeypatch.setattr(ckm, "open", denied, raising=False)
+    over = ["env=alloc64", "env.num_envs=4", "steps=100000", "logger=disabled", "progress=off"]
+    with pytest.raises(OSError, match=r"the run directory \S+/run is not writable: permission denied"):
+        train(cfg_of(over, tmp_path), overrides=over)
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    assert not [p for p in (tmp_path / "ckpt").rglob("*") if p.is_file()]  # no checkpoint either
+
+
+@pytest.mark.parametrize("max_norm", [0.0, 0.5])
+def test_guarded_optimizer_step_changes_nothing_when_non_finite_and_is_the_plain_step_otherwise(max_norm):
+    import copy
+
+    from dreamalloc.agents.base import optimizer_step
+
+    torch.manual_seed(0)
+    net, x = torch.nn.Linear(3, 2), torch.randn(4, 3)
+    opt = torch.optim.Adam(net.parameters(), lr=0.1)
+    start = copy.deepcopy(net.state_dict())
+    bad = {"loss (nan)": lambda: net(x).sum() * float("nan"),
+           "loss (0) or the gradient norm (nan)": lambda: (net.weight * 0).sqrt().sum()}  # finite loss, NaN grad
+    for what, loss in bad.items():
+        with pytest.raises(NonFiniteLossError, match=rf"agent=t net: the {re.escape(what)}.*not applied"):
+            optimizer_step(opt, net.parameters(), loss(), max_norm, "agent=t net")
+        assert all(torch.equal(v, start[k]) for k, v in net.state_dict().items())
+        assert opt.state_dict()["state"] == {}  # Adam never stepped: no moments, no step count
+    twin = copy.deepcopy(net)
+    topt = torch.optim.Adam(twin.parameters(), lr=0.1)
+    for _ in range(3):
+        norm = optimizer_step(opt, net.parameters(), (net(x) ** 2).sum(), max_norm, "agent=t net")
+        topt.zero_grad(set_to_none=True)
+        (twin(x) ** 2).sum().backward()
+        if max_norm > 0:
+            torch.nn.utils.clip_grad_norm_(twin.parameters(), max_norm)
+        topt.step()
+        assert (float(norm) > 0) == (max_norm > 0)
+    assert all(torch.equal(v, twin.state_dict()[k]) for k, v in net.state_dict().items())
+    assert not torch.equal(net.weight, start["weight"])

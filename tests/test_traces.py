@@ -321,3 +321,56 @@ def test_bench_env_measures_trace_replay_against_the_random_stream(capsys):
     assert "| 64 | random |" in out and "| 64 | trace:sort_gpl |" in out
     ratio = float(out.strip().splitlines()[-1].split("min_ratio_to_reference:")[1])
     assert ratio > 0
+
+
+# --------------------------------------------------------------------------------------------------
+# bad traces: negative sizes, allocations larger than the heap
+# --------------------------------------------------------------------------------------------------
+def test_negative_size_is_an_error_naming_the_line_or_event(tmp_path):
+    p = tmp_path / "neg.trace"
+    p.write_text(f"{HEADER}\na 0 8\na 1 -16\n")
+    with pytest.raises(TraceError, match=r"neg.trace, line 3: allocation size must be >= 1, got the negative size"):
+        read_trace(p)
+    with pytest.raises(TraceError, match=r"neg.trace, line 3: allocation size"):
+        AllocCore(1, cells=64, stream="trace", stream_params={"path": str(p)}).reset(seed=0)
+    with pytest.raises(TraceError, match=r"event 1: allocation size must be >= 1, got -16"):
+        write_trace(tmp_path / "w.trace", [(0, 0, 8), (0, 1, -16)])
+    assert not (tmp_path / "w.trace").exists()
+
+
+# 32 B -> 2 cells, 4096 B -> 256 cells (more than the 64-cell heap, line 3), 48 B -> 3, 16 B -> 1 at 16 B per cell
+OVER = [(0, 0, 32), (0, 1, 4096), (1, 1, 0), (0, 2, 48), (1, 0, 0), (0, 3, 16), (1, 2, 0), (1, 3, 0)]
+
+
+def replay_oversize(tmp_path, oversize: str, steps: int = 3):
+    p = write_trace(tmp_path / "over.trace", OVER)
+    core = AllocCore(1, cells=64, stream="trace", stream_params={"path": str(p), "oversize": oversize})
+    rec = Recorder(core)
+    core.reset(seed=0)
+    for _ in range(steps):
+        core.step(torch.tensor([FIRST_FIT]))
+        check_heaps(core.heaps)
+    return rec.log
+
+
+def test_oversize_clip_warns_once_naming_the_line_and_replays_a_whole_heap_request(tmp_path):
+    from dreamalloc.alloc.workloads.traces import TraceWarning
+
+    with pytest.warns(TraceWarning, match=r"over.trace, line 3: allocation of 4096 bytes needs 256 cells at "
+                      r"granularity 16 B/cell, more than the heap's 64 cells \(1 of 4 allocations do\): replayed "
+                      r"clipped to 64 cells"):
+        log = replay_oversize(tmp_path, "clip", steps=1)
+    assert log[:2] == [(ALLOC, 2), (ALLOC, 64)]  # clipped to the whole heap: fits only an empty heap
+
+
+def test_oversize_error_names_the_file_and_line(tmp_path):
+    with pytest.raises(TraceError, match=r"over.trace, line 3: allocation of 4096 bytes needs 256 cells.*"
+                       r"oversize='clip'.*'drop'"):
+        replay_oversize(tmp_path, "error")
+
+
+def test_oversize_drop_skips_the_allocation_and_its_free_silently(tmp_path, recwarn):
+    log = replay_oversize(tmp_path, "drop", steps=4)
+    # the 256-cell request never comes, nor its free (id 1): the one free before the third allocation is id 0's
+    assert log[:6] == [(ALLOC, 2), (ALLOC, 3), (FREE, 0), (ALLOC, 1), (FREE_ALL, 0), (ALLOC, 2)]
+    assert not [w for w in recwarn if "over.trace" in str(w.message)]

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from torch import nn
 
 from dreamalloc.core.spec import EnvSpec
 
@@ -19,6 +20,32 @@ from dreamalloc.core.spec import EnvSpec
 class NonFiniteLossError(FloatingPointError):
     """Raised by ``update`` when a loss or a gradient is NaN or infinite, *before* any parameter changed: the
     agent still holds its last good state, so the caller can save a checkpoint and stop."""
+
+
+def optimizer_step(opt: torch.optim.Optimizer, params, loss: torch.Tensor, max_grad_norm: float, who: str,
+                   foreach: bool | None = None) -> torch.Tensor:
+    """One guarded optimiser step: zero the gradients, backpropagate ``loss``, clip them to ``max_grad_norm``
+    (when > 0) and step, unless the loss or the gradient norm is NaN / infinite: then ``NonFiniteLossError``
+    is raised *before* ``opt.step()``, so no parameter and no optimiser state changed. Returns the gradient norm
+    before clipping (a 0-dim tensor; zeros when ``max_grad_norm`` is 0). ``who`` names the module in messages.
+
+    The check costs one device sync per step; for finite values the step is exactly the unguarded one."""
+    params = list(params)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if max_grad_norm > 0:
+        norm = nn.utils.clip_grad_norm_(params, max_grad_norm, foreach=foreach)
+        total = norm
+    else:
+        norm = torch.zeros(())
+        grads = [p.grad for p in params if p.grad is not None]
+        total = nn.utils.get_total_norm(grads, foreach=foreach) if grads else norm
+    if not bool(torch.isfinite(loss.detach()).all() & torch.isfinite(total)):
+        opt.zero_grad(set_to_none=True)
+        raise NonFiniteLossError(f"{who}: the loss ({float(loss.detach().sum()):g}) or the gradient norm "
+                                 f"({float(total):g}) is NaN or infinite; the update was not applied")
+    opt.step()
+    return norm
 
 
 def nonfinite_parameter(agent: Agent) -> str | None:

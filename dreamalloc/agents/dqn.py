@@ -26,10 +26,9 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import ClassVar
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
-from dreamalloc.agents.base import Agent
+from dreamalloc.agents.base import Agent, NonFiniteLossError, optimizer_step
 from dreamalloc.core.checks import COUNT, FINITE, NONNEG, POSITIVE, UNIT, OneOf, Range, between, ge
 from dreamalloc.nn.layers import ACTIVATIONS, masked_logits, mlp
 
@@ -290,16 +289,16 @@ class DQNAgent(Agent):
         n = c.gradient_steps if c.gradient_steps >= 0 else self._train_due
         self._train_due = 0
         loss = q_mean = None
-        for _ in range(n):
+        for i in range(n):
             batch = self.replay.sample(c.batch_size, self.gen)
             target = self.targets(batch)
             q = self.q(batch["obs"]).gather(1, batch["actions"][:, None]).squeeze(1)
             loss = F.smooth_l1_loss(q, target)
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if c.max_grad_norm > 0:
-                nn.utils.clip_grad_norm_(self.q.parameters(), c.max_grad_norm)
-            self.opt.step()
+            try:
+                optimizer_step(self.opt, self.q.parameters(), loss, c.max_grad_norm, "agent=dqn q")
+            except NonFiniteLossError:
+                self.n_updates += i  # the gradient steps of this round that were applied
+                raise
             q_mean = q.detach().mean()
         self.n_updates += n
         self.metrics = {"epsilon": self.epsilon(), "updates": float(self.n_updates),

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dreamalloc.agents.base import Agent, same_action
+from dreamalloc.agents.base import Agent, NonFiniteLossError, optimizer_step, same_action
 from dreamalloc.agents.returns import gae, nstep_returns
 from dreamalloc.core.checks import COUNT, FINITE, NONNEG, POSITIVE, UNIT, OneOf, Range, between
 from dreamalloc.nn.layers import ACTIVATIONS, masked_logits, mlp, orthogonal_init
@@ -318,8 +318,12 @@ class OnPolicyAgent(Agent):
         for g in self.opt.param_groups:
             g["lr"] = lr
         adv, ret = self._targets(ro)
-        with self._learning(ro):
-            self.metrics = {**self._learn(adv, ret, step), "lr": lr, "updates": float(self.n_updates + 1)}
+        try:
+            with self._learning(ro):
+                self.metrics = {**self._learn(adv, ret, step), "lr": lr, "updates": float(self.n_updates + 1)}
+        except NonFiniteLossError:  # this rollout cannot be learnt from: drop it, so a skipping run goes on
+            self._next_rollout(ro)
+            raise
         self.metrics["explained_variance"] = explained_variance(self._values(ro), ret)
         self.n_updates += 1
         self._next_rollout(ro)
@@ -372,15 +376,10 @@ class OnPolicyAgent(Agent):
         logits, values = self.net(mb["obs"])
         return masked_logits(logits, mb["masks"]), values
 
-    def _step(self, loss: torch.Tensor) -> float:
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.cfg.max_grad_norm > 0:
-            norm = nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.max_grad_norm, foreach=True)
-        else:
-            norm = torch.zeros(())
-        self.opt.step()
-        return norm
+    def _step(self, loss: torch.Tensor) -> torch.Tensor:
+        """One optimiser step; ``NonFiniteLossError`` (nothing changed) for a NaN / inf loss or gradient."""
+        return optimizer_step(self.opt, self.net.parameters(), loss, self.cfg.max_grad_norm, f"agent={self.name} net",
+                              foreach=True)
 
     # --- checkpoints ----------------------------------------------------------------------------------
     def state_dict(self, include_replay: bool = True) -> dict:

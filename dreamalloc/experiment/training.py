@@ -410,7 +410,7 @@ class Run:
         try:
             save_checkpoint(path, payload)
         except OSError as e:
-            raise CheckpointWriteError(e.errno, str(e)) from e
+            raise CheckpointWriteError(e.errno, e.strerror or str(e)) from e
         self.written[:] = names
         gone = prune_checkpoints(self.ckpt_dir, int(self.cfg.keep_checkpoints),
                                  [self.ckpt_dir / n for n in self.written], protect=path)
