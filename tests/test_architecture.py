@@ -89,3 +89,4 @@ def test_a_checkpoint_written_before_the_families_still_loads():
     assert action.shape == (2,) and ((action >= 0) & (action < 10)).all()
     obs2, reward, *_ = core.step(torch.as_tensor(action))
     assert torch.isfinite(reward).all()
+

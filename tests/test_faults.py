@@ -445,3 +445,19 @@ def test_guarded_optimizer_step_changes_nothing_when_non_finite_and_is_the_plain
         assert (float(norm) > 0) == (max_norm > 0)
     assert all(torch.equal(v, twin.state_dict()[k]) for k, v in net.state_dict().items())
     assert not torch.equal(net.weight, start["weight"])
+
+
+def test_runs_started_together_claim_different_checkpoint_folders(tmp_path):
+    """Issue 26.1: a parallel sweep over keys that do not enter the run name (steps, eval.*) must not share a
+    folder: the claim is an exclusive create, so of N simultaneous claims each gets its own folder."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from omegaconf import OmegaConf
+
+    from dreamalloc.experiment.training import fresh_checkpoint_dir
+
+    cfg = OmegaConf.create({"checkpoint_dir": str(tmp_path)})
+    with ThreadPoolExecutor(8) as pool:
+        dirs = list(pool.map(lambda _: fresh_checkpoint_dir(cfg, "ppo_lim2024_s0"), range(8)))
+    assert len(set(dirs)) == 8 and all((d / "run.json").exists() for d in dirs)
+    assert sorted(d.name for d in dirs)[0] == "ppo_lim2024_s0"

@@ -160,8 +160,17 @@ def fresh_checkpoint_dir(cfg: DictConfig, name: str) -> Path:
     n = 1
     while True:
         d = base if n == 1 else base.with_name(f"{base.name}_v{n}")
-        if not d.exists() or not (list_checkpoints(d) or (d / "run.json").exists()
-                                  or any(d.glob("ckpt_*.pt"))):
+        taken = d.exists() and bool(list_checkpoints(d) or (d / "run.json").exists() or any(d.glob("ckpt_*.pt")))
+        if not taken:
+            try:  # claimed atomically: two runs started at once (a parallel sweep) never share a folder
+                d.mkdir(parents=True, exist_ok=True)
+                with open(d / "run.json", "x"):
+                    pass
+            except FileExistsError:
+                taken = True
+            except OSError:
+                pass  # an unwritable folder: check_writable says so, naming it
+        if not taken:
             if n > 1:
                 print(f"dreamalloc: {base} belongs to an earlier run; this run's checkpoints go to {d} "
                       f"(resume=true continues the newest)", file=sys.stderr)
