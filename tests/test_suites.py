@@ -17,8 +17,10 @@ from dreamalloc.experiment.cli import register_configs  # noqa: F401  (registers
 from dreamalloc.experiment.config import env_config, tasks_of, validate
 
 ROOT = Path(__file__).resolve().parents[1]
-# allocation suites; the load-balancing ones (lb_*, job laws) are tested in tests/test_load_balance.py
-SUITES = sorted(p.stem for p in (ROOT / "conf" / "suite").glob("*.yaml") if not p.stem.startswith("lb_"))
+# allocation suites; the load-balancing ones (lb_*, job laws) are tested in tests/test_load_balance.py, the
+# mallocgame one (programs) in tests/test_mallocgame_family.py
+SUITES = sorted(p.stem for p in (ROOT / "conf" / "suite").glob("*.yaml")
+                if not p.stem.startswith("lb_") and p.stem != "mallocgame")
 REQUIRED = {"lim2024", "shift_sizes", "shift_lifetimes", "adversarial_rotation", "traces"}
 
 

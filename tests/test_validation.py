@@ -286,7 +286,8 @@ def test_every_experiment_preset_composes_and_validates(preset):
 
 @pytest.mark.parametrize("suite", sorted(p.stem for p in (ROOT / "conf" / "suite").glob("*.yaml")))
 def test_every_suite_composes_and_validates_with_its_env(suite):
-    validate(cfg_of([f"suite={suite}"] + (LB[:1] + LB[2:] if suite.startswith("lb_") else [])))
+    family_env = {"mallocgame": ["env=mallocgame", "agent=ppo"]}.get(suite, [])
+    validate(cfg_of([f"suite={suite}"] + (LB[:1] + LB[2:] if suite.startswith("lb_") else family_env)))
 
 
 def test_schemas_are_not_group_choices():
