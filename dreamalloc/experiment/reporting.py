@@ -35,9 +35,11 @@ def write_evaluation(results: dict, out_dir: Path, logger=None, step: int | None
     images = {}
     for set_name, s in results["sets"].items():
         for task, t in s["tasks"].items():
-            curves = {results["method"]: episode_curve(t["returns"]),
-                      f"hindsight best ({t['hindsight_best']['rule']})": episode_curve(t["hindsight_best"]["returns"]),
-                      "capacity bound": episode_curve(t["capacity_bound"])}
+            curves = {results["method"]: episode_curve(t["returns"])}
+            if "hindsight_best" in t:  # absent with eval.baselines=off
+                hb = t["hindsight_best"]
+                curves[f"hindsight best ({hb['rule']})"] = episode_curve(hb["returns"])
+                curves["capacity bound"] = episode_curve(t["capacity_bound"])
             images[f"adaptation/{set_name}/{task}"] = plot_adaptation(
                 curves, out_dir / f"adaptation_{set_name}_{task}.png",
                 title=f"{set_name} / {task}: return by episode within a trial")

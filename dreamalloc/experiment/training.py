@@ -98,6 +98,11 @@ def run_name(cfg: DictConfig, overrides: list[str] | None = None) -> str:
     return f"{base}__{suffix}" if suffix else base
 
 
+def show_progress(cfg: DictConfig) -> bool:
+    """Whether progress bars are shown: ``progress=on``, or ``auto`` with stderr a terminal."""
+    return cfg.progress == "on" or (cfg.progress == "auto" and sys.stderr.isatty())
+
+
 def method_name(cfg: DictConfig) -> str:
     if getattr(agent_classes().get(cfg.agent.name), "fixed", False):
         return f"{cfg.agent.name}:{cfg.agent.rule}"
@@ -420,7 +425,7 @@ class Run:
     def evaluate(self, at: int) -> dict:
         cfg = self.cfg
         res = evaluate_suite(self.agent, cfg.env, cfg.suite, cfg.eval, self.device, method_name(cfg), int(cfg.seed),
-                             at)
+                             at, progress=show_progress(cfg))
         from dreamalloc.experiment.reporting import write_evaluation
         write_evaluation(res, self.run_dir / "eval" / f"step_{at:012d}", self.logger, at)
         self.logger.log(summary(res), step=at)
@@ -449,7 +454,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     overrides = task_overrides() if overrides is None else list(overrides)
     run = Run(cfg, overrides)
     cfg = run.cfg
-    show = cfg.progress == "on" or (cfg.progress == "auto" and sys.stderr.isatty())
+    show = show_progress(cfg)
     bar = tqdm(total=run.total, initial=min(run.step, run.total), disable=not show, unit="step",
                dynamic_ncols=True, desc=run_name(cfg, overrides))
     t0, s0 = time.perf_counter(), run.step

@@ -11,6 +11,9 @@ episodes of one trial (docs/reference.md section 6: per-episode-index curves wit
          "metrics": {"frag_largest": [[...]], ...},          # final-step metrics, same shape
          "hindsight_best": {"rule": "best", "returns": [[...]]},
          "capacity_bound": [[...]]}}}}}
+
+An evaluation run with ``eval.baselines=off`` writes ``"baselines": "off"`` in each task instead of
+``hindsight_best`` and ``capacity_bound``; its tables leave those cells empty.
 """
 
 from __future__ import annotations
@@ -100,6 +103,12 @@ def _check_task(t, where: str, k: int) -> None:
         raise _Bad(f"{where}.metrics", "must be an object of metric name -> [trials][K]")
     for name, m in metrics.items():  # NaN allowed: an undefined metric shows as nan, not a lost evaluation
         _check_matrix(m, f"{where}.metrics.{name}", k, n, finite=False)
+    if t.get("baselines") == "off":  # evaluated without the fixed rules and the bound
+        if "hindsight_best" in t or "capacity_bound" in t:
+            raise _Bad(f"{where}.baselines", "is 'off', but the task has hindsight_best / capacity_bound")
+        return
+    if "baselines" in t:
+        raise _Bad(f"{where}.baselines", f"is {t['baselines']!r}; only 'off' is written (references omitted)")
     hb = _get(t, "hindsight_best", where)
     if not isinstance(hb, dict):
         raise _Bad(f"{where}.hindsight_best", "must be an object with rule and returns")

@@ -64,11 +64,20 @@ def results_table(results: Results) -> list[dict]:
         }
         for name, m in t["metrics"].items():
             row[name] = float(np.mean(m))
-        row["hindsight_rule"] = t["hindsight_best"]["rule"]
-        row["hindsight_best"] = float(np.mean(t["hindsight_best"]["returns"]))
-        row["capacity_bound"] = float(np.mean(t["capacity_bound"]))
+        row.update(_reference_cells([t]))
         rows.append(row)
     return rows
+
+
+def _reference_cells(tasks: list[dict]) -> dict:
+    """hindsight_rule / hindsight_best / capacity_bound over the tasks that have them (eval.baselines=off writes
+    none: the rule reads "off" and the numbers are empty cells)."""
+    have = [t for t in tasks if "hindsight_best" in t]
+    if not have:
+        return {"hindsight_rule": "off", "hindsight_best": None, "capacity_bound": None}
+    return {"hindsight_rule": "/".join(sorted({t["hindsight_best"]["rule"] for t in have})),
+            "hindsight_best": float(np.mean([np.mean(t["hindsight_best"]["returns"]) for t in have])),
+            "capacity_bound": float(np.mean([np.mean(t["capacity_bound"]) for t in have]))}
 
 
 def adaptation_rows(results: Results) -> list[dict]:
@@ -121,7 +130,6 @@ def compare_rows(found: Iterable[Results]) -> list[dict]:
         suite, sname, tname, method = key
         rets = [_matrix(t["returns"]) for _, t in members]
         steps = sorted({res["step"] for res, _ in members})
-        rules = sorted({t["hindsight_best"]["rule"] for _, t in members})
         rows.append({
             "suite": suite, "method": method, "set": sname, "task": tname,
             "n_seeds": len(members),
@@ -130,9 +138,7 @@ def compare_rows(found: Iterable[Results]) -> list[dict]:
             "return": mean_ci([r.mean() for r in rets]),
             "first_ep": mean_ci([r[:, 0].mean() for r in rets]),
             "last_ep": mean_ci([r[:, -1].mean() for r in rets]),
-            "hindsight_rule": "/".join(rules),
-            "hindsight_best": float(np.mean([np.mean(t["hindsight_best"]["returns"]) for _, t in members])),
-            "capacity_bound": float(np.mean([np.mean(t["capacity_bound"]) for _, t in members])),
+            **_reference_cells([t for _, t in members]),
         })
     return rows
 
