@@ -83,6 +83,7 @@ class Config:
     steps: int = 20_000  # env steps (heap-steps) of training
     device: str = "auto"  # auto | cpu | cuda
     run_name: str | None = None  # default: {agent}_{suite}_s{seed}
+    label: str | None = None  # the name comparisons group this run's results by (default: method + overrides)
     run_dir: str = "${hydra:runtime.output_dir}"
     checkpoint_dir: str = "checkpoints"  # a run's checkpoints go to {checkpoint_dir}/{run name} (its own folder)
     checkpoint_every: int = 0  # env steps between checkpoints (0: only at the end)

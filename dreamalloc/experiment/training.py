@@ -53,7 +53,7 @@ TRAIN_SEED_STRIDE = 100_003  # heap b of a run with seed s trains on stream seed
 # Keys a resumed run may change (each change is printed); any other difference from the checkpoint is refused.
 RESUME_SAFE = ("steps", "agent.total_steps", "logger", "eval", "progress", "device", "checkpoint_every",
                "keep_checkpoints", "save_replay", "on_nonfinite", "resume", "run_dir", "checkpoint_dir",
-               "run_name", "hydra")
+               "run_name", "label", "hydra")
 
 
 class TrainingError(RuntimeError):
@@ -78,11 +78,9 @@ def override_keys(overrides: list[str]) -> list[str]:
     return [o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o or o.startswith("~")]
 
 
-def run_name(cfg: DictConfig, overrides: list[str] | None = None) -> str:
-    """``cfg.run_name``, or ``{agent}_{suite}_s{seed}`` plus the overrides that change what is trained."""
-    if cfg.run_name:
-        return str(cfg.run_name)
-    base = f"{cfg.agent.name}_{cfg.suite.name}_s{cfg.seed}"
+def override_suffix(cfg: DictConfig, overrides: list[str] | None = None) -> str:
+    """The overrides that change what is trained, as one path-safe string (``agent.lr-0.001__env.cells-128``;
+    a digest when long); empty when there are none."""
     parts = []
     for o in sorted(overrides or []):
         key, _, value = o.partition("=")
@@ -95,7 +93,26 @@ def run_name(cfg: DictConfig, overrides: list[str] | None = None) -> str:
     suffix = "__".join(parts)
     if len(suffix) > 64:  # a long sweep point: a stable digest of it instead
         suffix = "h" + hashlib.sha256(suffix.encode()).hexdigest()[:10]
+    return suffix
+
+
+def run_name(cfg: DictConfig, overrides: list[str] | None = None) -> str:
+    """``cfg.run_name``, or ``{agent}_{suite}_s{seed}`` plus the overrides that change what is trained."""
+    if cfg.run_name:
+        return str(cfg.run_name)
+    base = f"{cfg.agent.name}_{cfg.suite.name}_s{cfg.seed}"
+    suffix = override_suffix(cfg, overrides)
     return f"{base}__{suffix}" if suffix else base
+
+
+def run_label(cfg: DictConfig, overrides: list[str] | None = None) -> str:
+    """What comparisons group a run's evaluations by: ``cfg.label``, or the method plus the overrides that
+    change what is trained (``ppo__agent.lr-0.001``), so the points of a sweep are told apart and its seeds
+    are grouped together."""
+    if OmegaConf.select(cfg, "label", default=None):
+        return str(cfg.label)
+    suffix = override_suffix(cfg, overrides)
+    return f"{method_name(cfg)}__{suffix}" if suffix else method_name(cfg)
 
 
 def show_progress(cfg: DictConfig) -> bool:
@@ -425,7 +442,7 @@ class Run:
     def evaluate(self, at: int) -> dict:
         cfg = self.cfg
         res = evaluate_suite(self.agent, cfg.env, cfg.suite, cfg.eval, self.device, method_name(cfg), int(cfg.seed),
-                             at, progress=show_progress(cfg))
+                             at, label=run_label(cfg, self.overrides), progress=show_progress(cfg))
         from dreamalloc.experiment.reporting import write_evaluation
         write_evaluation(res, self.run_dir / "eval" / f"step_{at:012d}", self.logger, at)
         self.logger.log(summary(res), step=at)
