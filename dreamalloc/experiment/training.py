@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import signal
 import sys
@@ -285,6 +286,30 @@ def protocol_phases(cfg: DictConfig) -> list[Phase]:
     return [Phase("train", cfg.suite.train, int(cfg.steps))]
 
 
+log = logging.getLogger("dreamalloc")
+
+
+def attach_run_log(run_dir: Path) -> logging.Handler | None:
+    """Send the ``dreamalloc`` logger's lines to ``run_dir/train.log`` (unless a handler writes there already, as
+    Hydra's job log does under train.py) and to the console when nothing else shows them; INFO level. Returns the
+    file handler added (to remove at the end of the run), or None."""
+    if log.level == logging.NOTSET or log.level > logging.INFO:
+        log.setLevel(logging.INFO)
+    target = (Path(run_dir) / "train.log").resolve()
+    handlers = [*log.handlers, *logging.getLogger().handlers]
+    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in handlers):
+        console = logging.StreamHandler()
+        console.setFormatter(logging.Formatter("[%(asctime)s][%(name)s] %(message)s"))
+        log.addHandler(console)
+    if any(isinstance(h, logging.FileHandler) and Path(h.baseFilename).resolve() == target for h in handlers):
+        return None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fh = logging.FileHandler(target)
+    fh.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    log.addHandler(fh)
+    return fh
+
+
 class Run:
     """One training run and everything a checkpoint carries: the config, the run and checkpoint folders, the env
     core and the agent stepped by a ``Driver``, the logger, the counters (env steps, episodes, the rolling return
@@ -341,6 +366,12 @@ class Run:
                              tags=list(cfg.logger.tags), resume_id=payload.get("wandb_id") if payload else None,
                              resume_lines=int(loop["metric_lines"]) if "metric_lines" in loop else None,
                              resume_step=self.step if payload else None)
+        self.log_file = attach_run_log(self.run_dir)
+        if int(cfg.steps) % self.B:
+            log.warning("steps=%d is not a multiple of env.num_envs=%d: every env step moves all %d envs, so "
+                        "training runs %d env steps per phase", int(cfg.steps), self.B, self.B,
+                        -(-int(cfg.steps) // self.B) * self.B)
+        self.t0, self.s0 = time.perf_counter(), self.step
         self.recent: deque[float] = deque(loop.get("recent", []), maxlen=100)
         self.written: list[str] = list(loop.get("written", []))  # checkpoints this run wrote (the only ones it prunes)
         self.updates_seen = getattr(self.agent, "n_updates", 0)
@@ -394,6 +425,14 @@ class Run:
         if self.recent:
             line["train/return"] = float(np.mean(self.recent))
         self.logger.log(line, step=self.step)
+        wall = time.perf_counter() - self.t0
+        sps = (self.step - self.s0) / max(wall, 1e-9)
+        self.logger.log_timing({"time/steps_per_second": sps, "time/wall_seconds": wall}, step=self.step)
+        losses = " ".join(f"{k}={v:.4g}" for k, v in upd.items())
+        log.info("step %d/%d | episodes %d | return %s | %.0f steps/s | %.0f s%s", self.step,
+                 -(-self.total // self.B) * self.B,
+                 self.episodes, f"{line['train/return']:.2f}" if "train/return" in line else "n/a", sps, wall,
+                 f" | {losses}" if losses else "")
         return line
 
     def periodic(self) -> None:
@@ -474,7 +513,6 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     show = show_progress(cfg)
     bar = tqdm(total=run.total, initial=min(run.step, run.total), disable=not show, unit="step",
                dynamic_ncols=True, desc=run_name(cfg, overrides))
-    t0, s0 = time.perf_counter(), run.step
     path, last_eval, extra = None, None, {}
     interrupted: list = []
     previous_handler = _catch_sigint(interrupted)
@@ -490,7 +528,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
             bar.update(run.B)
             line = run.log(upd)
             if line is not None:
-                sps = (run.step - s0) / max(time.perf_counter() - t0, 1e-9)
+                sps = (run.step - run.s0) / max(time.perf_counter() - run.t0, 1e-9)
                 bar.set_postfix(sps=f"{sps:,.0f}", ret=f"{line.get('train/return', float('nan')):.2f}")
             run.periodic()
         bar.close()
@@ -502,6 +540,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
             signal.signal(signal.SIGINT, previous_handler)
         bar.close()
         run.logger.close()
+        if run.log_file is not None:
+            log.removeHandler(run.log_file)
+            run.log_file.close()
     return {"run_dir": str(run.run_dir), "checkpoint": str(path), "step": run.step, "episodes": run.episodes,
             "results": last_eval, "forgetting": extra}
 
