@@ -209,3 +209,21 @@ def test_training_log_lines_timing_and_rounding_notice(tmp_path, caplog):
     assert metrics[0] == metrics[1]  # deterministic: no wall-clock numbers in metrics.jsonl
     assert any("not a multiple" in r.getMessage() for r in caplog.records if r.name == "dreamalloc")
 
+
+def test_onpolicy_update_returns_no_stale_losses():
+    from dreamalloc.agents import make_agent
+    from dreamalloc.alloc.env import AllocConfig, AllocCore
+
+    cfg = AllocConfig(cells=64, stream="mixed").validate()
+    core = AllocCore(2, cfg)
+    agent = make_agent("ppo", cfg.obs_dim, cfg.n_actions, cfg, "cpu", n_steps=4, batch_size=8)
+    obs, info = core.reset(seed=0)
+    got = []
+    for t in range(1, 10):
+        a, _ = agent.act(obs, None, info)
+        next_obs, r, te, tr, info = core.step(a)
+        agent.observe(obs, a, r, te, tr, info.get("final_obs", next_obs), info)
+        obs = next_obs
+        got.append(agent.update(2 * t))
+    assert [bool(u) for u in got] == [False, False, False, True, False, False, False, True, False]
+    assert got[3]["updates"] == 1.0 and got[7]["updates"] == 2.0 and "explained_variance" in got[7]
