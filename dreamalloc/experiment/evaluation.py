@@ -33,6 +33,12 @@ from dreamalloc.experiment.config import family_of, make_core, tasks_of
 SCHEMA = 1
 BASELINES = ("cache", "always", "off")
 _REFERENCES: dict[str, Any] = {}  # the in-memory cache of eval.baselines=cache: key -> References
+_PROGRESS = [False]  # the default of evaluate_suite's progress bar (set_progress; training sets it from progress=)
+
+
+def set_progress(show: bool) -> None:
+    """Whether evaluations show a progress bar over their tasks when the caller does not say."""
+    _PROGRESS[0] = bool(show)
 
 
 def clear_reference_cache() -> None:
@@ -110,9 +116,11 @@ def evaluate_task(agent: Agent, env, task: dict, trials: int, k: int, seed: int,
 
 
 def evaluate_suite(agent: Agent, env, suite, eval_cfg, device, method: str, seed: int, step: int,
-                   label: str | None = None, progress: bool = False) -> dict:
+                   label: str | None = None, progress: bool | None = None) -> dict:
     """The results document (schema in dreamalloc/report/results.py); timelines under ``_timelines``.
-    ``label`` names the variant in comparisons (default: ``method``); ``progress``: a bar over the tasks."""
+    ``label`` names the variant in comparisons (default: ``method``); ``progress``: a bar over the tasks (None:
+    as ``set_progress`` last said)."""
+    progress = _PROGRESS[0] if progress is None else progress
     results: dict[str, Any] = {"schema": SCHEMA, "method": method, "label": str(label or method), "seed": int(seed),
                                "suite": str(suite.name), "step": int(step),
                                "episodes_per_trial": int(eval_cfg.episodes_per_trial),

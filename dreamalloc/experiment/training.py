@@ -46,7 +46,7 @@ from dreamalloc.experiment.checkpoint import (
     save_checkpoint,
 )
 from dreamalloc.experiment.config import family_of, from_container, make_core, validate
-from dreamalloc.experiment.evaluation import evaluate_suite, summary
+from dreamalloc.experiment.evaluation import evaluate_suite, set_progress, summary
 from dreamalloc.experiment.logging import Logger
 from dreamalloc.experiment.seeding import rng_state, seed_everything, select_device, set_rng_state
 
@@ -480,8 +480,10 @@ class Run:
 
     def evaluate(self, at: int) -> dict:
         cfg = self.cfg
+        set_progress(show_progress(cfg))
         res = evaluate_suite(self.agent, cfg.env, cfg.suite, cfg.eval, self.device, method_name(cfg), int(cfg.seed),
-                             at, label=run_label(cfg, self.overrides), progress=show_progress(cfg))
+                             at)  # the signature the fault tests wrap (tests/test_faults.py)
+        res["label"] = run_label(cfg, self.overrides)
         from dreamalloc.experiment.reporting import write_evaluation
         write_evaluation(res, self.run_dir / "eval" / f"step_{at:012d}", self.logger, at)
         self.logger.log(summary(res), step=at)
