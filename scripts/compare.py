@@ -3,11 +3,13 @@
     python scripts/compare.py RUN_DIR_OR_RESULTS_JSON ... [--out DIR] [--markdown] [--digits N]
 
 Finds every results.json under the given paths (recursively; for a run evaluated at several steps, the
-largest step), groups by (method, set, task), and reports each seed's mean return over all trials and
-episodes, merged into a mean with a 95 % t-interval across seeds (one seed: the interval collapses to the
-mean and n_seeds says 1), the first- and last-episode means across seeds, the hindsight-best heuristic
-and the capacity bound. Writes compare.csv, compare.md and adaptation_<set>_<task>.png (return by
-episode index within a trial, one curve per method, band across seeds) into --out.
+largest step), groups by (label, set, task) (the label is the method plus the run's overrides, e.g.
+``ppo__agent.lr-0.001``, or what ``label=`` set; files without one use the method), and reports each seed's
+mean return over all trials and episodes, merged into a mean with a 95 % t-interval across seeds (one seed:
+n/a, and n_seeds says 1), the first- and last-episode means across seeds, the hindsight-best heuristic
+and the capacity bound. Runs of one label evaluated at different steps are kept and warned about. Writes
+compare.csv, compare.md and adaptation_<set>_<task>.png (return by episode index within a trial, one curve per
+label, band across seeds) into --out.
 
 By default it prints what it read, the table and what it wrote; --markdown prints only the markdown table
 (to paste or pipe). Exit status 2 with one message naming the path or file on a user error.
@@ -20,10 +22,17 @@ import re
 import sys
 from pathlib import Path
 
-from dreamalloc.report.results import find_results, latest_per_run
-from dreamalloc.report.tables import compare_curves, compare_rows, markdown_table, write_csv
+from dreamalloc.report.results import find_results, label_of, latest_per_run
+from dreamalloc.report.tables import (
+    CI_NOTE_SEEDS,
+    compare_curves,
+    compare_rows,
+    markdown_table,
+    step_warnings,
+    write_csv,
+)
 
-COLUMNS = ["method", "set", "task", "n_seeds", "step", "return", "first_ep", "last_ep", "hindsight_rule",
+COLUMNS = ["label", "method", "set", "task", "n_seeds", "step", "return", "first_ep", "last_ep", "hindsight_rule",
            "hindsight_best", "capacity_bound"]
 
 
@@ -40,21 +49,23 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     try:
-        found = latest_per_run(find_results(args.paths))
+        warnings: list[str] = []
+        found = latest_per_run(find_results(args.paths), warnings)
         results = [r for _, r in found]
         rows = compare_rows(results)
-        curves, warnings = compare_curves(results)
+        curves, curve_warnings = compare_curves(results)
+        warnings += step_warnings(results) + curve_warnings
     except ValueError as e:
         print(f"compare: {e}", file=sys.stderr)
         return 2
 
     suites = sorted({r["suite"] for r in results})
     columns = (["suite"] if len(suites) > 1 else []) + COLUMNS
-    table = markdown_table(rows, columns, digits=args.digits)
+    table = markdown_table(rows, columns, digits=args.digits) + "\n" + CI_NOTE_SEEDS + "\n"
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_csv(rows, out / "compare.csv", ["suite", *COLUMNS[:4], "seeds", *COLUMNS[4:]])
+    write_csv(rows, out / "compare.csv", ["suite", *COLUMNS[:5], "seeds", *COLUMNS[5:]])
     (out / "compare.md").write_text(table)
     # imported here: the table needs no matplotlib, and a plotting problem should not cost the table
     from dreamalloc.report.plots import plot_adaptation
@@ -68,9 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown:
         print(table, end="")
     else:
-        print(f"{len(found)} evaluations ({len({r['method'] for r in results})} methods, suites {', '.join(suites)}):")
+        print(f"{len(found)} evaluations ({len({label_of(r) for r in results})} labels, suites {', '.join(suites)}):")
         for f, r in found:
-            print(f"  {r['method']} seed {r['seed']} step {r['step']}: {f}")
+            print(f"  {label_of(r)} seed {r['seed']} step {r['step']}: {f}")
         print()
         print(table)
         print(f"wrote {out / 'compare.csv'}, {out / 'compare.md'} and {len(pngs)} adaptation plot(s) in {out}")

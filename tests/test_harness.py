@@ -250,3 +250,92 @@ def test_non_finite_loss_saves_the_last_good_state_and_stops(tmp_path, monkeypat
         train(cfg)
     ck = load_checkpoint(latest_checkpoint(tmp_path / "ckpt" / "ppo_lim2024_s0"))
     assert ck["step"] == 96 and ck["agent"]["n_updates"] == 2  # updates at 32 and 64 ran; the one at 96 did not
+
+
+# --- evaluation references: cached, recomputed, or off ------------------------------------------------
+def _heuristic_eval(tmp_path, extra=()):
+    import torch
+
+    from dreamalloc.experiment.config import make_core
+    from dreamalloc.experiment.training import build_agent
+
+    cfg = cfg_of(QUICK + ["agent.rule=worst", "eval.trials=2", "eval.timeline=false", *extra], tmp_path)
+    core = make_core(cfg.env, cfg.suite.train, 1, torch.device("cpu"))
+    return cfg, build_agent(cfg, core, torch.device("cpu"))
+
+
+def _count_references():
+    """Wrap the alloc family's references with a call counter (the family is a frozen dataclass)."""
+    from dreamalloc.core.family import family
+
+    fam = family("alloc")
+    calls = []
+    real = fam.references
+
+    def counting(*a, **kw):
+        calls.append(a[1:4])
+        return real(*a, **kw)
+
+    object.__setattr__(fam, "references", counting)
+    return fam, real, calls
+
+
+def test_evaluation_references_are_cached(tmp_path):
+    import torch
+
+    from dreamalloc.experiment.evaluation import clear_reference_cache, evaluate_suite
+    from dreamalloc.report import validate_results
+
+    cfg, agent = _heuristic_eval(tmp_path)
+    n_tasks = sum(len(v) for v in cfg.suite.heldout.values())
+    fam, real, calls = _count_references()
+    try:
+        clear_reference_cache()
+        dev = torch.device("cpu")
+
+        def run(**over):
+            e = OmegaConf.merge(cfg.eval, over)
+            res = evaluate_suite(agent, cfg.env, cfg.suite, e, dev, "heuristic:worst", 0, 8)
+            res.pop("_timelines")
+            return res
+
+        first = run()
+        assert len(calls) == n_tasks == 4
+        second = run()
+        assert len(calls) == n_tasks  # the second evaluation reuses every rule and bound
+        assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
+        always = run(baselines="always")
+        assert len(calls) == 2 * n_tasks  # always: recomputed
+        assert json.dumps(always, sort_keys=True) == json.dumps(first, sort_keys=True)
+        other_seed = run(seed=5)  # another seed is another key: computed, not reused
+        assert len(calls) == 3 * n_tasks
+        assert other_seed["sets"] != first["sets"]
+        off = run(baselines="off")
+        assert len(calls) == 3 * n_tasks  # off: no rule runs
+        validate_results(off)
+        for s_off, s_on in zip(off["sets"].values(), first["sets"].values(), strict=True):
+            for name, t in s_off["tasks"].items():
+                assert t["baselines"] == "off" and "hindsight_best" not in t and "capacity_bound" not in t
+                assert t["returns"] == s_on["tasks"][name]["returns"]  # the agent's numbers do not change
+    finally:
+        object.__setattr__(fam, "references", real)
+        clear_reference_cache()
+
+
+def test_baselines_off_report_and_bad_choice(tmp_path):
+    from dreamalloc.report import markdown_table, results_table, validate_results
+
+    cfg = cfg_of(QUICK + ["agent.rule=worst", "steps=8", "eval.trials=2", "eval.baselines=off"], tmp_path)
+    res = train(cfg)["results"]
+    validate_results(res)
+    rows = results_table(res)
+    assert {r["hindsight_rule"] for r in rows} == {"off"}
+    assert all(r["hindsight_best"] is None and r["capacity_bound"] is None for r in rows)
+    md = (Path(cfg.run_dir) / "eval" / "step_000000000008" / "results.md").read_text()
+    assert md.count("| off ") == len(rows) == 4  # the rule column says off, the numbers are empty
+    assert "off" in markdown_table(rows, ["task", "hindsight_rule", "capacity_bound"])
+    bad = dict(res["sets"]["lim2024"]["tasks"]["mixed"], baselines="sometimes")
+    with pytest.raises(ValueError, match="baselines"):
+        validate_results({**res, "sets": {"lim2024": {"tasks": {"mixed": bad}}}})
+    with pytest.raises(ValueError, match="eval.baselines"):
+        validate(cfg_of(QUICK + ["eval.baselines=sometimes"]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -173,3 +174,56 @@ def test_importing_dreamalloc_and_a_disabled_logger_never_import_wandb(tmp_path)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "time" not in read_jsonl(tmp_path / "metrics.jsonl")[0]  # deterministic files: no wall clock
+
+
+# --- training's console / train.log lines, timing outside metrics.jsonl, the steps notice ------------------
+def test_training_log_lines_timing_and_rounding_notice(tmp_path, caplog):
+    import logging as pylogging
+
+    from hydra import compose, initialize_config_dir
+
+    from dreamalloc.experiment.cli import register_configs  # noqa: F401
+    from dreamalloc.experiment.training import train
+
+    root = Path(__file__).resolve().parents[1]
+    metrics = []
+    for name in ("a", "b"):
+        with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
+            cfg = compose("config", overrides=["env=alloc64", "env.num_envs=8", "eval.trials=2", "logger=disabled",
+                                               "progress=off", "agent.rule=worst", "steps=100", "logger.every=32",
+                                               "eval.timeline=false", "seed=1"])
+        cfg.run_dir, cfg.checkpoint_dir = str(tmp_path / name / "run"), str(tmp_path / name / "ckpt")
+        with caplog.at_level(pylogging.INFO, logger="dreamalloc"):
+            out = train(cfg, [])
+        run = Path(out["run_dir"])
+        assert out["step"] == 104  # 100 rounded up to a multiple of 8 envs ...
+        metrics.append((run / "metrics.jsonl").read_text())
+        text = (run / "train.log").read_text()
+        assert "steps=100 is not a multiple of env.num_envs=8" in text and "104 env steps" in text  # ... said so
+        lines = [x for x in text.splitlines() if "steps/s" in x]
+        assert len(lines) == 4 and "step 104/104" in lines[-1]  # 32, 64, 96 and the last step
+        timing = [json.loads(x) for x in (run / "timing.jsonl").read_text().splitlines()]
+        assert [t["step"] for t in timing] == [32, 64, 96, 104]
+        assert all(t["time/steps_per_second"] > 0 and t["time/wall_seconds"] >= 0 for t in timing)
+        assert "time/" not in metrics[-1] and "steps_per_second" not in metrics[-1]
+    assert metrics[0] == metrics[1]  # deterministic: no wall-clock numbers in metrics.jsonl
+    assert any("not a multiple" in r.getMessage() for r in caplog.records if r.name == "dreamalloc")
+
+
+def test_onpolicy_update_returns_no_stale_losses():
+    from dreamalloc.agents import make_agent
+    from dreamalloc.alloc.env import AllocConfig, AllocCore
+
+    cfg = AllocConfig(cells=64, stream="mixed").validate()
+    core = AllocCore(2, cfg)
+    agent = make_agent("ppo", cfg.obs_dim, cfg.n_actions, cfg, "cpu", n_steps=4, batch_size=8)
+    obs, info = core.reset(seed=0)
+    got = []
+    for t in range(1, 10):
+        a, _ = agent.act(obs, None, info)
+        next_obs, r, te, tr, info = core.step(a)
+        agent.observe(obs, a, r, te, tr, info.get("final_obs", next_obs), info)
+        obs = next_obs
+        got.append(agent.update(2 * t))
+    assert [bool(u) for u in got] == [False, False, False, True, False, False, False, True, False]
+    assert got[3]["updates"] == 1.0 and got[7]["updates"] == 2.0 and "explained_variance" in got[7]

@@ -17,6 +17,7 @@ import pytest
 from scipy import stats
 
 from dreamalloc.report import (
+    CI_NOTE_SEEDS,
     adaptation_rows,
     compare_curves,
     compare_rows,
@@ -296,16 +297,17 @@ def test_compare_end_to_end(tmp_path):
                        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert p.returncode == 0, p.stderr
     header = [c.strip() for c in p.stdout.splitlines()[0].strip()[1:-1].split("|")]
-    assert header[:8] == ["method", "set", "task", "n_seeds", "step", "return", "first_ep", "last_ep"]
+    assert header[:9] == ["label", "method", "set", "task", "n_seeds", "step", "return", "first_ep", "last_ep"]
     for method in ("ppo", "rl2_ppo"):
         seeds = [truth[method, s] for s in (0, 1)]
         cells = _cells(p.stdout, method)
-        assert cells[1:5] == ["heldout", "mixed", "2", "2000"]
-        assert cells[5] == "{:.2f} [{:.2f}, {:.2f}]".format(*t_interval([r.mean() for r in seeds]))
-        assert cells[6] == "{:.2f} [{:.2f}, {:.2f}]".format(*t_interval([r[:, 0].mean() for r in seeds]))
-        assert cells[7] == "{:.2f} [{:.2f}, {:.2f}]".format(*t_interval([r[:, -1].mean() for r in seeds]))
-        assert cells[8] == "best" and float(cells[9]) == pytest.approx(np.mean(seeds) + 1, abs=0.006)
-        assert cells[10] == "50.00"
+        assert cells[1:6] == [method, "heldout", "mixed", "2", "2000"]  # no label in these files: the method
+        assert cells[6] == "{:.2f} [{:.2f}, {:.2f}]".format(*t_interval([r.mean() for r in seeds]))
+        assert cells[7] == "{:.2f} [{:.2f}, {:.2f}]".format(*t_interval([r[:, 0].mean() for r in seeds]))
+        assert cells[8] == "{:.2f} [{:.2f}, {:.2f}]".format(*t_interval([r[:, -1].mean() for r in seeds]))
+        assert cells[9] == "best" and float(cells[10]) == pytest.approx(np.mean(seeds) + 1, abs=0.006)
+        assert cells[11] == "50.00"
+    assert p.stdout.rstrip().endswith(CI_NOTE_SEEDS)  # the interval method under the table
     assert (out / "compare.md").read_text() == p.stdout
     with (out / "compare.csv").open() as f:
         rows = {r["method"]: r for r in csv.DictReader(f)}
@@ -324,12 +326,12 @@ def compare_main():
     return mod.main
 
 
-def test_compare_one_seed_collapses(tmp_path, capsys, compare_main):
+def test_compare_one_seed_is_n_a(tmp_path, capsys, compare_main):
     r = np.array([[1.0, 2.0], [3.0, 5.0]])
     f = save_results(tmp_path / "run" / "results.json", make_results(r, "dqn", seed=3))
     assert compare_main([str(f), "--out", str(tmp_path / "o"), "--markdown"]) == 0
     cells = _cells(capsys.readouterr().out, "dqn")
-    assert cells[3] == "1" and cells[5] == "2.75 [2.75, 2.75]" and cells[6] == "2.00 [2.00, 2.00]"
+    assert cells[4] == "1" and cells[6] == "2.75 [n/a]" and cells[7] == "2.00 [n/a]"  # no interval from 1 seed
 
 
 def test_compare_errors_name_the_path(tmp_path, capsys, compare_main):

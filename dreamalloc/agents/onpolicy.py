@@ -309,11 +309,12 @@ class OnPolicyAgent(Agent):
         return max(0.0, 1.0 - step / self.cfg.total_steps)
 
     def update(self, step: int) -> dict[str, float]:
-        """Learns when the rollout is full; returns the metrics of the latest update (empty before it)."""
+        """Learns when the rollout is full; returns that update's metrics, or {} when no update ran (so a log line
+        never repeats an earlier update's losses)."""
         self.env_steps = int(step)
         ro = self.rollout
         if ro is None or not ro.full:
-            return self.metrics
+            return {}
         lr = self.cfg.lr * (self._progress_left(step) if self.cfg.anneal_lr else 1.0)
         for g in self.opt.param_groups:
             g["lr"] = lr

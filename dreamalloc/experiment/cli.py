@@ -28,6 +28,7 @@ from dreamalloc.experiment.training import (
     override_keys,
     run_checkpoint_dir,
     run_name,
+    show_progress,
     task_overrides,
     train,
 )
@@ -114,7 +115,8 @@ def evaluate_main(cfg: DictConfig) -> float | None:
                     group=cfg.logger.group, tags=[*cfg.logger.tags, "eval"]) as logger:
             with torch.no_grad():
                 res = evaluate_suite(agent, cfg.env, cfg.suite, cfg.eval, device, method_name(cfg),
-                                     int(cfg.seed), step)
+                                     int(cfg.seed), step, label=cfg.label or method_name(cfg),
+                                     progress=show_progress(cfg))
             write_evaluation(res, out_dir / "eval", logger, step)
     except USER_ERRORS as e:
         _fail(e)

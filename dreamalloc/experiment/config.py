@@ -66,6 +66,8 @@ class EvalConf:
     deterministic: bool = True
     seed: int = 1_000_000_000  # trial t of every task uses stream seed seed + t: the same for every method
     timeline: bool = True  # picture of one heap's occupancy over an episode
+    # the fixed rules and the bound beside the agent: cache (computed once per task and reused) | always | off
+    baselines: str = "cache"
 
 
 @dataclass
@@ -81,6 +83,7 @@ class Config:
     steps: int = 20_000  # env steps (heap-steps) of training
     device: str = "auto"  # auto | cpu | cuda
     run_name: str | None = None  # default: {agent}_{suite}_s{seed}
+    label: str | None = None  # the name comparisons group this run's results by (default: method + overrides)
     run_dir: str = "${hydra:runtime.output_dir}"
     checkpoint_dir: str = "checkpoints"  # a run's checkpoints go to {checkpoint_dir}/{run name} (its own folder)
     checkpoint_every: int = 0  # env steps between checkpoints (0: only at the end)
@@ -97,7 +100,8 @@ class Config:
 
 CHOICES = {"logger.mode": ("offline", "online", "disabled"), "progress": ("auto", "on", "off"),
            "protocol": ("standard", "adaptive", "forgetting"),
-           "on_nonfinite": ("stop", "skip")}  # env.kind is checked by family_of
+           "on_nonfinite": ("stop", "skip"),
+           "eval.baselines": ("cache", "always", "off")}  # env.kind is checked by family_of
 DEFAULT_KIND = "alloc"  # an env node without ``kind`` (written before families had names) is an allocation env
 
 

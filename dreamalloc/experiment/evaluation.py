@@ -6,20 +6,64 @@ recurrent state starts fresh at each trial and is kept across its K episodes. Al
 same streams: every fixed rule of the env's family (the hindsight-best one is reported) and the family's bound
 (the capacity bound of a compacting heap, the no-wait bound of load balancing), as the family registers them.
 Trials are the independent units of the confidence intervals.
+
+The references depend only on (family, task, env config, trials, K, seed), not on the agent, so with
+``eval.baselines=cache`` (the default) they are computed once per process and reused by every later evaluation
+of the same task (the periodic evaluations of a run, the phases of the forgetting protocol); ``always``
+recomputes them on every call; ``off`` skips them: the task results then carry ``"baselines": "off"`` and no
+``hindsight_best`` / ``capacity_bound``, and the tables leave those cells empty.
 """
 
 from __future__ import annotations
 
+import copy
+import json
+import sys
 from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
 
 from dreamalloc.agents.base import Agent
 from dreamalloc.core.rollout import run_episodes
 from dreamalloc.experiment.config import family_of, make_core, tasks_of
 
 SCHEMA = 1
+BASELINES = ("cache", "always", "off")
+_REFERENCES: dict[str, Any] = {}  # the in-memory cache of eval.baselines=cache: key -> References
+_PROGRESS = [False]  # the default of evaluate_suite's progress bar (set_progress; training sets it from progress=)
+
+
+def set_progress(show: bool) -> None:
+    """Whether evaluations show a progress bar over their tasks when the caller does not say."""
+    _PROGRESS[0] = bool(show)
+
+
+def clear_reference_cache() -> None:
+    """Forget every cached reference (the next evaluation recomputes them)."""
+    _REFERENCES.clear()
+
+
+def _reference_key(fam, env, task: dict, trials: int, k: int, seed: int, device) -> str:
+    env = OmegaConf.to_container(env, resolve=True) if isinstance(env, DictConfig) else dict(env)
+    env.pop("num_envs", None)  # the evaluation core has one row per trial, whatever the training envs
+    return json.dumps([fam.kind, env, task, int(trials), int(k), int(seed), str(device)], sort_keys=True,
+                      default=str)
+
+
+def references(fam, core, env, task: dict, trials: int, k: int, seed: int, device, baselines: str = "cache"):
+    """The family's references on ``core``'s streams: computed, or (``baselines="cache"``) reused from an earlier
+    call with the same family, task, env config, trials, K, seed and device."""
+    if baselines not in BASELINES:
+        raise ValueError(f"eval.baselines={baselines!r}; choose one of {', '.join(BASELINES)}")
+    if baselines == "always":
+        return fam.references(core, trials, seed, k, device)
+    key = _reference_key(fam, env, task, trials, k, seed, device)
+    if key not in _REFERENCES:
+        _REFERENCES[key] = fam.references(core, trials, seed, k, device)
+    return copy.deepcopy(_REFERENCES[key])  # a caller may change what it got; the cache stays as computed
 
 
 def agent_policy(agent: Agent, core, task: dict, trials: int, deterministic: bool):
@@ -41,46 +85,60 @@ def agent_policy(agent: Agent, core, task: dict, trials: int, deterministic: boo
 
 
 def evaluate_task(agent: Agent, env, task: dict, trials: int, k: int, seed: int, device: torch.device,
-                  deterministic: bool = True, timeline: bool = False) -> dict[str, Any]:
+                  deterministic: bool = True, timeline: bool = False, baselines: str = "cache") -> dict[str, Any]:
     """``trials`` trials of ``k`` episodes of the agent on one task; beside it, on the same streams, every fixed
-    rule of the env's family (the hindsight-best one reported) and the family's bound."""
+    rule of the env's family (the hindsight-best one reported) and the family's bound (``baselines``: cache |
+    always | off, see the module's docstring)."""
+    if baselines not in BASELINES:
+        raise ValueError(f"eval.baselines={baselines!r}; choose one of {', '.join(BASELINES)}")
     fam = family_of(env)
     core = make_core(env, [task], trials, device, trial_episodes=k)  # a trial is the K evaluation episodes
     policy = agent_policy(agent, core, task, trials, deterministic)
     res = run_episodes(core, policy, seed, k, frame=fam.frame if timeline else None)
-    refs = fam.references(core, trials, seed, k, device)
-    best = max(fam.rules, key=lambda r: float(refs.rules[r].mean()))
     out: dict[str, Any] = {
         "returns": res["return"].tolist(),
         "metrics": {m: res[m].astype(float).tolist() for m in fam.metrics if m in res},
-        "hindsight_best": {"rule": best, "returns": refs.rules[best].tolist()},
-        "heuristics": {r: float(v.mean()) for r, v in refs.rules.items()},
-        **refs.extra,
-        "capacity_bound": np.asarray(refs.bound).tolist(),
     }
+    if baselines == "off":
+        out["baselines"] = "off"
+    else:
+        refs = references(fam, core, env, task, trials, k, seed, device, baselines)
+        best = max(fam.rules, key=lambda r: float(refs.rules[r].mean()))
+        out.update({
+            "hindsight_best": {"rule": best, "returns": refs.rules[best].tolist()},
+            "heuristics": {r: float(v.mean()) for r, v in refs.rules.items()},
+            **refs.extra,
+            "capacity_bound": np.asarray(refs.bound).tolist(),
+        })
     if timeline and "timeline" in res:
         out["_timeline"] = res["timeline"]
     return out
 
 
-def evaluate_suite(agent: Agent, env, suite, eval_cfg, device, method: str, seed: int, step: int) -> dict:
-    """The results document (schema in dreamalloc/report/results.py); timelines under ``_timelines``."""
-    results: dict[str, Any] = {"schema": SCHEMA, "method": method, "seed": int(seed), "suite": str(suite.name),
-                               "step": int(step), "episodes_per_trial": int(eval_cfg.episodes_per_trial),
+def evaluate_suite(agent: Agent, env, suite, eval_cfg, device, method: str, seed: int, step: int,
+                   label: str | None = None, progress: bool | None = None) -> dict:
+    """The results document (schema in dreamalloc/report/results.py); timelines under ``_timelines``.
+    ``label`` names the variant in comparisons (default: ``method``); ``progress``: a bar over the tasks (None:
+    as ``set_progress`` last said)."""
+    progress = _PROGRESS[0] if progress is None else progress
+    results: dict[str, Any] = {"schema": SCHEMA, "method": method, "label": str(label or method), "seed": int(seed),
+                               "suite": str(suite.name), "step": int(step),
+                               "episodes_per_trial": int(eval_cfg.episodes_per_trial),
                                "sets": {}, "columns": list(family_of(env).report_columns)}
+    baselines = str(eval_cfg.get("baselines", "cache"))
     timelines: dict[str, np.ndarray] = {}
     first = True
-    for set_name, tasks in suite.heldout.items():
-        set_out: dict[str, Any] = {"tasks": {}}
-        for task in tasks_of(tasks):
-            r = evaluate_task(agent, env, task, int(eval_cfg.trials), int(eval_cfg.episodes_per_trial),
-                              int(eval_cfg.seed), device, bool(eval_cfg.deterministic),
-                              timeline=bool(eval_cfg.timeline) and first)
-            if "_timeline" in r:
-                timelines[f"{set_name}/{task['name']}"] = r.pop("_timeline")
-                first = False
-            set_out["tasks"][task["name"]] = r
-        results["sets"][str(set_name)] = set_out
+    todo = [(str(set_name), task) for set_name, tasks in suite.heldout.items() for task in tasks_of(tasks)]
+    for set_name, task in tqdm(todo, desc=f"evaluating {label or method}", unit="task", disable=not progress,
+                               file=sys.stderr, leave=False):
+        set_out = results["sets"].setdefault(set_name, {"tasks": {}})
+        r = evaluate_task(agent, env, task, int(eval_cfg.trials), int(eval_cfg.episodes_per_trial),
+                          int(eval_cfg.seed), device, bool(eval_cfg.deterministic),
+                          timeline=bool(eval_cfg.timeline) and first, baselines=baselines)
+        if "_timeline" in r:
+            timelines[f"{set_name}/{task['name']}"] = r.pop("_timeline")
+            first = False
+        set_out["tasks"][task["name"]] = r
     results["_timelines"] = timelines
     return results
 

@@ -13,6 +13,8 @@ Files written under ``run_dir``::
                     (``resume_lines``); the cut lines go to metrics.discarded.jsonl.
     run_info.json   config, git commit / dirty flag, package versions, hostname, W&B run id; ``invocations``
                     lists every start of the run (a resume keeps the original command and start time)
+    timing.jsonl    one {"step", "time/steps_per_second", "time/wall_seconds"} object per ``log_timing`` call: the
+                    wall-clock numbers, kept out of metrics.jsonl (also sent to W&B)
     summary.json    merged ``log_summary`` values
     tables/*.csv    ``log_table`` tables
     wandb/          W&B's own run folder (offline / online modes only)
@@ -130,6 +132,16 @@ class Logger:
         self.lines += 1
         if self._run is not None:
             self._run.log(values, step=step)
+
+    def log_timing(self, metrics: dict[str, float], step: int) -> None:
+        """Wall-clock numbers (steps per second, elapsed time): to W&B and ``timing.jsonl``, never to
+        metrics.jsonl, which stays identical between two runs of one seed."""
+        self._check_open()
+        values = {str(k): _scalar(v, k) for k, v in metrics.items()}
+        with (self.run_dir / "timing.jsonl").open("a") as f:
+            f.write(json.dumps(_finite_or_none({"step": _to_int(step, "step"), **values}), allow_nan=False) + "\n")
+        if self._run is not None:
+            self._run.log(values, step=_to_int(step, "step"))
 
     def log_table(self, name: str, columns: list[str], rows: list[list], step: int | None = None) -> None:
         """Write ``run_dir/tables/{name}.csv`` (overwritten) and log a ``wandb.Table`` when W&B is on

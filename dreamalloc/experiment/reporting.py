@@ -8,7 +8,7 @@ import numpy as np
 
 from dreamalloc.report.plots import plot_adaptation, plot_heap_timeline
 from dreamalloc.report.results import save_results
-from dreamalloc.report.tables import episode_curve, markdown_table, results_table, write_csv
+from dreamalloc.report.tables import CI_NOTE_TRIALS, episode_curve, markdown_table, results_table, write_csv
 
 COLUMNS = ["set", "task", "method", "return", "first_ep", "last_ep"]  # then the family's metrics, then:
 REFERENCES = ["hindsight_rule", "hindsight_best", "capacity_bound"]
@@ -31,13 +31,15 @@ def write_evaluation(results: dict, out_dir: Path, logger=None, step: int | None
     rows = results_table(results)
     write_csv(rows, out_dir / "results.csv")
     cols = columns(rows, results.get("columns"))
-    (out_dir / "results.md").write_text(markdown_table(rows, cols) + "\n")
+    (out_dir / "results.md").write_text(markdown_table(rows, cols) + "\n" + CI_NOTE_TRIALS + "\n")
     images = {}
     for set_name, s in results["sets"].items():
         for task, t in s["tasks"].items():
-            curves = {results["method"]: episode_curve(t["returns"]),
-                      f"hindsight best ({t['hindsight_best']['rule']})": episode_curve(t["hindsight_best"]["returns"]),
-                      "capacity bound": episode_curve(t["capacity_bound"])}
+            curves = {results["method"]: episode_curve(t["returns"])}
+            if "hindsight_best" in t:  # absent with eval.baselines=off
+                hb = t["hindsight_best"]
+                curves[f"hindsight best ({hb['rule']})"] = episode_curve(hb["returns"])
+                curves["capacity bound"] = episode_curve(t["capacity_bound"])
             images[f"adaptation/{set_name}/{task}"] = plot_adaptation(
                 curves, out_dir / f"adaptation_{set_name}_{task}.png",
                 title=f"{set_name} / {task}: return by episode within a trial")
@@ -59,4 +61,5 @@ def print_results(results: dict | None) -> float | None:
         return None
     rows = results_table(results)
     print(markdown_table(rows, columns(rows, results.get("columns"))))
+    print(CI_NOTE_TRIALS)
     return float(np.mean([r["return"][0] for r in rows]))

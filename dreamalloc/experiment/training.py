@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import signal
 import sys
@@ -45,7 +46,7 @@ from dreamalloc.experiment.checkpoint import (
     save_checkpoint,
 )
 from dreamalloc.experiment.config import family_of, from_container, make_core, validate
-from dreamalloc.experiment.evaluation import evaluate_suite, summary
+from dreamalloc.experiment.evaluation import evaluate_suite, set_progress, summary
 from dreamalloc.experiment.logging import Logger
 from dreamalloc.experiment.seeding import rng_state, seed_everything, select_device, set_rng_state
 
@@ -53,7 +54,7 @@ TRAIN_SEED_STRIDE = 100_003  # heap b of a run with seed s trains on stream seed
 # Keys a resumed run may change (each change is printed); any other difference from the checkpoint is refused.
 RESUME_SAFE = ("steps", "agent.total_steps", "logger", "eval", "progress", "device", "checkpoint_every",
                "keep_checkpoints", "save_replay", "on_nonfinite", "resume", "run_dir", "checkpoint_dir",
-               "run_name", "hydra")
+               "run_name", "label", "hydra")
 
 
 class TrainingError(RuntimeError):
@@ -78,11 +79,9 @@ def override_keys(overrides: list[str]) -> list[str]:
     return [o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o or o.startswith("~")]
 
 
-def run_name(cfg: DictConfig, overrides: list[str] | None = None) -> str:
-    """``cfg.run_name``, or ``{agent}_{suite}_s{seed}`` plus the overrides that change what is trained."""
-    if cfg.run_name:
-        return str(cfg.run_name)
-    base = f"{cfg.agent.name}_{cfg.suite.name}_s{cfg.seed}"
+def override_suffix(cfg: DictConfig, overrides: list[str] | None = None) -> str:
+    """The overrides that change what is trained, as one path-safe string (``agent.lr-0.001__env.cells-128``;
+    a digest when long); empty when there are none."""
     parts = []
     for o in sorted(overrides or []):
         key, _, value = o.partition("=")
@@ -95,7 +94,31 @@ def run_name(cfg: DictConfig, overrides: list[str] | None = None) -> str:
     suffix = "__".join(parts)
     if len(suffix) > 64:  # a long sweep point: a stable digest of it instead
         suffix = "h" + hashlib.sha256(suffix.encode()).hexdigest()[:10]
+    return suffix
+
+
+def run_name(cfg: DictConfig, overrides: list[str] | None = None) -> str:
+    """``cfg.run_name``, or ``{agent}_{suite}_s{seed}`` plus the overrides that change what is trained."""
+    if cfg.run_name:
+        return str(cfg.run_name)
+    base = f"{cfg.agent.name}_{cfg.suite.name}_s{cfg.seed}"
+    suffix = override_suffix(cfg, overrides)
     return f"{base}__{suffix}" if suffix else base
+
+
+def run_label(cfg: DictConfig, overrides: list[str] | None = None) -> str:
+    """What comparisons group a run's evaluations by: ``cfg.label``, or the method plus the overrides that
+    change what is trained (``ppo__agent.lr-0.001``), so the points of a sweep are told apart and its seeds
+    are grouped together."""
+    if OmegaConf.select(cfg, "label", default=None):
+        return str(cfg.label)
+    suffix = override_suffix(cfg, overrides)
+    return f"{method_name(cfg)}__{suffix}" if suffix else method_name(cfg)
+
+
+def show_progress(cfg: DictConfig) -> bool:
+    """Whether progress bars are shown: ``progress=on``, or ``auto`` with stderr a terminal."""
+    return cfg.progress == "on" or (cfg.progress == "auto" and sys.stderr.isatty())
 
 
 def method_name(cfg: DictConfig) -> str:
@@ -272,6 +295,30 @@ def protocol_phases(cfg: DictConfig) -> list[Phase]:
     return [Phase("train", cfg.suite.train, int(cfg.steps))]
 
 
+log = logging.getLogger("dreamalloc")
+
+
+def attach_run_log(run_dir: Path) -> logging.Handler | None:
+    """Send the ``dreamalloc`` logger's lines to ``run_dir/train.log`` (unless a handler writes there already, as
+    Hydra's job log does under train.py) and to the console when nothing else shows them; INFO level. Returns the
+    file handler added (to remove at the end of the run), or None."""
+    if log.level == logging.NOTSET or log.level > logging.INFO:
+        log.setLevel(logging.INFO)
+    target = (Path(run_dir) / "train.log").resolve()
+    handlers = [*log.handlers, *logging.getLogger().handlers]
+    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in handlers):
+        console = logging.StreamHandler()
+        console.setFormatter(logging.Formatter("[%(asctime)s][%(name)s] %(message)s"))
+        log.addHandler(console)
+    if any(isinstance(h, logging.FileHandler) and Path(h.baseFilename).resolve() == target for h in handlers):
+        return None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fh = logging.FileHandler(target)
+    fh.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    log.addHandler(fh)
+    return fh
+
+
 class Run:
     """One training run and everything a checkpoint carries: the config, the run and checkpoint folders, the env
     core and the agent stepped by a ``Driver``, the logger, the counters (env steps, episodes, the rolling return
@@ -328,6 +375,12 @@ class Run:
                              tags=list(cfg.logger.tags), resume_id=payload.get("wandb_id") if payload else None,
                              resume_lines=int(loop["metric_lines"]) if "metric_lines" in loop else None,
                              resume_step=self.step if payload else None)
+        self.log_file = attach_run_log(self.run_dir)
+        if int(cfg.steps) % self.B:
+            log.warning("steps=%d is not a multiple of env.num_envs=%d: every env step moves all %d envs, so "
+                        "training runs %d env steps per phase", int(cfg.steps), self.B, self.B,
+                        -(-int(cfg.steps) // self.B) * self.B)
+        self.t0, self.s0 = time.perf_counter(), self.step
         self.recent: deque[float] = deque(loop.get("recent", []), maxlen=100)
         self.written: list[str] = list(loop.get("written", []))  # checkpoints this run wrote (the only ones it prunes)
         self.updates_seen = getattr(self.agent, "n_updates", 0)
@@ -381,6 +434,14 @@ class Run:
         if self.recent:
             line["train/return"] = float(np.mean(self.recent))
         self.logger.log(line, step=self.step)
+        wall = time.perf_counter() - self.t0
+        sps = (self.step - self.s0) / max(wall, 1e-9)
+        self.logger.log_timing({"time/steps_per_second": sps, "time/wall_seconds": wall}, step=self.step)
+        losses = " ".join(f"{k}={v:.4g}" for k, v in upd.items())
+        log.info("step %d/%d | episodes %d | return %s | %.0f steps/s | %.0f s%s", self.step,
+                 -(-self.total // self.B) * self.B,
+                 self.episodes, f"{line['train/return']:.2f}" if "train/return" in line else "n/a", sps, wall,
+                 f" | {losses}" if losses else "")
         return line
 
     def periodic(self) -> None:
@@ -428,8 +489,10 @@ class Run:
 
     def evaluate(self, at: int) -> dict:
         cfg = self.cfg
+        set_progress(show_progress(cfg))
         res = evaluate_suite(self.agent, cfg.env, cfg.suite, cfg.eval, self.device, method_name(cfg), int(cfg.seed),
-                             at)
+                             at)  # the signature the fault tests wrap (tests/test_faults.py)
+        res["label"] = run_label(cfg, self.overrides)
         from dreamalloc.experiment.reporting import write_evaluation
         write_evaluation(res, self.run_dir / "eval" / f"step_{at:012d}", self.logger, at)
         self.logger.log(summary(res), step=at)
@@ -458,10 +521,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     overrides = task_overrides() if overrides is None else list(overrides)
     run = Run(cfg, overrides)
     cfg = run.cfg
-    show = cfg.progress == "on" or (cfg.progress == "auto" and sys.stderr.isatty())
+    show = show_progress(cfg)
     bar = tqdm(total=run.total, initial=min(run.step, run.total), disable=not show, unit="step",
                dynamic_ncols=True, desc=run_name(cfg, overrides))
-    t0, s0 = time.perf_counter(), run.step
     path, last_eval, extra = None, None, {}
     interrupted: list = []
     previous_handler = _catch_sigint(interrupted)
@@ -477,7 +539,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
             bar.update(run.B)
             line = run.log(upd)
             if line is not None:
-                sps = (run.step - s0) / max(time.perf_counter() - t0, 1e-9)
+                sps = (run.step - run.s0) / max(time.perf_counter() - run.t0, 1e-9)
                 bar.set_postfix(sps=f"{sps:,.0f}", ret=f"{line.get('train/return', float('nan')):.2f}")
             run.periodic()
         bar.close()
@@ -489,6 +551,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
             signal.signal(signal.SIGINT, previous_handler)
         bar.close()
         run.logger.close()
+        if run.log_file is not None:
+            log.removeHandler(run.log_file)
+            run.log_file.close()
     return {"run_dir": str(run.run_dir), "checkpoint": str(path), "step": run.step, "episodes": run.episodes,
             "results": last_eval, "forgetting": extra}
 

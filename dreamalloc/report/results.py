@@ -5,12 +5,19 @@ written, so a malformed file fails here with the file and the field named, not l
 inside a table. Shapes are ``[trials][K]``: trials are independent draws of held-out tasks, K the
 episodes of one trial (docs/reference.md section 6: per-episode-index curves within a trial).
 
-    {"schema": 1, "method": "ppo", "seed": 0, "suite": "lim2024", "step": 50000, "episodes_per_trial": 3,
+    {"schema": 1, "method": "ppo", "label": "ppo__agent.lr-0.001", "seed": 0, "suite": "lim2024", "step": 50000,
+     "episodes_per_trial": 3,
      "sets": {"heldout": {"tasks": {"mixed": {
          "returns": [[...K...], ...],
          "metrics": {"frag_largest": [[...]], ...},          # final-step metrics, same shape
          "hindsight_best": {"rule": "best", "returns": [[...]]},
          "capacity_bound": [[...]]}}}}}
+
+``label`` names the variant comparisons group by (the method plus the run's overrides, or the ``label=`` config
+key); files written before it existed have none and are grouped by ``method``.
+
+An evaluation run with ``eval.baselines=off`` writes ``"baselines": "off"`` in each task instead of
+``hindsight_best`` and ``capacity_bound``; its tables leave those cells empty.
 """
 
 from __future__ import annotations
@@ -100,6 +107,12 @@ def _check_task(t, where: str, k: int) -> None:
         raise _Bad(f"{where}.metrics", "must be an object of metric name -> [trials][K]")
     for name, m in metrics.items():  # NaN allowed: an undefined metric shows as nan, not a lost evaluation
         _check_matrix(m, f"{where}.metrics.{name}", k, n, finite=False)
+    if t.get("baselines") == "off":  # evaluated without the fixed rules and the bound
+        if "hindsight_best" in t or "capacity_bound" in t:
+            raise _Bad(f"{where}.baselines", "is 'off', but the task has hindsight_best / capacity_bound")
+        return
+    if "baselines" in t:
+        raise _Bad(f"{where}.baselines", f"is {t['baselines']!r}; only 'off' is written (references omitted)")
     hb = _get(t, "hindsight_best", where)
     if not isinstance(hb, dict):
         raise _Bad(f"{where}.hindsight_best", "must be an object with rule and returns")
@@ -118,6 +131,8 @@ def _check(r) -> None:
     for key, typ in (("method", str), ("suite", str)):
         if not isinstance(_get(r, key, ""), typ) or not r[key]:
             raise _Bad(key, f"is {r[key]!r}, expected a non-empty string")
+    if "label" in r and (not isinstance(r["label"], str) or not r["label"]):
+        raise _Bad("label", f"is {r['label']!r}, expected a non-empty string")
     for key in ("seed", "step", "episodes_per_trial"):
         if not _is_int(_get(r, key, "")):
             raise _Bad(key, f"is {r[key]!r}, expected an integer")
@@ -221,21 +236,55 @@ def find_results(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, Results
     return out
 
 
-def latest_per_run(found: list[tuple[Path, Results]]) -> list[tuple[Path, Results]]:
-    """Keep, for each (method, suite, seed), the evaluation at the largest training step.
+def label_of(r: Results) -> str:
+    """The variant a result belongs to: its ``label``, or its method for files written without one."""
+    return r.get("label") or r["method"]
 
-    A run dir holds one evaluation per checkpoint; the comparison reports the final one. Two different
-    files for the same run at the same step are ambiguous, so they are an error naming both.
+
+def _run_of(f: Path) -> Path:
+    """The run a results file belongs to: RUN/eval/step_N/results.json -> RUN; any other file: its folder."""
+    return f.parent.parent.parent if f.parent.parent.name == "eval" else f.parent
+
+
+def latest_per_run(found: list[tuple[Path, Results]], warnings: list[str] | None = None) -> list[tuple[Path, Results]]:
+    """Keep, for each run (label, suite, seed and run folder), the evaluation at its largest training step.
+
+    A run dir holds one evaluation per checkpoint; the comparison reports the final one. Two files of one run at
+    the same step are ambiguous, so they are an error naming both. Two runs of the same label, suite and seed
+    with different steps are both kept: their labels get ``@STEP`` appended and a warning says so (appended to
+    ``warnings`` when given). At the same step they are an error naming both.
     """
-    best: dict[tuple[str, str, int], tuple[Path, Results]] = {}
+    best: dict[tuple, tuple[Path, Results]] = {}
     for f, r in found:
-        key = (r["method"], r["suite"], r["seed"])
+        key = (label_of(r), r["suite"], r["seed"], _run_of(f).resolve())
         if key in best:
             g, q = best[key]
             if q["step"] == r["step"]:
-                raise ValueError(f"two evaluations of method {key[0]!r} suite {key[1]!r} seed {key[2]} at step "
+                raise ValueError(f"two evaluations of {key[0]!r} suite {key[1]!r} seed {key[2]} at step "
                                  f"{r['step']}: {g} and {f}; pass only one of them")
             if q["step"] > r["step"]:
                 continue
         best[key] = (f, r)
-    return sorted(best.values(), key=lambda fr: (fr[1]["method"], fr[1]["suite"], fr[1]["seed"]))
+    runs: dict[tuple[str, str, int], list[tuple[Path, Results]]] = {}
+    for (label, suite, seed, _), fr in best.items():
+        runs.setdefault((label, suite, seed), []).append(fr)
+    split = set()
+    for (label, suite, seed), members in runs.items():
+        if len(members) > 1:
+            steps = [r["step"] for _, r in members]
+            if len(set(steps)) < len(steps):
+                raise ValueError(f"two runs of {label!r} suite {suite!r} seed {seed} evaluated at the same step: "
+                                 + " and ".join(str(f) for f, _ in members) + "; pass only one of them, or give "
+                                 "them different labels (label=...)")
+            split.add((label, suite))
+    out = []
+    for f, r in best.values():
+        if (label_of(r), r["suite"]) in split:
+            r = {**r, "label": f"{label_of(r)}@{r['step']}"}
+        out.append((f, r))
+    for label, suite in sorted(split):
+        msg = (f"{label!r} (suite {suite!r}): several runs of one seed with different steps; kept all, labelled "
+               f"{label}@STEP")
+        if warnings is not None:
+            warnings.append(msg)
+    return sorted(out, key=lambda fr: (label_of(fr[1]), fr[1]["suite"], fr[1]["seed"], fr[1]["step"]))

@@ -21,10 +21,26 @@ from pathlib import Path
 
 import numpy as np
 
-from dreamalloc.report.results import Results
+from dreamalloc.report.results import Results, label_of
 from dreamalloc.report.stats import mean_ci
 
 CI = tuple[float, float, float]  # (mean, low, high)
+# One line under every table, saying what its intervals are over (n/a: fewer than 2 samples, no interval).
+CI_NOTE_TRIALS = ("Intervals: 95 % Student-t over trials (return: over per-trial mean returns; first_ep / last_ep: "
+                  "over trials); n/a: fewer than 2 trials.")
+CI_NOTE_SEEDS = ("Intervals: 95 % Student-t across seeds (each seed's mean over all its trials and episodes is one "
+                 "sample); n/a: fewer than 2 seeds.")
+CI_NOTE_ADAPTATION = ("Intervals: 95 % Student-t over trials, every trial of every task of the set one sample; gain "
+                      "is paired (last - first episode of each trial); n/a: fewer than 2 trials.")
+
+
+def ci(x) -> CI:
+    """(mean, low, high) with a 95 % t-interval; with fewer than 2 samples the interval is (nan, nan): n/a."""
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    if x.size < 2:
+        m = mean_ci(x)[0]
+        return m, float("nan"), float("nan")
+    return mean_ci(x)
 
 
 def _matrix(returns, name: str = "returns") -> np.ndarray:
@@ -58,17 +74,26 @@ def results_table(results: Results) -> list[dict]:
         row: dict = {
             "set": sname, "task": tname, "method": results["method"], "seed": results["seed"],
             "step": results["step"], "trials": r.shape[0], "episodes": r.shape[1],
-            "return": mean_ci(r.mean(axis=1)),  # over per-trial means: trials are the independent units
-            "first_ep": mean_ci(r[:, 0]),
-            "last_ep": mean_ci(r[:, -1]),
+            "return": ci(r.mean(axis=1)),  # over per-trial means: trials are the independent units
+            "first_ep": ci(r[:, 0]),
+            "last_ep": ci(r[:, -1]),
         }
         for name, m in t["metrics"].items():
             row[name] = float(np.mean(m))
-        row["hindsight_rule"] = t["hindsight_best"]["rule"]
-        row["hindsight_best"] = float(np.mean(t["hindsight_best"]["returns"]))
-        row["capacity_bound"] = float(np.mean(t["capacity_bound"]))
+        row.update(_reference_cells([t]))
         rows.append(row)
     return rows
+
+
+def _reference_cells(tasks: list[dict]) -> dict:
+    """hindsight_rule / hindsight_best / capacity_bound over the tasks that have them (eval.baselines=off writes
+    none: the rule reads "off" and the numbers are empty cells)."""
+    have = [t for t in tasks if "hindsight_best" in t]
+    if not have:
+        return {"hindsight_rule": "off", "hindsight_best": None, "capacity_bound": None}
+    return {"hindsight_rule": "/".join(sorted({t["hindsight_best"]["rule"] for t in have})),
+            "hindsight_best": float(np.mean([np.mean(t["hindsight_best"]["returns"]) for t in have])),
+            "capacity_bound": float(np.mean([np.mean(t["capacity_bound"]) for t in have]))}
 
 
 def adaptation_rows(results: Results) -> list[dict]:
@@ -84,61 +109,75 @@ def adaptation_rows(results: Results) -> list[dict]:
         groups["all"] = np.concatenate(list(groups.values()))
     rows = []
     for name, r in groups.items():
-        first, last = mean_ci(r[:, 0]), mean_ci(r[:, -1])
+        first, last = ci(r[:, 0]), ci(r[:, -1])
         rows.append({"method": results["method"], "set": name, "trials": r.shape[0], "episodes": r.shape[1],
-                     "first_ep": first, "last_ep": last, "gain": mean_ci(r[:, -1] - r[:, 0]),
+                     "first_ep": first, "last_ep": last, "gain": ci(r[:, -1] - r[:, 0]),
                      "adapts": bool(last[1] > first[2])})
     return rows
 
 
 def _group(found: Iterable[Results]) -> dict[tuple[str, str, str, str], list[tuple[Results, dict]]]:
-    """(suite, set, task, method) -> [(results of one seed, its task result)], in first-seen order."""
+    """(suite, set, task, label) -> [(results of one seed, its task result)], in first-seen order (label: the
+    result's ``label``, or its method for files written without one)."""
     groups: dict[tuple[str, str, str, str], list[tuple[Results, dict]]] = {}
     for res in found:
         for sname, tname, t in _task_rows(res):
-            groups.setdefault((res["suite"], sname, tname, res["method"]), []).append((res, t))
+            groups.setdefault((res["suite"], sname, tname, label_of(res)), []).append((res, t))
     return groups
+
+
+def step_warnings(found: Iterable[Results]) -> list[str]:
+    """One warning per label whose seeds were evaluated at different training steps (kept, not dropped: the
+    table's step column shows the range)."""
+    steps: dict[tuple[str, str], dict[int, int]] = {}
+    for res in found:
+        steps.setdefault((label_of(res), res["suite"]), {})[res["seed"]] = res["step"]
+    out = []
+    for (label, suite), by_seed in sorted(steps.items()):
+        if len(set(by_seed.values())) > 1:
+            out.append(f"{label!r} (suite {suite!r}): its runs differ in steps ("
+                       + ", ".join(f"seed {s}: {st}" for s, st in sorted(by_seed.items()))
+                       + "); all are kept and merged in one row")
+    return out
 
 
 def _check_one_per_seed(key, members) -> None:
     seeds = [res["seed"] for res, _ in members]
     dup = sorted({s for s in seeds if seeds.count(s) > 1})
     if dup:
-        raise ValueError(f"method {key[3]!r} set {key[1]!r} task {key[2]!r}: several evaluations of seed(s) "
+        raise ValueError(f"label {key[3]!r} set {key[1]!r} task {key[2]!r}: several evaluations of seed(s) "
                          f"{dup}; keep one per seed (results.latest_per_run keeps the largest step)")
 
 
 def compare_rows(found: Iterable[Results]) -> list[dict]:
-    """Merge evaluations of several methods and seeds: one row per (suite, set, task, method).
+    """Merge evaluations of several variants and seeds: one row per (suite, set, task, label).
 
     Each seed contributes its mean over all trials and episodes; the interval is across seeds (with one
-    seed it collapses to the mean, and ``n_seeds`` says so). Pass one evaluation per (method, seed):
+    seed it is n/a, and ``n_seeds`` says so). Pass one evaluation per (label, seed):
     see ``results.latest_per_run``.
     """
     rows = []
     for key, members in sorted(_group(found).items()):
         _check_one_per_seed(key, members)
-        suite, sname, tname, method = key
+        suite, sname, tname, label = key
         rets = [_matrix(t["returns"]) for _, t in members]
         steps = sorted({res["step"] for res, _ in members})
-        rules = sorted({t["hindsight_best"]["rule"] for _, t in members})
         rows.append({
-            "suite": suite, "method": method, "set": sname, "task": tname,
+            "suite": suite, "label": label, "method": "/".join(sorted({res["method"] for res, _ in members})),
+            "set": sname, "task": tname,
             "n_seeds": len(members),
             "seeds": " ".join(str(res["seed"]) for res, _ in members),
             "step": steps[0] if len(steps) == 1 else f"{steps[0]}-{steps[-1]}",  # a range flags unequal runs
-            "return": mean_ci([r.mean() for r in rets]),
-            "first_ep": mean_ci([r[:, 0].mean() for r in rets]),
-            "last_ep": mean_ci([r[:, -1].mean() for r in rets]),
-            "hindsight_rule": "/".join(rules),
-            "hindsight_best": float(np.mean([np.mean(t["hindsight_best"]["returns"]) for _, t in members])),
-            "capacity_bound": float(np.mean([np.mean(t["capacity_bound"]) for _, t in members])),
+            "return": ci([r.mean() for r in rets]),
+            "first_ep": ci([r[:, 0].mean() for r in rets]),
+            "last_ep": ci([r[:, -1].mean() for r in rets]),
+            **_reference_cells([t for _, t in members]),
         })
     return rows
 
 
 def compare_curves(found: Iterable[Results]) -> tuple[dict[tuple[str, str, str], dict[str, list[CI]]], list[str]]:
-    """Adaptation curves across seeds: {(suite, set, task): {method: [(mean, low, high)] for episodes 1..K}}.
+    """Adaptation curves across seeds: {(suite, set, task): {label: [(mean, low, high)] for episodes 1..K}}.
 
     Each seed's curve is its per-episode-index mean over trials; the band is the interval across seeds.
     A method whose seeds disagree on K has no common x axis: it is left out and named in the returned
@@ -151,7 +190,7 @@ def compare_curves(found: Iterable[Results]) -> tuple[dict[tuple[str, str, str],
         per_seed = [_matrix(t["returns"]).mean(axis=0) for _, t in members]  # [K] each
         ks = sorted({len(c) for c in per_seed})
         if len(ks) > 1:
-            warnings.append(f"method {key[3]!r} set {key[1]!r} task {key[2]!r}: seeds have different "
+            warnings.append(f"label {key[3]!r} set {key[1]!r} task {key[2]!r}: seeds have different "
                             f"episodes_per_trial {ks}; no adaptation curve drawn")
             continue
         a = np.stack(per_seed)  # [seeds, K]
@@ -169,6 +208,8 @@ def format_value(v, digits: int = 2) -> str:
         return ""
     if _is_ci(v):
         m, lo, hi = v
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            return f"{m:.{digits}f} [n/a]"
         return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
     if isinstance(v, float | np.floating):
         return f"{v:.{digits}f}"

@@ -1,0 +1,112 @@
+"""Comparing variants of one agent: a sweep's points are told apart by their label, its seeds merged."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from dreamalloc.experiment.cli import register_configs  # noqa: F401  (registers the schemas)
+from dreamalloc.experiment.training import run_label, train
+from dreamalloc.report import CI_NOTE_SEEDS, find_results, latest_per_run, save_results, step_warnings
+from dreamalloc.report.stats import mean_ci
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["env=alloc64", "env.num_envs=8", "eval.trials=2", "eval.episodes_per_trial=2", "eval.timeline=false",
+        "logger=disabled", "progress=off", "agent=ppo", "agent.n_steps=16", "agent.batch_size=64"]
+
+
+def _train(tmp_path: Path, point: list[str], seed: int, steps: int = 128) -> dict:
+    overrides = [*point, f"seed={seed}", f"steps={steps}"]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=TINY + overrides)
+    name = "_".join(o.replace("=", "-") for o in overrides)
+    cfg.run_dir = str(tmp_path / "runs" / name)
+    cfg.checkpoint_dir = str(tmp_path / "ckpt")
+    return train(cfg, overrides)
+
+
+def _compare(tmp_path, capsys, *args):
+    spec = importlib.util.spec_from_file_location("compare_script", ROOT / "scripts" / "compare.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    code = mod.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.slow
+def test_lr_sweep_compares_into_one_row_per_point(tmp_path, capsys):
+    returns = {}
+    for lr in ("0.001", "0.0003"):
+        for seed in (0, 1):
+            res = _train(tmp_path, [f"agent.lr={lr}"], seed)["results"]
+            assert res["label"] == f"ppo__agent.lr-{lr}" and res["method"] == "ppo"
+            returns[lr, seed] = np.mean(res["sets"]["lim2024"]["tasks"]["mixed"]["returns"])
+    code, out, err = _compare(tmp_path, capsys, "--markdown")
+    assert code == 0, err
+    rows = [[c.strip() for c in line.strip()[1:-1].split("|")] for line in out.splitlines()
+            if line.startswith("| ppo")]
+    mixed = {r[0]: r for r in rows if r[3] == "mixed"}
+    assert sorted(mixed) == ["ppo__agent.lr-0.0003", "ppo__agent.lr-0.001"]  # two rows, one per lr
+    for lr in ("0.001", "0.0003"):
+        row = mixed[f"ppo__agent.lr-{lr}"]
+        assert row[1] == "ppo" and row[4] == "2" and row[5] == "128"  # 2 seeds merged, one step
+        m, lo, hi = mean_ci([returns[lr, 0], returns[lr, 1]])
+        assert row[6] == f"{m:.2f} [{lo:.2f}, {hi:.2f}]"
+    assert CI_NOTE_SEEDS in out
+    assert err == ""  # no warning: equal steps
+
+    # a third seed of one point trained longer: kept (3 seeds in its row, step range), and warned about
+    _train(tmp_path, ["agent.lr=0.001"], 2, steps=256)
+    code, out, err = _compare(tmp_path, capsys, "--markdown")
+    assert code == 0
+    row = next(line for line in out.splitlines() if line.startswith("| ppo__agent.lr-0.001 ") and "| mixed" in line)
+    cells = [c.strip() for c in row.strip()[1:-1].split("|")]
+    assert cells[4] == "3" and cells[5] == "128-256"
+    assert "warning" in err and "'ppo__agent.lr-0.001'" in err and "differ in steps" in err
+    assert "seed 2: 256" in err
+
+
+def test_label_default_and_config_key():
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=TINY + ["agent.lr=0.001", "seed=3"])
+        named = compose("config", overrides=TINY + ["label=mine"])
+    assert run_label(cfg, ["agent=ppo", "agent.lr=0.001", "seed=3", "steps=99", "eval.trials=2"]) == \
+        "ppo__agent.lr-0.001"  # seed and evaluation / budget keys do not make another variant
+    assert run_label(cfg, []) == "ppo"
+    assert run_label(named, ["agent.lr=0.001", "label=mine"]) == "mine"
+
+
+def _results(method, seed, step, label=None, value=1.0):
+    r = {"schema": 1, "method": method, "seed": seed, "suite": "s", "step": step, "episodes_per_trial": 1,
+         "sets": {"h": {"tasks": {"t": {"returns": [[value], [value + 1]], "metrics": {},
+                                        "hindsight_best": {"rule": "best", "returns": [[0.0], [0.0]]},
+                                        "capacity_bound": [[9.0], [9.0]]}}}}}
+    if label is not None:
+        r["label"] = label
+    return r
+
+
+def test_old_results_without_label_and_same_seed_runs_of_different_steps(tmp_path):
+    old = save_results(tmp_path / "old" / "results.json", _results("dqn", 0, 100))
+    assert "label" not in json.loads(old.read_text())
+    # two runs (own folders) of one label and seed, at different steps: both kept, relabelled, warned
+    a = save_results(tmp_path / "a" / "eval" / "step_000000000100" / "results.json", _results("ppo", 0, 100, "x"))
+    a2 = save_results(tmp_path / "a" / "eval" / "step_000000000050" / "results.json", _results("ppo", 0, 50, "x"))
+    b = save_results(tmp_path / "b" / "eval" / "step_000000000200" / "results.json", _results("ppo", 0, 200, "x"))
+    warnings: list[str] = []
+    kept = latest_per_run(find_results([tmp_path]), warnings)
+    labels = sorted((r.get("label", r["method"]), r["step"]) for _, r in kept)
+    assert labels == [("dqn", 100), ("x@100", 100), ("x@200", 200)]  # run a's step 50 is its earlier checkpoint
+    assert {str(f) for f, _ in kept} == {str(old), str(a), str(b)} and str(a2) not in {str(f) for f, _ in kept}
+    assert len(warnings) == 1 and "'x'" in warnings[0] and "different steps" in warnings[0]
+    same = save_results(tmp_path / "c" / "eval" / "step_000000000200" / "results.json", _results("ppo", 0, 200, "x"))
+    with pytest.raises(ValueError, match="same step"):
+        latest_per_run(find_results([tmp_path / "b", same]))
+    assert step_warnings([_results("p", 0, 1, "y"), _results("p", 1, 2, "y")])[0].startswith("'y'")
+    assert step_warnings([_results("p", 0, 1, "y"), _results("p", 1, 1, "y")]) == []
+    with pytest.raises(ValueError, match="label"):
+        save_results(tmp_path / "bad.json", _results("p", 0, 1, ""))
