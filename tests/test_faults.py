@@ -461,3 +461,27 @@ def test_runs_started_together_claim_different_checkpoint_folders(tmp_path):
         dirs = list(pool.map(lambda _: fresh_checkpoint_dir(cfg, "ppo_lim2024_s0"), range(8)))
     assert len(set(dirs)) == 8 and all((d / "run.json").exists() for d in dirs)
     assert sorted(d.name for d in dirs)[0] == "ppo_lim2024_s0"
+
+
+def test_any_other_error_during_training_saves_the_state_and_says_where(tmp_path, monkeypatch):
+    """Issue 26.5: not only I/O errors: an exception from anywhere in the loop (here a bug in the agent's update)
+    ends in one TrainingError message naming the exception and the checkpoint it saved, which resume continues."""
+    from dreamalloc.agents.ppo import PPOAgent
+    from dreamalloc.experiment.checkpoint import load_checkpoint
+
+    real = PPOAgent.update
+
+    def update(self, step):
+        if step >= 128:
+            raise RuntimeError("simulated bug in the update")
+        return real(self, step)
+
+    monkeypatch.setattr(PPOAgent, "update", update)
+    cfg = cfg_of(["agent=ppo", "env=alloc64", "env.num_envs=8", "steps=512", "eval.trials=2", "logger=disabled",
+                  "progress=off", "agent.n_steps=8"], tmp_path)
+    with pytest.raises(TrainingError, match=r"RuntimeError: simulated bug in the update; training stopped at step 128 "
+                                            r"and its state is saved in .*ckpt_000000000128"):
+        train(cfg, overrides=[])
+    saved = sorted((tmp_path / "ckpt").rglob("ckpt_*.safetensors"))
+    assert [p.name for p in saved] == ["ckpt_000000000128.safetensors"]
+    assert load_checkpoint(saved[0])["step"] == 128

@@ -546,6 +546,11 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         path, last_eval, extra = run.finish()
     except OSError as e:  # a full disk or a read-only folder while logging / evaluating / saving
         raise TrainingError(_save_after_io_error(e, run.save, run.step, run.final)) from e
+    except (NonFiniteLossError, TrainingError):
+        raise  # these already said what was saved (a NaN parameter deliberately saves nothing)
+    except Exception as e:  # anything else (a bug, out of memory): save what can be saved, then one message
+        what = f"{type(e).__name__}: {e}"
+        raise TrainingError(_save_after_io_error(what, run.save, run.step, run.final)) from e
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGINT, previous_handler)
@@ -558,8 +563,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
             "results": last_eval, "forgetting": extra}
 
 
-def _save_after_io_error(e: OSError, save, step: int, final: Path | None) -> str:
-    """One message for an I/O failure: what failed, and where the trained state is (saved now if it can be)."""
+def _save_after_io_error(e, save, step: int, final: Path | None) -> str:
+    """One message for a failure during training (an I/O error, or any other exception): what failed, and where
+    the trained state is (saved now if it can be)."""
     if final is not None:
         return f"{e}; training had finished and its final checkpoint is {final}"
     if isinstance(e, CheckpointWriteError):
