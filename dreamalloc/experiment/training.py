@@ -201,6 +201,15 @@ def fresh_checkpoint_dir(cfg: DictConfig, name: str) -> Path:
         n += 1
 
 
+def release_checkpoint_dir(d: Path) -> None:
+    """Undo ``fresh_checkpoint_dir``'s claim of a folder in which nothing was written (a run that failed to start)."""
+    claim = d / "run.json"
+    if claim.is_file() and claim.stat().st_size == 0:
+        claim.unlink()
+        if not any(d.iterdir()):
+            d.rmdir()
+
+
 def run_checkpoint_dir(run_dir: str | Path) -> Path | None:
     """The checkpoint folder of the run in ``run_dir`` (recorded in its ``checkpoint_dir.txt``), or None."""
     link = Path(run_dir) / "checkpoint_dir.txt"
@@ -348,8 +357,13 @@ class Run:
         self.ckpt_dir = resume_from.parent if payload else fresh_checkpoint_dir(cfg, run_name(cfg, overrides))
         for stale in self.ckpt_dir.glob(".ckpt_*.tmp-*") if payload else ():  # a write killed half-way
             stale.unlink(missing_ok=True)
-        check_writable(self.run_dir, "the run directory")
-        check_writable(self.ckpt_dir, "the checkpoint folder")
+        try:
+            check_writable(self.run_dir, "the run directory")
+            check_writable(self.ckpt_dir, "the checkpoint folder")
+        except OSError:
+            if payload is None:
+                release_checkpoint_dir(self.ckpt_dir)  # nothing ran: the folder is not this run's after all
+            raise
         (self.run_dir / "checkpoint_dir.txt").write_text(str(self.ckpt_dir.resolve()) + "\n")
         if payload is None:
             (self.ckpt_dir / "run.json").write_text(json.dumps(
