@@ -106,7 +106,9 @@ class CoreVectorEnv(VectorEnv):
 def _mask(core) -> torch.Tensor | None:
     """[B, n] valid actions now, from the domain's ``action_mask()`` (None where every action is valid)."""
     get = getattr(core.domain, "action_mask", None)
-    return get() if get is not None else None
+    if get is not None:
+        return get()
+    return core.current()[1].get("action_mask") if core.spec.masked else None
 
 
 def check_num_envs(num_envs) -> int:

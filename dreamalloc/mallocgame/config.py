@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from dreamalloc.core.family import config_from_kwargs
 from dreamalloc.core.tasks import expand_tasks
 from dreamalloc.mallocgame.instances import Instance, InstanceError, from_json, program_set
 
@@ -89,11 +90,7 @@ class MallocGameConfig:
 
     @classmethod
     def from_kwargs(cls, base: MallocGameConfig | None = None, **kwargs) -> MallocGameConfig:
-        unknown = sorted(set(kwargs) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"unknown mallocgame env option(s) {unknown}; valid options: "
-                             f"{', '.join(sorted(cls.__dataclass_fields__))}")
-        return cls(**{**(base.__dict__ if base is not None else {}), **kwargs})
+        return config_from_kwargs(cls, base, "mallocgame env", kwargs)
 
     def validate(self) -> MallocGameConfig:
         for name, low in (("n_gaps", 1), ("addr_bins", 1), ("trial_episodes", 1)):
