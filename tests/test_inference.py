@@ -2,6 +2,7 @@
 observations, recurrent state and trial starts included; a malicious checkpoint file runs nothing."""
 
 import pickle
+import pickletools
 from pathlib import Path
 
 import numpy as np
@@ -117,5 +118,7 @@ def test_malicious_checkpoint_runs_nothing(tmp_path):
     with pytest.raises((CheckpointError, FileNotFoundError, ValueError)):
         dreamalloc.load_agent(tmp_path / "ckpt")
     assert not marker.exists()
-    pickle.loads(pickle.dumps(_Boom()))  # the payload is live: unpickling it would have created the file
-    assert marker.exists()
+    # the payload is live (read without running it): its opcodes call Path.touch on the marker through REDUCE
+    ops = [(op.name, arg) for op, arg, _ in pickletools.genops(pickle.dumps(_Boom()))]
+    assert ("REDUCE", None) in ops and ("SHORT_BINUNICODE", "Path.touch") in ops
+    assert ("SHORT_BINUNICODE", "pwned") in ops
