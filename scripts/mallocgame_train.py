@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dreamalloc.core.driver import drive  # noqa: E402
 from dreamalloc.mallocgame import MallocGameCore  # noqa: E402
 from dreamalloc.mallocgame.instances import program_set  # noqa: E402
 from dreamalloc.mallocgame.solvers import SOLVERS, check_placement, milp  # noqa: E402
@@ -100,16 +101,8 @@ def train(name: str, seed: int, steps: int, envs: int, synthetic: float) -> tupl
     if name in ("ppo", "dqn"):
         hp["total_steps"] = steps
     agent = make_agent(name, core.obs_dim, core.n_actions, None, "cpu", **hp)
-    obs, info = core.reset(seed=1000 * seed)
-    state, step, finished, t0 = agent.initial_state(core.B), 0, [], time.perf_counter()
-    while step < steps:
-        action, state = agent.act(obs, state, info)
-        next_obs, reward, term, trunc, info = core.step(action)
-        agent.observe(obs, action, reward, term, trunc, info.get("final_obs", next_obs), info)
-        obs, step = next_obs, step + core.B
-        if "episode" in info:
-            finished += info["episode"]["r"][info["_episode"]].tolist()
-        agent.update(step)
+    t0 = time.perf_counter()
+    finished = drive(agent, core, steps, seed=1000 * seed)  # the act / step / observe / update cycle of train.py
     tail = finished[-50:]
     return agent, {"train_seconds": time.perf_counter() - t0, "episodes": len(finished),
                    "last50_train_return": float(np.mean(tail)) if tail else None}

@@ -60,4 +60,25 @@ def expand_tasks(tasks) -> list[dict]:
     return out
 
 
-__all__ = ["TASK_KEYS", "expand_tasks"]
+def check_tasks(tasks, streams: tuple[str, ...], what: str, task_obs: bool = False) -> list[dict]:
+    """A family's task list expanded and checked: every task's stream is one of ``streams`` (the family's own),
+    weights are >= 0 with a positive sum, and ``task_obs`` has several tasks to tell apart. A ValueError names the
+    problem (``what`` names the env in the message)."""
+    try:
+        tasks = expand_tasks(list(tasks))
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"tasks: {e}") from None
+    for t in tasks:
+        if t["stream"] not in streams:
+            allowed = repr(streams[0]) if len(streams) == 1 else f"one of {', '.join(streams)}"
+            raise ValueError(f"task {t['name']!r}: stream must be {allowed} for the {what}, got {t['stream']!r}")
+        if t["weight"] < 0:
+            raise ValueError(f"task {t['name']!r}: weight must be >= 0, got {t['weight']}")
+    if sum(t["weight"] for t in tasks) <= 0:
+        raise ValueError("task weights must have a positive sum")
+    if task_obs and len(tasks) < 2:
+        raise ValueError("task_obs needs several tasks")
+    return tasks
+
+
+__all__ = ["TASK_KEYS", "check_tasks", "expand_tasks"]

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dreamalloc.core.family import config_from_kwargs
-from dreamalloc.core.tasks import expand_tasks
+from dreamalloc.core.tasks import check_tasks
 
 SIZE_DISTS = ("pareto", "exponential", "lognormal", "constant")
 FORK_SIZE_MAX = 10000  # ratnadeepb/park's job_generator clips sizes above 100 x size_scale to it; Park: no cap
@@ -156,19 +156,11 @@ class LoadBalanceConfig:
             _bad(f"load_obs must be one of {', '.join(LOAD_OBS)} (time: Park as it is, the running job's remaining "
                  f"time; work: Park before 2019-03, its remaining work), got {self.load_obs!r}")
         try:
-            self.tasks = expand_tasks(list(self.tasks))
+            self.tasks = check_tasks(self.tasks, ("jobs",), "load-balance env", self.task_obs)
         except ValueError as e:
-            _bad(f"tasks: {e}")
+            _bad(str(e))
         for t in self.tasks:
-            if t["stream"] != "jobs":
-                _bad(f"task {t['name']!r}: stream must be 'jobs' for the load-balance env, got {t['stream']!r}")
-            if t["weight"] < 0:
-                _bad(f"task {t['name']!r}: weight must be >= 0, got {t['weight']}")
             job_phases(t, self.num_jobs, self.size_max)
-        if sum(t["weight"] for t in self.tasks) <= 0:
-            _bad("task weights must have a positive sum")
-        if self.task_obs and self.n_tasks < 2:
-            _bad("task_obs needs several tasks")
         return self
 
     @property

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dreamalloc.core.family import config_from_kwargs
-from dreamalloc.core.tasks import expand_tasks
+from dreamalloc.core.tasks import check_tasks
 from dreamalloc.mallocgame.instances import Instance, InstanceError, from_json, program_set
 
 STREAMS = ("programs", "instances", "synthetic")
@@ -101,18 +101,9 @@ class MallocGameConfig:
             _bad(f"invalid_action must be 'slow' (a masked gap sends the buffer to slow memory) or 'error', got "
                  f"{self.invalid_action!r}")
         try:
-            self.tasks = expand_tasks(list(self.tasks))
-        except (ValueError, TypeError) as e:
-            _bad(f"tasks: {e}")
-        for t in self.tasks:
-            if t["stream"] not in STREAMS:
-                _bad(f"task {t['name']!r}: stream must be one of {', '.join(STREAMS)}, got {t['stream']!r}")
-            if t["weight"] < 0:
-                _bad(f"task {t['name']!r}: weight must be >= 0, got {t['weight']}")
-        if sum(t["weight"] for t in self.tasks) <= 0:
-            _bad("task weights must have a positive sum")
-        if self.task_obs and self.n_tasks < 2:
-            _bad("task_obs needs several tasks")
+            self.tasks = check_tasks(self.tasks, STREAMS, "mallocgame env", self.task_obs)
+        except ValueError as e:
+            _bad(str(e))
         return self
 
     @property
