@@ -108,7 +108,7 @@ def _mask(core) -> torch.Tensor | None:
     get = getattr(core.domain, "action_mask", None)
     if get is not None:
         return get()
-    return core.current()[1].get("action_mask") if core.spec.masked else None
+    return core.domain.info().get("action_mask") if core.spec.masked else None  # (no observation built)
 
 
 def check_num_envs(num_envs) -> int:
