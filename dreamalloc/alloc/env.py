@@ -11,10 +11,17 @@ the same device can also drive it directly. Step semantics follow Lim & Maddukur
   ``terminal_reward``: "lim" (default, their code): 0 when the failing request came straight after the
   placement, ``alloc_reward`` when frees came in between; "zero": always 0; "alloc": always ``alloc_reward``
   (the return is then exactly 0.1 x successful allocations);
-* terminated when the next allocation request fits in no free run; truncated once ``max_allocs``
+* ``on_fail="end"`` (default): terminated when the next allocation request fits in no free run; truncated once
+  ``max_allocs``
   (default 2 N) allocations have succeeded, or once ``max_invalid`` (default: ``max_allocs``) invalid
   actions have been taken in the episode (an agent stuck on an invalid address would otherwise never end
-  its episode), so an episode lasts at most ``max_allocs + max_invalid`` steps. In the address and hole
+  its episode), so an episode lasts at most ``max_allocs + max_invalid`` steps.
+* ``on_fail="drop"``: a request that fits in no free run is dropped instead (never placed, never freed later)
+  and earns ``drop_reward``; the stream moves on to its next request, so an episode is exactly ``max_allocs``
+  allocation requests, placed or dropped (the heap's request clock ``HeapBatch.clock``), and is only ever
+  truncated, never terminated. A step's reward is what its placement earns (``alloc_reward``) plus
+  ``drop_reward`` for every request dropped before the next one that fits; ``info["dropped"]`` counts the
+  episode's dropped requests. The agent is only asked about requests that fit. In the address and hole
   spaces ``info`` carries ``n_invalid`` (invalid actions so far in the episode of the returned obs) and the
   step's ``invalid`` (its action was invalid) and ``invalid_truncated`` (it was truncated by ``max_invalid``);
   under autoreset ``final_info`` has them for the finished episode;
@@ -53,6 +60,7 @@ from dreamalloc.core.trials import Trials
 ACTION_SPACES = ("heuristic", "address", "hole")
 SIZE_SCALES = ("raw", "fraction")
 TERMINAL_REWARDS = ("lim", "zero", "alloc")
+ON_FAIL = ("end", "drop")
 LIM_ORDER = ("best", "worst", "first")  # Lim & Maddukuri's action order
 
 
@@ -75,6 +83,8 @@ class AllocConfig:
     alloc_reward: float = 0.1
     invalid_reward: float = -10.0
     terminal_reward: str = "lim"  # what the episode's last successful allocation earns: lim | zero | alloc
+    on_fail: str = "end"  # a request that fits nowhere ends the episode (end) or is dropped with drop_reward (drop)
+    drop_reward: float = -1.0  # what each dropped request costs with on_fail=drop
     max_allocs: int | None = None  # truncation; None means 2 * cells
     max_invalid: int | None = None  # truncation after this many invalid actions in an episode; None: max_allocs
     ideal: bool = False  # compacting heap: the capacity bound no allocator can pass
@@ -106,6 +116,11 @@ class AllocConfig:
             bad(f"unknown align {self.align!r}; choose one of {', '.join(ALIGNS)}")
         if self.terminal_reward not in TERMINAL_REWARDS:
             bad(f"unknown terminal_reward {self.terminal_reward!r}; choose one of {', '.join(TERMINAL_REWARDS)}")
+        if self.on_fail not in ON_FAIL:
+            bad(f"unknown on_fail {self.on_fail!r}; choose one of {', '.join(ON_FAIL)}")
+        if self.on_fail == "drop" and self.terminal_reward != "lim":
+            bad(f"terminal_reward={self.terminal_reward!r} has no effect with on_fail=drop (no episode ends on a "
+                "failed request); leave it at its default")
         if self.size_scale not in SIZE_SCALES:
             bad(f"unknown size_scale {self.size_scale!r}; choose one of {', '.join(SIZE_SCALES)}")
         for name in ("holes", "history", "hole_features"):
@@ -120,7 +135,7 @@ class AllocConfig:
             bad(f"skip_forced needs the heuristic action space (it skips requests on which every rule agrees), "
                 f"not {self.action!r}")
         if self.task_obs and self.n_tasks < 2:
-            bad(f"task_obs needs a stream with several tasks (tasks or shift), not {self.stream!r}")
+            bad(f"task_obs needs a stream with several tasks (tasks, shift or regimes), not {self.stream!r}")
         if self.max_allocs is None:
             self.max_allocs = 2 * self.cells
         if self.max_allocs < 1:
@@ -142,6 +157,8 @@ class AllocConfig:
         """Tasks the stream switches among (1 for a single stream)."""
         if self.stream in ("tasks", "shift") and "tasks" in self.stream_params:
             return len(expand_tasks(self.stream_params["tasks"]))
+        if self.stream == "regimes" and isinstance(self.stream_params.get("regimes"), (list, tuple)):
+            return len(self.stream_params["regimes"])
         return 1
 
     @property
@@ -168,6 +185,9 @@ class AllocConfig:
         if self.meta_obs:
             r_lo = min(self.invalid_reward, self.alloc_reward, 0.0)
             r_hi = max(self.invalid_reward, self.alloc_reward, 0.0)
+            if self.on_fail == "drop":  # a step can drop every request left in the episode
+                r_lo = min(r_lo, self.alloc_reward + self.drop_reward * self.max_allocs)
+                r_hi = max(r_hi, self.alloc_reward + self.drop_reward * self.max_allocs)
             lo += [0.0] * self.n_actions + [r_lo, 0.0]
             hi += [1.0] * self.n_actions + [r_hi, 1.0]
         if self.task_obs:
@@ -194,11 +214,14 @@ class AllocDomain:
         self.hist = torch.full((self.B, cfg.history), -1, dtype=torch.long, device=dev)
         self.n_invalid = torch.zeros(self.B, dtype=torch.long, device=dev)  # invalid actions this episode
         self.freed = torch.zeros(self.B, dtype=torch.bool, device=dev)  # frees applied since the placement
+        self.drop = cfg.on_fail == "drop"
         if cfg.trial_episodes > 1 and hasattr(self.stream, "set_trial_length"):
             self.stream.set_trial_length(cfg.trial_episodes)
         f64 = dict(dtype=torch.float64, device=dev)  # rewards in float64: exact sums of 0.1 in the returns
         self._alloc_r = torch.tensor(cfg.alloc_reward, **f64)
         self._invalid_r = torch.tensor(cfg.invalid_reward, **f64)
+        self._drop_r = torch.tensor(cfg.drop_reward, **f64)
+        self.carry = torch.zeros(self.B, **f64)  # drops at an episode's start, charged at its first step
         self.runs: FreeRuns = FreeRuns.of(self.heaps.occ)
         self.action_spec = ActionSpec(cfg.n_actions, self.B, dev, "heap", f"the {cfg.action} action space "
                                       f"Discrete({cfg.n_actions})",
@@ -223,6 +246,9 @@ class AllocDomain:
             self.runs = self.runs.emptied(mask)
         else:
             self.runs = FreeRuns.of(self.heaps.occ)
+        if self.drop:  # a pre-filled heap may not fit its first request: dropped, charged at the first step
+            self.carry[rows] = 0.0
+            self._drop_unfit(rows[self.runs.largest()[rows] < self.request[rows]], self.carry)
 
     def _advance(self, rows: torch.Tensor) -> None:
         """Apply the stream's frees until every row has a pending allocation request."""
@@ -281,6 +307,8 @@ class AllocDomain:
         """What the latest placement of each row earns: ``alloc_reward``, or the terminal rule's value when
         the next request fits nowhere (the episode ends on it)."""
         alloc_r = self._alloc_r
+        if self.drop:  # no episode ends on a failed request
+            return alloc_r.expand(rows.numel())
         last = {"lim": torch.where(self.freed[rows], alloc_r, 0.0), "zero": torch.zeros_like(alloc_r),
                 "alloc": alloc_r}[self.cfg.terminal_reward]
         return torch.where(fits, alloc_r, last)
@@ -290,7 +318,7 @@ class AllocDomain:
         agree (a move with no choice in it), adding what each placement earns to this step's reward, until
         a request where the rules part, the episode's end, or truncation. Returns whether anything was placed."""
         cfg, placed = self.cfg, False
-        rows = rows[self.heaps.n_allocs[rows] < cfg.max_allocs]
+        rows = rows[self.heaps.clock(rows) < cfg.max_allocs]
         while rows.numel():
             runs = FreeRuns.of(self.heaps.occ[rows])
             size, rover = self.request[rows], self.heaps.rover[rows]
@@ -304,8 +332,10 @@ class AllocDomain:
             placed = True
             f = FreeRuns.of(self.heaps.occ[rows]).largest() >= self.request[rows]
             reward[rows] += self._placement_reward(rows, f)
+            if self.drop:
+                f = self._drop_unfit(rows[~f], reward, rows, f)
             fits[rows] = f
-            rows = rows[f & (self.heaps.n_allocs[rows] < cfg.max_allocs)]
+            rows = rows[f & (self.heaps.clock(rows) < cfg.max_allocs)]
         return placed
 
     def step(self, a: torch.Tensor):
@@ -317,10 +347,16 @@ class AllocDomain:
         fits = runs.largest() >= self.request
         every = torch.arange(self.B, device=self.device)
         reward = torch.where(valid, self._placement_reward(every, fits), self._invalid_r)
+        if self.drop:
+            reward += self.carry
+            self.carry.zero_()
+            if not bool(fits.all()):
+                fits = self._drop_unfit(every[~fits], reward, every, fits)
+                runs = FreeRuns.of(self.heaps.occ)
         if self.cfg.skip_forced and self._skip_forced(rows[fits[rows]], reward, fits):
             runs = FreeRuns.of(self.heaps.occ)
-        terminated = valid & ~fits
-        truncated = valid & fits & (self.heaps.n_allocs >= self.cfg.max_allocs)
+        terminated = valid & ~fits & (not self.drop)
+        truncated = valid & (fits | self.drop) & (self.heaps.clock(every) >= self.cfg.max_allocs)
         facts = {}
         if self.masked:  # heuristic actions are always valid; the others may not be
             invalid = ~valid
@@ -330,6 +366,37 @@ class AllocDomain:
             facts = {"invalid": invalid, "invalid_truncated": invalid_trunc}
         self.runs = runs
         return reward, terminated, truncated, facts
+
+    def _drop_unfit(self, todo: torch.Tensor, reward: torch.Tensor, rows: torch.Tensor | None = None,
+                    fits: torch.Tensor | None = None) -> torch.Tensor | None:
+        """``on_fail="drop"``: in the heap rows ``todo`` (whose pending request fits nowhere) drop the request
+        (``drop_reward`` added to ``reward[row]``), let the stream move on to its next allocation request and
+        repeat until one fits or the episode has had ``max_allocs`` requests. With ``rows`` / ``fits`` (the
+        rows' fit flags, ``todo`` among them) returns the updated flags; a row whose budget ran out keeps
+        False there and is truncated, not terminated."""
+        todo = todo[self.heaps.clock(todo) < self.cfg.max_allocs]
+        dropped = []
+        while todo.numel():
+            self.heaps._drop(todo)
+            reward[todo] += self._drop_r
+            dropped.append(todo)
+            todo = todo[self.heaps.clock(todo) < self.cfg.max_allocs]
+            self._advance(todo)
+            if self.cfg.ideal:
+                self._compact_where_needed(todo)
+            todo = todo[FreeRuns.of(self.heaps.occ[todo]).largest() < self.request[todo]]
+        if dropped:
+            self.runs = FreeRuns.of(self.heaps.occ)
+        if rows is None:
+            return None
+        if not dropped:
+            return fits
+        d = torch.cat(dropped).unique()
+        pos = torch.full((self.B,), -1, dtype=torch.long, device=self.device)
+        pos[rows] = torch.arange(rows.numel(), device=self.device)
+        fits = fits.clone()
+        fits[pos[d]] = self.runs.largest()[d] >= self.request[d]
+        return fits
 
     def _compact_where_needed(self, rows: torch.Tensor) -> None:
         """Ideal heap: compact the rows whose request fits in the free cells but in no single run, so the
@@ -357,6 +424,10 @@ class AllocDomain:
         info["request"] = self.request.clone()
         if self.task_id is not None:
             info["task_id"] = self.task_id.clone()
+        if getattr(self.stream, "segment", None) is not None:
+            info["segment"] = self.stream.segment.clone()
+        if self.drop:
+            info["dropped"] = self.heaps.n_dropped.clone()
         mask = self.action_mask()
         if mask is not None:
             info["action_mask"] = mask
@@ -400,14 +471,14 @@ class AllocDomain:
         """Everything needed to continue these episodes exactly (for checkpoints)."""
         return {"heaps": self.heaps.state_dict(), "stream": self.stream.state_dict(),
                 "request": self.request.clone(), "hist": self.hist.clone(), "n_invalid": self.n_invalid.clone(),
-                "freed": self.freed.clone()}
+                "freed": self.freed.clone(), "carry": self.carry.clone()}
 
     def load_state_dict(self, state: dict) -> None:
         self.heaps.load_state_dict(state["heaps"])
         self.stream.load_state_dict(state["stream"])
         for k in ("request", "hist"):
             getattr(self, k).copy_(state[k])
-        for k in ("n_invalid", "freed"):  # absent in older checkpoints
+        for k in ("n_invalid", "freed", "carry"):  # absent in older checkpoints
             if k in state:
                 getattr(self, k).copy_(state[k])
         self.runs = FreeRuns.of(self.heaps.occ)

@@ -8,19 +8,20 @@ import torch
 
 from dreamalloc.alloc.env import AllocConfig, AllocCore
 from dreamalloc.alloc.heap import RULES, FreeRuns, HeapBatch, place_address
-from dreamalloc.alloc.references import capacity_bound, env_kwargs, heuristic_returns
+from dreamalloc.alloc.references import capacity_bound, env_kwargs, heuristic_returns, switching_oracle
 from dreamalloc.alloc.workloads import ALIASES, STREAMS, make_stream
 from dreamalloc.core.checks import COUNT, FINITE, NONNEG, ge
 from dreamalloc.core.family import EnvFamily, References, core_builder, env_schema, register_family
 
-METRICS = ("frag_largest", "frag_runs", "utilisation", "allocations", "free_runs", "largest_free")
+METRICS = ("frag_largest", "frag_runs", "utilisation", "allocations", "free_runs", "largest_free", "dropped")
 
 
 AllocEnvConf = env_schema(  # conf/env/alloc*.yaml: AllocConfig's options but the stream (the suite gives it)
     "AllocEnvConf", AllocConfig, kind="alloc", exclude=("stream", "stream_params", "ideal"),
     types={"heuristics": list[str]},
     ranges={"num_envs": COUNT, "cells": ge(2), "holes": COUNT, "history": NONNEG, "hole_features": NONNEG,
-            "alloc_reward": FINITE, "invalid_reward": FINITE, "max_allocs": COUNT, "trial_episodes": COUNT})
+            "alloc_reward": FINITE, "invalid_reward": FINITE, "drop_reward": FINITE, "max_allocs": COUNT,
+            "trial_episodes": COUNT})
 
 
 def alloc_config(env: dict, tasks: list[dict]) -> AllocConfig:
@@ -38,11 +39,19 @@ make_core = core_builder(alloc_config, AllocCore)
 
 
 def references(core: AllocCore, trials: int, seed: int, k: int, device) -> References:
-    """Every placement rule and the capacity bound on the streams of ``core``'s config, trials x k episodes."""
+    """Every placement rule and the capacity bound on the streams of ``core``'s config, trials x k episodes; on
+    streams that switch task inside an episode also the switching oracle and every rule's recovery curve."""
     kw = env_kwargs(core.cfg)
-    rules = {r: heuristic_returns(r, trials, seed, device, k, **kw)["return"].reshape(trials, k) for r in RULES}
+    runs = {r: heuristic_returns(r, trials, seed, device, k, **kw) for r in RULES}
+    rules = {r: res["return"].reshape(trials, k) for r, res in runs.items()}
     bound = capacity_bound(trials, seed, device, k, **kw)["return"].reshape(trials, k)
-    return References(rules, bound)
+    extra = {}
+    oracle = switching_oracle(trials, seed, device, k, **kw)
+    if oracle is not None:  # a stream that switches task inside an episode: the oracle and recovery curves
+        extra["switching_oracle"] = {"rules": oracle["rules"], "returns": oracle["return"].reshape(trials, k).tolist()}
+        extra["recovery"] = {name: {"sum": res["recovery_sum"].tolist(), "count": res["recovery_count"].tolist()}
+                             for name, res in [*runs.items(), ("switching oracle", oracle)]}
+    return References(rules, bound, extra)
 
 
 class PlacementRule:

@@ -18,6 +18,7 @@ from dreamalloc.core.spec import (
     EPISODE_START,
     FINAL_INFO,
     FINAL_OBS,
+    SEGMENT,
     TASK_ID,
     TRIAL,
     TRIAL_END,
@@ -28,5 +29,5 @@ from dreamalloc.core.spec import (
 )
 from dreamalloc.core.trials import Trials
 
-__all__ = ["ACTION_MASK", "EPISODE", "EPISODE_START", "FINAL_INFO", "FINAL_OBS", "TASK_ID", "TRIAL", "TRIAL_END",
-           "TRIAL_START", "BatchedCore", "DomainCore", "EnvSpec", "Trials"]
+__all__ = ["ACTION_MASK", "EPISODE", "EPISODE_START", "FINAL_INFO", "FINAL_OBS", "SEGMENT", "TASK_ID", "TRIAL",
+           "TRIAL_END", "TRIAL_START", "BatchedCore", "DomainCore", "EnvSpec", "Trials"]

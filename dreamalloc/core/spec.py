@@ -23,6 +23,7 @@ TRIAL_START = "trial_start"  # the returned obs opens a trial: recurrent agents 
 TRIAL_END = "trial_end"  # this step closed a trial (the step's episode was the trial's last)
 ACTION_MASK = "action_mask"  # [B, n_actions] bool: which actions are valid now (only where some are not)
 TASK_ID = "task_id"  # [B] int64: the task a row plays (analysis only; agents see it only with task_obs)
+SEGMENT = "segment"  # [B] int64: in-episode task switches so far (streams that shift inside an episode; analysis)
 # Set where episodes end (SAME_STEP autoreset, gymnasium's convention): the finished step's obs and info, and
 # the finished episode's (trial's) return and length, each with a "_KEY" [B] bool mask of the rows it holds.
 FINAL_OBS, FINAL_INFO = "final_obs", "final_info"
@@ -94,5 +95,5 @@ class BatchedCore(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
-__all__ = ["ACTION_MASK", "EPISODE", "EPISODE_START", "FINAL_INFO", "FINAL_OBS", "TASK_ID", "TRIAL", "TRIAL_END",
-           "TRIAL_START", "BatchedCore", "DomainCore", "EnvSpec"]
+__all__ = ["ACTION_MASK", "EPISODE", "EPISODE_START", "FINAL_INFO", "FINAL_OBS", "SEGMENT", "TASK_ID", "TRIAL",
+           "TRIAL_END", "TRIAL_START", "BatchedCore", "DomainCore", "EnvSpec"]

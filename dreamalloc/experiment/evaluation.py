@@ -99,17 +99,24 @@ def evaluate_task(agent: Agent, env, task: dict, trials: int, k: int, seed: int,
         "returns": res["return"].tolist(),
         "metrics": {m: res[m].astype(float).tolist() for m in fam.metrics if m in res},
     }
+    recovery = {}
+    if "recovery_sum" in res:  # the stream switches task inside an episode: reward by steps since a switch
+        recovery["agent"] = {"sum": res["recovery_sum"].tolist(), "count": res["recovery_count"].tolist()}
     if baselines == "off":
         out["baselines"] = "off"
     else:
         refs = references(fam, core, env, task, trials, k, seed, device, baselines)
         best = max(fam.rules, key=lambda r: float(refs.rules[r].mean()))
+        extra = dict(refs.extra)
+        recovery.update(extra.pop("recovery", {}))
         out.update({
             "hindsight_best": {"rule": best, "returns": refs.rules[best].tolist()},
             "heuristics": {r: float(v.mean()) for r, v in refs.rules.items()},
-            **refs.extra,
+            **extra,
             "capacity_bound": np.asarray(refs.bound).tolist(),
         })
+    if recovery:
+        out["recovery"] = recovery
     if timeline and "timeline" in res:
         out["_timeline"] = res["timeline"]
     return out

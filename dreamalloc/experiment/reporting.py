@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dreamalloc.report.plots import plot_adaptation, plot_heap_timeline
+from dreamalloc.core.rollout import recovery_curve
+from dreamalloc.report.plots import plot_adaptation, plot_heap_timeline, plot_recovery
 from dreamalloc.report.results import save_results
 from dreamalloc.report.tables import CI_NOTE_TRIALS, episode_curve, markdown_table, results_table, write_csv
 
@@ -18,9 +19,10 @@ def columns(rows: list[dict], shown: list[str] | None = None) -> list[str]:
     """The table's columns: return and first / last episode, the metrics the env's family shows (``shown``,
     recorded in the results; all metrics the rows hold for results written without it), then the references."""
     if shown is None:
-        fixed = set(COLUMNS) | set(REFERENCES) | {"seed", "step", "trials", "episodes"}
+        fixed = set(COLUMNS) | set(REFERENCES) | {"seed", "step", "trials", "episodes", "switching_oracle"}
         shown = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in fixed]
-    return COLUMNS + list(shown) + REFERENCES
+    oracle = ["switching_oracle"] if any("switching_oracle" in r for r in rows) else []
+    return COLUMNS + list(shown) + REFERENCES + oracle
 
 
 def write_evaluation(results: dict, out_dir: Path, logger=None, step: int | None = None) -> Path:
@@ -43,6 +45,12 @@ def write_evaluation(results: dict, out_dir: Path, logger=None, step: int | None
             images[f"adaptation/{set_name}/{task}"] = plot_adaptation(
                 curves, out_dir / f"adaptation_{set_name}_{task}.png",
                 title=f"{set_name} / {task}: return by episode within a trial")
+            if "recovery" in t:  # in-episode switches: reward by decisions since a switch, agent and references
+                rec = {results["method"] if name == "agent" else name: recovery_curve(c["sum"], c["count"])
+                       for name, c in t["recovery"].items()}
+                images[f"recovery/{set_name}/{task}"] = plot_recovery(
+                    rec, out_dir / f"recovery_{set_name}_{task}.png",
+                    title=f"{set_name} / {task}: reward after an in-episode switch")
     for key, owner in timelines.items():
         name = key.replace("/", "_")
         images[f"timeline/{key}"] = plot_heap_timeline(

@@ -79,6 +79,24 @@ def plot_adaptation(curves: Mapping[str, Sequence[tuple[float, float, float]]], 
     return _save(fig, path)
 
 
+def plot_recovery(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str | os.PathLike,
+                  title: str = "", ylabel: str = "mean reward per decision") -> Path:
+    """Reward against decisions since an in-episode switch (how fast each method recovers after a shift): one
+    line per method, ``curves[name] = (x, y)`` as from ``core.rollout.recovery_curve``."""
+    if not curves:
+        raise ValueError("plot_recovery needs at least one curve")
+    fig = Figure(figsize=(6.4, 4.0))
+    ax = fig.add_subplot()
+    for name, (x, y) in curves.items():
+        ax.plot(np.asarray(x), np.asarray(y), marker=".", label=name)
+    ax.set_xlabel("decisions since the switch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
 def plot_heap_timeline(owner, path: str | os.PathLike, title: str = "") -> Path:
     """Occupancy of one heap over an episode: ``owner`` [T, N] (x = address, y = step, time downward).
 

@@ -91,9 +91,13 @@ def _reference_cells(tasks: list[dict]) -> dict:
     have = [t for t in tasks if "hindsight_best" in t]
     if not have:
         return {"hindsight_rule": "off", "hindsight_best": None, "capacity_bound": None}
-    return {"hindsight_rule": "/".join(sorted({t["hindsight_best"]["rule"] for t in have})),
-            "hindsight_best": float(np.mean([np.mean(t["hindsight_best"]["returns"]) for t in have])),
-            "capacity_bound": float(np.mean([np.mean(t["capacity_bound"]) for t in have]))}
+    cells = {"hindsight_rule": "/".join(sorted({t["hindsight_best"]["rule"] for t in have})),
+             "hindsight_best": float(np.mean([np.mean(t["hindsight_best"]["returns"]) for t in have])),
+             "capacity_bound": float(np.mean([np.mean(t["capacity_bound"]) for t in have]))}
+    oracle = [t["switching_oracle"] for t in have if "switching_oracle" in t]  # in-episode switching streams
+    if oracle:
+        cells["switching_oracle"] = float(np.mean([np.mean(o["returns"]) for o in oracle]))
+    return cells
 
 
 def adaptation_rows(results: Results) -> list[dict]:

@@ -59,6 +59,7 @@ class HeapBatch:
         self.n_live = torch.zeros(B, dtype=torch.long, device=d)
         self.used = torch.zeros(B, dtype=torch.long, device=d)  # live cells
         self.n_allocs = torch.zeros(B, dtype=torch.long, device=d)  # successful allocations since reset
+        self.n_dropped = torch.zeros(B, dtype=torch.long, device=d)  # requests dropped since reset (on_fail=drop)
         self.rover = torch.zeros(B, dtype=torch.long, device=d)  # next-fit roving pointer
         self.version = 0  # bumped on every mutation; caches of derived views key on it
         self._ar = torch.arange(N, device=d)
@@ -82,7 +83,7 @@ class HeapBatch:
         self.n_live[rows] = k + 1
         self.block_start[rows, slot] = start
         self.block_size[rows, slot] = size
-        self.block_seq[rows, slot] = self.n_allocs[rows]
+        self.block_seq[rows, slot] = self.n_allocs[rows] + self.n_dropped[rows]
         self.live[rows, slot] = True
         self.n_allocs[rows] += 1
         self.used[rows] += size
@@ -129,7 +130,17 @@ class HeapBatch:
     def _reset(self, rows: Rows) -> None:
         self._clear(rows)
         self.n_allocs[rows] = 0
+        self.n_dropped[rows] = 0
         self.rover[rows] = 0
+
+    def _drop(self, rows: Rows) -> None:
+        """Count a dropped allocation request in each row (the request clock moves on, nothing is placed)."""
+        self.n_dropped[rows] += 1
+
+    def clock(self, rows: Rows) -> torch.Tensor:
+        """The request clock of the rows: allocation requests since reset, placed or dropped (``n_allocs`` when
+        nothing is ever dropped). A block's ``block_seq`` is the clock at its placement; streams count time in it."""
+        return self.n_allocs[rows] + self.n_dropped[rows]
 
     def _oldest(self, rows: Rows) -> torch.Tensor:
         """Slot of the oldest live block of each row, -1 where the heap is empty."""
@@ -217,7 +228,7 @@ class HeapBatch:
 
     def state_dict(self) -> dict:
         names = ("owner", "occ", "block_start", "block_size", "block_seq", "live", "perm", "pos", "n_live",
-                 "used", "n_allocs", "rover")
+                 "used", "n_allocs", "n_dropped", "rover")
         return {n: getattr(self, n).clone() for n in names}
 
     def load_state_dict(self, state: dict) -> None:

@@ -13,6 +13,7 @@ from dreamalloc.alloc.workloads.base import ALLOC, FREE, FREE_ALL, Requests, Req
 from dreamalloc.alloc.workloads.families import PatternStream
 from dreamalloc.alloc.workloads.lim import BfGoodStream, MixedStream, RandomStream, WfGoodStream
 from dreamalloc.alloc.workloads.params import parse_params
+from dreamalloc.alloc.workloads.regimes import RegimeStream
 from dreamalloc.alloc.workloads.shift import ShiftStream
 from dreamalloc.alloc.workloads.tasks import TaskStream
 from dreamalloc.alloc.workloads.traces import TraceStream
@@ -31,6 +32,7 @@ STREAMS: dict[str, type[RequestStream]] = {
     "trace": TraceStream,  # a recorded real-program trace: stream_params={"path": "python_json"}
     "shift": ShiftStream,  # in-episode switches between tasks: stream_params={"tasks": [...], "at": 64}
     "tasks": TaskStream,  # a distribution over the others: stream_params={"tasks": [{name, stream, params}]}
+    "regimes": RegimeStream,  # one size law, lifetime regimes switching at hidden points (regimes.py)
 }
 ALIASES = {"dist": "random", "ff-bad": "bf-good", "bf_good": "bf-good", "wf_good": "wf-good", "ff_good": "ff-good",
            "nf_good": "nf-good", "sf_good": "sf-good"}

@@ -105,7 +105,7 @@ class ScriptedStream(RequestStream):
         self.ops[rows], self.sizes[rows] = flat_t[:, 0], flat_t[:, 1]
         self.length[rows] = torch.tensor([len(s) for s in scripts], dtype=torch.long, device=self.device)
         self.ptr[rows] = 0
-        self.seq_base[rows] = heaps.n_allocs[rows]
+        self.seq_base[rows] = heaps.clock(rows)
         if self.then is not None:
             self.then.reset(heaps, rows, seed, episode)
 
@@ -121,7 +121,7 @@ class ScriptedStream(RequestStream):
             self.ptr[r] = pp + 1
             starts = pp == 0
             if starts.any():
-                self.seq_base[r[starts]] = heaps.n_allocs[r[starts]]
+                self.seq_base[r[starts]] = heaps.clock(r[starts])
             oldest = heaps._oldest(r)
             op[scripted] = torch.where(s_op == S_ALLOC, ALLOC, torch.where(s_op == S_FREE_ALL, FREE_ALL, FREE))
             size[scripted] = torch.where(s_op == S_ALLOC, s_size, 0)

@@ -1,10 +1,11 @@
 """Parameterised request-pattern families: one vectorised, seeded stream ("pattern") whose size
 distribution, lifetime model and program phase are named parameters.
 
-Clock. Every time-like parameter (``life``, ``phase_len``) counts *allocations*: the heap's ``n_allocs``
-(successful allocations since the episode began). The env asks for requests right after each allocation,
-so "a block lives ``life`` requests" means it is freed right after the ``life``-th allocation that follows
-its own.
+Clock. Every time-like parameter (``life``, ``phase_len``) counts *allocations*: the heap's request clock
+(``HeapBatch.clock``: allocation requests since the episode began; the successful allocations ``n_allocs``
+unless the env drops requests that fit nowhere, ``on_fail="drop"``, when dropped requests count too). The env
+asks for requests right after each allocation, so "a block lives ``life`` requests" means it is freed right
+after the ``life``-th allocation that follows its own.
 
 Sizes (``size_dist``), in cells or, with ``size_units="fraction"``, as fractions of the heap that are
 scaled to cells, rounded and clipped to [1, cells]. Every distribution is compiled at construction into a
@@ -221,7 +222,7 @@ class PatternStream(RequestStream):
 
     def next(self, heaps, rows):
         u_op, u_block, u_size, u_life = self.rng.uniforms(rows, 4).unbind(1)
-        n, t, used = heaps.n_live[rows], heaps.n_allocs[rows], heaps.used[rows]
+        n, t, used = heaps.n_live[rows], heaps.clock(rows), heaps.used[rows]
         has = n > 0
         N = heaps.cells
 

@@ -1,9 +1,10 @@
 """In-episode distribution shift: the workload switches task while the agent is allocating.
 
 ``ShiftStream`` ("shift") runs a list of tasks in order (cycling) inside one episode. Segment lengths are
-counted in successful allocations (the heap's ``n_allocs``, the same clock as the pattern families) and
-given by ``at``: an integer, or [lo, hi] for a length drawn uniformly per segment from each heap's own
-(seed, episode) stream.
+counted in allocation requests (the heap's request clock ``HeapBatch.clock``, the same clock as the pattern
+families: successful allocations, plus dropped requests when the env drops what fits nowhere) and given by
+``at``: an integer, or [lo, hi] for a length drawn uniformly per segment from each heap's own (seed, episode)
+stream.
 
 * ``schedule="abrupt"``: at the switch point every request comes from the next task.
 * ``schedule="gradual"``: from the switch point on, each request comes from the next task with probability
@@ -14,7 +15,9 @@ given by ``at``: an integer, or [lo, hi] for a length drawn uniformly per segmen
 Blocks allocated under one task stay live after a switch until the new task's frees reach them (a
 random-order free can pick any live block; a fixed-lifetime family only frees blocks it allocated
 itself), as data from an earlier program phase does. ``task_id`` is the index of the task that issued
-each heap's pending request: the env reports it in ``info["task_id"]``, for analysis only.
+each heap's pending request and ``segment`` the number of switches so far in the episode (0 in the first
+segment; a gradual switch counts once its blend is complete): the env reports both in ``info["task_id"]`` and
+``info["segment"]``, for analysis only.
 """
 
 from __future__ import annotations
@@ -68,7 +71,8 @@ class ShiftStream(RequestStream):
         dev = self.device
         self.task_id = torch.zeros(self.batch, dtype=torch.long, device=dev)  # task of the pending request
         self.current = torch.zeros(self.batch, dtype=torch.long, device=dev)
-        self.switch_at = torch.zeros(self.batch, dtype=torch.long, device=dev)  # n_allocs of the next switch
+        self.switch_at = torch.zeros(self.batch, dtype=torch.long, device=dev)  # clock of the next switch
+        self.segment = torch.zeros(self.batch, dtype=torch.long, device=dev)  # switches so far this episode
         self.rng = CounterRNG(self.batch, dev)
 
     @property
@@ -82,12 +86,13 @@ class ShiftStream(RequestStream):
         self.rng.reseed(rows, seed, episode, self.SALT)
         self.current[rows] = 0
         self.task_id[rows] = 0
+        self.segment[rows] = 0
         self.switch_at[rows] = self._draw_segment(rows)
         for k, s in enumerate(self.streams):  # decorrelated seeds: two tasks of one family draw differently
             s.reset(heaps, rows, splitmix64(seed.long() + 0x51ED27 * (k + 1)), episode)
 
     def next(self, heaps, rows):
-        t = heaps.n_allocs[rows]
+        t = heaps.clock(rows)
         cur, sw = self.current[rows], self.switch_at[rows]
         nxt = (cur + 1) % len(self.tasks)
         if self.schedule == "abrupt":
@@ -99,6 +104,7 @@ class ShiftStream(RequestStream):
         if done.any():  # the next task becomes current and a new segment starts at this allocation count
             r = rows[done]
             self.current[r] = nxt[done]
+            self.segment[r] += 1
             self.switch_at[r] = t[done] + self._draw_segment(r)
             cur = self.current[rows]
             nxt = (cur + 1) % len(self.tasks)
@@ -116,12 +122,14 @@ class ShiftStream(RequestStream):
 
     def state_dict(self):
         return {"task_id": self.task_id.clone(), "current": self.current.clone(),
-                "switch_at": self.switch_at.clone(), "rng": self.rng.state_dict(),
+                "switch_at": self.switch_at.clone(), "segment": self.segment.clone(), "rng": self.rng.state_dict(),
                 "streams": [s.state_dict() for s in self.streams]}
 
     def load_state_dict(self, state):
         for k in ("task_id", "current", "switch_at"):
             getattr(self, k).copy_(state[k])
+        if "segment" in state:  # absent in checkpoints from before the segment counter
+            self.segment.copy_(state["segment"])
         self.rng.load_state_dict(state["rng"])
         for s, st in zip(self.streams, state["streams"], strict=True):
             s.load_state_dict(st)

@@ -517,7 +517,7 @@ class TraceStream(RequestStream):
         end = start + (self.window if self.window is not None else self.E)
         self.end[rows] = end.clamp(max=self.E)
         self.ptr[rows] = start
-        self.base[rows] = heaps.n_allocs[rows]
+        self.base[rows] = heaps.clock(rows)
 
     def _skip_dropped(self, p: torch.Tensor, a0: torch.Tensor) -> torch.Tensor:
         """First event index j >= p that is an alloc or a free of a block allocated at or after a0."""
@@ -543,9 +543,9 @@ class TraceStream(RequestStream):
         op = torch.where(wrap, FREE_ALL, torch.where(is_alloc, ALLOC, FREE))
         size = torch.where(is_alloc, ev_size, 0)
         block = torch.where(is_free, slot, -1)
-        # pointers: after a wrap the segment restarts, and its allocation ordinals continue from n_allocs
+        # pointers: after a wrap the segment restarts, and its allocation ordinals continue from the request clock
         self.ptr[rows] = torch.where(wrap, self.start[rows], p + 1)
-        self.base[rows] = torch.where(wrap, heaps.n_allocs[rows], self.base[rows])
+        self.base[rows] = torch.where(wrap, heaps.clock(rows), self.base[rows])
         return Requests(op, size, block)
 
     def state_dict(self):
