@@ -1,0 +1,108 @@
+"""The app's Plotly figures: memory maps (one row per method or per step), curves over a run, adaptation curves.
+
+Colours follow the project's timeline PNGs (``dreamalloc.report.plots``): one hue per block, free cells light
+grey; blocks of the starting layout are dark grey. A map wider than ``engine.MAP_WIDTH`` cells is drawn
+downsampled (each column the mean colour of its cells), so a 65,536-cell heap costs the browser no more than a
+1,024-cell one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from dreamalloc.app.engine import MAP_WIDTH, MethodRun, downsample
+from dreamalloc.report.plots import block_colours
+
+LAYOUT_COLOUR = np.array([0.35, 0.35, 0.35])
+
+
+def colours(labels: np.ndarray, layout_label: bool = True) -> np.ndarray:
+    """[..., N] labels (-1 free, 0 starting layout when ``layout_label``, k a block) -> [..., N, 3] RGB floats."""
+    lab = np.asarray(labels)
+    if layout_label:
+        rgb = block_colours(np.where(lab > 0, lab - 1, -1))
+        rgb[lab == 0] = LAYOUT_COLOUR
+    else:
+        rgb = block_colours(lab)
+    return rgb
+
+
+def map_image(labels: np.ndarray, layout_label: bool = True, width: int = MAP_WIDTH) -> np.ndarray:
+    """[rows, N] labels -> [rows, min(N, width), 3] uint8, downsampled when the heap is wider than ``width``."""
+    rgb = downsample(colours(labels, layout_label), width)
+    return np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8)
+
+
+def map_figure(labels: np.ndarray, row_names: Sequence[str], title: str = "", layout_label: bool = True,
+               row_height: int = 28) -> go.Figure:
+    """A memory map: one horizontal band per row of ``labels`` [rows, N], cell 0 on the left."""
+    labels = np.asarray(labels)
+    n = labels.shape[1]
+    img = map_image(labels, layout_label)
+    scale = n / img.shape[1]
+    fig = go.Figure(go.Image(z=img, dx=scale, x0=scale / 2 - 0.5, hovertemplate="cell %{x:.0f}<extra></extra>"))
+    fig.update_yaxes(tickvals=list(range(len(row_names))), ticktext=list(row_names), autorange="reversed")
+    note = f" (drawn in {img.shape[1]} bins of {scale:.1f} cells)" if scale > 1 else ""
+    fig.update_xaxes(title=f"cell (0 .. {n - 1}){note}")
+    fig.update_layout(title=title, height=max(160, 80 + row_height * len(row_names)), margin=dict(l=10, r=10, t=40,
+                                                                                                   b=40))
+    return fig
+
+
+def curves_figure(runs: Sequence[MethodRun], metric: str, title: str, marks: Sequence[tuple[int, str]] = (),
+                  cumulative_failures: bool = False) -> go.Figure:
+    """One line per method over the steps of a run: a metric, or the cumulative number of failed requests."""
+    fig = go.Figure()
+    for r in runs:
+        y = np.cumsum(r.failed) if cumulative_failures else r.metrics[metric]
+        x = np.arange(1, len(y) + 1) if cumulative_failures else np.arange(len(y))
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=r.name))
+    for x, text in marks:
+        fig.add_vline(x=x, line_dash="dot", annotation_text=text)
+    fig.update_layout(title=title, height=260, margin=dict(l=10, r=10, t=40, b=30), xaxis_title="step")
+    return fig
+
+
+def animation_figure(runs: Sequence[MethodRun], max_frames: int = 120) -> go.Figure:
+    """The methods' maps over the run, with a play button and a slider (played in the browser)."""
+    steps = runs[0].maps.shape[0]
+    idx = np.unique(np.linspace(0, steps - 1, min(steps, max_frames)).astype(int))
+    names = [r.name for r in runs]
+    first = map_figure(np.stack([r.maps[0] for r in runs]), names, layout_label=False)
+    frames = [go.Frame(data=[go.Image(z=map_image(np.stack([r.maps[t] for r in runs]), False))], name=str(t))
+              for t in idx]
+    first.frames = frames
+    first.update_layout(
+        title="Maps over the run (play in the browser)",
+        updatemenus=[dict(type="buttons", showactive=False, x=0, y=-0.35, xanchor="left", buttons=[
+            dict(label="Play", method="animate", args=[None, dict(frame=dict(duration=120, redraw=True),
+                                                                  fromcurrent=True)]),
+            dict(label="Pause", method="animate", args=[[None], dict(mode="immediate")])])],
+        sliders=[dict(active=0, y=-0.2, currentvalue=dict(prefix="step "),
+                      steps=[dict(label=str(t), method="animate",
+                                  args=[[str(t)], dict(mode="immediate", frame=dict(redraw=True))]) for t in idx])])
+    first.update_layout(height=first.layout.height + 120)
+    return first
+
+
+def adaptation_figure(curves: dict[str, Sequence[tuple[float, float, float]]], title: str) -> go.Figure:
+    """Return by episode index within a trial, one line per curve with its 95 % band where it has one."""
+    fig = go.Figure()
+    for name, pts in curves.items():
+        a = np.asarray(pts, dtype=float)
+        x = np.arange(1, len(a) + 1)
+        fig.add_trace(go.Scatter(x=x, y=a[:, 0], mode="lines+markers", name=name))
+        if np.isfinite(a[:, 1:]).all():
+            fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([a[:, 2], a[::-1, 1]]),
+                                     fill="toself", opacity=0.2, line=dict(width=0), showlegend=False,
+                                     hoverinfo="skip", name=f"{name} 95 %"))
+    fig.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=40, b=30),
+                      xaxis_title="episode in the trial", yaxis_title="return")
+    fig.update_xaxes(dtick=1)
+    return fig
+
+
+__all__ = ["adaptation_figure", "animation_figure", "colours", "curves_figure", "map_figure", "map_image"]
