@@ -28,7 +28,7 @@ def command(argv: list[str] | None = None) -> list[str]:
         ap.error(f"--port must lie in [1, 65535], got {args.port}")
     return [sys.executable, "-m", "streamlit", "run", str(SCRIPT), "--server.address", args.address,
             "--server.port", str(args.port), "--server.headless", "true" if args.headless else "false",
-            "--browser.gatherUsageStats", "false", *extra]
+            "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer", *extra]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,18 +37,28 @@ def map_image(labels: np.ndarray, layout_label: bool = True, width: int = MAP_WI
 
 
 def map_figure(labels: np.ndarray, row_names: Sequence[str], title: str = "", layout_label: bool = True,
-               row_height: int = 28) -> go.Figure:
-    """A memory map: one horizontal band per row of ``labels`` [rows, N], cell 0 on the left."""
+               row_height: int = 28, plot_width: int = 900, max_height: int = 900) -> go.Figure:
+    """A memory map: one horizontal band per row of ``labels`` [rows, N], cell 0 on the left. Plotly draws images
+    with square pixels, so each row's band is ``dy`` cells tall: ``row_height`` screen pixels at ``plot_width``
+    (less when the rows would pass ``max_height``; then only every k-th row is labelled)."""
     labels = np.asarray(labels)
-    n = labels.shape[1]
+    rows, n = labels.shape
     img = map_image(labels, layout_label)
     scale = n / img.shape[1]
-    fig = go.Figure(go.Image(z=img, dx=scale, x0=scale / 2 - 0.5, hovertemplate="cell %{x:.0f}<extra></extra>"))
-    fig.update_yaxes(tickvals=list(range(len(row_names))), ticktext=list(row_names), autorange="reversed")
+    band = max(2.0, min(float(row_height), max_height / max(rows, 1)))  # screen pixels per row
+    dy = band * n / plot_width
+    fig = go.Figure(go.Image(z=img, dx=scale, dy=dy, x0=scale / 2 - 0.5, y0=dy / 2,
+                             hovertemplate="cell %{x:.0f}<extra></extra>"))
+    every = max(1, int(np.ceil(12 / band)))  # labels at least ~12 px apart
+    ticks = list(range(0, rows, every))
+    fig.update_yaxes(tickvals=[dy / 2 + i * dy for i in ticks], ticktext=[row_names[i] for i in ticks],
+                     autorange="reversed")
+    if band >= 8:  # a white line between bands
+        for i in range(1, rows):
+            fig.add_hline(y=i * dy, line_color="white", line_width=2)
     note = f" (drawn in {img.shape[1]} bins of {scale:.1f} cells)" if scale > 1 else ""
     fig.update_xaxes(title=f"cell (0 .. {n - 1}){note}")
-    fig.update_layout(title=title, height=max(160, 80 + row_height * len(row_names)), margin=dict(l=10, r=10, t=40,
-                                                                                                   b=40))
+    fig.update_layout(title=title, height=int(110 + band * rows), margin=dict(l=10, r=10, t=40, b=40))
     return fig
 
 
@@ -93,10 +103,10 @@ def adaptation_figure(curves: dict[str, Sequence[tuple[float, float, float]]], t
     fig = go.Figure()
     for name, pts in curves.items():
         a = np.asarray(pts, dtype=float)
-        x = np.arange(1, len(a) + 1)
-        fig.add_trace(go.Scatter(x=x, y=a[:, 0], mode="lines+markers", name=name))
+        x = list(range(1, len(a) + 1))
+        fig.add_trace(go.Scatter(x=x, y=a[:, 0].tolist(), mode="lines+markers", name=name))
         if np.isfinite(a[:, 1:]).all():
-            fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([a[:, 2], a[::-1, 1]]),
+            fig.add_trace(go.Scatter(x=x + x[::-1], y=np.concatenate([a[:, 2], a[::-1, 1]]).tolist(),
                                      fill="toself", opacity=0.2, line=dict(width=0), showlegend=False,
                                      hoverinfo="skip", name=f"{name} 95 %"))
     fig.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=40, b=30),

@@ -14,7 +14,6 @@ block (``block_seq``), so a block keeps its colour from step to step.
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 import tempfile
 from collections.abc import Sequence
@@ -461,10 +460,7 @@ def run_replay(stream: str, params: dict, cells: int, steps: int, rules: Sequenc
             failed[t] = bool(term[0])
         _note(core, info, maps, metrics, steps)
         runs.append(MethodRun(name, maps, failed, metrics, req))
-    occ = np.stack([r.maps >= 0 for r in runs])  # [M, T + 1, N]
-    differs = (occ != occ[:1]).any(axis=(0, 2))
-    first = int(np.argmax(differs)) if differs.any() else None
-    return Replay(runs, steps, first)
+    return Replay(runs, steps, first_difference([r.maps for r in runs]))
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -545,20 +541,20 @@ def summary_rows(runs: Sequence[MethodRun]) -> list[dict]:
 
 def placements(run: MethodRun) -> list[dict]:
     """Where each allocation of a playground run went: one row per request."""
-    rows, k = [], 0
+    rows, k, failed_blocks = [], 0, set()
     for i, text in enumerate(run.requests):
         if text.startswith("f"):
-            rows.append({"request": i + 1, "asks": f"free block {text[1:]}", "result": "freed"})
+            b = int(text[1:])
+            res = f"nothing to free: block {b} was not allocated" if b in failed_blocks else "freed"
+            rows.append({"request": i + 1, "asks": f"free block {b}", "result": res})
             continue
         k += 1
         cells = np.flatnonzero(run.maps[i + 1] == k)
+        if run.failed[i]:
+            failed_blocks.add(k)
         res = "failed: fits in no free run" if run.failed[i] else f"cells {cells[0]}-{cells[-1]}"
         rows.append({"request": i + 1, "asks": f"{text} cells (block {k})", "result": res})
     return rows
-
-
-def is_finite(x) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
 
 
 __all__ = ["DEFAULT_REQUESTS", "MANDAL_CELLS", "AppInputError", "MethodRun", "Op", "Replay", "adaptation_curves",

@@ -61,9 +61,12 @@ def playground() -> None:
     kind = LAYOUTS[c2.radio("Starting layout", list(LAYOUTS), key="layout", horizontal=True)]
     saved = ""
     if kind == "saved":
-        up = c2.file_uploader("Saved layout (JSON, as the download below writes)", type=["json"], key="layout_file")
-        saved = up.getvalue().decode("utf-8", "replace") if up is not None else ""
-        saved = c2.text_area("or occupied ranges (start-end, inclusive)", saved or "0-9, 40-49", key="layout_text")
+        saved = c2.text_area("Occupied ranges (start-end, inclusive)", "0-9, 40-49", key="layout_text")
+        up = c2.file_uploader("or a saved layout (the JSON the download below writes)", type=["json"],
+                              key="layout_file")
+        if up is not None:
+            saved = up.getvalue().decode("utf-8", "replace")
+            c2.caption(f"Using the uploaded layout {up.name}.")
     layout = engine.starting_layout(kind, cells, saved)
     text = st.text_input("Requests (sizes in cells; fK frees block K)", engine.DEFAULT_REQUESTS, key="requests")
     ops = engine.parse_requests(text, cells)
