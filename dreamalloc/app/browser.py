@@ -47,7 +47,8 @@ def app_server(port: int | None = None, timeout: float = 90.0, log: Path | None 
     """The app served on 127.0.0.1 (``python -m dreamalloc.app --headless``); yields its URL, stops it after."""
     port = port or free_port()
     root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    path = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env = {**os.environ, "PYTHONPATH": path}  # this checkout's package, whatever is installed
     out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
     proc = subprocess.Popen([sys.executable, "-m", "dreamalloc.app", "--headless", "--port", str(port), "--",
                              "--server.fileWatcherType", "none"], stdout=out, stderr=subprocess.STDOUT, env=env,
@@ -112,7 +113,8 @@ def wait_for(drv, condition, timeout: float = 60.0, what: str = "the page"):
         except Exception as e:  # noqa: BLE001 - elements come and go while Streamlit reruns
             last = e
         time.sleep(0.25)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}" + (f" (last error: {last})" if last else ""))
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}"
+                       + (f" (last error: {last})" if last else ""))
 
 
 def idle(drv, timeout: float = 60.0) -> None:
