@@ -122,6 +122,23 @@ def test_frees_and_next_fit_by_hand():
     assert (runs["first"].maps[3] == -1)[:30].all()  # block 1 freed by request 3
 
 
+def test_replay_steps_and_the_first_difference():
+    rep = engine.run_replay("mixed", {}, 64, 200, ["first", "best", "worst"])
+    occ = np.stack([r.maps >= 0 for r in rep.runs])  # [methods, steps + 1, N]
+    d = rep.first_difference
+    assert d is not None and d > 0
+    assert (occ[:, :d] == occ[:1, :d]).all() and (occ[:, d] != occ[0, d]).any()
+    for r in rep.runs:
+        assert r.failed.any()  # 200 steps on 64 cells: every rule meets a request that fits nowhere
+        for t in np.flatnonzero(r.failed):
+            assert not (r.maps[t + 1] >= 0).any()  # the episode ended: the next step starts an empty heap
+        assert r.metrics["utilisation"][0] == 0 and np.allclose(r.metrics["utilisation"], (r.maps >= 0).mean(1))
+    same = engine.run_replay("mixed", {}, 64, 50, ["best", "best"])
+    assert same.first_difference is None
+    with pytest.raises(engine.AppInputError, match="steps must lie"):
+        engine.run_replay("mixed", {}, 64, 0, ["best"])
+
+
 def test_large_heap_is_drawn_downsampled():
     cells = 8192
     ops = engine.parse_requests(" ".join(["300"] * 20 + ["f2", "f5", "100"]), cells)
@@ -215,13 +232,14 @@ def test_replay_page():
     at = app("Replay")
     at.number_input(key="r_steps").set_value(60).run()
     assert errors(at) == []
-    assert "first differ at step" in at.markdown[0].value
+    diff = int(at.markdown[0].value.split("first differ at step ")[1].rstrip(".*"))
+    assert at.slider(key="step").value == diff > 0  # the slider opens where the methods' maps part
     rows = at.table[0].value
-    assert list(rows["method"]) == ["first", "best", "worst"] and (rows["occupancy"] == 0).all()  # step 0: empty
+    assert list(rows["method"]) == ["first", "best", "worst"]
     before = chart(at, "replay_map")
-    at.slider(key="step").set_value(40).run()
-    assert errors(at) == []
-    assert (at.table[0].value["occupancy"] > 0).any() and chart(at, "replay_map") != before
+    at.slider(key="step").set_value(0).run()
+    assert errors(at) == [] and (at.table[0].value["occupancy"] == 0).all()  # step 0: an empty heap
+    assert chart(at, "replay_map") != before
     for key in ("animation", "occupancy", "failures", "frag_runs", "frag_largest"):
         assert chart(at, key)["data"], key
     at.selectbox(key="stream").set_value("adversarial").run()
@@ -236,10 +254,10 @@ def test_replay_of_an_uploaded_trace_and_bad_uploads():
     at = app("Replay")
     at.radio(key="source").set_value("uploaded trace").run()
     assert errors(at) == [] and "Upload a trace file" in at.info[0].value
-    good = b"# dreamalloc-trace v1\na 0 64\na 1 128\nf 0\na 2 32\n"
+    good = b"# dreamalloc-trace v1\na 0 256\na 1 128\nf 0\na 2 32\n"
     at.file_uploader(key="trace_file").upload("mine.trace", good).run()
     at.number_input(key="r_steps").set_value(10).run()
-    assert errors(at) == [] and at.table[0].value["request"].tolist() == ["4"] * 3  # 64 B at 16 B per cell
+    assert errors(at) == [] and at.table[0].value["request"].tolist() == ["4"] * 3  # 256 B at 64 B per cell
     bad = {b"a 0 64\n": "line 1: expected the header", b"# dreamalloc-trace v1\na 0 x\n": "line 2",
            b"# dreamalloc-trace v1\nf 3\n": "free of id 3", gzip.compress(b"# dreamalloc-trace v1\na 0 64\n")[:20]:
            "truncated"}

@@ -126,32 +126,41 @@ def idle(drv, timeout: float = 60.0) -> None:
              "the app to finish running")
 
 
+def _labelled(testid: str, label: str) -> str:
+    return f'//*[@data-testid="{testid}"][.//*[@data-testid="stWidgetLabel"][normalize-space(.)="{label}"]]'
+
+
 def widget(drv, testid: str, label: str):
     """The widget container ``data-testid=testid`` whose label reads ``label``."""
     from selenium.webdriver.common.by import By
 
-    xp = f'//*[@data-testid="{testid}"][.//*[@data-testid="stWidgetLabel"][normalize-space(.)="{label}"]]'
+    xp = _labelled(testid, label)
     return wait_for(drv, lambda d: d.find_element(By.XPATH, xp), what=f"the {testid} labelled {label!r}")
 
 
 def type_into(drv, label: str, text: str) -> None:
-    """Replace a text input's value and press Enter (Streamlit reruns on it)."""
+    """Replace a text input's value and press Enter (Streamlit reruns on it). Elements are looked up afresh on each
+    try: Streamlit may redraw them between two calls."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    box = widget(drv, "stTextInput", label).find_element(By.TAG_NAME, "input")
-    box.send_keys(Keys.CONTROL, "a")
-    box.send_keys(Keys.DELETE)
-    box.send_keys(text, Keys.ENTER)
+    def attempt(d):
+        box = d.find_element(By.XPATH, _labelled("stTextInput", label) + "//input")
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys(Keys.DELETE)
+        box.send_keys(text, Keys.ENTER)
+        return True
+
+    wait_for(drv, attempt, what=f"the text input {label!r}")
     idle(drv)
 
 
 def choose(drv, label: str, option: str, testid: str = "stRadio") -> None:
-    """Click a radio option."""
+    """Click a radio option (looked up afresh on each try)."""
     from selenium.webdriver.common.by import By
 
-    opt = widget(drv, testid, label).find_element(By.XPATH, f'.//label[normalize-space(.)="{option}"]')
-    opt.click()
+    xp = _labelled(testid, label) + f'//label[normalize-space(.)="{option}"]'
+    wait_for(drv, lambda d: d.find_element(By.XPATH, xp).click() or True, what=f"the option {option!r} of {label!r}")
     idle(drv)
 
 

@@ -91,7 +91,8 @@ def animation_figure(runs: Sequence[MethodRun], max_frames: int = 120) -> go.Fig
             dict(label="Play", method="animate", args=[None, dict(frame=dict(duration=120, redraw=True),
                                                                   fromcurrent=True)]),
             dict(label="Pause", method="animate", args=[[None], dict(mode="immediate")])])],
-        sliders=[dict(active=0, y=-0.2, currentvalue=dict(prefix="step "),
+        sliders=[dict(active=0, y=-0.2, currentvalue=dict(prefix="step ", font=dict(size=13, color="#444")),
+                      font=dict(size=1, color="rgba(0,0,0,0)"), ticklen=2,
                       steps=[dict(label=str(t), method="animate",
                                   args=[[str(t)], dict(mode="immediate", frame=dict(redraw=True))]) for t in idx])])
     first.update_layout(height=first.layout.height + 120)
@@ -101,13 +102,15 @@ def animation_figure(runs: Sequence[MethodRun], max_frames: int = 120) -> go.Fig
 def adaptation_figure(curves: dict[str, Sequence[tuple[float, float, float]]], title: str) -> go.Figure:
     """Return by episode index within a trial, one line per curve with its 95 % band where it has one."""
     fig = go.Figure()
-    for name, pts in curves.items():
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+    for i, (name, pts) in enumerate(curves.items()):
         a = np.asarray(pts, dtype=float)
         x = list(range(1, len(a) + 1))
-        fig.add_trace(go.Scatter(x=x, y=a[:, 0].tolist(), mode="lines+markers", name=name))
+        c = palette[i % len(palette)]
+        fig.add_trace(go.Scatter(x=x, y=a[:, 0].tolist(), mode="lines+markers", name=name, line=dict(color=c)))
         if np.isfinite(a[:, 1:]).all():
-            fig.add_trace(go.Scatter(x=x + x[::-1], y=np.concatenate([a[:, 2], a[::-1, 1]]).tolist(),
-                                     fill="toself", opacity=0.2, line=dict(width=0), showlegend=False,
+            fig.add_trace(go.Scatter(x=x + x[::-1], y=np.concatenate([a[:, 2], a[::-1, 1]]).tolist(), mode="lines",
+                                     fill="toself", fillcolor=c, opacity=0.15, line=dict(width=0), showlegend=False,
                                      hoverinfo="skip", name=f"{name} 95 %"))
     fig.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=40, b=30),
                       xaxis_title="episode in the trial", yaxis_title="return")

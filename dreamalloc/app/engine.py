@@ -486,7 +486,13 @@ def table_rows(rows: Sequence[dict], digits: int = 3) -> list[dict]:
     """Rows of the report's tables with every (mean, low, high) written as ``mean [low, high]``."""
     from dreamalloc.report.tables import format_value
 
-    return [{k: format_value(v, digits) if isinstance(v, (tuple, float)) else v for k, v in r.items()} for r in rows]
+    first = ("label", "set", "task", "method", "seed", "seeds", "n_seeds", "step", "trials", "episodes", "return",
+             "first_ep", "last_ep", "hindsight_rule", "hindsight_best", "capacity_bound")
+    out = []
+    for r in rows:
+        keys = [k for k in first if k in r] + [k for k in r if k not in first]
+        out.append({k: format_value(r[k], digits) if isinstance(r[k], (tuple, float)) else r[k] for k in keys})
+    return out
 
 
 def adaptation_curves(results) -> dict[tuple[str, str], dict[str, list]]:

@@ -5,11 +5,13 @@ what a person typed, uploaded or pointed at shows as a message in the page (``en
 from __future__ import annotations
 
 import json
+import os
 import warnings
 
 import numpy as np
 import streamlit as st
 
+from dreamalloc.alloc.workloads.traces import DATA_DIR as TRACE_DIR
 from dreamalloc.app import charts, engine
 
 PAGES = ("Playground", "Replay", "Results browser")
@@ -109,9 +111,11 @@ def replay() -> None:
         params = engine.parse_stream_params(st.text_input("Stream parameters (JSON)", "", key="params"))
     else:
         stream = "trace"
-        gran = int(st.number_input("Bytes per cell", 1, 1 << 20, 16, key="granularity"))
+        gran = int(st.number_input("Bytes per cell", 1, 1 << 20, 64, key="granularity"))
         if source == "shipped trace":
-            path = st.selectbox("Trace", engine.shipped_traces(), key="trace")
+            traces = engine.shipped_traces()
+            path = st.selectbox("Trace", traces, index=traces.index("sqlite_insert") if "sqlite_insert" in traces
+                                else 0, key="trace")
         else:
             up = st.file_uploader("Trace file (dreamalloc trace format v1, plain or .gz)", key="trace_file")
             if up is None:
@@ -123,9 +127,9 @@ def replay() -> None:
     ckpts = st.text_area("Checkpoints of learnt agents (one path per line)", "", key="r_checkpoints", height=68)
     rep, notes = _replay(stream, json.dumps(params, sort_keys=True), cells, steps, tuple(rules), ckpts, seed)
     for n in notes:
-        st.info(n)
-    t = st.slider("Step", 0, rep.steps, 0, key="step")
+        st.info(n.replace(str(TRACE_DIR) + os.sep, ""))  # a shipped trace by its file name
     diff = rep.first_difference
+    t = st.slider("Step (starts where the maps first differ)", 0, rep.steps, diff or 0, key="step")
     st.markdown(f"**The methods' maps first differ at step {diff}.**" if diff is not None else
                 "**The methods' maps never differ in these steps.**")
     runs = rep.runs
@@ -138,7 +142,7 @@ def replay() -> None:
                "free runs / N": round(float(r.metrics["frag_runs"][t]), 4),
                "1 - largest free / free": round(float(r.metrics["frag_largest"][t]), 4),
                "failures so far": int(r.failed[:t].sum())} for r in runs])
-    marks = [(t, "step")] + ([(diff, "first difference")] if diff is not None else [])
+    marks = ([(t, "step")] if t != diff else []) + ([(diff, "first difference")] if diff is not None else [])
     st.plotly_chart(charts.animation_figure(runs), key="animation")
     c1, c2 = st.columns(2)
     c1.plotly_chart(charts.curves_figure(runs, "utilisation", "Occupancy", marks), key="occupancy")
@@ -158,12 +162,16 @@ def results_browser() -> None:
     found, notes = engine.read_results(path)
     for n in notes:
         st.warning(n)
-    from dreamalloc.report.tables import CI_NOTE_TRIALS, results_table
+    from dreamalloc.report.tables import CI_NOTE_SEEDS, CI_NOTE_TRIALS, compare_rows, results_table
 
     st.subheader(f"{len(found)} evaluation(s)")
     rows = [row for _, res in found for row in results_table(res)]
     st.dataframe(engine.table_rows(rows), key="results_table")
     st.caption(CI_NOTE_TRIALS)
+    if len(found) > 1:
+        st.subheader("Across seeds")
+        st.dataframe(engine.table_rows(compare_rows([res for _, res in found])), key="compare_table")
+        st.caption(CI_NOTE_SEEDS)
     for f, res in found:
         st.markdown(f"**{res.get('label') or res['method']}**, seed {res['seed']}, step {res['step']}: `{f}`")
         for (sname, tname), curves in engine.adaptation_curves(res).items():
