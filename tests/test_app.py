@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from dreamalloc.app import engine
 from dreamalloc.app.__main__ import command
-from dreamalloc.app.charts import map_figure
+from dreamalloc.app.charts import decode_source, map_figure
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = str(ROOT / "dreamalloc" / "app" / "streamlit_app.py")
@@ -144,11 +144,29 @@ def test_large_heap_is_drawn_downsampled():
     ops = engine.parse_requests(" ".join(["300"] * 20 + ["f2", "f5", "100"]), cells)
     runs = engine.run_playground(ops, cells, engine.starting_layout("mandal", cells), ["first", "worst"])
     fig = map_figure(np.stack([r.maps[-1] for r in runs]), ["first", "worst"])
-    assert np.asarray(fig.data[0].z).shape == (2, engine.MAP_WIDTH, 3)
+    img = decode_source(fig.data[0].source)  # [rows, bins, 3]: one pixel per row and bin
+    assert img.shape == (2, engine.MAP_WIDTH, 3)
+    assert (img[0, -1] == 217).all()  # the heap's last 8 cells are free in first fit: the free grey (0.85 * 255)
     assert fig.data[0].dx == pytest.approx(cells / engine.MAP_WIDTH)
     # a bin's colour is the mean of its 8 cells: all free -> the free grey, all one block -> that block's colour
     rgb = engine.downsample(np.arange(16 * 3, dtype=float).reshape(1, 16, 3), 4)
     assert rgb.shape == (1, 4, 3) and rgb[0, 0, 0] == pytest.approx(np.mean([0, 3, 6, 9]))
+
+
+def test_large_heap_page_and_the_history_cap():
+    """A 16,384-cell heap with 450 requests: the page answers in seconds and sends each map as a 1,024-bin PNG
+    (the step map: 300 of its 451 rows). The map history a run keeps is capped (steps x N x methods)."""
+    at = app()
+    at.text_input(key="cells").set_value("16384").run()
+    at.text_input(key="requests").set_value(" ".join(f"3000 700 f{2 * i + 1}" for i in range(150))).run()
+    assert errors(at) == []
+    for key, rows in (("final_map", 5), ("step_map", 300)):
+        spec = chart(at, key)
+        img = decode_source(spec["data"][0]["source"])
+        assert img.shape[1] == engine.MAP_WIDTH and img.shape[0] == rows, (key, img.shape)
+        assert len(json.dumps(spec)) < 2_000_000  # kB, not a list of 16,384 x 451 cells
+    at.text_input(key="cells").set_value("65536").run()
+    one_error(at, "450 requests x 65536 cells x 5 methods is more map history", "at most 121 requests")
 
 
 def test_command_line():

@@ -8,10 +8,13 @@ downsampled (each column the mean colour of its cells), so a 65,536-cell heap co
 
 from __future__ import annotations
 
+import base64
+import io
 from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
+from PIL import Image
 
 from dreamalloc.app.engine import MAP_WIDTH, MethodRun, downsample
 from dreamalloc.report.plots import block_colours
@@ -36,6 +39,18 @@ def map_image(labels: np.ndarray, layout_label: bool = True, width: int = MAP_WI
     return np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8)
 
 
+def png_source(img: np.ndarray) -> str:
+    """[H, W, 3] uint8 as a PNG data URI: the browser gets a few kB instead of a JSON list of every pixel."""
+    buf = io.BytesIO()
+    Image.fromarray(img, "RGB").save(buf, format="PNG", optimize=False)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def decode_source(source: str) -> np.ndarray:
+    """The pixels of a ``png_source`` data URI (for tests)."""
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))).convert("RGB"))
+
+
 def map_figure(labels: np.ndarray, row_names: Sequence[str], title: str = "", layout_label: bool = True,
                row_height: int = 28, plot_width: int = 900, max_height: int = 900) -> go.Figure:
     """A memory map: one horizontal band per row of ``labels`` [rows, N], cell 0 on the left. Plotly draws images
@@ -47,7 +62,7 @@ def map_figure(labels: np.ndarray, row_names: Sequence[str], title: str = "", la
     scale = n / img.shape[1]
     band = max(2.0, min(float(row_height), max_height / max(rows, 1)))  # screen pixels per row
     dy = band * n / plot_width
-    fig = go.Figure(go.Image(z=img, dx=scale, dy=dy, x0=scale / 2 - 0.5, y0=dy / 2,
+    fig = go.Figure(go.Image(source=png_source(img), dx=scale, dy=dy, x0=scale / 2 - 0.5, y0=dy / 2,
                              hovertemplate="cell %{x:.0f}<extra></extra>"))
     every = max(1, int(np.ceil(12 / band)))  # labels at least ~12 px apart
     ticks = list(range(0, rows, every))
@@ -82,8 +97,9 @@ def animation_figure(runs: Sequence[MethodRun], max_frames: int = 120) -> go.Fig
     idx = np.unique(np.linspace(0, steps - 1, min(steps, max_frames)).astype(int))
     names = [r.name for r in runs]
     first = map_figure(np.stack([r.maps[0] for r in runs]), names, layout_label=False)
-    frames = [go.Frame(data=[go.Image(z=map_image(np.stack([r.maps[t] for r in runs]), False))], name=str(t))
-              for t in idx]
+    base = first.data[0]
+    frames = [go.Frame(data=[go.Image(source=png_source(map_image(np.stack([r.maps[t] for r in runs]), False)),
+                                      dx=base.dx, dy=base.dy, x0=base.x0, y0=base.y0)], name=str(t)) for t in idx]
     first.frames = frames
     first.update_layout(
         title="Maps over the run (play in the browser)",
@@ -118,4 +134,5 @@ def adaptation_figure(curves: dict[str, Sequence[tuple[float, float, float]]], t
     return fig
 
 
-__all__ = ["adaptation_figure", "animation_figure", "colours", "curves_figure", "map_figure", "map_image"]
+__all__ = ["adaptation_figure", "animation_figure", "colours", "curves_figure", "decode_source", "map_figure",
+           "map_image", "png_source"]

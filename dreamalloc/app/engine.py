@@ -34,6 +34,7 @@ DEFAULT_REQUESTS = ", ".join(str(s) for s in MANDAL_SIZES)  # Mandal & Rohil's r
 MAX_CELLS = 65536
 MAX_REQUESTS = 2000
 MAX_REPLAY_STEPS = 5000
+MAX_MAP_CELLS = 40_000_000  # cells of map history one run may keep (int32: 160 MB): steps x N x methods
 MAP_WIDTH = 1024  # a map wider than this many cells is drawn as this many bins (the mean colour of each)
 
 
@@ -317,9 +318,19 @@ def _drive(core, stream, act, limit: int) -> None:
                         "choosing invalid places); try a rule or another checkpoint")
 
 
+def _check_size(steps: int, cells: int, methods: int, what: str) -> None:
+    kept = (steps + 1) * cells * max(methods, 1)
+    if kept > MAX_MAP_CELLS:
+        most = MAX_MAP_CELLS // (cells * max(methods, 1)) - 1
+        raise AppInputError(f"{steps} {what} x {cells} cells x {methods} methods is more map history than the app "
+                            f"keeps ({MAX_MAP_CELLS:,} cells); use at most {most} {what} on this heap, or fewer "
+                            "methods")
+
+
 def run_playground(ops: Sequence[Op], cells: int, layout: Sequence[tuple[int, int]], rules: Sequence[str],
                    agents: Sequence = ()) -> list[MethodRun]:
     """Every rule in ``rules`` and every loaded agent on the same request list and starting layout."""
+    _check_size(len(ops), cells, len(rules) + len(agents), "requests")
     max_allocs = len(layout) + len(ops) + 2 * cells + 16
     texts = [str(o.arg) if o.kind == "a" else f"f{o.arg}" for o in ops]
     out: list[MethodRun] = []
@@ -430,6 +441,7 @@ def run_replay(stream: str, params: dict, cells: int, steps: int, rules: Sequenc
     if not 1 <= int(steps) <= MAX_REPLAY_STEPS:
         raise AppInputError(f"steps must lie in [1, {MAX_REPLAY_STEPS}], got {steps}")
     check_stream(stream, cells, params)
+    _check_size(steps, cells, len(rules) + len(agents), "steps")
     methods = [(r, None) for r in rules] + list(agents)
     if not methods:
         raise AppInputError("choose at least one method (a placement rule or a checkpoint)")

@@ -17,6 +17,7 @@ from dreamalloc.app import charts, engine
 PAGES = ("Playground", "Replay", "Results browser")
 LAYOUTS = {"Mandal & Rohil's pre-holed heap": "mandal", "empty heap": "empty", "saved layout": "saved"}
 SOURCES = ("registered stream", "shipped trace", "uploaded trace")
+MAX_STEP_ROWS = 300  # a longer request list's step map shows this many evenly spaced requests
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -37,13 +38,13 @@ def _agents(text: str) -> list[tuple[str, object]]:
     return out
 
 
-@st.cache_data(show_spinner="running the request list", max_entries=32)
+@st.cache_data(show_spinner="running the request list", max_entries=8)
 def _playground(ops: tuple, cells: int, layout: tuple, rules: tuple, checkpoints: str):
     return engine.run_playground([engine.Op(k, a) for k, a in ops], cells, list(layout), list(rules),
                                  _agents(checkpoints))
 
 
-@st.cache_data(show_spinner="replaying", max_entries=16)
+@st.cache_data(show_spinner="replaying", max_entries=8)
 def _replay(stream: str, params_json: str, cells: int, steps: int, rules: tuple, checkpoints: str, seed: int):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -89,7 +90,10 @@ def playground() -> None:
     focus = st.radio("Request by request", names, key="focus", horizontal=True)
     run = runs[names.index(focus)]
     rows = ["start"] + [f"{i + 1}: {t}" + (" (failed)" if run.failed[i] else "") for i, t in enumerate(run.requests)]
-    st.plotly_chart(charts.map_figure(run.maps, rows, f"{focus}: the map after each request", row_height=18),
+    keep = np.unique(np.linspace(0, len(rows) - 1, min(len(rows), MAX_STEP_ROWS)).astype(int))
+    title = f"{focus}: the map after each request" + (f" ({len(keep)} of {len(rows)} shown)" if len(keep) < len(rows)
+                                                      else "")
+    st.plotly_chart(charts.map_figure(run.maps[keep], [rows[i] for i in keep], title, row_height=18),
                     key="step_map")
     st.table(engine.placements(run))
     st.download_button("Save this final map as a layout (JSON)", json.dumps(engine.layout_of(run.maps[-1])),
