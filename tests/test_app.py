@@ -139,6 +139,14 @@ def test_replay_steps_and_the_first_difference():
         engine.run_replay("mixed", {}, 64, 0, ["best"])
 
 
+def test_saved_layouts_round_trip():
+    labels = np.array([-1, 0, 0, -1, 3, 3, 5, -1, -1, 2])
+    assert engine.layout_of(labels) == [[1, 2], [4, 6], [9, 9]]  # adjacent blocks make one occupied range
+    assert engine.parse_layout(json.dumps(engine.layout_of(labels)), 10) == [(1, 2), (4, 6), (9, 9)]
+    run = engine.run_playground(engine.parse_requests("3 2", 10), 10, [(1, 2), (4, 6), (9, 9)], ["first"])[0]
+    assert [p["result"] for p in engine.placements(run)] == ["failed: fits in no free run", "cells 7-8"]
+
+
 def test_large_heap_is_drawn_downsampled():
     cells = 8192
     ops = engine.parse_requests(" ".join(["300"] * 20 + ["f2", "f5", "100"]), cells)
@@ -241,6 +249,15 @@ def test_playground_runs_a_learnt_agent(run_dir):
     assert methods == engine.rule_names() + ["dqn #1"]
     at.radio(key="focus").set_value("dqn #1").run()
     assert errors(at) == [] and len(at.table[1].value) == 7
+    at.sidebar.radio(key="page").set_value("Replay").run()
+    at.text_input(key="r_cells").set_value("64").run()
+    at.number_input(key="r_steps").set_value(40).run()
+    at.text_area(key="r_checkpoints").set_value(str(run_dir)).run()
+    assert errors(at) == [] and list(at.table[0].value["method"]) == ["first", "best", "worst", "dqn #1"]
+    at.selectbox(key="stream").set_value("shift").run()
+    at.text_input(key="params").set_value('{"tasks": [{"name": "a", "stream": "random"}, '
+                                          '{"name": "b", "stream": "bf-good"}], "at": 16}').run()
+    assert errors(at) == [] and len(at.table[0].value) == 4
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -367,8 +367,8 @@ def run_playground(ops: Sequence[Op], cells: int, layout: Sequence[tuple[int, in
 # replay: a registered stream or a trace, step by step
 # ------------------------------------------------------------------------------------------------------------------
 def replayable_streams() -> list[str]:
-    """Streams that need no task list (tasks / shift are distributions over other streams)."""
-    return [s for s in stream_names() if s not in ("tasks", "shift")]
+    """Every registered stream (``tasks`` and ``shift`` take their task list as a parameter)."""
+    return stream_names()
 
 
 def parse_stream_params(text: str) -> dict:
