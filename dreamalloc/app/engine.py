@@ -399,9 +399,14 @@ def check_stream(name: str, cells: int, params: dict) -> None:
 def save_upload(data: bytes, name: str) -> str:
     """An uploaded trace, checked with the trace reader (``AppInputError`` naming the line when it is malformed),
     written to a temporary file whose path the ``trace`` stream takes."""
+    import hashlib
+
     suffix = ".trace.gz" if str(name).endswith(".gz") else ".trace"
-    tmp = Path(tempfile.mkdtemp(prefix="dreamalloc-app-")) / f"upload{suffix}"
-    tmp.write_bytes(data)
+    folder = Path(tempfile.gettempdir()) / "dreamalloc-app-uploads"
+    folder.mkdir(exist_ok=True)
+    tmp = folder / f"{hashlib.sha256(data).hexdigest()[:24]}{suffix}"  # the same upload, the same path: cached runs
+    if not tmp.exists():
+        tmp.write_bytes(data)
     try:
         events = read_trace(tmp)
     except TraceError as e:
