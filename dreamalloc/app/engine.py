@@ -215,7 +215,7 @@ class ScriptStream(RequestStream):
 
     An allocation that fits in no free run is recorded as failed and skipped (the map stays as it was), so the
     env's episode never ends on it and every method sees the whole list. After each request the stream stores
-    the label map of every row: ``maps[row][i]`` is the heap after request i (``maps[row][-1]`` before the first).
+    the label map of every row: ``maps[row][i]`` is the heap after request i (``maps[row][0]``: the starting layout).
     When a row's list is done it keeps the env going with filler requests that nobody records.
     """
 

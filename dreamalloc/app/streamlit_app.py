@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import streamlit as st
+import torch
 
 from dreamalloc.alloc.workloads.traces import DATA_DIR as TRACE_DIR
 from dreamalloc.app import charts, engine
@@ -184,6 +185,7 @@ def results_browser() -> None:
 
 
 def main() -> None:
+    torch.set_num_threads(1)  # the app's tensors are small: one thread is faster and never stalls on a busy core
     st.set_page_config(page_title="dreamalloc memory map", layout="wide")
     page = st.sidebar.radio("Page", PAGES, key="page")
     st.sidebar.caption("dreamalloc: placement rules and learnt allocators on one heap.")
