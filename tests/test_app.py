@@ -197,6 +197,13 @@ def test_playground_page():
     steps = at.table[1].value  # request by request of the first rule
     assert len(steps) == 7 and steps["result"].iloc[0] == "cells 15-22"
     first_map = chart(at, "step_map")
+    final = chart(at, "final_map")
+    assert at.slider(key="at_request").value == 7 and "after request 7 (6)" in final["layout"]["title"]["text"]
+    at.slider(key="at_request").set_value(2).run()
+    after_2 = chart(at, "final_map")
+    assert "failed for first, next, best, worst, second" in after_2["layout"]["title"]["text"]  # 12 fits nowhere
+    assert after_2["data"][0]["source"] != final["data"][0]["source"]
+    at.slider(key="at_request").set_value(7).run()
     at.radio(key="focus").set_value("worst").run()
     assert errors(at) == []
     worst = at.table[1].value["result"]

@@ -82,8 +82,12 @@ def playground() -> None:
         return
     runs = _playground(tuple((o.kind, o.arg) for o in ops), cells, tuple(layout), tuple(rules), ckpts)
     names = [r.name for r in runs]
-    st.plotly_chart(charts.map_figure(np.stack([r.maps[-1] for r in runs]), names,
-                                      f"Memory map after all {len(ops)} requests"), key="final_map")
+    at = st.slider("Maps after request", 0, len(ops), len(ops), key="at_request") if len(ops) > 1 else len(ops)
+    asked = f"request {at} ({runs[0].requests[at - 1]})" if at else "no request (the starting layout)"
+    failed = [r.name for r in runs if at and r.failed[at - 1]]
+    st.plotly_chart(charts.map_figure(np.stack([r.maps[at] for r in runs]), names,
+                                      f"Memory map after {asked}" + (f"; failed for {', '.join(failed)}" if failed
+                                                                      else "")), key="final_map")
     st.subheader("Failures and fragmentation at the end")
     st.table(engine.summary_rows(runs))
     st.caption("free runs / N: Mandal & Rohil's measure; 1 - largest free / free: how much of the free memory lies "
