@@ -5,13 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test test-all lint bench lim clean valgrind
+.PHONY: venv run test test-all lint bench lim clean valgrind app chromium test-browser app-screenshots
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,app]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -32,6 +32,26 @@ test: $(STAMP) valgrind
 
 test-all: $(STAMP) valgrind
 	$(BIN)/python -m pytest -m ''
+
+# The memory-map web app (Streamlit) on http://127.0.0.1:8501.
+app: $(STAMP)
+	$(BIN)/python -m dreamalloc.app
+
+# The app's browser test needs Debian's chromium and chromium-driver (root installs them here).
+chromium:
+	@{ command -v chromium >/dev/null && command -v chromedriver >/dev/null; } || \
+		{ [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null && \
+		command -v chromium >/dev/null && command -v chromedriver >/dev/null; } || \
+		{ echo "chromium / chromedriver are missing and could not be installed: as root, run" \
+		"apt-get install chromium chromium-driver"; exit 1; }
+
+test-browser: $(STAMP) chromium
+	$(BIN)/python -m pytest -n 0 -rs tests/test_app_browser.py
+
+# Screenshots of the app's pages for the docs (docs/img/app_*.png), taken in headless Chromium.
+app-screenshots: $(STAMP) chromium
+	$(BIN)/python scripts/app_screenshots.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check dreamalloc tests scripts
