@@ -17,6 +17,8 @@ Cost of maintenance: a change to the step semantics in ``env.py``, ``heap/`` or 
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
+
 import numpy as np
 import torch
 
@@ -94,6 +96,14 @@ class FastAllocCore(Trials):
             ep_return=v(self.ep_return), ep_len=v(self.ep_len), trial_return=v(self.trial_return),
             trial_len=v(self.trial_len), needs_reset=v(self.needs_reset), prev_action=v(self.prev_action),
             prev_reward=v(self.prev_reward), episode_start=v(self.episode_start), trial_start=v(self.trial_start))
+        # single values and the per-slot tables are read and written element by element through memoryviews of
+        # the same memory (a few times cheaper per element than numpy scalars); slices go through numpy
+        for k in ("n_live", "used", "n_allocs", "rover", "request", "n_invalid", "freed", "seed", "episode",
+                  "ep_return", "ep_len", "trial_return", "trial_len", "needs_reset", "prev_action", "prev_reward",
+                  "episode_start", "trial_start"):
+            self._f[k] = memoryview(self._f[k])
+        for k in ("perm", "pos", "bstart", "bsize", "bseq", "live"):
+            self._f[k + "_m"] = memoryview(self._f[k])
         self._f_cfg = cfg
         self._f_N = cfg.cells
         self._c = _Cache(cfg.cells)
@@ -103,6 +113,9 @@ class FastAllocCore(Trials):
         self._f_scale = _F32(1.0 if cfg.size_scale == "raw" else 1.0 / cfg.cells)
         self._f_alloc_r, self._f_invalid_r = float(cfg.alloc_reward), float(cfg.invalid_reward)
         self._f_masked = cfg.action != "heuristic"
+        self._f_task = d.task_id is not None
+        self._f_byN = [float(_F32(i) / _F32(cfg.cells)) for i in range(cfg.cells + 1)]  # i / N in float32
+        self._f_frag = {}  # (largest, free) -> frag_largest in float32
         spec = d.action_spec
         self._f_spec = ActionSpec(spec.n, None, "cpu", "env", spec.space, spec.names)  # one integer
 
@@ -133,37 +146,59 @@ class FastAllocCore(Trials):
     def _place(self, addr: int, size: int) -> None:
         f = self._f
         k = int(f["n_live"][0])
-        slot = int(f["perm"][k])
+        slot = f["perm_m"][k]
         f["n_live"][0] = k + 1
-        f["bstart"][slot] = addr
-        f["bsize"][slot] = size
-        f["bseq"][slot] = f["n_allocs"][0]
-        f["live"][slot] = True
+        f["bstart_m"][slot] = addr
+        f["bsize_m"][slot] = size
+        f["bseq_m"][slot] = f["n_allocs"][0]
+        f["live_m"][slot] = True
         f["n_allocs"][0] += 1
         f["used"][0] += size
         f["rover"][0] = (addr + size) % self._f_N
         f["owner"][addr: addr + size] = slot
         f["occ"][addr: addr + size] = True
-        self.domain.heaps.version += 1
+        heaps, c = self.domain.heaps, self._c
+        if c.runs_key == heaps.version:  # the run table is current: cut the block out of its run
+            starts, lengths = c.runs
+            i = bisect_right(starts, addr) - 1
+            st, end = starts[i], starts[i] + lengths[i]
+            pieces = [(a, b - a) for a, b in ((st, addr), (addr + size, end)) if b > a]
+            starts[i: i + 1] = [a for a, _ in pieces]
+            lengths[i: i + 1] = [n for _, n in pieces]
+            c.runs_key = heaps.version + 1
+        heaps.version += 1
 
     def _release(self, slot: int) -> None:
         f = self._f
-        start, size = int(f["bstart"][slot]), int(f["bsize"][slot])
+        start, size = f["bstart_m"][slot], f["bsize_m"][slot]
         f["owner"][start: start + size] = -1
         f["occ"][start: start + size] = False
-        f["live"][slot] = False
-        f["bseq"][slot] = -1
+        heaps, c = self.domain.heaps, self._c
+        if c.runs_key == heaps.version:  # the run table is current: merge the block with free neighbours
+            starts, lengths = c.runs
+            j = bisect_left(starts, start)
+            lo, hi, end = j, j, start + size
+            a = start
+            if j > 0 and starts[j - 1] + lengths[j - 1] == start:
+                lo, a = j - 1, starts[j - 1]
+            if j < len(starts) and starts[j] == end:
+                hi, end = j + 1, end + lengths[j]
+            starts[lo: hi] = [a]
+            lengths[lo: hi] = [end - a]
+            c.runs_key = heaps.version + 1
+        f["live_m"][slot] = False
+        f["bseq_m"][slot] = -1
         f["used"][0] -= size
-        perm, pos = f["perm"], f["pos"]
-        p = int(pos[slot])
+        perm, pos = f["perm_m"], f["pos_m"]
+        p = pos[slot]
         k = int(f["n_live"][0]) - 1
-        last = int(perm[k])
+        last = perm[k]
         perm[p] = last
         pos[last] = p
         perm[k] = slot
         pos[slot] = k
         f["n_live"][0] = k
-        self.domain.heaps.version += 1
+        heaps.version += 1
 
     def _clear(self) -> None:
         f = self._f
@@ -173,7 +208,9 @@ class FastAllocCore(Trials):
         f["bseq"][:] = -1
         f["n_live"][0] = 0
         f["used"][0] = 0
-        self.domain.heaps.version += 1
+        heaps = self.domain.heaps
+        heaps.version += 1
+        self._c.runs, self._c.runs_key = ([0], [self._f_N]), heaps.version
 
     # ----------------------------------------------------------------------------------------------
     # request streams: for each, a function () -> (op, size, block) and a function (seed, episode) -> None
@@ -220,7 +257,7 @@ class FastAllocCore(Trials):
         n = int(self._f["n_live"][0])
         if u_op < stream.free_prob and n > 0:
             k = min(int(u_block * n), self._f_N - 1)
-            return FREE, 0, int(self._f["perm"][k])
+            return FREE, 0, self._f["perm_m"][k]
         return ALLOC, stream.size_min + int(u_size * (stream.size_max - stream.size_min + 1)), -1
 
     def _scripted_reset(self, stream, then, seed: int, episode: int) -> None:
@@ -458,7 +495,7 @@ class FastAllocCore(Trials):
             f["episode"][0] = 0
         else:
             if f["episode"][0] < 0:
-                f["seed"][0] = np.random.SeedSequence().generate_state(1, np.uint32).astype(np.int64)[0]
+                f["seed"][0] = np.random.SeedSequence().generate_state(1, np.uint32)[0].item()
             f["episode"][0] += 1
         episode = int(f["episode"][0])
         opens = episode % self.K == 0
@@ -498,26 +535,33 @@ class FastAllocCore(Trials):
         n_fit = sum(1 for ln in lengths if ln >= size)
         return np.arange(cfg.holes) < n_fit
 
+    def _frag(self, largest: int, free: int) -> float:
+        """1 - largest / free in float32 (0 with nothing free), as the torch metrics compute it."""
+        if free <= 0:
+            return 0.0
+        got = self._f_frag.get((largest, free))
+        if got is None:
+            got = self._f_frag[(largest, free)] = float(_F32(1.0) - _F32(largest) / _F32(free))
+        return got
+
     def _info_one(self) -> dict:
         """``Trials._info()`` of row 0, unbatched (the keys in the same order)."""
         f, N = self._f, self._f_N
         starts, lengths = self._free_runs()
         used = int(f["used"][0])
         free, largest, n_runs = N - used, max(lengths, default=0), len(starts)
-        fN = _F32(N)
         info = {
-            "allocations": int(f["n_allocs"][0]),
+            "allocations": f["n_allocs"][0],
             "free_cells": free,
             "largest_free": largest,
             "free_runs": n_runs,
-            "frag_largest": float(_F32(1.0) - _F32(largest) / _F32(free)) if free > 0 else 0.0,
-            "frag_runs": float(min(max(_F32(n_runs) / fN, _F32(0.0)), _F32(1.0))) if 0 < free < N else 0.0,
-            "utilisation": float(_F32(used) / fN),
-            "request": int(f["request"][0]),
+            "frag_largest": self._frag(largest, free),
+            "frag_runs": self._f_byN[n_runs] if 0 < free < N else 0.0,  # runs <= N / 2: no clipping needed
+            "utilisation": self._f_byN[used],
+            "request": f["request"][0],
         }
-        task_id = self.domain.task_id
-        if task_id is not None:
-            info["task_id"] = int(self._view(task_id)[0])
+        if self._f_task:
+            info["task_id"] = int(self._view(self.domain.task_id)[0])
         if self._f_masked:
             info["action_mask"] = self.mask_one()
             info["n_invalid"] = int(f["n_invalid"][0])
@@ -531,7 +575,7 @@ class FastAllocCore(Trials):
         """``Trials.observe()`` of row 0 as a float32 vector, bit for bit."""
         f, cfg, N = self._f, self._f_cfg, self._f_N
         out = np.empty(self.spec.obs_dim, np.float32)
-        scale, fN = self._f_scale, _F32(N)
+        scale = self._f_scale
         i = 0
         if cfg.bitmap:
             out[:N] = f["occ"]
@@ -545,10 +589,8 @@ class FastAllocCore(Trials):
         starts, lengths = None, None
         if cfg.summary:
             starts, lengths = self._free_runs()
-            free = _F32(N - int(f["used"][0]))
-            largest = _F32(max(lengths, default=0))
-            frag = _F32(1.0) - largest / max(free, _F32(1.0)) if free > 0 else _F32(0.0)
-            out[i: i + 4] = (free / fN, largest / fN, _F32(len(starts)) / fN, frag)
+            free, largest, byN = N - f["used"][0], max(lengths, default=0), self._f_byN
+            out[i: i + 4] = (byN[free], byN[largest], byN[len(starts)], self._frag(largest, free))
             i += 4
         if cfg.hole_features:
             starts, lengths = self._free_runs()
@@ -557,7 +599,7 @@ class FastAllocCore(Trials):
             j = 0
             for st, ln in zip(starts, lengths, strict=True):
                 if ln >= size:
-                    feats[2 * j], feats[2 * j + 1] = _F32(st) / fN, _F32(ln) / fN
+                    feats[2 * j], feats[2 * j + 1] = self._f_byN[st], self._f_byN[ln]
                     j += 1
                     if j == k:
                         break
