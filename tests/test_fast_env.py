@@ -231,3 +231,52 @@ def test_fast_rules_masks_and_decoding_on_random_heaps(align):
                     addr, valid = core.domain.addresses(torch.tensor([a]))
                     assert core._decode(a) == (int(addr[0]) if bool(valid[0]) else -1), (a, size)
         assert at_rover > 50
+
+
+def _bench_env():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_env.py"
+    spec = importlib.util.spec_from_file_location("bench_env", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_bench_env_single_prints_its_ratios(capsys, tmp_path):
+    """A smoke run of ``bench_env.py --single`` (the table's keys, not the speed); ``--peer`` needs a checkout."""
+    bench = _bench_env()
+    assert bench.main(["--single", "--cells", "64", "--seconds", "0.05"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    keys = dict(line.split(": ", 1) for line in lines[-3:])
+    assert list(keys) == ["single_env_us_per_step", "single_env_speedup_vs_torch_core",
+                          "single_env_speedup_vs_reference"]
+    assert all(float(v) > 0 for v in keys.values())
+    with pytest.raises(SystemExit, match="stable_baselines_env_history.py"):
+        bench.main(["--single", "--seconds", "0.05", "--peer", str(tmp_path)])
+
+
+def test_reference_page_env_places_by_rule_and_ends_when_nothing_fits():
+    """The peer-free reference of the benchmark is a working allocator env: each action places the pending request
+    by its rule (0 best, 1 worst, 2 first), and an episode ends on a request that fits nowhere."""
+    env = _bench_env().RefPageEnv(cells=64)
+    obs, _ = env.reset()
+    assert obs.shape == (1, 65) and obs[0, 64] == env.request
+    ends = 0
+    kinds = ("best", "worst", "first")
+    for t in range(3000):
+        runs = [(r["idx"], r["size"]) for r in env.free_list if r["size"] >= env.request]
+        a = t % 3
+        want = {0: min(runs, key=lambda r: (r[1], r[0]))[0], 1: max(runs, key=lambda r: (r[1], -r[0]))[0],
+                2: runs[0][0]}[a]
+        assert env._Rule(kinds[a]).address(env.free_list, env.request) == want
+        allocs = env.allocs
+        _, r, done, _, _ = env.step(a)
+        assert env.allocs == allocs + 1
+        if done:
+            assert r == 0.0
+            assert env.allocs > env.horizon or all(x["size"] < env.request for x in env.free_list)
+            env.reset()
+            ends += 1
+    assert ends > 10
