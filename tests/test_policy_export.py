@@ -104,3 +104,25 @@ def test_export_policy_script(tmp_path, capsys):
     assert "bytes" in capsys.readouterr().out and (tmp_path / "h.safetensors").is_file()
     with pytest.raises((CheckpointError, FileNotFoundError)):
         mod.main([str(tmp_path / "nothing_here")])
+
+
+def test_bench_latency_exports_take_the_eager_actions(capsys, tmp_path):
+    """A smoke run of scripts/bench_latency.py (the table, not the speed): the TorchScript exports of DQN and PPO
+    take the eager agents' action on every timed observation, and --export writes loadable modules."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_latency", Path(__file__).resolve().parents[1] / "scripts" / "bench_latency.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--agents", "heuristic,dqn,ppo", "--calls", "30", "--warmup", "5", "--export",
+                     str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("actions differing from eager: 0/30") == 2
+    lines = [x for x in out.splitlines() if x.startswith("latency_us_median_p99:")]
+    assert [x.split()[1] for x in lines] == ["heuristic", "dqn", "ppo"]
+    q = torch.jit.load(str(tmp_path / "dqn.torchscript.pt"))
+    assert q(torch.zeros(1, 65)).shape == (1,)
+    with pytest.raises(SystemExit):
+        mod.main(["--agents", "sarsa"])
