@@ -161,10 +161,18 @@ class FastAllocCore(Trials):
         if c.runs_key == heaps.version:  # the run table is current: cut the block out of its run
             starts, lengths = c.runs
             i = bisect_right(starts, addr) - 1
-            st, end = starts[i], starts[i] + lengths[i]
-            pieces = [(a, b - a) for a, b in ((st, addr), (addr + size, end)) if b > a]
-            starts[i: i + 1] = [a for a, _ in pieces]
-            lengths[i: i + 1] = [n for _, n in pieces]
+            left, after = addr - starts[i], addr + size
+            right = starts[i] + lengths[i] - after
+            if left and right:
+                lengths[i] = left
+                starts.insert(i + 1, after)
+                lengths.insert(i + 1, right)
+            elif left:
+                lengths[i] = left
+            elif right:
+                starts[i], lengths[i] = after, right
+            else:
+                del starts[i], lengths[i]
             c.runs_key = heaps.version + 1
         heaps.version += 1
 
@@ -222,7 +230,8 @@ class FastAllocCore(Trials):
         if kind == "scripted":
             then = None if stream.then is None else self._build_next(stream.then)
             ptr, length, seq_base = stream.ptr.numpy(), stream.length.numpy(), stream.seq_base.numpy()
-            return lambda: self._scripted_next(stream, then, ptr, length, seq_base)
+            script = [None, None, None, None]  # ops tensor, ops row, sizes row, sizes tensor: reset may pad them
+            return lambda: self._scripted_next(stream, then, ptr, length, seq_base, script)
 
         def torch_next():
             req = stream.next(self.domain.heaps, self._f_rows)
@@ -280,14 +289,17 @@ class FastAllocCore(Trials):
         if then is not None:
             then(seed, episode)
 
-    def _scripted_next(self, stream, then, ptr: np.ndarray, length: np.ndarray,
-                       seq_base: np.ndarray) -> tuple[int, int, int]:
+    def _scripted_next(self, stream, then, ptr: np.ndarray, length: np.ndarray, seq_base: np.ndarray,
+                       script: list) -> tuple[int, int, int]:
         p = int(ptr[0])
         if p >= int(length[0]):
             if then is None:
                 raise RuntimeError(f"{type(stream).__name__} ran out of script and has no continuation stream")
             return then()
-        s_op, s_size = int(self._view(stream.ops)[0, p]), int(self._view(stream.sizes)[0, p])
+        if script[0] is not stream.ops or script[3] is not stream.sizes:
+            script[:] = [stream.ops, memoryview(stream.ops.numpy()[0]), memoryview(stream.sizes.numpy()[0]),
+                         stream.sizes]
+        s_op, s_size = script[1][p], script[2][p]
         ptr[0] = p + 1
         f = self._f
         if p == 0:
