@@ -86,6 +86,24 @@ class FastAllocCore(Trials):
         cfg = AllocConfig.from_kwargs(config, **overrides).validate()
         super().__init__(FastAllocDomain(1, cfg, "cpu"), cfg.trial_episodes, cfg.meta_obs, cfg.task_obs,
                          autoreset=False, unit="heap")
+        d = self.domain
+        self._f_cfg = cfg
+        self._f_N = cfg.cells
+        self._f_rows = torch.zeros(1, dtype=torch.long)
+        self._bind()
+        self._f_scale = _F32(1.0 if cfg.size_scale == "raw" else 1.0 / cfg.cells)
+        self._f_alloc_r, self._f_invalid_r = float(cfg.alloc_reward), float(cfg.invalid_reward)
+        self._f_masked = cfg.action != "heuristic"
+        self._f_task = d.task_id is not None
+        self._f_byN = [float(_F32(i) / _F32(cfg.cells)) for i in range(cfg.cells + 1)]  # i / N in float32
+        self._f_frag = {}  # (largest, free) -> frag_largest in float32
+        spec = d.action_spec
+        self._f_spec = ActionSpec(spec.n, None, "cpu", "env", spec.space, spec.names)  # one integer
+
+    _DERIVED = ("_f", "_c", "_f_next", "_f_reset")  # views and closures over this core's tensors: rebuilt on copy
+
+    def _bind(self) -> None:
+        """Views of the tensors' memory, the run cache and the stream closures (after building or unpickling)."""
         d, h = self.domain, self.domain.heaps
         v = lambda t: t.numpy()[0] if t.ndim == 2 else t.numpy()  # noqa: E731  (row 0 / the [1] vector)
         self._f = dict(
@@ -104,20 +122,17 @@ class FastAllocCore(Trials):
             self._f[k] = memoryview(self._f[k])
         for k in ("perm", "pos", "bstart", "bsize", "bseq", "live"):
             self._f[k + "_m"] = memoryview(self._f[k])
-        self._f_cfg = cfg
-        self._f_N = cfg.cells
-        self._c = _Cache(cfg.cells)
-        self._f_rows = torch.zeros(1, dtype=torch.long)
+        self._c = _Cache(self._f_N)
         self._f_next = self._build_next(d.stream)
         self._f_reset = self._build_reset(d.stream)
-        self._f_scale = _F32(1.0 if cfg.size_scale == "raw" else 1.0 / cfg.cells)
-        self._f_alloc_r, self._f_invalid_r = float(cfg.alloc_reward), float(cfg.invalid_reward)
-        self._f_masked = cfg.action != "heuristic"
-        self._f_task = d.task_id is not None
-        self._f_byN = [float(_F32(i) / _F32(cfg.cells)) for i in range(cfg.cells + 1)]  # i / N in float32
-        self._f_frag = {}  # (largest, free) -> frag_largest in float32
-        spec = d.action_spec
-        self._f_spec = ActionSpec(spec.n, None, "cpu", "env", spec.space, spec.names)  # one integer
+
+    def __getstate__(self) -> dict:
+        """Pickling and ``copy.deepcopy``: the tensors and settings; the views are rebuilt on the copy."""
+        return {k: v for k, v in self.__dict__.items() if k not in self._DERIVED}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._bind()
 
     # ----------------------------------------------------------------------------------------------
     # numpy views of tensors that a stream may replace (a scripted stream pads its script on reset)
