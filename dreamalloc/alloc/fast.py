@@ -568,6 +568,8 @@ class FastAllocCore(Trials):
             return 0.0
         got = self._f_frag.get((largest, free))
         if got is None:
+            if len(self._f_frag) >= 1 << 16:  # bounded: large heaps reach many (largest, free) pairs
+                self._f_frag.clear()
             got = self._f_frag[(largest, free)] = float(_F32(1.0) - _F32(largest) / _F32(free))
         return got
 
