@@ -18,18 +18,33 @@ then steps until at least ``--seconds`` of wall time have passed (time.perf_coun
                                                      # (Park's defaults; --cells is then jobs per episode)
     python scripts/bench_env.py --streams random,trace:python_json,trace:sqlite_insert,trace:sort_gpl --cells 256
                                                      # native env per request stream, ratio to the first
+    python scripts/bench_env.py --single             # the single env (B = 1, gym.make) against references
+    python scripts/bench_env.py --single --peer PATH # ... and against Lim & Maddukuri's env in a checkout at PATH
 
 The last line is ``speedup_vs_sync_vector_env: X`` (the speedup at N=256, or at the first N measured).
+
+``--single`` times ``gym.make("dreamalloc/Alloc-v0", cells=N, stream="mixed", action="heuristic")`` (N = 256
+unless ``--cells`` names one size) stepping random heuristic actions and resetting where an episode ends (so the
+figure includes observation building, info and episode starts), against, in the same run: the same env on the
+batched torch core (``fast=False``); ``RefPageEnv``, a pure-Python / numpy single heap written here in the
+manner of Lim & Maddukuri's ``StableBaselineEnvHistory`` (bitmap page, a free list rebuilt after every change,
+placement-rule objects built per step, numpy draws per request) so a ratio is printed without their code; and,
+with ``--peer PATH``, their env itself (``environments/stable_baselines_env_history.py`` under PATH, the
+``mixed_ff_bad_wf_good`` stream). Its last lines are ``single_env_us_per_step``,
+``single_env_speedup_vs_torch_core``, ``single_env_speedup_vs_reference`` and, with ``--peer``,
+``reference_vs_peer`` and ``single_env_speedup_vs_peer``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import io
 import os
 import platform
 import pstats
+import random
 import sys
 import time
 
@@ -42,6 +57,7 @@ import gymnasium as gym  # noqa: E402
 from gymnasium.vector import AutoresetMode, SyncVectorEnv  # noqa: E402
 
 from dreamalloc.alloc import AllocEnv, AllocVectorEnv  # noqa: E402
+from dreamalloc.alloc.workloads.lim import bf_good_script, wf_good_script  # noqa: E402
 from dreamalloc.loadbalance import LoadBalanceEnv, LoadBalanceVectorEnv  # noqa: E402
 
 ENV_KW = {"stream": "random", "action": "heuristic"}
@@ -171,6 +187,198 @@ def profile_native(batch: int, cells: int, steps: int, device: str, top: int = 1
     return head + buf.getvalue()
 
 
+# ------------------------------------------------------------------------------------------------------
+# the single env (B = 1) against references
+
+
+class RefPageEnv:
+    """A single heap in plain Python and numpy, written to cost what Lim & Maddukuri's history env costs per step
+    (it is not their code): a uint8 bitmap, a free list of dicts rebuilt with numpy after every allocation and
+    free, a dict of live blocks, placement-rule objects built at every step, the best / worst rules sorting the
+    free list, a mixed script (bf-good / wf-good, everything freed between) and then the random stream drawing
+    each request with ``np.random.choice``, the observation concatenated afresh. Actions 0/1/2 = best / worst /
+    first; an episode ends when the next request fits nowhere or after 2 N allocations."""
+
+    class _Rule:
+        def __init__(self, kind: str):
+            self.kind = kind
+
+        def address(self, free_list: list[dict], size: int) -> int:
+            if self.kind == "first":
+                runs = free_list
+            else:
+                runs = sorted(free_list, key=lambda r: r["size"], reverse=self.kind == "worst")
+            for r in runs:
+                if r["size"] >= size:
+                    return r["idx"]
+            return -1
+
+    def __init__(self, cells: int = 256, free_prob: float = 0.4, sizes=(1, 2, 3, 4, 5)):
+        self.cells, self.free_prob, self.sizes = cells, free_prob, list(sizes)
+        self.probs = [1.0 / len(sizes)] * len(sizes)
+        self.horizon = 2 * cells
+        self.rand = random.Random(0)
+
+    def _rebuild(self) -> None:
+        edges = np.abs(np.diff(np.concatenate(([1], self.bitmap, [1])).astype(int)))
+        spans = np.where(edges == 1)[0].reshape(-1, 2)
+        self.free_list = [{"idx": int(a), "size": int(b - a)} for a, b in spans]
+
+    def _alloc(self, addr: int, size: int) -> bool:
+        if addr < 0 or addr + size > self.cells or not np.all(self.bitmap[addr: addr + size] == 0):
+            return False
+        self.bitmap[addr: addr + size] = 1
+        self.live[addr] = size
+        self.order.append(addr)
+        self._rebuild()
+        return True
+
+    def _free(self, addr: int) -> None:
+        size = self.live.pop(addr)
+        self.order.remove(addr)
+        self.bitmap[addr: addr + size] = 0
+        self._rebuild()
+
+    def _script(self) -> list:
+        both = (bf_good_script(self.rand, self.cells), wf_good_script(self.rand, self.cells))
+        first, second = self.rand.choice((0, 1)), self.rand.choice((0, 1))
+        return both[first] + [(2, 0)] + both[second]  # (0 alloc | 1 free oldest | 2 free all, size)
+
+    def _next(self) -> tuple[int, int]:
+        """(1, size) for an allocation or (0, address) for a free."""
+        while self.ptr < len(self.script):
+            op, size = self.script[self.ptr]
+            self.ptr += 1
+            if op == 0:
+                return 1, size
+            if op == 1 and self.order:
+                return 0, self.order[0]
+            if op == 2:
+                for addr in list(self.live):
+                    self._free(addr)
+        is_free = np.random.choice(np.array([0, 1]), p=[self.free_prob, 1 - self.free_prob]) == 0
+        if is_free and self.live:
+            return 0, int(np.random.choice(list(self.live)))
+        return 1, int(np.random.choice(self.sizes, p=self.probs))
+
+    def _pending(self) -> int:
+        """Apply frees until an allocation is pending; its size. Each free is a step of the underlying env: it
+        builds the observation and checks for the episode's end."""
+        while True:
+            op, x = self._next()
+            if op == 1:
+                return x
+            self._free(x)
+            self.request = 0
+            self._obs()
+            any(r["size"] >= 1 for r in self.free_list)
+
+    def _obs(self) -> np.ndarray:
+        return np.concatenate([self.bitmap.copy(), np.array([self.request], np.uint8)])[None, :]
+
+    def reset(self, seed=None, options=None):
+        self.bitmap = np.zeros(self.cells, np.uint8)
+        self.live, self.order, self.free_list = {}, [], [{"idx": 0, "size": self.cells}]
+        self.script, self.ptr, self.allocs = self._script(), 0, 0
+        self.request = self._pending()
+        return self._obs(), {}
+
+    def step(self, action: int):
+        rule = [self._Rule("best"), self._Rule("worst"), self._Rule("first")][action]
+        if not self._alloc(rule.address(self.free_list, self.request), self.request):
+            return self._obs(), -10.0, False, False, {}
+        self.allocs += 1
+        self.request = self._pending()
+        done = self.allocs > self.horizon or not any(r["size"] >= self.request for r in self.free_list)
+        return self._obs(), 0.0 if done else 0.1, done, False, {}
+
+
+def make_peer(path: str, cells: int):
+    """Lim & Maddukuri's ``StableBaselineEnvHistory`` from a checkout of curry2736/rl-malloc at ``path``."""
+    if not os.path.isfile(os.path.join(path, "environments", "stable_baselines_env_history.py")):
+        raise SystemExit(f"--peer {path}: no environments/stable_baselines_env_history.py there (a checkout of "
+                         "curry2736/rl-malloc is expected)")
+    sys.path.insert(0, os.path.abspath(path))
+    from environments.stable_baselines_env_history import StableBaselineEnvHistory
+
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints its stream class when built
+        return StableBaselineEnvHistory(history_len=0, page_size=cells, allocator="mixed_ff_bad_wf_good")
+
+
+class _SingleRun:
+    """One env under timing: random actions (uniform, drawn up front), reset where an episode ends."""
+
+    def __init__(self, env, n_actions: int = 3, warmup: int = 200):
+        self.env, self.pool, self.i = env, np.random.default_rng(0).integers(0, n_actions, 4096).tolist(), 0
+        self.steps, self.seconds, self.episodes = 0, 0.0, 0
+        env.reset(seed=0)
+        self.run(warmup, count=False)
+
+    def run(self, n: int, count: bool = True) -> None:
+        env, pool, i, episodes = self.env, self.pool, self.i, 0
+        t0 = time.perf_counter()
+        for _ in range(n):
+            _, _, term, trunc, _ = env.step(pool[i % 4096])
+            i += 1
+            if term or trunc:
+                env.reset()
+                episodes += 1
+        if count:
+            self.seconds += time.perf_counter() - t0
+            self.steps += n
+            self.episodes += episodes
+        self.i = i
+
+    def result(self) -> dict:
+        return {"steps": self.steps, "seconds": self.seconds, "steps_per_s": self.steps / self.seconds,
+                "us_per_step": 1e6 * self.seconds / self.steps, "episodes": self.episodes}
+
+
+def time_interleaved(envs: list, seconds: float, slice_s: float = 0.1) -> list[dict]:
+    """Round robin: each env steps for about ``slice_s`` in turn until each has ``seconds`` of timed steps, so a
+    change in the machine's load falls on all of them alike."""
+    runs = [_SingleRun(env) for env in envs]
+    per_slice = []
+    for r in runs:  # calibrate the steps per slice
+        t0 = time.perf_counter()
+        r.run(20, count=False)
+        per_slice.append(max(1, int(slice_s * 20 / max(time.perf_counter() - t0, 1e-9))))
+    while min(r.seconds for r in runs) < seconds:
+        for r, n in zip(runs, per_slice, strict=True):
+            if r.seconds < seconds:
+                r.run(n)
+    return [r.result() for r in runs]
+
+
+def bench_single(cells: int, seconds: float, peer: str | None) -> int:
+    import dreamalloc.alloc  # noqa: F401  (registers dreamalloc/Alloc-v0)
+
+    np.random.seed(0)
+    kw = {"cells": cells, "stream": "mixed", "action": "heuristic"}
+    envs = [("gym.make dreamalloc/Alloc-v0 (fast path)", gym.make("dreamalloc/Alloc-v0", **kw)),
+            ("gym.make dreamalloc/Alloc-v0, fast=False (torch core, B=1)",
+             gym.make("dreamalloc/Alloc-v0", fast=False, **kw)),
+            ("RefPageEnv (peer-free reference, this script)", RefPageEnv(cells))]
+    if peer:
+        envs.append(("Lim & Maddukuri StableBaselineEnvHistory (--peer)", make_peer(peer, cells)))
+    print(f"single env: N={cells}, mixed stream, random heuristic actions (best/worst/first), reset on episode end; "
+          f">= {seconds} s timed each, interleaved in slices of about 0.1 s")
+    res = time_interleaved([env for _, env in envs], seconds)
+    for (name, _), r in zip(envs, res, strict=True):
+        print(f"  {name}: {r['steps']} steps in {r['seconds']:.2f} s = {r['steps_per_s']:,.0f} steps/s, "
+              f"{r['us_per_step']:.1f} us/step, {r['episodes']} episodes", flush=True)
+    fast, torch_core, ref = res[:3]
+    print(f"load average (1, 5, 15 min) at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print()
+    print(f"single_env_us_per_step: {fast['us_per_step']:.1f}")
+    print(f"single_env_speedup_vs_torch_core: {fast['steps_per_s'] / torch_core['steps_per_s']:.1f}")
+    print(f"single_env_speedup_vs_reference: {fast['steps_per_s'] / ref['steps_per_s']:.2f}")
+    if peer:
+        print(f"reference_vs_peer: {ref['steps_per_s'] / res[3]['steps_per_s']:.2f}")
+        print(f"single_env_speedup_vs_peer: {fast['steps_per_s'] / res[3]['steps_per_s']:.2f}")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=1024, help="heaps per vector step B (default 1024)")
@@ -190,7 +398,14 @@ def main(argv=None) -> int:
     p.add_argument("--streams", default=None, metavar="S1,S2,...",
                    help="instead of the SyncVectorEnv table: the native env on each request stream (a stream "
                         "name or trace:NAME), with ratios to the first; ends with min_ratio_to_reference")
+    p.add_argument("--single", action="store_true",
+                   help="instead of the table: the single env (B = 1, gym.make) against the torch core at B = 1, "
+                        "the peer-free reference RefPageEnv and, with --peer, Lim & Maddukuri's env")
+    p.add_argument("--peer", default=None, metavar="PATH",
+                   help="with --single: a checkout of curry2736/rl-malloc to time its StableBaselineEnvHistory")
     args = p.parse_args(argv)
+    if args.peer and not args.single:
+        p.error("--peer goes with --single")
     ENV["kind"] = args.env
     if args.env == "load_balance" and args.cells == p.get_default("cells"):
         args.cells = "1000"
@@ -221,6 +436,9 @@ def main(argv=None) -> int:
         print(f"env: stream={ENV_KW['stream']}, action={ENV_KW['action']}, random actions; B={B} heaps per "
               f"vector step; >= {args.seconds} s timed per measurement; steps/s = heap-steps (vector steps x B)")
 
+    if args.single:
+        n = cells[0] if len(cells) == 1 else HEADLINE_N
+        return bench_single(n, args.seconds, args.peer)
     if args.profile is not None:
         print(profile_native(B, args.profile, args.profile_steps, args.device))
         return 0

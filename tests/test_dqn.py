@@ -341,8 +341,9 @@ def _cli(args, cwd):
 
 def test_train_cli_and_resume_from_a_checkpoint(tmp_path):
     """train.py agent=dqn with a tiny budget and a mid-run checkpoint; resuming from that checkpoint (replay,
-    RNG and counters included) ends with exactly the weights of the uninterrupted run."""
-    over = ["agent=dqn", "steps=512", "checkpoint_every=256", "agent.learning_starts=64",
+    RNG and counters included: save_replay=true, as DQN leaves its replay out by default) ends with exactly the
+    weights of the uninterrupted run."""
+    over = ["agent=dqn", "steps=512", "checkpoint_every=256", "agent.learning_starts=64", "save_replay=true",
             "agent.target_update_interval=128", *QUICK, f"checkpoint_dir={tmp_path}/ckpt"]
     r = _cli([*over, f"hydra.run.dir={tmp_path}/run"], tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -79,6 +79,11 @@ class Agent(ABC):
     Config: ClassVar[type]  # dataclass of the agent's hyperparameters (its Hydra schema, with a ``name`` field)
     learns: ClassVar[bool] = False
     multi_discrete: ClassVar[bool] = False  # takes n_actions as a tuple (MultiDiscrete nvec)
+    # what checkpoints hold of the data an agent learns from, unless ``save_replay`` says otherwise: True for a
+    # small on-policy rollout in progress, False for an off-policy replay buffer (DQN, Dreamer; a resumed run
+    # then refills it)
+    replay_by_default: ClassVar[bool] = True
+    training_modules: ClassVar[tuple[str, ...]] = ()  # nn.Module attributes acting never uses (target nets)
 
     def __init__(self, obs_dim: int, n_actions: int, env: EnvSpec | None, device: torch.device, **hparams):
         """``env`` is the env's ``EnvSpec`` (None for an env without one, e.g. CartPole through the gymnasium
@@ -104,6 +109,25 @@ class Agent(ABC):
     def update(self, step: int) -> dict[str, float]:
         """Learn from what was observed so far if it is time to; returns metrics to log."""
         return {}
+
+    # --- the policy alone (a policy export: weights to act with, no optimiser, replay or counters) ---------
+    def policy_modules(self) -> dict[str, torch.nn.Module]:
+        """The networks the agent acts with: its nn.Module attributes but ``training_modules``."""
+        return {k: v for k, v in vars(self).items() if isinstance(v, torch.nn.Module) and k not in
+                self.training_modules}
+
+    def policy_state(self) -> dict[str, dict]:
+        """The parameters and buffers of ``policy_modules`` (what ``load_policy_state`` takes)."""
+        return {k: m.state_dict() for k, m in self.policy_modules().items()}
+
+    def load_policy_state(self, state: dict[str, dict]) -> None:
+        """Load ``policy_state`` output; the networks must match (the same names and shapes)."""
+        mods = self.policy_modules()
+        if sorted(state) != sorted(mods):
+            raise ValueError(f"agent={self.name}: the policy holds networks {sorted(state)}, this agent acts with "
+                             f"{sorted(mods)}")
+        for k, m in mods.items():
+            m.load_state_dict(state[k])
 
     def state_dict(self, include_replay: bool = True) -> dict:
         """Everything needed to continue training; replay buffers only when ``include_replay``."""

@@ -143,6 +143,8 @@ class Replay:
 
 class DQNAgent(Agent):
     name = "dqn"
+    replay_by_default = False  # checkpoints leave the replay out unless save_replay=true
+    training_modules = ("q_target",)
     Config = DQNConfig
     learns = True
 

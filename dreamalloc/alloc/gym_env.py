@@ -7,13 +7,19 @@ cell; ``info["action_mask"]`` and ``action_masks()`` give the valid ones) or ``h
 that fits, in address order). ``info`` has the heap metrics at every step and ``episode`` {r, l} at the end.
 ``step`` takes one integer (a Python or numpy int, or a one-element integer array / tensor); anything else
 is an ``core.actions.ActionError`` saying what is expected, and ``step`` before ``reset`` a RuntimeError.
+
+On CPU (the default) the env runs on ``alloc.fast.FastAllocCore``, the one-heap fast path (plain Python and numpy
+on the same state, proved equal to the torch core by tests/test_fast_env.py); ``fast=False`` (or another device)
+steps the batched torch core with B = 1 instead.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from dreamalloc.alloc.env import AllocConfig, AllocCore
+from dreamalloc.alloc.fast import FastAllocCore
 from dreamalloc.core.gym_faces import CoreEnv
 
 
@@ -21,8 +27,12 @@ class AllocEnv(CoreEnv):
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
     CELL_PX = 8  # rgb_array: each heap cell is a CELL_PX square, cells laid out row-major in a near-square grid
 
-    def __init__(self, render_mode: str | None = None, device: str = "cpu", **kwargs):
-        core = AllocCore(1, AllocConfig.from_kwargs(**kwargs), device=device, autoreset=False)
+    def __init__(self, render_mode: str | None = None, device: str = "cpu", fast: bool = True, **kwargs):
+        cfg = AllocConfig.from_kwargs(**kwargs)
+        if fast and torch.device(device).type == "cpu":
+            core = FastAllocCore(cfg)
+        else:
+            core = AllocCore(1, cfg, device=device, autoreset=False)
         super().__init__(core, core.cfg.obs_bounds(), render_mode)
 
     def render(self):

@@ -5,6 +5,11 @@ these, the same for every family.
 
 The single env's ``info`` holds each per-row value unbatched (numpy scalars / arrays, nested dicts alike); the
 vector env's holds numpy arrays [num_envs, ...] with gymnasium's ``_KEY`` masks.
+
+A core built for one row may offer a fast path: ``reset_one(seed)``, ``step_one(action)`` and ``mask_one()``
+that return what ``CoreEnv`` would make of its batched ``reset`` / ``step`` / mask (numpy observation, Python
+scalars, unbatched info), without tensors. ``CoreEnv`` uses them where present (the allocation family's
+``alloc.fast.FastAllocCore``).
 """
 
 from __future__ import annotations
@@ -56,19 +61,27 @@ class CoreEnv(gym.Env):
         self.action_space = gym.spaces.Discrete(core.spec.n_actions)
         spec = core.action_spec
         self._action_spec = ActionSpec(spec.n, None, core.device, "env", spec.space, spec.names)
+        self._one = core if callable(getattr(core, "step_one", None)) else None  # the core's one-row fast path
 
     def reset(self, *, seed: int | None = None, options=None):
         super().reset(seed=seed)
+        if self._one is not None:
+            return self._one.reset_one(seed)
         obs, info = self.core.reset(None if seed is None else [seed])
         return obs[0].numpy(force=True), unbatch(info)
 
     def step(self, action):
+        if self._one is not None:
+            return self._one.step_one(action)
         a = self._action_spec(action)  # one integer (or a one-element array); ActionError names anything else
         obs, r, term, trunc, info = self.core.step(a)
         return obs[0].numpy(force=True), float(r[0]), bool(term[0]), bool(trunc[0]), unbatch(info)
 
     def action_masks(self) -> np.ndarray:
         """Valid actions now (all True where every action is valid); the sb3-contrib MaskablePPO hook."""
+        if self._one is not None:
+            m = self._one.mask_one()
+            return np.ones(self.action_space.n, bool) if m is None else m
         m = _mask(self.core)
         return np.ones(self.action_space.n, bool) if m is None else m[0].numpy(force=True)
 

@@ -19,6 +19,7 @@ from dreamalloc.experiment.checkpoint import (
 )
 from dreamalloc.experiment.config import from_container, make_core, register_configs, validate, with_nodes
 from dreamalloc.experiment.evaluation import evaluate_suite
+from dreamalloc.experiment.inference import load_into
 from dreamalloc.experiment.logging import Logger
 from dreamalloc.experiment.seeding import seed_everything, select_device
 from dreamalloc.experiment.training import (
@@ -108,7 +109,7 @@ def evaluate_main(cfg: DictConfig) -> float | None:
         agent = build_agent(cfg, core, device)
         if payload is not None:
             check_meta(ckpt, payload.get("meta"), agent.meta())
-            agent.load_state_dict(payload["agent"])
+            load_into(agent, payload, ckpt)  # a training checkpoint or a policy export
         out_dir = Path(cfg.run_dir)
         with Logger(out_dir, OmegaConf.to_container(cfg, resolve=True), mode=cfg.logger.mode,
                     project=cfg.logger.project, entity=cfg.logger.entity, name=f"eval_{run_name(cfg)}",

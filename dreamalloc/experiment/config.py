@@ -89,7 +89,8 @@ class Config:
     checkpoint_every: int = 0  # env steps between checkpoints (0: only at the end)
     keep_checkpoints: int = 3  # newest checkpoints kept (0: keep every checkpoint); the final one is never pruned
     on_nonfinite: str = "stop"  # a NaN / inf loss: stop (saving the last good state) | skip (that update)
-    save_replay: bool = True  # include the replay buffer of agents that have one
+    save_replay: Any = None  # checkpoints hold the agent's replay: null (default) = the on-policy rollout in
+    # progress yes, the replay buffers of DQN and Dreamer no (a resumed run refills them); true / false: always / never
     resume: Any = False  # false | true (the latest checkpoint of run_name) | PATH (a run or checkpoint dir)
     progress: str = "auto"  # auto (when stderr is a terminal) | on | off
     checkpoint: str | None = None  # evaluate.py: the checkpoint (file or directory) to evaluate
@@ -100,7 +101,7 @@ class Config:
 
 CHOICES = {"logger.mode": ("offline", "online", "disabled"), "progress": ("auto", "on", "off"),
            "protocol": ("standard", "adaptive", "forgetting"),
-           "on_nonfinite": ("stop", "skip"),
+           "on_nonfinite": ("stop", "skip"), "save_replay": (None, True, False),
            "eval.baselines": ("cache", "always", "off")}  # env.kind is checked by family_of
 DEFAULT_KIND = "alloc"  # an env node without ``kind`` (written before families had names) is an allocation env
 
@@ -167,7 +168,8 @@ def validate(cfg: DictConfig) -> None:
     for key, allowed in CHOICES.items():
         v = OmegaConf.select(cfg, key)
         if v not in allowed:
-            raise ValueError(f"config error: {key}={v!r}; choose one of {', '.join(allowed)}")
+            names = ("null" if a is None else str(a).lower() if isinstance(a, bool) else str(a) for a in allowed)
+            raise ValueError(f"config error: {key}={v!r}; choose one of {', '.join(names)}")
     validation.check_values(cfg)
     if not cfg.suite.train:
         raise ValueError(f"config error: suite {cfg.suite.name!r} has no training tasks")

@@ -162,18 +162,54 @@ def load_agent(path: str | os.PathLike, device: str = "auto") -> LoadedAgent:
 
     ckpt = find_checkpoint(path)
     payload = load_checkpoint(ckpt)
-    missing = [k for k in ("config", "agent", "meta") if k not in payload]
+    missing = [k for k in ("config", "meta") if k not in payload] + ([] if "agent" in payload or POLICY in payload
+                                                                      else ["agent"])
     if missing:
         raise CheckpointError(f"checkpoint {ckpt} lacks {', '.join(missing)}: it was not written by the training "
-                              "harness (train.py), so load_agent cannot rebuild its agent")
+                              "harness (train.py) or by export_policy, so load_agent cannot rebuild its agent")
     dev = select_device(device)
     cfg = OmegaConf.create(payload["config"])
     core = make_core(cfg.env, cfg.suite.train, 1, dev)
     agent = build_agent(cfg, core, dev)
     check_meta(ckpt, payload["meta"], agent.meta())
-    agent.load_state_dict(payload["agent"])
+    load_into(agent, payload, ckpt)
     agent.initial_state(1)  # drops the state of trials in progress that a resumed training run would continue
     return LoadedAgent(agent, cfg, dict(payload["meta"]), int(payload.get("step", 0)), ckpt, dev)
 
 
-__all__ = ["LoadedAgent", "find_checkpoint", "load_agent"]
+POLICY = "policy"  # the key of a policy export's networks (``export_policy``); a checkpoint has "agent"
+
+
+def load_into(agent: Agent, payload: dict, path) -> None:
+    """A checkpoint's full agent state, or a policy export's networks, into ``agent``."""
+    if "agent" in payload:
+        agent.load_state_dict(payload["agent"])
+        return
+    try:
+        agent.load_policy_state(payload[POLICY])
+    except (ValueError, RuntimeError, KeyError) as e:
+        raise CheckpointError(f"policy {path} does not fit the agent its config builds: {e}") from e
+
+
+def export_policy(path: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+    """Write the policy of a checkpoint (``path``: a checkpoint file, folder or run directory, as ``load_agent``
+    takes) to ``out`` (default: ``policy_{step}.safetensors`` beside the checkpoint): the networks the agent
+    acts with, the run's config and the agent's meta; no optimiser state, replay, rollout, target networks or
+    env state. ``load_agent`` and ``evaluate.py checkpoint=...`` load it like a checkpoint (a policy cannot
+    resume training). Returns the path written."""
+    from dreamalloc.experiment.checkpoint import save_checkpoint
+
+    loaded = load_agent(path, device="cpu")
+    out = Path(out) if out is not None else loaded.path.with_name(f"policy_{loaded.step}.safetensors")
+    if _is_checkpoint_name(out):
+        raise ValueError(f"export_policy: {out.name} is a training checkpoint's name (ckpt_*): a resume would take "
+                         "the policy for one; choose another name")
+    return save_checkpoint(out, {"config": OmegaConf.to_container(loaded.config, resolve=True),
+                                 "meta": loaded.meta, "step": loaded.step, POLICY: loaded.agent.policy_state()})
+
+
+def _is_checkpoint_name(p: Path) -> bool:
+    return p.name.startswith("ckpt_")
+
+
+__all__ = ["POLICY", "LoadedAgent", "export_policy", "find_checkpoint", "load_agent", "load_into"]

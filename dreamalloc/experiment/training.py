@@ -482,12 +482,17 @@ class Run:
         self.driver.reset(seed=int(self.cfg.seed) * TRAIN_SEED_STRIDE + self.phase * 7_919)
 
     # --- saving, evaluating -------------------------------------------------------------------------------------
+    def _keep_replay(self) -> bool:
+        """``save_replay``: null keeps what the agent keeps by default (its ``replay_by_default``)."""
+        keep = self.cfg.save_replay
+        return type(self.agent).replay_by_default if keep is None else bool(keep)
+
     def save(self, at: int) -> Path:
         path = checkpoint_path(self.ckpt_dir, at)
         names = self.written + ([path.name] if path.name not in self.written else [])
         payload = {
             "config": self.resolved, "run_dir": str(self.run_dir), "step": at, "episodes": self.episodes,
-            "agent": self.agent.state_dict(include_replay=bool(self.cfg.save_replay)), "env": self.core.state_dict(),
+            "agent": self.agent.state_dict(include_replay=self._keep_replay()), "env": self.core.state_dict(),
             "rng": rng_state(), "meta": self.agent.meta(), "wandb_id": self.logger.wandb_run_id,
             "loop": {"recent": list(self.recent), "next_log": self.next_log,
                      "metric_lines": self.logger.lines, "written": names}}

@@ -47,6 +47,7 @@ class DreamerAgent(Agent):
     Config = DreamerConfig
     learns = True
     multi_discrete = True
+    replay_by_default = False  # checkpoints leave the replay out unless save_replay=true
 
     def __init__(self, obs_dim, n_actions, env, device, **hparams):
         super().__init__(obs_dim, n_actions, env, torch.device(device))
@@ -182,7 +183,8 @@ class DreamerAgent(Agent):
     def _new_replay(self, envs: int, capacity: int, masked: bool) -> SequenceReplay:
         c = self.cfg
         return SequenceReplay(envs, capacity, self.obs_dim, self.space.dim, c.deter, c.stoch, self.device,
-                              masked=masked, action_dims=len(self.space.nvec) if self.space.multi else None)
+                              masked=masked, action_dims=len(self.space.nvec) if self.space.multi else None,
+                              classes=c.classes, latent_dtype=c.replay_latents)
 
     # --- learning -------------------------------------------------------------------------------------
     def update(self, step: int) -> dict[str, float]:
@@ -320,7 +322,8 @@ class DreamerAgent(Agent):
         rep = state.get("replay")
         if rep is not None:
             B = int(state["replay_envs"])
-            self.replay = self._new_replay(B, rep["obs"].shape[1], rep.get("mask") is not None)
+            cap = int(rep.get("capacity", rep["obs"].shape[1]))  # older states: the rings were full depth
+            self.replay = self._new_replay(B, cap, rep.get("mask") is not None)
             self.replay.load_state_dict({k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in rep.items()})
         else:
             self.replay = None

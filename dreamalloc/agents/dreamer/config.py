@@ -17,6 +17,7 @@ from dreamalloc.core.checks import COUNT, FINITE, NONNEG, POSITIVE, UNIT, OneOf,
 OPTIMIZERS = ("laprop", "adam")
 PRECISIONS = ("fp32", "bf16")
 RESETS = ("trial", "episode")
+REPLAY_LATENTS = ("float32", "bfloat16", "float16")
 
 
 @dataclass
@@ -33,7 +34,7 @@ class DreamerConfig:
         "loss_value": NONNEG, "loss_repval": NONNEG, "optimizer": OneOf(OPTIMIZERS), "lr": POSITIVE,
         "eps": POSITIVE, "beta1": between(0.0, 1.0, hi_open=True), "beta2": between(0.0, 1.0, hi_open=True),
         "agc": FINITE, "warmup": NONNEG, "train_ratio": POSITIVE, "learning_starts": NONNEG,
-        "precision": OneOf(PRECISIONS), "reset_at": OneOf(RESETS)}
+        "precision": OneOf(PRECISIONS), "reset_at": OneOf(RESETS), "replay_latents": OneOf(REPLAY_LATENTS)}
     name: str = "dreamer"
     # --- sizes (12M preset) ---
     deter: int = 2048
@@ -80,7 +81,8 @@ class DreamerConfig:
     batch_size: int = 16
     batch_length: int = 64
     train_ratio: float = 32.0  # replayed steps per env step (see the module docstring)
-    replay_size: int = 1_000_000  # records, all envs together
+    replay_size: int = 1_000_000  # records, all envs together (an upper bound: the replay grows with the data)
+    replay_latents: str = "float32"  # storage of the replayed deterministic latents: float32 | bfloat16 | float16
     learning_starts: int = 1024  # env steps before the first update
     replay_context: bool = True  # start training sequences from the stored latent of the previous step
     # --- meta-RL (RL^2 on the world model; docs/rl2.md) ---
@@ -122,6 +124,8 @@ def check(c: DreamerConfig) -> DreamerConfig:
         bad(f"lam must be in [0, 1] and unimix in [0, 1), got {c.lam} and {c.unimix}")
     if int(c.ac_gru) < 0:
         bad(f"ac_gru must be >= 0 (0: no recurrent actor-critic), got {c.ac_gru}")
+    if c.replay_latents not in REPLAY_LATENTS:
+        bad(f"unknown replay_latents {c.replay_latents!r}; choose one of {', '.join(REPLAY_LATENTS)}")
     if c.reset_at not in RESETS:
         bad(f"unknown reset_at {c.reset_at!r}; choose one of {', '.join(RESETS)}")
     if not isinstance(c.meta, bool):
@@ -129,4 +133,4 @@ def check(c: DreamerConfig) -> DreamerConfig:
     return c
 
 
-__all__ = ["OPTIMIZERS", "PRECISIONS", "RESETS", "DreamerConfig", "DreamerRL2Config", "check"]
+__all__ = ["OPTIMIZERS", "PRECISIONS", "REPLAY_LATENTS", "RESETS", "DreamerConfig", "DreamerRL2Config", "check"]

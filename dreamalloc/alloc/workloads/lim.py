@@ -60,16 +60,26 @@ class RandomStream(RequestStream):
         self.rng.load_state_dict(state)
 
 
+def pick(rng: np.random.Generator, values) -> int:
+    """One of ``values``, uniformly: the very draw ``int(rng.choice(values))`` makes (``choice`` without
+    probabilities draws ``rng.integers(0, len(values))``; tests/test_fast_env.py checks this), at a tenth of the
+    cost (choice converts the list to an array first); scripts are drawn at every episode's start. Any other
+    object with a ``choice`` method (a scripted stand-in in tests) is asked for its choice."""
+    if type(rng) is np.random.Generator:
+        return int(values[int(rng.integers(0, len(values)))])
+    return int(rng.choice(values))
+
+
 def bf_good_script(rng: np.random.Generator, cells: int) -> Script:
     """One big block, small blocks until the next would leave less than ``big`` free, a pad leaving
     exactly big - 1 free, free the big (oldest) block, allocate 1, allocate big: only best fit puts the 1
     into the small hole and keeps the big hole whole."""
-    big = cells // int(rng.choice([2, 3, 4, 5]))
+    big = cells // pick(rng, (2, 3, 4, 5))
     smalls = [cells // m for m in (10, 20, 30, 50, 100, 200) if m < cells]
     script: Script = [(S_ALLOC, big)]
     used = big
     while smalls:
-        s = int(rng.choice(smalls))
+        s = pick(rng, smalls)
         if cells - used - s < big:
             break
         script.append((S_ALLOC, s))
@@ -90,18 +100,18 @@ def wf_good_script(rng: np.random.Generator, cells: int) -> Script:
     script: Script = []
     n_big = 0
     while True:
-        s = int(rng.choice(bigs))
+        s = pick(rng, bigs)
         if free - s <= section:
             break
         script.append((S_ALLOC, s))
         free -= s
         n_big += 1
     script.append((S_ALLOC, int(free - section)))
-    n_small = int(rng.choice([1, 2, 3]))
+    n_small = pick(rng, (1, 2, 3))
     for i in range(n_big):
         script.append((S_FREE_OLDEST, 0))
         if i < n_small:
-            script.append((S_ALLOC, int(rng.choice([1, 2, 3]))))
+            script.append((S_ALLOC, pick(rng, (1, 2, 3))))
     script.append((S_ALLOC, cells - free))
     return script
 

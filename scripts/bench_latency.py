@@ -1,0 +1,220 @@
+"""Decision latency at batch 1: what an allocator pays per request to ask a policy for an action.
+
+For each agent (built by the harness from its config, as ``train.py`` builds it, on one env of the allocation
+family) the script times ``agent.act(obs, state, info, deterministic=True)`` on one observation at a time (eager,
+what ``load_agent(...).agent`` runs) and, for the learnt agents, a TorchScript export of the same decision
+(``torch.jit.trace`` of the networks' acting path, run under ``torch.inference_mode``). It reports the median and
+the 99th percentile over ``--calls`` calls after a warm-up, in microseconds, and checks that the export takes the
+eager agent's actions on every observation it was timed on (the Dreamer export samples its stochastic latent, so
+its actions are compared only for the MLP and GRU agents).
+
+    python scripts/bench_latency.py                      # heuristic, dqn, ppo, rl2_ppo, dreamer_1m, dreamer (12M)
+    python scripts/bench_latency.py --agents dqn,ppo --calls 5000
+    python scripts/bench_latency.py --export DIR         # also writes DIR/AGENT.torchscript.pt for each export
+
+Untrained weights: latency depends on the network's shape, not on its values. The observations are those of a
+real env stepped with the eager agent's own actions (episodes reset as they end). One torch thread unless
+``--threads`` says otherwise. The last lines are ``latency_us_median_p99: AGENT eager M P [export M P]`` per
+agent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from dreamalloc.experiment.cli import register_configs  # noqa: E402,F401  (registers the schemas)
+from dreamalloc.experiment.config import make_core  # noqa: E402
+from dreamalloc.experiment.training import build_agent  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = ["env=alloc64"]
+CASES = {
+    "heuristic": ENV + ["agent=heuristic", "agent.rule=best"],
+    "dqn": ENV + ["agent=dqn"],
+    "ppo": ENV + ["agent=ppo"],
+    "rl2_ppo": ENV + ["agent=rl2_ppo", "env.meta_obs=true", "env.trial_episodes=3"],
+    "dreamer_1m": ENV + ["agent=dreamer_1m"],
+    "dreamer": ENV + ["agent=dreamer"],  # the 12M preset, the default
+}
+
+
+class _Greedy(torch.nn.Module):
+    """obs [1, D] -> action [1]: the argmax of a feed-forward net's first output (DQN's Q, PPO's logits)."""
+
+    def __init__(self, net: torch.nn.Module, first: bool):
+        super().__init__()
+        self.net, self.first = net, first
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        out = self.net(obs)
+        return (out[0] if self.first else out).argmax(-1)
+
+
+class _GreedyGRU(torch.nn.Module):
+    """(obs [1, D], h [1, H]) -> (action [1], next h): RL^2-PPO's recurrent policy step."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, obs: torch.Tensor, h: torch.Tensor):
+        logits, _, h_next = self.net.step(obs, h)
+        return logits.argmax(-1), h_next
+
+
+class _DreamerStep(torch.nn.Module):
+    """(obs, deter, stoch, prev action one-hot, first) -> (action, deter, stoch): encoder, RSSM posterior step
+    and actor, as ``DreamerAgent.act`` runs them (no recurrent actor-critic)."""
+
+    def __init__(self, agent):
+        super().__init__()
+        self.wm, self.ac = agent.wm, agent.ac
+
+    def forward(self, obs, deter, stoch, action, first):
+        token = self.wm.encode(obs)
+        deter, stoch, _ = self.wm.rssm.obs_step(deter, stoch, action, token, first)
+        feat = self.wm.rssm.feat(deter, stoch)
+        logp = self.ac.logp(self.ac.inputs(feat, None), None)
+        return logp.argmax(-1), deter, stoch
+
+
+def build(name: str):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=CASES[name] + ["device=cpu", "env.num_envs=1"])
+    core = make_core(cfg.env, cfg.suite.train, 1, torch.device("cpu"))
+    return build_agent(cfg, core, torch.device("cpu")), core
+
+
+def percentiles(ns: list[int]) -> tuple[float, float]:
+    a = np.asarray(ns, dtype=np.float64) / 1e3
+    return float(np.median(a)), float(np.percentile(a, 99))
+
+
+def time_eager(agent, core, calls: int, warmup: int) -> tuple[list[int], list]:
+    """Per-call nanoseconds of ``agent.act`` at batch 1, and the (obs, info, state, action) of each timed call."""
+    obs, info = core.reset(seed=0)
+    state = agent.initial_state(1)
+    times, seen = [], []
+    for i in range(warmup + calls):
+        t0 = time.perf_counter_ns()
+        with torch.no_grad():
+            action, nstate = agent.act(obs, state, info, deterministic=True)
+        t1 = time.perf_counter_ns()
+        if i >= warmup:
+            times.append(t1 - t0)
+            seen.append((obs, info, state, action))
+        obs, _, _, _, info = core.step(action)
+        state = nstate
+    return times, seen
+
+
+def export(name: str, agent):
+    """A traced TorchScript module of the agent's acting path, or None (heuristic: nothing to export)."""
+    if name == "heuristic":
+        return None
+    with torch.inference_mode():
+        if name == "dqn":
+            return torch.jit.trace(_Greedy(agent.q, first=False).eval(), torch.zeros(1, agent.obs_dim))
+        if name == "ppo":
+            return torch.jit.trace(_Greedy(agent.net, first=True).eval(), torch.zeros(1, agent.obs_dim))
+        if name == "rl2_ppo":
+            return torch.jit.trace(_GreedyGRU(agent.net).eval(),
+                                   (torch.zeros(1, agent.obs_dim), torch.zeros(1, agent.cfg.rnn_hidden)))
+        s = agent.initial_state(1)
+        return torch.jit.trace(_DreamerStep(agent).eval(), (torch.zeros(1, agent.obs_dim), s["deter"], s["stoch"],
+                                                            s["action"], s["first"]), check_trace=False)
+
+
+def time_export(name: str, agent, mod, seen: list, warmup: int) -> tuple[list[int], int]:
+    """Per-call nanoseconds of the export on the eager run's inputs, and how many actions differ from eager's."""
+    times, differ = [], 0
+    with torch.inference_mode():
+        for i, (obs, info, state, action) in enumerate(seen[:warmup] + seen):
+            start = bool(info["trial_start"][0])
+            if name == "rl2_ppo":
+                h = torch.zeros(1, agent.cfg.rnn_hidden) if state is None or start else state
+                t0 = time.perf_counter_ns()
+                a, _ = mod(obs, h)
+            elif name.startswith("dreamer"):
+                s = agent.initial_state(1) if state is None else state
+                first = s["first"] | info["trial_start"]
+                t0 = time.perf_counter_ns()
+                a, _, _ = mod(obs, s["deter"], s["stoch"], s["action"], first)
+            else:
+                t0 = time.perf_counter_ns()
+                a = mod(obs)
+            t1 = time.perf_counter_ns()
+            if i >= warmup:
+                times.append(t1 - t0)
+                differ += int(not torch.equal(a, action))
+    return times, differ
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--agents", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
+    p.add_argument("--calls", type=int, default=2000, help="timed calls per agent (default 2000)")
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--export", default=None, metavar="DIR", help="write each TorchScript export to DIR")
+    args = p.parse_args(argv)
+    names = [n.strip() for n in args.agents.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CASES]
+    if unknown or not names:
+        p.error(f"unknown agent(s) {unknown}; choose among {', '.join(CASES)}")
+    if args.calls < 10:
+        p.error("--calls must be >= 10 (a 99th percentile needs calls)")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(f"python {platform.python_version()}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"cpu cores {os.cpu_count()}; load average at start "
+          f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"batch 1, {args.calls} timed calls after {args.warmup} warm-up calls, deterministic actions, untrained "
+          "weights; env=alloc64 (rl2_ppo: with the RL^2 inputs, trials of 3)")
+    rows = []
+    for name in names:
+        agent, core = build(name)
+        n_params = sum(m.numel() for mod in agent.policy_modules().values() for m in mod.parameters())
+        times, seen = time_eager(agent, core, args.calls, args.warmup)
+        em, ep = percentiles(times)
+        mod = export(name, agent)
+        xm = xp = None
+        differ = None
+        if mod is not None:
+            xt, differ = time_export(name, agent, mod, seen, min(args.warmup, len(seen)))
+            xm, xp = percentiles(xt)
+            if args.export:
+                Path(args.export).mkdir(parents=True, exist_ok=True)
+                mod.save(str(Path(args.export) / f"{name}.torchscript.pt"))
+        rows.append((name, n_params, em, ep, xm, xp, differ))
+        print(f"  {name}: {n_params:,} policy parameters; eager median {em:.1f} us, p99 {ep:.1f} us"
+              + ("" if xm is None else f"; TorchScript median {xm:.1f} us, p99 {xp:.1f} us, actions differing "
+                 f"from eager: {differ}/{args.calls}"), flush=True)
+    print(f"load average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print()
+    print("| agent | policy parameters | eager median us | eager p99 us | TorchScript median us | TorchScript p99 us |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, n, em, ep, xm, xp, _ in rows:
+        x = ("-", "-") if xm is None else (f"{xm:.1f}", f"{xp:.1f}")
+        print(f"| {name} | {n:,} | {em:.1f} | {ep:.1f} | {x[0]} | {x[1]} |")
+    print()
+    for name, _, em, ep, xm, xp, _ in rows:
+        print(f"latency_us_median_p99: {name} eager {em:.1f} {ep:.1f}"
+              + ("" if xm is None else f" export {xm:.1f} {xp:.1f}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
