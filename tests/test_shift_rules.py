@@ -236,3 +236,24 @@ def test_shift_rules_is_a_real_test_oracle_beats_every_fixed_rule_by_10_percent(
             orc = -float(switching_oracle(64, 0, "cpu", 1, **kw)["return"].mean())
             best = min(-float(heuristic_returns(r, 64, 0, "cpu", 1, **kw)["return"].mean()) for r in RULES)
             assert orc <= 0.9 * best, (set_name, orc, best)
+
+
+def test_gym_env_with_drop_runs_on_the_torch_core():
+    """The one-heap fast path implements on_fail='end' only: AllocEnv falls back to the torch core for 'drop' and the
+    fast core refuses it by name."""
+    import gymnasium as gym
+
+    from dreamalloc.alloc.fast import FastAllocCore
+
+    env = gym.make("dreamalloc/Alloc-v0", **{**ENV, "heuristics": ("next",)}, max_episode_steps=None)
+    obs, _ = env.reset(seed=0)
+    total, steps = 0.0, 0
+    while True:
+        obs, r, term, trunc, info = env.step(0)
+        total += r
+        steps += 1
+        if term or trunc:
+            break
+    assert not term and info["allocations"] + info["dropped"] == 512 and total == -info["dropped"]
+    with pytest.raises(ValueError, match="fast path implements on_fail='end' only"):
+        FastAllocCore(**ENV)

@@ -84,6 +84,9 @@ class FastAllocCore(Trials):
 
     def __init__(self, config: AllocConfig | None = None, **overrides):
         cfg = AllocConfig.from_kwargs(config, **overrides).validate()
+        if cfg.on_fail != "end":
+            raise ValueError(f"the one-heap fast path implements on_fail='end' only, not {cfg.on_fail!r}: use "
+                             "AllocCore(1, ...) (AllocEnv picks it by itself)")
         super().__init__(FastAllocDomain(1, cfg, "cpu"), cfg.trial_episodes, cfg.meta_obs, cfg.task_obs,
                          autoreset=False, unit="heap")
         d = self.domain

@@ -9,8 +9,8 @@ that fits, in address order). ``info`` has the heap metrics at every step and ``
 is an ``core.actions.ActionError`` saying what is expected, and ``step`` before ``reset`` a RuntimeError.
 
 On CPU (the default) the env runs on ``alloc.fast.FastAllocCore``, the one-heap fast path (plain Python and numpy
-on the same state, proved equal to the torch core by tests/test_fast_env.py); ``fast=False`` (or another device)
-steps the batched torch core with B = 1 instead.
+on the same state, proved equal to the torch core by tests/test_fast_env.py); ``fast=False`` (or another device,
+or ``on_fail="drop"``, which the fast path does not implement) steps the batched torch core with B = 1 instead.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class AllocEnv(CoreEnv):
 
     def __init__(self, render_mode: str | None = None, device: str = "cpu", fast: bool = True, **kwargs):
         cfg = AllocConfig.from_kwargs(**kwargs)
-        if fast and torch.device(device).type == "cpu":
+        if fast and torch.device(device).type == "cpu" and cfg.on_fail == "end":  # the fast path's scope
             core = FastAllocCore(cfg)
         else:
             core = AllocCore(1, cfg, device=device, autoreset=False)
