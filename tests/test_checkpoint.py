@@ -190,6 +190,8 @@ def test_keyboard_interrupt_during_save_removes_temp_file(tmp_path, monkeypatch)
     (lambda d: b"hello, not a checkpoint at all", "truncated or not a safetensors file|not a dreamalloc"),
     (lambda d: struct.pack("<Q", 7) + b'{"a":1}', "no dreamalloc document"),
     (lambda d: struct.pack("<Q", 5) + b"\xff\xfe{{{", "header is not JSON"),
+    # a header length whose low byte is 0x80 (as a pickle's first byte), cut short: truncated, not "a pickle"
+    (lambda d: struct.pack("<Q", 640) + b'{"__metadata__": {"dreamalloc"', "truncated"),
 ])
 def test_damaged_files_are_clear_errors(tmp_path, damage, match):
     path = save_checkpoint(tmp_path / "ckpt_000000000010.safetensors", payload())

@@ -189,13 +189,12 @@ def load_checkpoint(path: str | Path, expected: dict | None = None, map_location
 
 
 def _is_legacy(data: bytes) -> bool:
-    """torch.save's zip container, or a bare pickle (protocol 2+ starts with 0x80), and not a safetensors file
-    (whose first 8 bytes, the header length, may start with 0x80 too: its header then starts with '{')."""
-    if len(data) >= 9:
-        (n,) = struct.unpack("<Q", data[:8])
-        if 8 + n <= len(data) and data[8:9] == b"{":
-            return False
-    return data[:4] == b"PK\x03\x04" or data[:1] == b"\x80"
+    """torch.save's zip container, or a bare pickle (protocol 2+ starts with 0x80 and the protocol number), and not
+    a safetensors file, whole or truncated (whose first 8 bytes, the header length, may start with 0x80 too: its
+    header then starts with '{' at byte 8, where a pickle holds a high byte of its frame length, 0)."""
+    if len(data) >= 9 and data[8:9] == b"{":
+        return False
+    return data[:4] == b"PK\x03\x04" or (data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))
 
 
 def _header_metadata(path: Path, data: bytes) -> dict:
