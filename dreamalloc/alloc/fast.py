@@ -98,6 +98,7 @@ class FastAllocCore(Trials):
         self._f_alloc_r, self._f_invalid_r = float(cfg.alloc_reward), float(cfg.invalid_reward)
         self._f_masked = cfg.action != "heuristic"
         self._f_task = d.task_id is not None
+        self._f_segment = getattr(d.stream, "segment", None) is not None  # in-episode switches (shift, regimes)
         self._f_byN = [float(_F32(i) / _F32(cfg.cells)) for i in range(cfg.cells + 1)]  # i / N in float32
         self._f_frag = {}  # (largest, free) -> frag_largest in float32
         spec = d.action_spec
@@ -594,6 +595,8 @@ class FastAllocCore(Trials):
         }
         if self._f_task:
             info["task_id"] = int(self._view(self.domain.task_id)[0])
+        if self._f_segment:
+            info["segment"] = int(self._view(self.domain.stream.segment)[0])
         if self._f_masked:
             info["action_mask"] = self.mask_one()
             info["n_invalid"] = int(f["n_invalid"][0])

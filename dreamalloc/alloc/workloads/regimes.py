@@ -77,7 +77,11 @@ class RegimeStream(RequestStream):
               "max_life": optional(FLOAT)}
 
     def __init__(self, batch, cells, device="cpu", *, regimes=(), at=64, order: str = "cycle",
-                 max_life: float | None = None, **size_params):
+                 max_life: float | None = None, size_dist: str = "uniform", size_units: str = "cells",
+                 size_min: float | None = None, size_max: float | None = None, classes=None, class_probs=None,
+                 tail_p: float = 0.5, alpha: float = 1.5):
+        size_params = dict(size_dist=size_dist, size_units=size_units, size_min=size_min, size_max=size_max,
+                           classes=classes, class_probs=class_probs, tail_p=tail_p, alpha=alpha)
         super().__init__(batch, cells, device)
         if isinstance(regimes, (str, dict)) or len(regimes) < 1:
             raise ValueError(f"regimes must be a non-empty list of {{name, life, dist, by_size}}, got {regimes!r}")
