@@ -206,6 +206,25 @@ def test_evaluate_cli_on_checkpoint_and_heuristic(tmp_path):
     assert json.loads((tmp_path / "h" / "eval" / "results.json").read_text())["method"] == "heuristic:second"
 
 
+def test_evaluate_cli_keeps_the_runs_evaluation_protocol(tmp_path):
+    """A checkpoint is evaluated with the eval settings it was trained with (here 1 episode per trial, not the
+    default 3), and an eval.* override on the command line still wins."""
+    quick = [o for o in QUICK if not o.startswith("eval.")]
+    train(cfg_of(quick + ["steps=64", "eval.episodes_per_trial=1", "eval.trials=2"], tmp_path))
+    ck = tmp_path / "ckpt" / "heuristic_lim2024_s0"
+    r = run_cli("evaluate.py", quick + [f"checkpoint={ck}", f"hydra.run.dir={tmp_path}/ev"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "ev" / "eval" / "results.json").read_text())
+    assert res["episodes_per_trial"] == 1
+    assert all(len(t["returns"]) == 2 for s in res["sets"].values() for t in s["tasks"].values())
+    r = run_cli("evaluate.py", quick + [f"checkpoint={ck}", "eval.trials=3", f"hydra.run.dir={tmp_path}/ev3"],
+                tmp_path)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "ev3" / "eval" / "results.json").read_text())
+    assert res["episodes_per_trial"] == 1
+    assert all(len(t["returns"]) == 3 for s in res["sets"].values() for t in s["tasks"].values())
+
+
 def test_agent_modules_are_discovered_with_their_schema():
     from dreamalloc.agents import agent_classes
 

@@ -83,6 +83,16 @@ def _trained_config(ckpt: Path, payload: dict, cfg: DictConfig) -> DictConfig:
     return trained
 
 
+def _trained_eval(trained: DictConfig, cfg: DictConfig) -> DictConfig:
+    """The evaluation protocol the run was trained with (its ``eval`` node: trials, episodes per trial, seeds),
+    with the command line's ``eval.*`` overrides on top."""
+    ev = OmegaConf.create(OmegaConf.to_container(trained.eval, resolve=True))
+    for key in override_keys(task_overrides()):
+        if key.startswith("eval."):
+            OmegaConf.update(ev, key[len("eval."):], OmegaConf.select(cfg, key), merge=True)
+    return ev
+
+
 def evaluate_main(cfg: DictConfig) -> float | None:
     from dreamalloc.experiment.reporting import print_results, write_evaluation
 
@@ -100,7 +110,7 @@ def evaluate_main(cfg: DictConfig) -> float | None:
             # the agent and its env come from the checkpoint; the suite too unless given on the command line
             keep_suite = cfg.suite if _overridden("suite") else trained.suite
             cfg = with_nodes(cfg, {"env": trained.env, "agent": trained.agent, "seed": trained.seed,
-                                   "suite": keep_suite})
+                                   "suite": keep_suite, "eval": _trained_eval(trained, cfg)})
             step = int(payload["step"])
         validate(cfg)
         device = select_device(cfg.device)
