@@ -485,3 +485,21 @@ def test_any_other_error_during_training_saves_the_state_and_says_where(tmp_path
     saved = sorted((tmp_path / "ckpt").rglob("ckpt_*.safetensors"))
     assert [p.name for p in saved] == ["ckpt_000000000128.safetensors"]
     assert load_checkpoint(saved[0])["step"] == 128
+
+
+def test_runs_started_at_once_never_share_a_run_directory(tmp_path):
+    """Hydra names a run's folder by the second it started: two runs started together get the same name. The
+    first holds it while it runs, the second writes to NAME_2; a finished run's folder is reused (as before), a
+    killed run's stale claim is taken over, and a resumed run always takes its own folder back."""
+    from dreamalloc.experiment.training import RUN_CLAIM, claim_run_dir, release_run_dir
+
+    base = tmp_path / "12-00-00_ppo_lim2024_s0"
+    a = claim_run_dir(base)
+    b = claim_run_dir(base)  # this process holds `a`: a second run goes elsewhere
+    assert a == base and b == base.with_name(base.name + "_2")
+    assert claim_run_dir(base, resumed=True) == base  # a resumed run writes where it wrote before
+    release_run_dir(a)
+    assert not (a / RUN_CLAIM).exists() and claim_run_dir(base) == base  # finished: reused
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (b / RUN_CLAIM).write_text(json.dumps({"pid": int(dead.stdout)}) + "\n")  # a run killed without cleaning up
+    assert claim_run_dir(b) == b

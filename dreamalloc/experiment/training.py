@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import signal
 import sys
@@ -210,6 +211,51 @@ def release_checkpoint_dir(d: Path) -> None:
             d.rmdir()
 
 
+RUN_CLAIM = ".running"  # in a run directory while a run writes there (removed when it ends)
+
+
+def _claim_is_stale(claim: Path) -> bool:
+    """A claim whose process is gone (killed runs leave theirs behind) or that cannot be read."""
+    try:
+        pid = int(json.loads(claim.read_text())["pid"])
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError, KeyError, TypeError):
+        return not claim.exists() or claim.stat().st_size > 0  # a claim being written right now is not stale
+    return False
+
+
+def claim_run_dir(run_dir: Path, resumed: bool = False) -> Path:
+    """A run's output folder, held while it runs: ``run_dir``, or, for a fresh run, the first ``run_dir_N`` no
+    running run holds. Two runs started in the same second get the same Hydra folder name; without this claim
+    their metrics and evaluations would overwrite each other. A folder a finished (or killed) run left behind is
+    reused, as before; a resumed run always takes its own folder back."""
+    text = json.dumps({"pid": os.getpid(), "command": list(sys.argv)}) + "\n"
+    n = 1
+    while True:
+        d = run_dir if n == 1 else run_dir.with_name(f"{run_dir.name}_{n}")
+        d.mkdir(parents=True, exist_ok=True)
+        claim = d / RUN_CLAIM
+        try:
+            with open(claim, "x") as f:  # atomic: exactly one run gets each folder
+                f.write(text)
+        except FileExistsError:
+            if resumed or _claim_is_stale(claim):
+                claim.write_text(text)
+            else:
+                n += 1
+                continue
+        if d != run_dir:
+            log.warning("run directory %s is held by another run (started at the same time?): this run writes to %s",
+                        run_dir, d)
+        return d
+
+
+def release_run_dir(run_dir: Path) -> None:
+    (Path(run_dir) / RUN_CLAIM).unlink(missing_ok=True)
+
+
 def run_checkpoint_dir(run_dir: str | Path) -> Path | None:
     """The checkpoint folder of the run in ``run_dir`` (recorded in its ``checkpoint_dir.txt``), or None."""
     link = Path(run_dir) / "checkpoint_dir.txt"
@@ -364,6 +410,17 @@ class Run:
             if payload is None:
                 release_checkpoint_dir(self.ckpt_dir)  # nothing ran: the folder is not this run's after all
             raise
+        self.run_dir = claim_run_dir(self.run_dir, resumed=payload is not None)
+        if str(self.run_dir) != str(cfg.run_dir):
+            cfg.run_dir = str(self.run_dir)
+        try:
+            self._start(cfg, overrides, payload, resume_from)
+        except BaseException:
+            release_run_dir(self.run_dir)  # nothing runs: another run may use the folder
+            raise
+
+    def _start(self, cfg: DictConfig, overrides: list[str], payload: dict | None, resume_from: Path | None) -> None:
+        """The rest of the start, in the claimed run directory: checkpoint folder, state, driver, logger."""
         (self.run_dir / "checkpoint_dir.txt").write_text(str(self.ckpt_dir.resolve()) + "\n")
         if payload is None:
             (self.ckpt_dir / "run.json").write_text(json.dumps(
@@ -575,6 +632,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
             signal.signal(signal.SIGINT, previous_handler)
         bar.close()
         run.logger.close()
+        release_run_dir(run.run_dir)
         if run.log_file is not None:
             log.removeHandler(run.log_file)
             run.log_file.close()
