@@ -257,3 +257,36 @@ def test_gym_env_with_drop_runs_on_the_torch_core():
     assert not term and info["allocations"] + info["dropped"] == 512 and total == -info["dropped"]
     with pytest.raises(ValueError, match="fast path implements on_fail='end' only"):
         FastAllocCore(**ENV)
+
+
+def test_shift_rules_experiment_reports_the_oracle_and_recovery_plots(tmp_path):
+    """python train.py experiment=shift_rules (a fixed-rule agent, a short budget): every held-out task's results
+    hold the switching oracle and recovery curves (agent and references), and the evaluation writes the plots."""
+    import json
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    from dreamalloc.experiment.cli import register_configs  # noqa: F401  (registers the schemas)
+    from dreamalloc.experiment.training import train
+
+    conf = str(Path(__file__).resolve().parents[1] / "conf")
+    overrides = ["experiment=shift_rules", "agent=heuristic", "agent.rule=best", "steps=256", "env.num_envs=4",
+                 "env.max_allocs=160", "eval.trials=2", "logger=disabled", "progress=off",
+                 f"run_dir={tmp_path}/run", f"checkpoint_dir={tmp_path}/ckpt"]
+    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    out = train(cfg, overrides=overrides)
+    ev = next((Path(out["run_dir"]) / "eval").glob("step_*"))
+    res = json.loads((ev / "results.json").read_text())
+    assert set(res["sets"]) == {"seen", "short", "order", "family"}
+    for s in res["sets"].values():
+        for t in s["tasks"].values():
+            rules = t["switching_oracle"]["rules"]
+            assert len(rules) == 2 and set(rules) <= set(RULES) and len(t["switching_oracle"]["returns"]) == 2
+            assert {"agent", "switching oracle", *RULES} <= set(t["recovery"])
+            assert sum(t["recovery"]["agent"]["count"]) > 0
+            # the agent plays best fit: its recovery curve is best fit's, decision for decision
+            assert t["recovery"]["agent"] == t["recovery"]["best"]
+    assert len(list(ev.glob("recovery_*.png"))) == 4
+    assert "switching_oracle" in (ev / "results.md").read_text()

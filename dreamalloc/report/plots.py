@@ -71,7 +71,12 @@ def plot_adaptation(curves: Mapping[str, Sequence[tuple[float, float, float]]], 
         (line,) = ax.plot(x, c[:, 0], marker="o", label=name)
         ax.fill_between(x, c[:, 1], c[:, 2], color=line.get_color(), alpha=0.2, linewidth=0)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("episode within trial")
+    return _finish_lines(fig, ax, path, "episode within trial", ylabel, title)
+
+
+def _finish_lines(fig: Figure, ax, path, xlabel: str, ylabel: str, title: str) -> Path:
+    """Labels, grid and legend of a line plot, then the PNG."""
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -89,12 +94,7 @@ def plot_recovery(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     ax = fig.add_subplot()
     for name, (x, y) in curves.items():
         ax.plot(np.asarray(x), np.asarray(y), marker=".", label=name)
-    ax.set_xlabel("decisions since the switch")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    return _save(fig, path)
+    return _finish_lines(fig, ax, path, "decisions since the switch", ylabel, title)
 
 
 def plot_heap_timeline(owner, path: str | os.PathLike, title: str = "") -> Path:
