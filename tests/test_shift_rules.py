@@ -290,3 +290,20 @@ def test_shift_rules_experiment_reports_the_oracle_and_recovery_plots(tmp_path):
             assert t["recovery"]["agent"] == t["recovery"]["best"]
     assert len(list(ev.glob("recovery_*.png"))) == 4
     assert "switching_oracle" in (ev / "results.md").read_text()
+
+
+def test_a_request_dropped_at_the_start_is_charged_at_the_first_step():
+    """A pre-filled heap (Mandal & Rohil's layout) whose first request fits nowhere: the drop happens at reset and is
+    charged at the episode's first step, so the return is still minus every dropped request."""
+    core = AllocCore(1, cells=100, stream="preholed", heuristics=("best",), on_fail="drop", alloc_reward=0.0,
+                     stream_params={"sizes": [40, 3], "then": "repeat", "skip_unfit": False}, max_allocs=30)
+    _, info = core.reset(seed=0)
+    assert int(info["dropped"][0]) == 1 and int(info["request"][0]) == 3  # 40 fits in no hole: dropped at reset
+    total = 0.0
+    for _ in range(100):
+        _, r, term, trunc, info = core.step(torch.zeros(1, dtype=torch.long))
+        total += float(r[0])
+        if trunc[0]:
+            break
+    assert not term[0] and trunc[0]
+    assert total == -float(info["final_info"]["dropped"][0]) and total <= -2.0
