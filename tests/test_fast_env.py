@@ -282,12 +282,22 @@ def test_reference_page_env_places_by_rule_and_ends_when_nothing_fits():
     assert ends > 10
 
 
-@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
-def test_a_copied_fast_env_continues_alone(how):
-    """copy.deepcopy / pickle of a fast env mid-episode (planners copy envs): the copy steps as the original would,
-    on its own state (the numpy views are rebuilt on the copy, not shared)."""
+def _through_checkpoint(env, path):
+    """A fresh fast env holding ``env``'s state, saved and read back as a safetensors checkpoint (no pickle)."""
+    from dreamalloc.experiment.checkpoint import load_checkpoint, save_checkpoint
+
+    save_checkpoint(path, {"env": env.core.state_dict()})
+    twin = AllocEnv(cells=64, stream="mixed", action="address", summary=True)
+    twin.reset(seed=99)
+    twin.core.load_state_dict(load_checkpoint(path)["env"])
+    return twin
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "checkpoint"])
+def test_a_copied_fast_env_continues_alone(how, tmp_path):
+    """copy.deepcopy of a fast env mid-episode (planners copy envs), or its state through a checkpoint file into a
+    fresh one: the copy steps as the original would, on its own state (the numpy views are rebuilt, not shared)."""
     import copy
-    import pickle
 
     env = AllocEnv(cells=64, stream="mixed", action="address", summary=True)
     env.reset(seed=4)
@@ -296,7 +306,7 @@ def test_a_copied_fast_env_continues_alone(how):
         env.step(int(rng.choice(np.flatnonzero(env.action_masks()))))
         if env.core.needs_reset.item():
             env.reset()
-    twin = copy.deepcopy(env) if how == "deepcopy" else pickle.loads(pickle.dumps(env))
+    twin = copy.deepcopy(env) if how == "deepcopy" else _through_checkpoint(env, tmp_path / "env.safetensors")
     assert twin.core.heaps.occ.data_ptr() != env.core.heaps.occ.data_ptr()
     before = copy.deepcopy(env.core.state_dict())
     ref = AllocEnv(fast=False, cells=64, stream="mixed", action="address", summary=True)

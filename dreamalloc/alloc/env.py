@@ -51,10 +51,9 @@ import numpy as np
 import torch
 
 from dreamalloc.alloc.heap import ALIGNS, RULES, FreeRuns, HeapBatch, heap_metrics, place_address
-from dreamalloc.alloc.workloads import ALLOC, FREE, FREE_ALL, make_stream
+from dreamalloc.alloc.workloads import ALLOC, FREE, FREE_ALL, make_stream, stream_tasks
 from dreamalloc.core.actions import ActionSpec
 from dreamalloc.core.family import config_from_kwargs
-from dreamalloc.core.tasks import expand_tasks
 from dreamalloc.core.trials import Trials
 
 ACTION_SPACES = ("heuristic", "address", "hole")
@@ -135,7 +134,7 @@ class AllocConfig:
             bad(f"skip_forced needs the heuristic action space (it skips requests on which every rule agrees), "
                 f"not {self.action!r}")
         if self.task_obs and self.n_tasks < 2:
-            bad(f"task_obs needs a stream with several tasks (tasks, shift or regimes), not {self.stream!r}")
+            bad(f"task_obs needs a stream with several tasks (tasks, shift, regimes, ...), not {self.stream!r}")
         if self.max_allocs is None:
             self.max_allocs = 2 * self.cells
         if self.max_allocs < 1:
@@ -155,11 +154,8 @@ class AllocConfig:
     @property
     def n_tasks(self) -> int:
         """Tasks the stream switches among (1 for a single stream)."""
-        if self.stream in ("tasks", "shift") and "tasks" in self.stream_params:
-            return len(expand_tasks(self.stream_params["tasks"]))
-        if self.stream == "regimes" and isinstance(self.stream_params.get("regimes"), (list, tuple)):
-            return len(self.stream_params["regimes"])
-        return 1
+        tasks = stream_tasks(self.stream, self.stream_params)
+        return 1 if tasks is None else len(tasks)
 
     @property
     def meta_dim(self) -> int:
@@ -332,8 +328,8 @@ class AllocDomain:
             placed = True
             f = FreeRuns.of(self.heaps.occ[rows]).largest() >= self.request[rows]
             reward[rows] += self._placement_reward(rows, f)
-            if self.drop:
-                f = self._drop_unfit(rows[~f], reward, rows, f)
+            if self.drop and not bool(f.all()) and self._drop_unfit(rows[~f], reward):
+                f = self.runs.largest()[rows] >= self.request[rows]
             fits[rows] = f
             rows = rows[f & (self.heaps.clock(rows) < cfg.max_allocs)]
         return placed
@@ -350,9 +346,9 @@ class AllocDomain:
         if self.drop:
             reward += self.carry
             self.carry.zero_()
-            if not bool(fits.all()):
-                fits = self._drop_unfit(every[~fits], reward, every, fits)
-                runs = FreeRuns.of(self.heaps.occ)
+            if not bool(fits.all()) and self._drop_unfit(every[~fits], reward):
+                runs = self.runs
+                fits = runs.largest() >= self.request
         if self.cfg.skip_forced and self._skip_forced(rows[fits[rows]], reward, fits):
             runs = FreeRuns.of(self.heaps.occ)
         terminated = valid & ~fits & (not self.drop)
@@ -367,36 +363,24 @@ class AllocDomain:
         self.runs = runs
         return reward, terminated, truncated, facts
 
-    def _drop_unfit(self, todo: torch.Tensor, reward: torch.Tensor, rows: torch.Tensor | None = None,
-                    fits: torch.Tensor | None = None) -> torch.Tensor | None:
+    def _drop_unfit(self, todo: torch.Tensor, reward: torch.Tensor) -> bool:
         """``on_fail="drop"``: in the heap rows ``todo`` (whose pending request fits nowhere) drop the request
         (``drop_reward`` added to ``reward[row]``), let the stream move on to its next allocation request and
-        repeat until one fits or the episode has had ``max_allocs`` requests. With ``rows`` / ``fits`` (the
-        rows' fit flags, ``todo`` among them) returns the updated flags; a row whose budget ran out keeps
-        False there and is truncated, not terminated."""
+        repeat until one fits or the episode has had ``max_allocs`` requests (the row is then truncated, not
+        terminated). Returns whether anything was dropped (``self.runs`` is then refreshed)."""
         todo = todo[self.heaps.clock(todo) < self.cfg.max_allocs]
-        dropped = []
+        if todo.numel() == 0:
+            return False
         while todo.numel():
             self.heaps._drop(todo)
             reward[todo] += self._drop_r
-            dropped.append(todo)
             todo = todo[self.heaps.clock(todo) < self.cfg.max_allocs]
             self._advance(todo)
             if self.cfg.ideal:
                 self._compact_where_needed(todo)
             todo = todo[FreeRuns.of(self.heaps.occ[todo]).largest() < self.request[todo]]
-        if dropped:
-            self.runs = FreeRuns.of(self.heaps.occ)
-        if rows is None:
-            return None
-        if not dropped:
-            return fits
-        d = torch.cat(dropped).unique()
-        pos = torch.full((self.B,), -1, dtype=torch.long, device=self.device)
-        pos[rows] = torch.arange(rows.numel(), device=self.device)
-        fits = fits.clone()
-        fits[pos[d]] = self.runs.largest()[d] >= self.request[d]
-        return fits
+        self.runs = FreeRuns.of(self.heaps.occ)
+        return True
 
     def _compact_where_needed(self, rows: torch.Tensor) -> None:
         """Ideal heap: compact the rows whose request fits in the free cells but in no single run, so the

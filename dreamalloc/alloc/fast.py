@@ -131,7 +131,7 @@ class FastAllocCore(Trials):
         self._f_reset = self._build_reset(d.stream)
 
     def __getstate__(self) -> dict:
-        """Pickling and ``copy.deepcopy``: the tensors and settings; the views are rebuilt on the copy."""
+        """``copy.deepcopy``: the tensors and settings; the views are rebuilt on the copy."""
         return {k: v for k, v in self.__dict__.items() if k not in self._DERIVED}
 
     def __setstate__(self, state: dict) -> None:

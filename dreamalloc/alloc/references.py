@@ -10,11 +10,9 @@ import torch
 
 from dreamalloc.alloc.env import AllocConfig, AllocCore
 from dreamalloc.alloc.heap import RULES
+from dreamalloc.alloc.workloads import stream_tasks
 from dreamalloc.core.rollout import constant_policy, run_episodes
 from dreamalloc.core.spec import TASK_ID
-from dreamalloc.core.tasks import expand_tasks
-
-FOREVER = 10 ** 12  # a segment length no episode reaches: the stream keeps its first regime
 
 
 def heuristic_returns(rule: str, episodes: int, seed: int = 0, device="cpu", k: int = 1, **env) -> dict:
@@ -33,22 +31,12 @@ def capacity_bound(episodes: int, seed: int = 0, device="cpu", k: int = 1, **env
     return heuristic_returns("first", episodes, seed, device, k, **{**env, "ideal": True})
 
 
-def task_streams(stream: str, params: dict) -> list[tuple[str, dict]] | None:
-    """Each task of a stream that switches task inside an episode, as a stream of its own: (stream, params) per
-    task id (``regimes``: one regime for ever; ``shift``: the task's own stream); None for other streams."""
-    if stream == "regimes":
-        return [("regimes", {**params, "regimes": [r], "at": FOREVER, "order": "cycle"}) for r in params["regimes"]]
-    if stream == "shift":
-        return [(t["stream"], dict(t.get("params") or {})) for t in expand_tasks(params["tasks"])]
-    return None
-
-
 def switching_oracle(episodes: int, seed: int = 0, device="cpu", k: int = 1, **env) -> dict | None:
     """The switching oracle on streams that change task inside an episode: told each decision's task (the env's
     ``task_id``, which agents do not see) and, per task, the rule with the highest mean return when that task
     runs alone on the same seeds; it plays that rule. Returns {"rules": [rule per task], "return": [E, k],
     "recovery_sum" / "recovery_count"}, or None when the stream has no in-episode tasks."""
-    pure = task_streams(env["stream"], dict(env.get("stream_params") or {}))
+    pure = stream_tasks(env["stream"], env.get("stream_params") or {}, in_episode=True)
     if pure is None:
         return None
     choice = []
@@ -71,4 +59,4 @@ def env_kwargs(cfg: AllocConfig) -> dict:
     return {name: getattr(cfg, name) for name in keep}
 
 
-__all__ = ["capacity_bound", "env_kwargs", "heuristic_returns", "switching_oracle", "task_streams"]
+__all__ = ["capacity_bound", "env_kwargs", "heuristic_returns", "switching_oracle"]

@@ -57,6 +57,16 @@ def make_stream(name: str, batch: int, cells: int, device="cpu", **params) -> Re
         raise ValueError(f"bad parameters {sorted(params)} for stream {name!r}: {e}") from None
 
 
+def stream_tasks(name: str, params: dict, in_episode: bool = False) -> list[tuple[str, dict]] | None:
+    """The tasks a stream switches among, each as its own (stream, params), or None (``RequestStream.tasks_of``);
+    with ``in_episode`` only for streams that switch inside an episode. None too for an unknown name
+    (``make_stream`` reports that)."""
+    cls = STREAMS.get(ALIASES.get(name, name))
+    if cls is None or (in_episode and not cls.SWITCHES_IN_EPISODE):
+        return None
+    return cls.tasks_of(dict(params or {}))
+
+
 def register_stream(name: str, cls: type[RequestStream]) -> None:
     """Add a stream family under a name (later workload families use this). The class must declare its typed
     parameter schema ``PARAMS`` (a dict of name -> ``workloads.params.Spec``; ``{}`` for none)."""
@@ -67,4 +77,4 @@ def register_stream(name: str, cls: type[RequestStream]) -> None:
 
 
 __all__ = ["ALLOC", "FREE", "FREE_ALL", "STREAMS", "Requests", "RequestStream", "ScriptedStream",
-           "TaskStream", "make_stream", "register_stream", "stream_names"]
+           "TaskStream", "make_stream", "register_stream", "stream_names", "stream_tasks"]

@@ -37,6 +37,7 @@ class RequestStream(ABC):
     """
 
     PARAMS: ClassVar[dict | None] = None
+    SWITCHES_IN_EPISODE: ClassVar[bool] = False  # its tasks change inside an episode (info has "segment")
     CELL_BYTES: ClassVar[int] = 0  # state per heap and cell, for the memory estimate at start
 
     def __init__(self, batch: int, cells: int, device: torch.device | str = "cpu"):
@@ -49,6 +50,14 @@ class RequestStream(ABC):
     @abstractmethod
     def next(self, heaps: HeapBatch, rows: torch.Tensor) -> Requests:
         """The next request of each heap row."""
+
+    @classmethod
+    def tasks_of(cls, params: dict) -> list[tuple[str, dict]] | None:
+        """The tasks a stream with these parameters switches among, each as a stream of its own ((name, params)
+        per task id, as ``info["task_id"]`` numbers them), or None for a stream of one task. Task streams and
+        in-episode switching streams override it; the env sizes its task one-hot by it and the switching oracle
+        plays each task alone."""
+        return None
 
     def state_dict(self) -> dict:
         return {}

@@ -69,6 +69,7 @@ def _regime(i: int, r) -> dict:
 class RegimeStream(RequestStream):
     """Lifetime regimes switching at hidden points (see the module docstring); registered as ``"regimes"``."""
 
+    SWITCHES_IN_EPISODE = True
     SALT = 29
     CELL_BYTES = 8  # the death times
     PARAMS = {**{k: PatternStream.PARAMS[k] for k in SIZE_PARAMS},
@@ -124,6 +125,15 @@ class RegimeStream(RequestStream):
     @property
     def names(self) -> list[str]:
         return [r["name"] for r in self.regimes]
+
+    FOREVER = 10 ** 12  # a segment length no episode reaches: the stream keeps its first regime
+
+    @classmethod
+    def tasks_of(cls, params):
+        regimes = params.get("regimes") if isinstance(params, dict) else None
+        if not isinstance(regimes, (list, tuple)):
+            return None
+        return [("regimes", {**params, "regimes": [r], "at": cls.FOREVER, "order": "cycle"}) for r in regimes]
 
     def _draw_segment(self, rows: torch.Tensor) -> torch.Tensor:
         return self.rng.integers(rows, self.lo, self.hi) if self.hi > self.lo else torch.full_like(rows, self.lo)

@@ -49,9 +49,17 @@ def _segment(at) -> tuple[int, int]:
 
 
 class ShiftStream(RequestStream):
+    SWITCHES_IN_EPISODE = True
     SALT = 13
     PARAMS = {"tasks": TASK_LIST, "schedule": checked(f"one of {', '.join(SCHEDULES)}"),
               "at": checked("an integer >= 1 or [lo, hi]"), "span": INT}
+
+    @classmethod
+    def tasks_of(cls, params):
+        tasks = params.get("tasks") if isinstance(params, dict) else None
+        if not isinstance(tasks, (list, tuple)):
+            return None
+        return [(t["stream"], dict(t.get("params") or {})) for t in expand_tasks(tasks)]
 
     def __init__(self, batch, cells, device="cpu", *, tasks=(), schedule: str = "abrupt", at=64,
                  span: int = 64):

@@ -30,6 +30,13 @@ class TaskStream(RequestStream):
     SALT = 11
     PARAMS = {"tasks": TASK_LIST}
 
+    @classmethod
+    def tasks_of(cls, params):
+        tasks = params.get("tasks") if isinstance(params, dict) else None
+        if not isinstance(tasks, (list, tuple)):
+            return None
+        return [(t["stream"], dict(t.get("params") or {})) for t in expand_tasks(tasks)]
+
     def __init__(self, batch, cells, device="cpu", tasks=()):
         from dreamalloc.alloc.workloads import make_stream  # the registry imports this module
 
