@@ -8,8 +8,9 @@ largest step), groups by (label, set, task) (the label is the method plus the ru
 mean return over all trials and episodes, merged into a mean with a 95 % t-interval across seeds (one seed:
 n/a, and n_seeds says 1), the first- and last-episode means across seeds, the hindsight-best heuristic
 and the capacity bound. Runs of one label evaluated at different steps are kept and warned about. Writes
-compare.csv, compare.md and adaptation_<set>_<task>.png (return by episode index within a trial, one curve per
-label, band across seeds) into --out.
+compare.csv, compare.md, adaptation_<set>_<task>.png (return by episode index within a trial, one curve per
+label, band across seeds) and learning_<suite>.png (each run's training return and the family's metrics, e.g.
+mean job time, against env steps from its metrics.jsonl; band across seeds) into --out.
 
 By default it prints what it read, the table and what it wrote; --markdown prints only the markdown table
 (to paste or pipe). Exit status 2 with one message naming the path or file on a user error.
@@ -22,6 +23,7 @@ import re
 import sys
 from pathlib import Path
 
+from dreamalloc.report.learning import learning_curves
 from dreamalloc.report.results import find_results, label_of, latest_per_run
 from dreamalloc.report.tables import (
     CI_NOTE_SEEDS,
@@ -54,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         results = [r for _, r in found]
         rows = compare_rows(results)
         curves, curve_warnings = compare_curves(results)
-        warnings += step_warnings(results) + curve_warnings
+        metrics = tuple(sorted({m for r in results for s in r["sets"].values() for t in s["tasks"].values()
+                                for m in t.get("metrics", {})}))
+        learning, learning_warnings = learning_curves(found, metrics)
+        warnings += step_warnings(results) + curve_warnings + learning_warnings
     except ValueError as e:
         print(f"compare: {e}", file=sys.stderr)
         return 2
@@ -68,13 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     write_csv(rows, out / "compare.csv", ["suite", *COLUMNS[:5], "seeds", *COLUMNS[5:]])
     (out / "compare.md").write_text(table)
     # imported here: the table needs no matplotlib, and a plotting problem should not cost the table
-    from dreamalloc.report.plots import plot_adaptation
+    from dreamalloc.report.plots import plot_adaptation, plot_learning
 
     pngs = []
     for (suite, sname, tname), by_method in curves.items():
         prefix = f"{_slug(suite)}_" if len(suites) > 1 else ""
         title = f"{sname} / {tname}" + (f" ({suite})" if len(suites) > 1 else "") + ": mean across seeds, 95 % CI"
         pngs.append(plot_adaptation(by_method, out / f"adaptation_{prefix}{_slug(sname)}_{_slug(tname)}.png", title))
+    for suite, by_metric in learning.items():
+        pngs.append(plot_learning(by_metric, out / f"learning_{_slug(suite)}.png",
+                                  f"{suite}: training episodes, mean across seeds, 95 % CI"))
 
     if args.markdown:
         print(table, end="")
@@ -84,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {label_of(r)} seed {r['seed']} step {r['step']}: {f}")
         print()
         print(table)
-        print(f"wrote {out / 'compare.csv'}, {out / 'compare.md'} and {len(pngs)} adaptation plot(s) in {out}")
+        print(f"wrote {out / 'compare.csv'}, {out / 'compare.md'} and {len(pngs)} plot(s) in {out}")
     for w in warnings:
         print(f"compare: warning: {w}", file=sys.stderr)
     return 0

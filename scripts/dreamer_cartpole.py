@@ -1,6 +1,9 @@
 """DreamerV3 (1M preset) on CartPole-v1 on the CPU: a learning curve of deterministic evaluation returns.
 
     OMP_NUM_THREADS=1 python scripts/dreamer_cartpole.py --steps 50000 --seed 0 --out cartpole.json
+
+``--diagnose FILE``: after training, the world-model and critic diagnostics of scripts/dreamer_diagnostics.py on
+fresh CartPole rollouts of the trained policy, written to FILE (JSON) and printed.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import numpy as np
 import torch
 
 from dreamalloc.agents import make_agent
+from dreamalloc.agents.dreamer.diagnostics import diagnose, report
 from dreamalloc.core.driver import drive, evaluate
 from dreamalloc.core.gym_vec import GymVecCore
 
@@ -23,7 +27,9 @@ CARTPOLE = dict(deter=512, hidden=64, classes=4, units=64, lr=3e-4, warmup=100, 
 
 
 def run(steps: int = 50_000, seed: int = 0, envs: int = 4, eval_every: int = 5000, eval_episodes: int = 10,
-        final_episodes: int = 20, log=print, **overrides) -> dict:
+        final_episodes: int = 20, log=print, diagnose_steps: int = 0, **overrides) -> dict:
+    """Train and evaluate; ``diagnose_steps`` > 0: also the trained agent's diagnostics on that many steps of 4
+    fresh envs (``result["diagnostics"]``)."""
     torch.manual_seed(seed)
     np.random.seed(seed)
     hp = {**CARTPOLE, **overrides}
@@ -46,7 +52,9 @@ def run(steps: int = 50_000, seed: int = 0, envs: int = 4, eval_every: int = 500
 
     drive(agent, core, steps, seed=seed, on_step=on_step)
     return {"seed": seed, "steps": steps, "hparams": hp, "curve": curve, "final_eval_return": curve[-1]["eval_return"],
-            "wall_s": round(time.perf_counter() - t0, 1)}
+            "wall_s": round(time.perf_counter() - t0, 1),
+            **({"diagnostics": diagnose(agent, GymVecCore("CartPole-v1", 4), diagnose_steps, seed=12_345)}
+               if diagnose_steps else {})}
 
 
 def main() -> None:
@@ -56,11 +64,17 @@ def main() -> None:
     ap.add_argument("--envs", type=int, default=4)
     ap.add_argument("--eval-every", type=int, default=5000)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--diagnose", default=None, help="write the trained agent's diagnostics (JSON) here")
     ap.add_argument("--set", nargs="*", default=[], help="hyperparameter overrides KEY=VALUE (python literals)")
     a = ap.parse_args()
     import ast
     overrides = {k: ast.literal_eval(v) for k, v in (s.split("=", 1) for s in a.set)}
-    res = run(a.steps, a.seed, a.envs, a.eval_every, **overrides)
+    res = run(a.steps, a.seed, a.envs, a.eval_every, diagnose_steps=1500 if a.diagnose else 0, **overrides)
+    diag = res.pop("diagnostics", None)
+    if diag is not None:
+        print(report(a.steps, diag))
+        with open(a.diagnose, "w") as f:
+            json.dump(diag, f, indent=1)
     print(json.dumps({k: v for k, v in res.items() if k != "curve"}))
     if a.out:
         with open(a.out, "w") as f:

@@ -12,6 +12,10 @@
 # by its remaining time) or LB=fork (env.size_max=10000 env.load_obs=work: the fork ratnadeepb/park's size cap
 # with Park's pre-2019-03 remaining-work load, the options the learner tables of docs/results.md were measured
 # with; reproduce them with LB=fork bash scripts/redovian_runs.sh 500000).
+# TIMING picks when a job's cost is paid: TIMING=interval (default, Park's reward) or TIMING=dispatch
+# (env.reward_timing=dispatch: each job's time in the system at its dispatch; same episode returns).
+# AGENTS picks the learners (default "a2c ppo rl2_ppo"; e.g. AGENTS="dreamer_cpu" for DreamerV3 with the CPU
+# settings, which adds env.num_envs=4).
 set -u
 STEPS=${1:-500000}
 SEEDS_STD=${2:-"0 1 2"}
@@ -25,15 +29,22 @@ case ${LB:-park} in
   fork) LB_OPTS=(env.size_max=10000 env.load_obs=work) ;;
   *) echo "LB must be park or fork, got '${LB}'" >&2; exit 2 ;;
 esac
+case ${TIMING:-interval} in
+  interval|dispatch) LB_OPTS+=(env.reward_timing=${TIMING:-interval}) ;;
+  *) echo "TIMING must be interval or dispatch, got '${TIMING}'" >&2; exit 2 ;;
+esac
+AGENTS=${AGENTS:-"a2c ppo rl2_ppo"}
 
 learners() {  # protocol seeds [extra overrides...]
   local protocol=$1 seeds=$2
   shift 2
   for seed in $seeds; do
-    for agent in a2c ppo rl2_ppo; do
+    for agent in $AGENTS; do
       local start=$SECONDS
+      local opts=()
+      case $agent in dreamer*) opts=(env.num_envs=4) ;; esac
       $PY train.py experiment=redovian2025_$protocol agent=$agent seed=$seed steps=$STEPS logger=disabled \
-        progress=off "${LB_OPTS[@]}" "$@" hydra.run.dir=$OUT/$protocol/${agent}_s$seed > $OUT/logs/${protocol}_${agent}_s$seed.log 2>&1
+        progress=off "${LB_OPTS[@]}" "${opts[@]}" "$@" hydra.run.dir=$OUT/$protocol/${agent}_s$seed > $OUT/logs/${protocol}_${agent}_s$seed.log 2>&1
       echo "$protocol $agent seed $seed: rc $? in $((SECONDS - start)) s" >> $OUT/logs/times.txt
     done
   done

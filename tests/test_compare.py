@@ -110,3 +110,38 @@ def test_old_results_without_label_and_same_seed_runs_of_different_steps(tmp_pat
     assert step_warnings([_results("p", 0, 1, "y"), _results("p", 1, 1, "y")]) == []
     with pytest.raises(ValueError, match="label"):
         save_results(tmp_path / "bad.json", _results("p", 0, 1, ""))
+
+
+def _fake_run(root: Path, label: str, seed: int, lines: list[dict]) -> None:
+    run = root / f"{label}_s{seed}"
+    (run / "eval" / "step_000000000300").mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    save_results(run / "eval" / "step_000000000300" / "results.json", {
+        "schema": 1, "method": "ppo", "label": label, "seed": seed, "suite": "lb_standard", "step": 300,
+        "episodes_per_trial": 1, "sets": {"park": {"tasks": {"park": {
+            "returns": [[-1.0], [-2.0]], "metrics": {"mean_job_time": [[10.0], [20.0]]}, "baselines": "off"}}}}})
+
+
+def test_learning_curves_interpolate_seeds_onto_one_grid(tmp_path, capsys):
+    """Two seeds logged at different steps: each is interpolated onto the common range (the later first step to
+    the earlier last step) and the band is the t-interval across seeds; a metric one seed never logged is
+    drawn from the other and warned about; compare.py draws learning_<suite>.png."""
+    from dreamalloc.report.learning import learning_curves
+
+    runs = tmp_path / "runs"
+    _fake_run(runs, "a", 0, [{"step": 100, "train/return": -4.0, "train/mean_job_time": 40.0},
+                             {"step": 300, "train/return": -2.0, "train/mean_job_time": 20.0}])
+    _fake_run(runs, "a", 1, [{"step": 0, "train/return": -6.0}, {"step": 200, "train/return": -4.0},
+                             {"step": 400, "train/return": -2.0}])
+    curves, warnings = learning_curves(latest_per_run(find_results([runs])), ("mean_job_time",), points=3)
+    steps, ret = curves["lb_standard"]["return"]["a"]
+    assert steps.tolist() == [100.0, 200.0, 300.0]
+    # seed 0 at 100/200/300: -4, -3, -2; seed 1: -5, -4, -3
+    assert [c[0] for c in ret] == pytest.approx([-4.5, -3.5, -2.5])
+    assert ret[0][1:] == pytest.approx(mean_ci([-4.0, -5.0])[1:])
+    steps, mjt = curves["lb_standard"]["mean_job_time"]["a"]
+    assert [c[0] for c in mjt] == pytest.approx([40.0, 30.0, 20.0])  # seed 0 only
+    assert any("1 of 2 runs logged no train/mean_job_time" in w for w in warnings)
+    code, _, err = _compare(tmp_path, capsys)
+    assert code == 0 and (tmp_path / "out" / "learning_lb_standard.png").stat().st_size > 10_000
+    assert "logged no train/mean_job_time" in err

@@ -56,6 +56,33 @@ def test_hand_worked_episode():
     assert info["episode"]["r"][0].item() == -320.0 and info["episode"]["l"][0].item() == 3
 
 
+def test_dispatch_timing_charges_each_job_at_its_dispatch():
+    """The hand-worked episode with reward_timing=dispatch: job 0 runs 10..110 (100), job 1 waits and runs
+    110..160 (140 from its arrival at 20), job 2 runs 30..110 (80): the same return, -320, paid job by job."""
+    core = LoadBalanceCore(1, num_servers=2, service_rates=(1.0, 0.5), num_jobs=3, autoreset=False,
+                           reward_timing="dispatch")
+    core.reset(seed=0)
+    _set_jobs(core, [10, 20, 30], [100, 50, 40])
+    rewards = [float(core.step([a])[1][0]) for a in (0, 0, 1)]
+    assert rewards == [-100.0, -140.0, -80.0]
+    assert float(core.info()["mean_job_time"][0]) == pytest.approx(320 / 3)  # Park's metric is unchanged
+
+
+def test_reward_timings_give_the_same_episode_returns():
+    """Same streams, same actions: every episode's return is identical under both timings, while Park's puts a
+    large share of it on the last decision (the drain) and dispatch timing puts none there."""
+    out = {}
+    for timing in ("interval", "dispatch"):
+        core = LoadBalanceCore(3, num_jobs=200, autoreset=False, reward_timing=timing)
+        core.reset(seed=7)
+        g = torch.Generator().manual_seed(0)
+        rewards = torch.stack([core.step(torch.randint(0, 10, (3,), generator=g))[1] for _ in range(200)])
+        out[timing] = rewards.double()
+    assert torch.equal(out["interval"].sum(0), out["dispatch"].sum(0))
+    last_share = {k: (v[-1] / v.sum(0)).min().item() for k, v in out.items()}
+    assert last_share["interval"] > 0.2 and last_share["dispatch"] < 0.05
+
+
 @pytest.mark.parametrize("load_obs,running", [("time", 180.0), ("work", 90.0)])
 def test_observed_load_counts_the_running_job_by_time_or_work(load_obs, running):
     """Rates (1.0, 0.5); job 0 (size 100) -> the slow server runs 10..210. At job 1's arrival (t = 20) 190 time
@@ -379,6 +406,7 @@ def test_dispatch_agent_round_robin_restarts_each_episode():
     ({"tasks": [{"name": "x", "stream": "random"}]}, "stream must be 'jobs'"),
     ({"cells": 64}, "cells"),
     ({"load_obs": "queue"}, "load_obs must be one of time, work"),
+    ({"reward_timing": "end"}, "reward_timing must be one of interval, dispatch"),
     ({"size_max": -1}, "env: size_max must be a number >= 0"),
     ({"size_max": "10000"}, "size_max must be a number >= 0"),
     ({"tasks": [{"name": "x", "stream": "jobs", "params": {"size_max": -3}}]}, "task 'x': size_max"),
@@ -476,3 +504,10 @@ def test_train_forgetting_reports_the_drop(tmp_path):
 def test_bad_config_on_the_command_line_is_one_line(tmp_path):
     p = _train(tmp_path, "experiment=redovian2025_standard", "env.num_jobs=0")
     assert p.returncode == 2 and "num_jobs" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_redovian_runs_script_refuses_an_unknown_timing(tmp_path):
+    p = subprocess.run(["bash", "scripts/redovian_runs.sh", "10"], cwd=ROOT, capture_output=True, text=True,
+                       env={**os.environ, "TIMING": "later", "OUT": str(tmp_path)})
+    assert p.returncode == 2 and "TIMING must be interval or dispatch, got 'later'" in p.stderr
+    assert not any(tmp_path.iterdir())  # nothing started

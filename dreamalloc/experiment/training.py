@@ -35,6 +35,7 @@ from tqdm import tqdm
 from dreamalloc.agents import agent_classes, make_agent
 from dreamalloc.agents.base import NonFiniteLossError, nonfinite_parameter
 from dreamalloc.core.driver import Driver
+from dreamalloc.core.spec import FINAL_INFO
 from dreamalloc.experiment.checkpoint import (
     CheckpointError,
     check_meta,
@@ -453,6 +454,9 @@ class Run:
                         -(-int(cfg.steps) // self.B) * self.B)
         self.t0, self.s0 = time.perf_counter(), self.step
         self.recent: deque[float] = deque(loop.get("recent", []), maxlen=100)
+        # the family's per-episode metrics (e.g. mean_job_time) of the same recent episodes, logged beside the return
+        saved = loop.get("recent_metrics", {})
+        self.recent_metrics = {k: deque(saved.get(k, []), maxlen=100) for k in family_of(cfg.env).metrics}
         self.written: list[str] = list(loop.get("written", []))  # checkpoints this run wrote (the only ones it prunes)
         self.updates_seen = getattr(self.agent, "n_updates", 0)
         self.phase_evals: dict[str, dict] = {}
@@ -472,6 +476,10 @@ class Run:
             done = info["_episode"]
             self.episodes += int(done.sum())
             self.recent.extend(info["episode"]["r"][done].tolist())
+            final = info.get(FINAL_INFO, {})
+            for k, window in self.recent_metrics.items():
+                if k in final:
+                    window.extend(torch.as_tensor(final[k])[done].tolist())
         return self.learn()
 
     def learn(self) -> dict[str, float]:
@@ -504,6 +512,7 @@ class Run:
         line = {"train/episodes": self.episodes, **{f"train/{k}": float(v) for k, v in upd.items()}}
         if self.recent:
             line["train/return"] = float(np.mean(self.recent))
+        line.update({f"train/{k}": float(np.mean(w)) for k, w in self.recent_metrics.items() if w})
         self.logger.log(line, step=self.step)
         wall = time.perf_counter() - self.t0
         sps = (self.step - self.s0) / max(wall, 1e-9)
@@ -552,6 +561,7 @@ class Run:
             "agent": self.agent.state_dict(include_replay=self._keep_replay()), "env": self.core.state_dict(),
             "rng": rng_state(), "meta": self.agent.meta(), "wandb_id": self.logger.wandb_run_id,
             "loop": {"recent": list(self.recent), "next_log": self.next_log,
+                     "recent_metrics": {k: list(w) for k, w in self.recent_metrics.items()},
                      "metric_lines": self.logger.lines, "written": names}}
         try:
             save_checkpoint(path, payload)

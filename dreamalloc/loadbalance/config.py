@@ -46,6 +46,7 @@ from dreamalloc.core.tasks import check_tasks
 SIZE_DISTS = ("pareto", "exponential", "lognormal", "constant")
 FORK_SIZE_MAX = 10000  # ratnadeepb/park's job_generator clips sizes above 100 x size_scale to it; Park: no cap
 LOAD_OBS = ("time", "work")  # a running job counts in its server's observed load by its time left, or work left
+REWARD_TIMING = ("interval", "dispatch")  # when a job's time in the system is charged (see LoadBalanceConfig)
 JOB_LAW = {"job_interval": 55.0, "size_dist": "pareto", "size_shape": 1.5, "size_scale": 100.0, "size_max": 0}
 TASK_PARAMS = (*JOB_LAW, "phases")
 PARK_TASK = {"name": "park", "stream": "jobs", "params": {}}
@@ -129,6 +130,10 @@ class LoadBalanceConfig:
     size_max: float = 0.0
     # a running job adds to its server's observed load its remaining time (Park now) or work (Park < 2019-03)
     load_obs: str = "time"
+    # when the cost is paid: "interval" (Park): minus (elapsed time x jobs in the system) until the next arrival,
+    # the last decision paying the whole drain; "dispatch": minus the dispatched job's own time in the system,
+    # known at its dispatch (FIFO servers never preempt), so an episode's return is the same number, paid per job
+    reward_timing: str = "interval"
 
     @classmethod
     def from_kwargs(cls, base: LoadBalanceConfig | None = None, **kwargs) -> LoadBalanceConfig:
@@ -155,6 +160,10 @@ class LoadBalanceConfig:
         if self.load_obs not in LOAD_OBS:
             _bad(f"load_obs must be one of {', '.join(LOAD_OBS)} (time: Park as it is, the running job's remaining "
                  f"time; work: Park before 2019-03, its remaining work), got {self.load_obs!r}")
+        if self.reward_timing not in REWARD_TIMING:
+            _bad(f"reward_timing must be one of {', '.join(REWARD_TIMING)} (interval: Park's reward, the cost of the "
+                 f"time to the next arrival; dispatch: each job's time in the system when it is dispatched), got "
+                 f"{self.reward_timing!r}")
         try:
             self.tasks = check_tasks(self.tasks, ("jobs",), "load-balance env", self.task_obs)
         except ValueError as e:
@@ -192,5 +201,5 @@ class LoadBalanceConfig:
         return np.asarray(lo, np.float32), np.asarray(hi, np.float32)
 
 
-__all__ = ["FORK_SIZE_MAX", "JOB_LAW", "LOAD_OBS", "PARK_TASK", "SIZE_DISTS", "LoadBalanceConfig", "job_phases",
-           "park_rates"]
+__all__ = ["FORK_SIZE_MAX", "JOB_LAW", "LOAD_OBS", "PARK_TASK", "REWARD_TIMING", "SIZE_DISTS", "LoadBalanceConfig",
+           "job_phases", "park_rates"]

@@ -12,10 +12,13 @@ tensor ops over them.
   rate, ``load_obs: work``, Park before 2019-03); then the incoming job's size; each clipped at ``obs_high``,
   times ``obs_scale``. ``info["work"]`` is always the true outstanding work (what the dispatch rules read),
   ``info["loads"]`` the observed load (unclipped);
-* reward: minus (elapsed time x jobs in the system) from this decision to the next arrival, so an episode's
-  return is minus the total time its jobs spent in the system (times ``reward_scale``);
-* the episode terminates at the last job's decision; that step's reward covers the drain of every queue,
-  and its observation is all zeros (Park's: no incoming job, idle servers).
+* reward (``reward_timing: interval``, Park's): minus (elapsed time x jobs in the system) from this decision to
+  the next arrival, so an episode's return is minus the total time its jobs spent in the system (times
+  ``reward_scale``); the last decision's reward covers the drain of every queue. ``reward_timing: dispatch``:
+  minus the dispatched job's own time in the system (finish - arrival), fixed at its dispatch; the episode's
+  return is the same number, paid job by job instead of interval by interval (no drain lump at the end);
+* the episode terminates at the last job's decision; its observation is all zeros (Park's: no incoming job,
+  idle servers).
 
 Ties: where a job finishes exactly when the next one arrives, the observation counts it as finished (Park
 orders such events by when they were queued). Rewards and dynamics do not depend on that order.
@@ -138,7 +141,8 @@ class LoadBalanceDomain:
         fin_w = self.finish[:, w:e]
         in_system = (torch.minimum(fin_w, t1[:, None]) - t0[:, None]).clamp(min=0).sum(1)
         raw = -in_system.double()
-        reward = raw * self.cfg.reward_scale
+        paid = raw if self.cfg.reward_timing == "interval" else -(fin - t0).double()
+        reward = paid * self.cfg.reward_scale
         self.ep_time -= raw
         self.k = torch.where(last, k, k + 1)
         self.now = torch.where(last, self.busy.max(1).values, t1)

@@ -97,6 +97,28 @@ def plot_recovery(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     return _finish_lines(fig, ax, path, "decisions since the switch", ylabel, title)
 
 
+def plot_learning(curves: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[tuple[float, float, float]]]]],
+                  path: str | os.PathLike, title: str = "") -> Path:
+    """Learning curves: one panel per metric (``curves[metric][label] = (steps, [(mean, low, high)])``, as from
+    ``report.learning.learning_curves``), one line per label with its band across seeds, against env steps."""
+    if not curves:
+        raise ValueError("plot_learning needs at least one curve")
+    fig = Figure(figsize=(6.4 * len(curves), 4.0))
+    for i, (metric, by_label) in enumerate(curves.items()):
+        ax = fig.add_subplot(1, len(curves), i + 1)
+        for name, (x, c) in by_label.items():
+            c = np.asarray(c, dtype=np.float64).reshape(-1, 3)
+            (line,) = ax.plot(np.asarray(x), c[:, 0], label=name)
+            ax.fill_between(np.asarray(x), c[:, 1], c[:, 2], color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel(f"{metric} (training episodes, last 100)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+        if i == 0:
+            ax.set_title(title)
+    return _save(fig, path)
+
+
 def plot_heap_timeline(owner, path: str | os.PathLike, title: str = "") -> Path:
     """Occupancy of one heap over an episode: ``owner`` [T, N] (x = address, y = step, time downward).
 
