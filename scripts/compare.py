@@ -1,6 +1,6 @@
 """Compare methods across seeds from their evaluation results.
 
-    python scripts/compare.py RUN_DIR_OR_RESULTS_JSON ... [--out DIR] [--markdown] [--digits N]
+    python scripts/compare.py RUN_DIR_OR_RESULTS_JSON ... [--out DIR] [--markdown] [--digits N] [--metrics NAME ...]
 
 Finds every results.json under the given paths (recursively; for a run evaluated at several steps, the
 largest step), groups by (label, set, task) (the label is the method plus the run's overrides, e.g.
@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="compare_out", help="folder for compare.csv, compare.md, plots")
     ap.add_argument("--markdown", action="store_true", help="print only the markdown table")
     ap.add_argument("--digits", type=int, default=2, help="decimals in the printed table")
+    ap.add_argument("--metrics", nargs="*", default=[], help="per-episode metrics to add as columns (e.g. "
+                    "mean_job_time): per-seed means, 95 %% interval across seeds")
     args = ap.parse_args(argv)
 
     try:
@@ -65,12 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     suites = sorted({r["suite"] for r in results})
-    columns = (["suite"] if len(suites) > 1 else []) + COLUMNS
+    columns = (["suite"] if len(suites) > 1 else []) + COLUMNS + list(args.metrics)
     table = markdown_table(rows, columns, digits=args.digits) + "\n" + CI_NOTE_SEEDS + "\n"
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_csv(rows, out / "compare.csv", ["suite", *COLUMNS[:5], "seeds", *COLUMNS[5:]])
+    write_csv(rows, out / "compare.csv", ["suite", *COLUMNS[:5], "seeds", *COLUMNS[5:], *args.metrics])
     (out / "compare.md").write_text(table)
     # imported here: the table needs no matplotlib, and a plotting problem should not cost the table
     from dreamalloc.report.plots import plot_adaptation, plot_learning

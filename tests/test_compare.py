@@ -145,3 +145,8 @@ def test_learning_curves_interpolate_seeds_onto_one_grid(tmp_path, capsys):
     code, _, err = _compare(tmp_path, capsys)
     assert code == 0 and (tmp_path / "out" / "learning_lb_standard.png").stat().st_size > 10_000
     assert "logged no train/mean_job_time" in err
+    code, out, _ = _compare(tmp_path, capsys, "--markdown", "--metrics", "mean_job_time", "nothing")
+    header, _, row = out.splitlines()[:3]
+    cells = dict(zip([c.strip() for c in header.strip("|").split("|")], [c.strip() for c in row.strip("|").split("|")],
+                     strict=True))
+    assert code == 0 and cells["mean_job_time"] == "15.00 [15.00, 15.00]" and cells["nothing"] == ""

@@ -70,3 +70,8 @@ def test_script_on_a_trained_run(tmp_path):
     bad = subprocess.run([sys.executable, "scripts/dreamer_diagnostics.py", str(tmp_path / "nowhere")], cwd=ROOT,
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "does not exist" in bad.stderr
+
+
+def test_r2_is_undefined_for_a_constant_target():
+    real = np.full(6000, 1.0 - 1.0 / 333)
+    assert np.isnan(_summary(real + 1e-4, real)["r2"])

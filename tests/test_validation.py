@@ -323,3 +323,9 @@ def test_sweep_with_a_bad_point_fails_before_any_job(launcher, tmp_path):
     assert "env.cells=0 must be >= 2" in r.stderr and "no job was started" in r.stderr
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "sweep").exists() and not (tmp_path / "ckpt").exists()  # the good point did not run
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (ROOT / "conf" / "agent").glob("*.yaml")))
+def test_every_agent_preset_composes_and_validates(preset):
+    overrides = {"dispatch": LB, "rl2_ppo": ["agent=rl2_ppo", "env.meta_obs=true"]}.get(preset, [f"agent={preset}"])
+    validate(cfg_of(overrides))

@@ -176,6 +176,9 @@ def compare_rows(found: Iterable[Results]) -> list[dict]:
             "first_ep": ci([r[:, 0].mean() for r in rets]),
             "last_ep": ci([r[:, -1].mean() for r in rets]),
             **_reference_cells([t for _, t in members]),
+            # the family's per-episode metrics (e.g. mean_job_time) every seed reports: per-seed means, across seeds
+            **{m: ci([float(np.mean(t["metrics"][m])) for _, t in members])
+               for m in sorted(set.intersection(*[set(t.get("metrics", {})) for _, t in members]))},
         })
     return rows
 

@@ -56,9 +56,10 @@ def _binned(key: np.ndarray, pred: np.ndarray, real: np.ndarray, edges) -> list[
 def _summary(pred: np.ndarray, real: np.ndarray) -> dict:
     err = pred - real
     var = float(real.var())
+    constant = var <= 1e-12 * max(1.0, float(real.mean()) ** 2)  # R^2 is undefined for a constant target
     return {"n": int(real.size), "real": float(real.mean()), "pred": float(pred.mean()), "bias": float(err.mean()),
             "rmse": float(np.sqrt((err ** 2).mean())),
-            "r2": float(1.0 - (err ** 2).mean() / var) if var > 0 else float("nan")}
+            "r2": float("nan") if constant else float(1.0 - (err ** 2).mean() / var)}
 
 
 @torch.no_grad()
@@ -76,9 +77,11 @@ def rollout(agent, core, steps: int, seed: int, bin_key: str | None = None) -> d
         logp = agent.ac.logp(agent.ac.inputs(feat, state.get("ac_h")), info.get("action_mask") if info else None)
         b = info.get(bin_key) if (bin_key and info) else None
         next_obs, reward, term, trunc, info2 = core.step(action)
-        last_obs = info2.get(FINAL_OBS, next_obs) if FINAL_OBS in info2 else next_obs
-        if torch.is_tensor(info2.get("_" + FINAL_OBS)):  # only the ended rows' final observations are valid
-            last_obs = torch.where(info2["_" + FINAL_OBS].to(dev).view(-1, 1), last_obs.to(dev), next_obs.to(dev))
+        last_obs = next_obs  # the observation the step led to: the pre-reset final one where an episode ended
+        if FINAL_OBS in info2:
+            ended = info2.get("_" + FINAL_OBS)
+            last_obs = info2[FINAL_OBS] if ended is None else torch.where(
+                torch.as_tensor(ended).to(dev).view(-1, 1), info2[FINAL_OBS].to(dev), next_obs.to(dev))
         token = wm.encode(last_obs.to(dev).float())
         nd, ns, _ = wm.rssm.obs_step(state["deter"], state["stoch"], state["action"], token,
                                      torch.zeros(core.B, dtype=torch.bool, device=dev))
