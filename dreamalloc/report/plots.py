@@ -113,9 +113,12 @@ def plot_learning(curves: Mapping[str, Mapping[str, tuple[Sequence[float], Seque
         ax.set_xlabel("env steps")
         ax.set_ylabel(f"{metric} (training episodes, last 100)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
         if i == 0:
-            ax.set_title(title)
+            ax.set_title(title, loc="left")
+            handles, labels = ax.get_legend_handles_labels()
+    fig.subplots_adjust(wspace=0.3)
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), fontsize="small",
+               ncol=max(1, min(len(labels), 2)))  # below the panels: labels can be long
     return _save(fig, path)
 
 
