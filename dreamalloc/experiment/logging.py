@@ -43,6 +43,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from dreamalloc.report.results import read_jsonl  # noqa: F401  (re-exported: the reader of the run's JSONL files)
+
 MODES = ("offline", "online", "disabled")
 _os_write = os.write  # one name for the metric writes (the fault tests make it fail)
 RESERVED_KEYS = ("step",)
@@ -219,22 +221,6 @@ class Logger:
         path = self.run_dir / "tables" / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    """All records of a JSONL file (e.g. ``metrics.jsonl``); a torn last line from a killed run is skipped."""
-    records = []
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:  # the process died mid-write: everything before it is intact
-                break
-            raise ValueError(f"{path}: line {i + 1} is not valid JSON: {line[:80]!r}") from None
-    return records
 
 
 def _count_lines(path: Path) -> int:

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dreamalloc.experiment.logging import read_jsonl
-from dreamalloc.report.results import Results, _run_of, label_of, latest_per_run
+from dreamalloc.report.results import Results, _run_of, label_of, latest_per_run, read_jsonl
 from dreamalloc.report.stats import mean_ci
 
 CI = tuple[float, float, float]

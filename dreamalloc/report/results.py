@@ -236,6 +236,22 @@ def find_results(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, Results
     return out
 
 
+def read_jsonl(path: str | Path) -> list[dict]:
+    """All records of a JSONL file (e.g. ``metrics.jsonl``); a torn last line from a killed run is skipped."""
+    records = []
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:  # the process died mid-write: everything before it is intact
+                break
+            raise ValueError(f"{path}: line {i + 1} is not valid JSON: {line[:80]!r}") from None
+    return records
+
+
 def label_of(r: Results) -> str:
     """The variant a result belongs to: its ``label``, or its method for files written without one."""
     return r.get("label") or r["method"]
