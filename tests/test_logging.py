@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from dreamalloc.experiment.logging import Logger, load_run_info, read_jsonl
+from dreamalloc.experiment.logging import Logger, load_run_info
+from dreamalloc.report.results import read_jsonl
 
 
 @pytest.fixture(autouse=True)

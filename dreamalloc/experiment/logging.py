@@ -43,8 +43,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from dreamalloc.report.results import read_jsonl  # noqa: F401  (re-exported: the reader of the run's JSONL files)
-
 MODES = ("offline", "online", "disabled")
 _os_write = os.write  # one name for the metric writes (the fault tests make it fail)
 RESERVED_KEYS = ("step",)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dreamalloc.report.results import Results, _run_of, label_of, latest_per_run, read_jsonl
+from dreamalloc.report.results import Results, label_of, latest_per_run, read_jsonl, run_of
 from dreamalloc.report.stats import mean_ci
 
 CI = tuple[float, float, float]
@@ -37,7 +37,7 @@ def learning_curves(found: list[tuple[Path, Results]], metrics: tuple[str, ...] 
     runs = latest_per_run(found, warnings)
     groups: dict[tuple[str, str], list[Path]] = {}
     for f, r in runs:
-        groups.setdefault((r["suite"], label_of(r)), []).append(_run_of(f))
+        groups.setdefault((r["suite"], label_of(r)), []).append(run_of(f))
     out: dict[str, dict[str, dict[str, tuple[np.ndarray, list[CI]]]]] = {}
     for (suite, label), dirs in sorted(groups.items()):
         series = [run_series(d, ("return", *metrics)) for d in dirs]

@@ -257,7 +257,7 @@ def label_of(r: Results) -> str:
     return r.get("label") or r["method"]
 
 
-def _run_of(f: Path) -> Path:
+def run_of(f: Path) -> Path:
     """The run a results file belongs to: RUN/eval/step_N/results.json -> RUN; any other file: its folder."""
     return f.parent.parent.parent if f.parent.parent.name == "eval" else f.parent
 
@@ -272,7 +272,7 @@ def latest_per_run(found: list[tuple[Path, Results]], warnings: list[str] | None
     """
     best: dict[tuple, tuple[Path, Results]] = {}
     for f, r in found:
-        key = (label_of(r), r["suite"], r["seed"], _run_of(f).resolve())
+        key = (label_of(r), r["suite"], r["seed"], run_of(f).resolve())
         if key in best:
             g, q = best[key]
             if q["step"] == r["step"]:

@@ -70,7 +70,7 @@ def rollout(agent, core, steps: int, seed: int, bin_key: str | None = None) -> d
     obs, info = core.reset(seed=seed)
     state = agent.initial_state(core.B)
     rec: dict[str, list] = {k: [] for k in ("reward", "term", "end", "bin", "feat", "next_feat", "next_obs", "onehot",
-                                            "entropy", "mask")}
+                                            "entropy")}
     for _ in range(steps):
         action, state = agent.act(obs, state, info)
         feat = wm.rssm.feat(state["deter"], state["stoch"])
@@ -118,8 +118,8 @@ def diagnose(agent, core, steps: int, seed: int = 12_345, bin_key: str | None = 
                 left, g = 0.0, 0.0
             elif not np.isnan(left):
                 left += 1
-            if not np.isnan(g):
-                g = reward[t, b] + (0.0 if term[t, b] else disc) * (g if not end[t, b] else 0.0)
+            if not np.isnan(g):  # g is 0 at an episode's last step: nothing follows it
+                g = reward[t, b] + disc * g
             to_end[t, b], ret[t, b] = left, g
 
     def heads(feats: torch.Tensor, fn) -> np.ndarray:
@@ -158,18 +158,17 @@ def diagnose(agent, core, steps: int, seed: int = 12_345, bin_key: str | None = 
         crosses = (ends_c[H - 1:H - 1 + starts] - ends_c[:starts]) > 0  # an end before the window's last step
         imag[:starts][crosses] = np.nan
     key = r["bin"].numpy()
+    left = np.nan_to_num(to_end, nan=1 << 29).ravel()  # episodes the rollout cut: the last bin
     ok_i = ~np.isnan(imag)
     edges = _quantile_edges(key.ravel(), bins)
     out: dict = {"steps": T, "rows": B, "horizon": H, "bin_key": bin_key, "discount": disc}
     out["reward"] = {"all": _summary(pred_rew.ravel(), reward.ravel()),
                      "by_bin": _binned(key.ravel(), pred_rew.ravel(), reward.ravel(), edges),
-                     "by_to_end": _binned(np.nan_to_num(to_end, nan=1 << 29).ravel(), pred_rew.ravel(),
-                                          reward.ravel(), TO_END_BINS)}
+                     "by_to_end": _binned(left, pred_rew.ravel(), reward.ravel(), TO_END_BINS)}
     out["imagined"] = {"all": _summary(imag[ok_i], real_h[ok_i]),
                        "by_bin": _binned(key[ok_i], imag[ok_i], real_h[ok_i], edges)}
     out["cont"] = {"all": _summary(pred_con.ravel(), con_target.ravel()),
-                   "by_to_end": _binned(np.nan_to_num(to_end, nan=1 << 29).ravel(), pred_con.ravel(),
-                                        con_target.ravel(), TO_END_BINS)}
+                   "by_to_end": _binned(left, pred_con.ravel(), con_target.ravel(), TO_END_BINS)}
     if value is not None:
         ok_v = ~np.isnan(ret)
         out["value"] = {"all": _summary(value[ok_v], ret[ok_v]),

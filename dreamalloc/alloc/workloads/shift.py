@@ -26,7 +26,7 @@ import torch
 
 from dreamalloc.alloc.workloads.base import Requests, RequestStream
 from dreamalloc.alloc.workloads.params import INT, TASK_LIST, checked
-from dreamalloc.alloc.workloads.tasks import task_stream
+from dreamalloc.alloc.workloads.tasks import listed_tasks, task_stream
 from dreamalloc.core.rng import CounterRNG, splitmix64
 from dreamalloc.core.tasks import expand_tasks
 
@@ -56,10 +56,7 @@ class ShiftStream(RequestStream):
 
     @classmethod
     def tasks_of(cls, params):
-        tasks = params.get("tasks") if isinstance(params, dict) else None
-        if not isinstance(tasks, (list, tuple)):
-            return None
-        return [(t["stream"], dict(t.get("params") or {})) for t in expand_tasks(tasks)]
+        return listed_tasks(params)
 
     def __init__(self, batch, cells, device="cpu", *, tasks=(), schedule: str = "abrupt", at=64,
                  span: int = 64):

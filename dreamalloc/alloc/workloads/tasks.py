@@ -26,16 +26,22 @@ def task_stream(make_stream, task: dict, batch: int, cells: int, device) -> Requ
         raise ValueError(f"task {task['name']!r}: {e}") from None
 
 
+def listed_tasks(params) -> list[tuple[str, dict]] | None:
+    """(stream, params) of each task a ``tasks`` list param names (expanded), or None without such a list: what
+    ``RequestStream.tasks_of`` answers for the streams that draw or switch among tasks."""
+    tasks = params.get("tasks") if isinstance(params, dict) else None
+    if not isinstance(tasks, (list, tuple)):
+        return None
+    return [(t["stream"], dict(t.get("params") or {})) for t in expand_tasks(tasks)]
+
+
 class TaskStream(RequestStream):
     SALT = 11
     PARAMS = {"tasks": TASK_LIST}
 
     @classmethod
     def tasks_of(cls, params):
-        tasks = params.get("tasks") if isinstance(params, dict) else None
-        if not isinstance(tasks, (list, tuple)):
-            return None
-        return [(t["stream"], dict(t.get("params") or {})) for t in expand_tasks(tasks)]
+        return listed_tasks(params)
 
     def __init__(self, batch, cells, device="cpu", tasks=()):
         from dreamalloc.alloc.workloads import make_stream  # the registry imports this module
