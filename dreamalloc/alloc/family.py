@@ -8,6 +8,7 @@ import torch
 
 from dreamalloc.alloc.env import AllocConfig, AllocCore
 from dreamalloc.alloc.heap import RULES, FreeRuns, HeapBatch, place_address
+from dreamalloc.alloc.peak import peak_mode
 from dreamalloc.alloc.references import capacity_bound, env_kwargs, heuristic_returns, switching_oracle
 from dreamalloc.alloc.workloads import ALIASES, STREAMS, make_stream
 from dreamalloc.core.checks import COUNT, FINITE, NONNEG, ge
@@ -149,11 +150,19 @@ def heap_frame(core: AllocCore) -> torch.Tensor:
     return core.heaps.owner[0].cpu().clone()
 
 
+def peak(env: dict, make_policy, params: dict, device, method: str) -> dict:
+    """``eval.mode=peak`` (alloc/peak.py): whole recorded traces on a heap sized from their peak, the agent (on
+    its own env options) beside every rule."""
+    base = alloc_config(env, [{"stream": "trace", "params": {}}])
+    return peak_mode(base, make_policy, params, device, method)
+
+
 FAMILY = register_family(EnvFamily(
     kind="alloc", schema=AllocEnvConf, make_core=make_core, env_config=alloc_config, references=references,
     fixed_policy=fixed_policy, rules=tuple(RULES), metrics=METRICS, frame=heap_frame, agent_names=("heuristic",),
     streams=lambda stream: stream in STREAMS or stream in ALIASES, env_choices=("alloc256", "alloc64"),
-    report_columns=("frag_largest", "frag_runs"), check_task=check_task, footprint=footprint))
+    report_columns=("frag_largest", "frag_runs"), check_task=check_task, footprint=footprint,
+    eval_modes={"peak": peak}))
 
 __all__ = ["FAMILY", "METRICS", "STEP_BYTES_PER_CELL", "AllocEnvConf", "PlacementRule", "alloc_config", "footprint",
            "heap_bytes_per_cell", "make_core"]

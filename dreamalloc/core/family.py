@@ -4,7 +4,8 @@ families up by the env config's ``kind`` instead of testing family names.
 A family says how to build its batched core from an env config node and a task list, which fixed policies it has
 (the rules an evaluation runs beside every agent, and that ``agent=heuristic`` / ``agent=dispatch`` play), what
 bounds a return from above on the same streams, which per-episode metrics its tables report, and (optionally)
-a picture of a row's state for timelines. A new family is one package with one ``register_family`` call.
+a picture of a row's state for timelines, and any evaluation mode of its own (``eval.mode``). A new family is one
+package with one ``register_family`` call.
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ class EnvFamily:
     check_task: Callable[[dict, dict], None] | None = None
     # (env node as a dict, task dicts, number of envs held at once) -> (bytes, how they were counted)
     footprint: Callable[[dict, list, int], tuple[int, str]] | None = None
+    # evaluation modes beside the held-out suite (``eval.mode``, e.g. the allocation family's ``peak``): name ->
+    # (env node as a dict, make_policy(core) -> policy(obs, info), mode parameters as a dict, device, method name)
+    # -> {"rows": [one dict per (case, method)], "columns": [...], ...anything else for the mode's JSON}
+    eval_modes: dict[str, Callable[..., dict]] = field(default_factory=dict)
 
 
 def env_schema(name: str, config_cls: type, kind: str, exclude: tuple[str, ...] = (), types: dict | None = None,

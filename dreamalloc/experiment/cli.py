@@ -18,7 +18,7 @@ from dreamalloc.experiment.checkpoint import (
     newest_readable,
 )
 from dreamalloc.experiment.config import from_container, make_core, register_configs, validate, with_nodes
-from dreamalloc.experiment.evaluation import evaluate_suite
+from dreamalloc.experiment.evaluation import evaluate_mode, evaluate_suite
 from dreamalloc.experiment.inference import load_into
 from dreamalloc.experiment.logging import Logger
 from dreamalloc.experiment.seeding import seed_everything, select_device
@@ -94,7 +94,7 @@ def _trained_eval(trained: DictConfig, cfg: DictConfig) -> DictConfig:
 
 
 def evaluate_main(cfg: DictConfig) -> float | None:
-    from dreamalloc.experiment.reporting import print_results, write_evaluation
+    from dreamalloc.experiment.reporting import print_results, write_evaluation, write_mode_results
 
     try:
         payload, step = None, 0
@@ -124,6 +124,13 @@ def evaluate_main(cfg: DictConfig) -> float | None:
         with Logger(out_dir, OmegaConf.to_container(cfg, resolve=True), mode=cfg.logger.mode,
                     project=cfg.logger.project, entity=cfg.logger.entity, name=f"eval_{run_name(cfg)}",
                     group=cfg.logger.group, tags=[*cfg.logger.tags, "eval"]) as logger:
+            if cfg.eval.mode != "suite":  # a family's own mode (e.g. peak): its table, no held-out suite
+                with torch.no_grad():
+                    res = evaluate_mode(agent, cfg.env, cfg.eval, device, method_name(cfg), int(cfg.seed), step,
+                                        label=cfg.label or method_name(cfg))
+                print(write_mode_results(res, out_dir / "eval"))
+                print(f"results: {out_dir / 'eval' / (res['mode'] + '.json')}")
+                return None
             with torch.no_grad():
                 res = evaluate_suite(agent, cfg.env, cfg.suite, cfg.eval, device, method_name(cfg),
                                      int(cfg.seed), step, label=cfg.label or method_name(cfg),

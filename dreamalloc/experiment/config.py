@@ -68,6 +68,9 @@ class EvalConf:
     timeline: bool = True  # picture of one heap's occupancy over an episode
     # the fixed rules and the bound beside the agent: cache (computed once per task and reused) | always | off
     baselines: str = "cache"
+    # evaluate.py: suite (the held-out sets) or an env family's own mode (alloc: peak, whole traces at their peak)
+    mode: str = "suite"
+    mode_params: dict[str, Any] = field(default_factory=dict)  # the mode's options (alloc/peak.py: traces, ...)
 
 
 @dataclass
@@ -171,6 +174,10 @@ def validate(cfg: DictConfig) -> None:
             names = ("null" if a is None else str(a).lower() if isinstance(a, bool) else str(a) for a in allowed)
             raise ValueError(f"config error: {key}={v!r}; choose one of {', '.join(names)}")
     validation.check_values(cfg)
+    modes = ("suite", *family_of(cfg.env).eval_modes)
+    if cfg.eval.mode not in modes:
+        raise ValueError(f"config error: eval.mode={cfg.eval.mode!r}; the {cfg.env.kind} env family offers "
+                         f"{', '.join(modes)}")
     if not cfg.suite.train:
         raise ValueError(f"config error: suite {cfg.suite.name!r} has no training tasks")
     validation.check_suite_kind(cfg)

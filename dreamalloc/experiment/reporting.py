@@ -8,7 +8,7 @@ import numpy as np
 
 from dreamalloc.core.rollout import recovery_curve
 from dreamalloc.report.plots import plot_adaptation, plot_heap_timeline, plot_recovery
-from dreamalloc.report.results import save_results
+from dreamalloc.report.results import save_results, write_json
 from dreamalloc.report.tables import CI_NOTE_TRIALS, episode_curve, markdown_table, results_table, write_csv
 
 COLUMNS = ["set", "task", "method", "return", "first_ep", "last_ep"]  # then the family's metrics, then:
@@ -23,6 +23,19 @@ def columns(rows: list[dict], shown: list[str] | None = None) -> list[str]:
         shown = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in fixed]
     oracle = ["switching_oracle"] if any("switching_oracle" in r for r in rows) else []
     return COLUMNS + list(shown) + REFERENCES + oracle
+
+
+def write_mode_results(results: dict, out_dir: Path) -> str:
+    """An ``eval.mode`` document (evaluation.evaluate_mode): ``{mode}.json``, its table as ``{mode}.md`` and
+    ``{mode}.csv``; returns the markdown table."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mode = results["mode"]
+    write_json(out_dir / f"{mode}.json", results)
+    write_csv(results["rows"], out_dir / f"{mode}.csv", results.get("columns"))
+    table = markdown_table(results["rows"], results.get("columns"), digits=3)
+    (out_dir / f"{mode}.md").write_text(table + "\n")
+    return table
 
 
 def write_evaluation(results: dict, out_dir: Path, logger=None, step: int | None = None) -> Path:

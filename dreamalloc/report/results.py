@@ -188,14 +188,17 @@ def _plain(x):
 
 
 def save_results(path: str | os.PathLike, results: Results) -> Path:
-    """Validate, then write atomically (temp file in the same folder + os.replace).
-
-    A run killed mid-write leaves the old file or none, never a truncated one that a later compare
-    would trip over.
-    """
-    path = Path(path)
+    """Validate, then write atomically (``write_json``): a run killed mid-write leaves the old file or none, never a
+    truncated one that a later compare would trip over."""
     text = json.dumps(results, default=_plain, indent=1)
     validate_results(json.loads(text), str(path))  # as a reader will see it (numpy converted)
+    return write_json(path, text)
+
+
+def write_json(path: str | os.PathLike, doc) -> Path:
+    """Write a JSON document (or its text) atomically: a temporary file in the same folder, fsync, os.replace."""
+    path = Path(path)
+    text = doc if isinstance(doc, str) else json.dumps(doc, default=_plain, indent=1)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
