@@ -122,3 +122,48 @@ def test_bad_mode_options_are_clear_errors(tmp_path, override, match, capsys):
     with pytest.raises(SystemExit):
         evaluate_main(cfg)
     assert match in capsys.readouterr().err
+
+
+def _doc(label, agent_extent, worst_extent=10, cells=16):
+    row = dict(trace="hand", cells=cells, granularity=16, frag_at_peak=0.0, decision_us=5.0, policy_us=1.0)
+    return {"mode": "peak", "label": label, "rows": [
+        {**row, "method": label, "extent_over_live": agent_extent / 6, "peak_extent": agent_extent, "failures": 0},
+        {**row, "method": "worst", "extent_over_live": worst_extent / 6, "peak_extent": worst_extent, "failures": 0},
+        {**row, "method": "capacity bound", "extent_over_live": 1.0, "peak_extent": 6, "failures": 0}]}
+
+
+def test_peak_table_merges_seeds_and_keeps_rules_once(tmp_path):
+    from dreamalloc.report.tables import peak_rows
+
+    rows = peak_rows([_doc("ppo", 6), _doc("ppo", 8), _doc("dqn", 7)])
+    by = {r["method"]: r for r in rows}
+    assert [r["method"] for r in rows][:2] == ["ppo", "dqn"] and set(by) == {"ppo", "dqn", "worst", "capacity bound"}
+    m, lo, hi = by["ppo"]["extent_over_live"]
+    assert by["ppo"]["seeds"] == 2 and m == pytest.approx(7 / 6) and lo < m < hi
+    assert by["dqn"]["extent_over_live"] == pytest.approx(7 / 6) and by["worst"]["extent_over_live"] == 10 / 6
+    with pytest.raises(ValueError, match="differs between peak documents"):
+        peak_rows([_doc("ppo", 6), _doc("dqn", 6, worst_extent=9, cells=17)])
+
+
+def test_peak_table_script(tmp_path, capsys):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import peak_table
+
+    assert peak_table.main([str(tmp_path)]) == 2
+    assert "no peak.json" in capsys.readouterr().err
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "peak.json").write_text("{not json")
+    assert peak_table.main([str(tmp_path)]) == 2
+    assert "not JSON" in capsys.readouterr().err
+    doc = _doc("ppo", 6)
+    for r in doc["rows"]:
+        r["trace"] = "sort_gpl"
+    (tmp_path / "a" / "peak.json").write_text(json.dumps(doc))
+    out = tmp_path / "t.md"
+    assert peak_table.main([str(tmp_path), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| sort_gpl" in text and "capacity bound" in text and "peak_live_kib" in text
+    assert " 2248 |" in text  # sort_gpl's peak live bytes, 2,301,708 B = 2,247.8 KiB (no decimals in the table)

@@ -79,7 +79,7 @@ class PeakSetup:
 
 
 def peak_setup(trace: str, granularity: int | str = "auto", cells: int | None = None, headroom: float = 2.0,
-               max_cells: int = 16384, min_bytes: int = 0) -> PeakSetup:
+               max_cells: int = 65536, min_bytes: int = 0) -> PeakSetup:
     """Size the peak replay of ``trace`` (a shipped name or a path). With ``granularity="auto"`` the smallest power
     of two (bytes per cell, at least 16, malloc's usual alignment) whose peak live cells times ``headroom`` fit in
     ``cells`` (or ``max_cells``); ``cells`` defaults to ``ceil(headroom x peak live cells)``."""
@@ -170,16 +170,17 @@ def rule_policy(cfg: AllocConfig, rule: str):
 
 RULE_ONLY = dict(action="heuristic", bitmap=False, history=0, summary=False, hole_features=0, meta_obs=False,
                  task_obs=False)  # what the fixed rules need observed: nothing (their replay is then cheaper)
-PARAMS = ("traces", "granularity", "headroom", "max_cells", "min_bytes", "seed")
+PARAMS = ("traces", "granularity", "headroom", "max_cells", "min_bytes", "seed", "rules")
 
 
 def peak_evaluation(base: AllocConfig, make_policy, device="cpu", method: str = "agent", traces=(),
-                    granularity: int | str = "auto", headroom: float = 2.0, max_cells: int = 16384,
-                    min_bytes: int = 0, seed: int = 0) -> dict:
+                    granularity: int | str = "auto", headroom: float = 2.0, max_cells: int = 65536,
+                    min_bytes: int = 0, seed: int = 0, rules: bool = True) -> dict:
     """Every trace (default: every shipped one) replayed whole by the agent (``make_policy(core) -> policy``, on
     the env config ``base`` it was trained with) and by every fixed rule, on the same heap. An agent whose
     observation or actions depend on the heap's size (a bitmap, the address space) is replayed on ``base.cells``
-    cells, the granularity chosen to fit; otherwise the heap is sized from the trace (``peak_setup``). Returns
+    cells, the granularity chosen to fit; otherwise the heap is sized from the trace (``peak_setup``). ``rules=False``
+    leaves the rules and the bound out (when they were replayed on the same heaps already). Returns
     ``{"rows": [...], "columns": [...], "traces": {name: setup}}``; the bound row is the ideal compacting heap
     (extent = live, no failure: the heap holds the peak by construction)."""
     from dreamalloc.alloc.heap import RULES
@@ -194,6 +195,8 @@ def peak_evaluation(base: AllocConfig, make_policy, device="cpu", method: str = 
         case = {"trace": name, "cells": setup.cells, "granularity": setup.granularity}
         core = AllocCore(1, setup.env_config(base), device=device, autoreset=False)
         rows.append({**case, "method": method, **replay_peak(core, make_policy(core), seed)})
+        if not rules:
+            continue
         rules_cfg = setup.env_config(heuristics=RULES, **RULE_ONLY)
         for rule in RULES:
             core = AllocCore(1, rules_cfg, device=device, autoreset=False)

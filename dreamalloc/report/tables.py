@@ -274,3 +274,45 @@ def write_csv(rows: Sequence[dict], path: str | os.PathLike, columns: Sequence[s
                     out.append("" if v is None else v)
             w.writerow([repr(float(v)) if isinstance(v, float | np.floating) else v for v in out])
     return path
+
+
+PEAK_COLUMNS = ("trace", "method", "seeds", "extent_over_live", "frag_at_peak", "failures", "decision_us",
+                "policy_us")
+
+
+def peak_rows(docs: Iterable[dict]) -> list[dict]:
+    """One row per (trace, method) from ``eval.mode=peak`` documents: agent rows grouped by label (mean and 95 %
+    t-interval across seeds of extent / max live, fragmentation at peak and failures; median decision times
+    averaged), fixed rules and the bound once (deterministic: the same in every document on the same heap; a
+    rule that differs between documents of one trace is an error, as their heaps then differ)."""
+    agents: dict[tuple[str, str], list[dict]] = {}
+    fixed: dict[tuple[str, str], dict] = {}
+    order: list[tuple[str, str]] = []
+    for doc in docs:
+        for r in doc["rows"]:
+            key = (r["trace"], r["method"])
+            if r["method"] == doc["label"]:
+                agents.setdefault(key, []).append(r)
+            elif key in fixed:
+                same = all(fixed[key].get(k) == r.get(k) for k in ("cells", "granularity", "peak_extent", "failures"))
+                if not same:
+                    raise ValueError(f"{r['method']} on {r['trace']} differs between peak documents (heap "
+                                     f"{fixed[key]['cells']} vs {r['cells']} cells): compare runs on the same heaps")
+                continue
+            else:
+                fixed[key] = r
+            if key not in order:
+                order.append(key)
+    rows = []
+    for key in sorted(order, key=lambda k: (k[0], k not in agents)):
+        group = agents.get(key) or [fixed[key]]
+        row = {"trace": key[0], "method": key[1], "seeds": len(group) if key in agents else "",
+               "cells": group[0]["cells"], "granularity": group[0]["granularity"]}
+        for k in ("extent_over_live", "frag_at_peak", "failures"):
+            vals = [g[k] for g in group if g.get(k) is not None]
+            row[k] = ci(vals) if key in agents and len(vals) > 1 else (vals[0] if vals else None)
+        for k in ("decision_us", "policy_us"):
+            vals = [g[k] for g in group if g.get(k) is not None]
+            row[k] = float(np.mean(vals)) if vals else None
+        rows.append(row)
+    return rows
