@@ -33,7 +33,8 @@ import numpy as np
 import torch
 
 from dreamalloc.alloc.env import AllocConfig, AllocCore
-from dreamalloc.alloc.workloads.traces import OP_ALLOC, cells_needed, read_trace, resolve_trace
+from dreamalloc.alloc.heap import RULES
+from dreamalloc.alloc.workloads.traces import OP_ALLOC, cells_needed, read_trace, resolve_trace, shipped_traces
 
 PEAK_KEYS = ("extent_over_live", "frag_at_peak", "failures", "peak_live", "peak_extent", "decisions", "invalid",
              "complete", "decision_us", "decision_us_p99", "policy_us")
@@ -183,10 +184,7 @@ def peak_evaluation(base: AllocConfig, make_policy, device="cpu", method: str = 
     leaves the rules and the bound out (when they were replayed on the same heaps already). Returns
     ``{"rows": [...], "columns": [...], "traces": {name: setup}}``; the bound row is the ideal compacting heap
     (extent = live, no failure: the heap holds the peak by construction)."""
-    from dreamalloc.alloc.heap import RULES
-    from dreamalloc.alloc.workloads.traces import shipped_traces
-
-    names = list(traces) or shipped_traces()
+    names = [traces] if isinstance(traces, str) else list(traces) or shipped_traces()
     sized_by_agent = base.bitmap or base.action == "address"
     rows, setups = [], {}
     for name in names:
