@@ -7,6 +7,12 @@ here: its side runs in a subprocess. Both sides train on random sequences from t
 after a few warm-up updates. The two sides alternate for ``--rounds`` rounds (a shared machine drifts); the
 result is the median over rounds of ours / sheeprl's updates per second: ``speedup_vs_sheeprl: X``.
 
+The distance to this machine's limit: the floating-point operations of one of our updates (counted by
+``torch.utils.flop_counter.FlopCounterMode``: matrix products and their gradients, forward and backward), the
+FLOP/s our updates achieve, and the FLOP/s of a dense float32 matrix product at the same thread count and at the
+update's typical shape (the B x T rows through a ``units``-wide layer), measured in the same run:
+``flop_fraction_of_matmul: X`` is achieved / dense (1.0 would be an update as fast as pure matrix products).
+
     OMP_NUM_THREADS=1 python scripts/bench_dreamer.py --size 1m --updates 6 --warmup 2 --rounds 3
 """
 
@@ -117,7 +123,31 @@ def bench_ours(size: str, updates: int, warmup: int, threads: int) -> dict:
     for _ in range(updates):
         agent.train_step()
     dt = time.perf_counter() - t0
-    return {"updates_per_s": updates / dt, "params": sum(p.numel() for p in agent.params)}
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        agent.train_step()
+    return {"updates_per_s": updates / dt, "params": sum(p.numel() for p in agent.params),
+            "flop_per_update": int(counter.get_total_flops())}
+
+
+def dense_matmul_flops(size: str, threads: int, seconds: float = 1.0) -> float:
+    """FLOP/s of a float32 (B*T, units) x (units, units) product, this thread count, best of a few timings."""
+    import torch
+
+    torch.set_num_threads(threads)
+    units = SIZES[size][3]
+    a, w = torch.randn(B * T, units), torch.randn(units, units)
+    for _ in range(3):
+        a @ w
+    best, n = 0.0, 8
+    t_end = time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            a @ w
+        best = max(best, 2 * B * T * units * units * n / (time.perf_counter() - t0))
+    return best
 
 
 def bench_sheeprl(py: Path, size: str, updates: int, warmup: int, threads: int) -> dict:
@@ -140,16 +170,22 @@ def main() -> None:
     ap.add_argument("--skip-sheeprl", action="store_true", help="measure ours only")
     a = ap.parse_args()
     py = None if a.skip_sheeprl else ensure_sheeprl(a.venv)
-    ratios = []
+    ratios, fractions = [], []
     for r in range(a.rounds):
         ours = bench_ours(a.size, a.updates, a.warmup, a.threads)
-        line = f"round {r + 1}: ours {ours['updates_per_s']:.3f} updates/s ({ours['params']:,} parameters)"
+        achieved = ours["flop_per_update"] * ours["updates_per_s"]
+        dense = dense_matmul_flops(a.size, a.threads)
+        fractions.append(achieved / dense)
+        line = (f"round {r + 1}: ours {ours['updates_per_s']:.3f} updates/s ({ours['params']:,} parameters, "
+                f"{ours['flop_per_update'] / 1e9:.2f} GFLOP per update: {achieved / 1e9:.2f} GFLOP/s achieved; dense "
+                f"matmul {dense / 1e9:.2f} GFLOP/s; fraction {fractions[-1]:.3f})")
         if py is not None:
             theirs = bench_sheeprl(py, a.size, a.updates, a.warmup, a.threads)
             ratios.append(ours["updates_per_s"] / theirs["updates_per_s"])
             line += (f", sheeprl dreamer_v3_5 {theirs['updates_per_s']:.3f} updates/s "
                      f"({theirs['params']:,} parameters), ratio {ratios[-1]:.2f}")
         print(line, flush=True)
+    print(f"flop_fraction_of_matmul: {statistics.median(fractions):.3f}")
     if ratios:
         print(f"speedup_vs_sheeprl: {statistics.median(ratios):.2f}")
 
