@@ -165,7 +165,7 @@ def test_replay_exact_requests_and_wraparound(tmp_path):
     # sizes 32, 16, 48, 20 bytes -> 2, 1, 3, 2 cells at 16 bytes per cell
     p = write_trace(tmp_path / "s.trace", [(0, 0, 32), (0, 1, 16), (1, 0, 0), (0, 0, 48), (1, 1, 0),
                                            (0, 1, 20), (1, 0, 0), (1, 1, 0)])
-    core = AllocCore(1, cells=64, stream="trace", stream_params={"path": str(p)})
+    core = AllocCore(1, cells=64, stream="trace", stream_params={"path": str(p), "granularity": 16})
     rec = Recorder(core)
     core.reset(seed=0)
     for _ in range(8):
@@ -177,7 +177,8 @@ def test_replay_exact_requests_and_wraparound(tmp_path):
 
 def test_min_bytes_and_window(tmp_path):
     p = write_trace(tmp_path / "s.trace", [(0, 0, 32), (0, 1, 4), (1, 1, 0), (0, 1, 40), (1, 0, 0)])
-    core = AllocCore(1, cells=64, stream="trace", stream_params={"path": str(p), "min_bytes": 8})
+    core = AllocCore(1, cells=64, stream="trace", stream_params={"path": str(p), "min_bytes": 8,
+                                                                           "granularity": 16})
     rec = Recorder(core)
     core.reset(seed=0)
     for _ in range(3):
@@ -344,7 +345,8 @@ OVER = [(0, 0, 32), (0, 1, 4096), (1, 1, 0), (0, 2, 48), (1, 0, 0), (0, 3, 16), 
 
 def replay_oversize(tmp_path, oversize: str, steps: int = 3):
     p = write_trace(tmp_path / "over.trace", OVER)
-    core = AllocCore(1, cells=64, stream="trace", stream_params={"path": str(p), "oversize": oversize})
+    core = AllocCore(1, cells=64, stream="trace", stream_params={"path": str(p), "oversize": oversize,
+                                                                          "granularity": 16})
     rec = Recorder(core)
     core.reset(seed=0)
     for _ in range(steps):
