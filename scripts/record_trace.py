@@ -20,11 +20,13 @@ and no file, unless ``--allow-empty`` (then the empty trace is written, with a w
 the first N events (a prefix of a trace is a valid trace).
 
 Unless ``--no-native``, the command first runs once natively (no valgrind, same environment, output
-discarded); the header records ``max_rss_kib`` (the largest resident set of any process of the command, KiB:
-``ru_maxrss`` of its waited-for process tree) and ``native_seconds`` (wall time), what the system allocator
-used. The recorder prints the trace's peak live bytes and the ``granularity: auto`` a ``--cells`` heap
-replays it at. Trace a real binary, not a shell shim (pyenv's ``python3`` is a bash script: pass the
-interpreter's real path, e.g. ``$(python3 -c 'import sys; print(sys.executable)')``).
+discarded); the header records ``max_rss_kib`` (the largest resident set of any process of the command, KiB,
+by GNU time's ``%M``: ``wait4`` of the command, which includes its waited-for descendants; without
+/usr/bin/time a Python helper's ``RUSAGE_CHILDREN``, which cannot go below Python's own ~12 MB, and
+``max_rss_by`` says which) and ``native_seconds`` (wall time of the run), what the system allocator used.
+The recorder prints the trace's peak live bytes and the ``granularity: auto`` a ``--cells`` heap replays it at.
+Trace a real binary, not a shell shim (pyenv's ``python3`` is a bash script: pass the interpreter's real path,
+e.g. ``$(python3 -c 'import sys; print(sys.executable)')``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -50,13 +53,12 @@ from dreamalloc.alloc.workloads.traces import (  # noqa: E402
     write_trace,
 )
 
-# runs the command in a fresh interpreter, so RUSAGE_CHILDREN covers exactly the command's process tree
+# Fallback when GNU time is missing: a fresh interpreter runs the command, and RUSAGE_CHILDREN covers its
+# process tree; but its first exec inherits the interpreter's own high-water RSS (about 12 MB), a floor.
 _NATIVE = """
-import json, resource, subprocess, sys, time
-t = time.perf_counter()
+import json, resource, subprocess, sys
 rc = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-dt = time.perf_counter() - t
-print(json.dumps({"rc": rc, "max_rss_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "seconds": dt}))
+print(json.dumps({"rc": rc, "max_rss_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
 """
 
 
@@ -65,9 +67,24 @@ def valgrind_version(valgrind: str) -> str:
 
 
 def native_run(cmd: list[str], env: dict) -> dict:
-    """``rc``, ``max_rss_kib`` and ``seconds`` of one run of ``cmd`` without valgrind."""
+    """``rc``, ``max_rss_kib``, ``seconds`` and ``rss_by`` of one run of ``cmd`` without valgrind.
+
+    The peak RSS is GNU time's ``%M`` (``wait4`` of its child, which includes the child's waited-for
+    descendants: the largest process of the command's tree), measured by /usr/bin/time because a process
+    forked from Python starts with Python's resident set and keeps it as its high-water mark."""
+    gnu_time = shutil.which("time", path="/usr/bin:/bin")
+    t = time.perf_counter()
+    if gnu_time:
+        with tempfile.NamedTemporaryFile("r", suffix=".time") as f:
+            rc = subprocess.run([gnu_time, "-q", "-f", "%M", "-o", f.name, *cmd], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, check=False).returncode
+            seconds = time.perf_counter() - t
+            return {"rc": rc, "max_rss_kib": int(f.read().split()[-1]), "seconds": seconds,
+                    "rss_by": "GNU time %M (wait4 of the command)"}
     out = subprocess.run([sys.executable, "-c", _NATIVE, *cmd], env=env, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)
+    seconds = time.perf_counter() - t
+    return dict(json.loads(out.stdout), seconds=seconds,
+                rss_by="RUSAGE_CHILDREN of a Python helper (no /usr/bin/time: includes Python's own ~12 MB)")
 
 
 def pick(procs: list[dict], choice: str, main_pid: int) -> dict:
@@ -178,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"events: {len(events)} of {total}", f"exit status: {rc}"]
         if native is not None:
             comments += [f"max_rss_kib: {native['max_rss_kib']}", f"native_seconds: {native['seconds']:.3f}",
-                         f"native exit status: {native['rc']}"]
+                         f"native exit status: {native['rc']}", f"max_rss_by: {native['rss_by']}"]
         write_trace(target, events, comments)
         peak = peak_live(events)
         g = auto_granularity(events, args.cells)
