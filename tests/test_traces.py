@@ -165,7 +165,7 @@ def test_replay_exact_requests_and_wraparound(tmp_path):
     # sizes 32, 16, 48, 20 bytes -> 2, 1, 3, 2 cells at 16 bytes per cell
     p = write_trace(tmp_path / "s.trace", [(0, 0, 32), (0, 1, 16), (1, 0, 0), (0, 0, 48), (1, 1, 0),
                                            (0, 1, 20), (1, 0, 0), (1, 1, 0)])
-    core = AllocCore(1, cells=64, stream="trace", stream_params={"path": str(p)})
+    core = AllocCore(1, cells=64, stream="trace", stream_params={"path": str(p), "granularity": 16})
     rec = Recorder(core)
     core.reset(seed=0)
     for _ in range(8):
@@ -177,7 +177,8 @@ def test_replay_exact_requests_and_wraparound(tmp_path):
 
 def test_min_bytes_and_window(tmp_path):
     p = write_trace(tmp_path / "s.trace", [(0, 0, 32), (0, 1, 4), (1, 1, 0), (0, 1, 40), (1, 0, 0)])
-    core = AllocCore(1, cells=64, stream="trace", stream_params={"path": str(p), "min_bytes": 8})
+    core = AllocCore(1, cells=64, stream="trace", stream_params={"path": str(p), "min_bytes": 8,
+                                                                           "granularity": 16})
     rec = Recorder(core)
     core.reset(seed=0)
     for _ in range(3):
@@ -344,7 +345,8 @@ OVER = [(0, 0, 32), (0, 1, 4096), (1, 1, 0), (0, 2, 48), (1, 0, 0), (0, 3, 16), 
 
 def replay_oversize(tmp_path, oversize: str, steps: int = 3):
     p = write_trace(tmp_path / "over.trace", OVER)
-    core = AllocCore(1, cells=64, stream="trace", stream_params={"path": str(p), "oversize": oversize})
+    core = AllocCore(1, cells=64, stream="trace", stream_params={"path": str(p), "oversize": oversize,
+                                                                          "granularity": 16})
     rec = Recorder(core)
     core.reset(seed=0)
     for _ in range(steps):
@@ -374,3 +376,194 @@ def test_oversize_drop_skips_the_allocation_and_its_free_silently(tmp_path, recw
     # the 256-cell request never comes, nor its free (id 1): the one free before the third allocation is id 0's
     assert log[:6] == [(ALLOC, 2), (ALLOC, 3), (FREE, 0), (ALLOC, 1), (FREE_ALL, 0), (ALLOC, 2)]
     assert not [w for w in recwarn if "over.trace" in str(w.message)]
+
+
+# --------------------------------------------------------------------------------------------------
+# threads, processes, granularity auto, headers (issue 24, items 3 and 4)
+# --------------------------------------------------------------------------------------------------
+THREADED = """\
+==7== Command: ./thr
+--7-- malloc(8) = 0x1000
+--7--   SCHED[2]:  acquired lock (thread_wrapper(starting new thread))
+--7-- malloc(57)  SCHED[2]: releasing lock (VG_(scheduler):timeslice) -> VgTs_Yielding
+--7--   SCHED[3]:  acquired lock (VG_(scheduler):timeslice)
+--7-- calloc(17,16) = 0x2000
+--7-- free(0x1000)
+--7-- realloc(0x0,40)  SCHED[3]: releasing lock (VG_(scheduler):timeslice) -> VgTs_Yielding
+--7--   SCHED[2]:  acquired lock (VG_(scheduler):timeslice)
+--7--  = 0x3000
+--7-- free(0x2000)
+--7--   SCHED[3]:  acquired lock (VG_(scheduler):timeslice)
+--7-- malloc(40) = 0x4000
+--7-- free(0x3000)
+"""
+
+
+def test_threaded_log_is_split_per_thread():
+    # thread 2's malloc(57) = 0x3000 lands after thread 3's calloc; thread 3's realloc(0x0, 40) = malloc(40)
+    got = [tuple(e) for e in parse_valgrind_log(THREADED).tolist()]
+    assert got == [(0, 0, 8), (0, 1, 272), (1, 0, 0), (0, 0, 57), (1, 1, 0), (0, 1, 40), (1, 0, 0)]
+
+
+@pytest.mark.parametrize("log, line", [
+    ("--7-- malloc(57)calloc(17,16) = 0x2000\n--7-- free(0x2000)\n", 1),
+    ("--7-- malloc(8) = 0x1000\n--7--  = 0x2000\n", 2),
+])
+def test_interleaved_log_without_sched_lines_is_refused(log, line):
+    with pytest.raises(TraceError, match=rf"line {line}: .*mixes the calls of several threads.*--trace-sched=yes"):
+        parse_valgrind_log(log)
+
+
+def test_valgrind_log_process_reads_the_preamble():
+    from dreamalloc.alloc.workloads.traces import valgrind_log_process
+
+    log = ("==12== Memcheck\n==12== Command: /usr/bin/as --64 -o a.o x\\ y.s\n==12== Parent PID: 11\n"
+           "--12-- malloc(1) = 0x1")
+    assert valgrind_log_process(log) == {"pid": "12", "command": "/usr/bin/as --64 -o a.o x\\ y.s", "parent": "11"}
+
+
+def test_trace_header_reads_key_value_lines(tmp_path):
+    from dreamalloc.alloc.workloads.traces import trace_header
+
+    p = write_trace(tmp_path / "h.trace.gz", EVENTS, ["command: a b: c", "max_rss_kib: 1234", "no colon here",
+                                                      "native_seconds: 0.5", "command: later"])
+    assert trace_header(p) == {"command": "a b: c", "max_rss_kib": "1234", "native_seconds": "0.5"}
+    (tmp_path / "bad.trace").write_text("a 0 8\n")
+    with pytest.raises(TraceError, match="bad.trace, line 1: expected the header"):
+        trace_header(tmp_path / "bad.trace")
+
+
+def test_auto_granularity_fits_the_peak_and_nothing_is_clipped(tmp_path):
+    from dreamalloc.alloc.workloads.traces import auto_granularity, peak_live, trace_stats
+
+    # live bytes: 100, 4196, 4096 (free 0), 4296, 200 (free 1) -> peak 4296
+    ev = [(0, 0, 100), (0, 1, 4096), (1, 0, 0), (0, 2, 200), (1, 1, 0), (1, 2, 0)]
+    assert peak_live(ev) == 4296 and peak_live(ev, 64) == 64 + 4  # 4096 and 200 bytes live
+    assert auto_granularity(ev, 64) == 128  # 64 * 64 = 4096 < 4296 <= 128 * 64
+    p = write_trace(tmp_path / "g.trace", ev)
+    st = trace_stats(p, 16, 64)
+    assert (st["peak_live_bytes"], st["granularity"], st["clipped"], st["auto_granularity"]) == (4296, 16, 1, 128)
+    assert trace_stats(p, "auto", 64)["clipped"] == 0
+    s = TraceStream(1, 64, path=str(p))  # the default is auto
+    assert s.granularity == 128 and s.size.tolist() == [1, 32, 0, 2, 0, 0]
+    assert TraceStream(1, 64, path=str(p), granularity=16).granularity == 16
+    from dreamalloc.alloc.workloads import make_stream
+
+    with pytest.raises(ValueError, match=r"granularity='fine' must be an integer or one of auto"):
+        make_stream("trace", 1, 64, path=str(p), granularity="fine")
+
+
+SHIPPED_BEFORE_NATIVE = {"python_json", "sqlite_insert", "sort_gpl"}  # recorded before max_rss_kib existed
+
+
+@pytest.mark.parametrize("name", shipped_traces())
+def test_every_shipped_trace_reads_and_has_its_provenance(name):
+    from pathlib import Path
+
+    from dreamalloc.alloc.workloads.traces import auto_granularity, peak_live, trace_header, validate_events
+
+    ev = validate_events(read_trace(resolve_trace(name)), name)
+    assert len(ev) > 0
+    head = trace_header(name)
+    assert head["command"] and head["valgrind"].startswith("valgrind-3.")
+    if name not in SHIPPED_BEFORE_NATIVE:
+        assert int(head["max_rss_kib"]) > 0 and float(head["native_seconds"]) >= 0 and head["invocation"]
+    g, peak = auto_granularity(ev, 256), peak_live(ev)
+    assert g * 256 >= peak and (g == 1 or g * 128 < peak)
+    readme = (Path(resolve_trace(name)).parent / "README.md").read_text()
+    assert f"| `{name}` |" in readme, f"{name} has no row in the data folder's README"
+
+
+def _need_valgrind():
+    assert __import__("shutil").which("valgrind"), "valgrind is not installed: apt-get install -y valgrind"
+
+
+GPL = "/usr/share/common-licenses/GPL-3"
+
+
+def test_record_keeps_the_process_with_most_events_and_its_own_command(tmp_path, capsys):
+    from dreamalloc.alloc.workloads.traces import trace_header
+
+    _need_valgrind()
+    rec = _recorder()
+    out = tmp_path / "sort.trace.gz"
+    # sh forks sort (the '; true' keeps dash from exec'ing it): sh itself makes a few allocations, sort hundreds
+    assert rec.main(["-o", str(out), "--", "sh", "-c", f"sort -R {GPL} > /dev/null; true"]) == 0
+    printed = capsys.readouterr().out
+    head = trace_header(out)
+    assert head["command"] in (f"sort -R {GPL}", f"/usr/bin/sort -R {GPL}")
+    assert head["invocation"] == f"sh -c 'sort -R {GPL} > /dev/null; true'"
+    assert "kept by --process most; 2 processes traced" in head["process"] and "child of" in head["process"]
+    assert f"kept pid {head['process'].split()[0]} (" in printed and "not kept: pid" in printed
+    assert len(read_trace(out)) > 100
+    assert int(head["max_rss_kib"]) > 1000 and float(head["native_seconds"]) > 0  # the native run's numbers
+
+
+def test_pick_main_pid_or_name():
+    rec = _recorder()
+    procs = [{"pid": 10, "command": "gcc -c a.c", "events": np.zeros((5, 3))},
+             {"pid": 11, "command": "/usr/lib/gcc/cc1 a.c", "events": np.zeros((90, 3))},
+             {"pid": 12, "command": "/usr/bin/as a.s", "events": np.zeros((9, 3))}]
+    assert [rec.pick(procs, c, 10)["pid"] for c in ("most", "main", "12", "cc1", "as")] == [11, 10, 12, 11, 12]
+    with pytest.raises(ValueError, match="'ld' matches no traced process; traced: pid 10 \\(5 events\\)"):
+        rec.pick(procs, "ld", 10)
+    with pytest.raises(ValueError, match="no traced process has pid 99"):
+        rec.pick(procs, "99", 10)
+
+
+def test_record_refuses_a_program_without_heap_allocations(tmp_path, capsys):
+    _need_valgrind()
+    rec = _recorder()
+    out = tmp_path / "gzip.trace"
+    assert rec.main(["-o", str(out), "--no-native", "--", "gzip", "-c", GPL]) == 1
+    assert "made no heap allocation in any process" in capsys.readouterr().err and not out.exists()
+    assert rec.main(["-o", str(out), "--no-native", "--allow-empty", "--", "gzip", "-c", GPL]) == 0
+    assert "is empty" in capsys.readouterr().err
+    assert len(read_trace(out)) == 0 and "max_rss_kib" not in out.read_text()  # --no-native: no native numbers
+
+
+PTHREAD_C = r"""
+#include <pthread.h>
+#include <stdlib.h>
+static void *volatile sink[8];
+static void *work(void *arg) {
+    long k = (long)arg;
+    for (int i = 0; i < 20000; i++) {
+        char *p = malloc(100 + k);          /* thread k: sizes 100 + k and 3 * (8 + k) */
+        char *q = calloc(3, 8 + k);
+        sink[k] = p; sink[k + 4] = q;
+        free(q);
+        free(p);
+    }
+    return NULL;
+}
+int main(void) {
+    pthread_t t[4];
+    for (long k = 0; k < 4; k++) pthread_create(&t[k], NULL, work, (void *)k);
+    for (int k = 0; k < 4; k++) pthread_join(t[k], NULL);
+    return 0;
+}
+"""
+
+
+def test_record_a_threaded_program_pairs_each_call_with_its_result(tmp_path):
+    import shutil
+    import subprocess
+
+    _need_valgrind()
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is missing: the test compiles a small pthread program")
+    (tmp_path / "thr.c").write_text(PTHREAD_C)
+    subprocess.run(["gcc", "-O0", "-pthread", str(tmp_path / "thr.c"), "-o", str(tmp_path / "thr")], check=True)
+    rec = _recorder()
+    out = tmp_path / "thr.trace.gz"
+    assert rec.main(["-o", str(out), "--no-native", "--keep-logs", str(tmp_path / "logs"), "--",
+                     str(tmp_path / "thr")]) == 0
+    log = next((tmp_path / "logs").iterdir()).read_text()
+    # the case this test is about did happen: a thread lost the lock between a call and its result
+    assert any(")  SCHED[" in line and "releasing lock" in line for line in log.splitlines())
+    ev = read_trace(out)  # read_trace checks that every free names a live block
+    sizes = ev[ev[:, 0] == 0, 2].tolist()
+    for k in range(4):
+        assert sizes.count(100 + k) == 20000 and sizes.count(3 * (8 + k)) == 20000, k
+    assert (ev[:, 0] == 1).sum() >= 160000

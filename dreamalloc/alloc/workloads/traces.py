@@ -19,17 +19,25 @@ live at the end of the trace are simply never freed. ``read_trace`` returns an `
 the file, the line and what was expected, and nothing is returned half-loaded.
 
 Recording: ``scripts/record_trace.py`` runs an unmodified program under valgrind's ``--trace-malloc=yes``;
-``parse_valgrind_log`` turns that log into events (docs/reference.md section 7).
+``parse_valgrind_log`` turns that log into events (per thread, from ``--trace-sched=yes``'s lock lines), and
+``valgrind_log_process`` reads each process's own command line from the log's preamble (docs/reference.md
+section 7).
 
 Replay (``TraceStream``, registered as stream ``"trace"``)
 ---------------------------------------------------------
 Byte sizes become ``ceil(bytes / granularity)`` cells; allocations smaller than ``min_bytes`` are dropped
-with their frees. An allocation needing more cells than the heap has is, by the stream parameter
-``oversize``: ``"clip"`` (default, as before: replayed as a whole-heap request, which can only fit an empty
+with their frees. ``granularity`` is bytes per cell, or ``"auto"`` (the default): the smallest power of two at
+which the trace's peak live bytes fit in the heap's cells (``auto_granularity``; real programs peak at 20x
+to 24,000x a 256-cell heap at 16 B/cell), so no request is clipped.
+An allocation needing more cells than the heap has (only with an explicit granularity) is, by the stream
+parameter ``oversize``: ``"clip"`` (default: replayed as a whole-heap request, which can only fit an empty
 heap; a ``TraceWarning`` names the file, the first such line and how many there are, once per trace, heap
 size and granularity), ``"error"`` (a ``TraceError`` naming the file and line) or ``"drop"`` (skipped with
 its free, like ``min_bytes``). The shipped suites replay traces with a few such allocations (python_json has
-17 above 256 cells at 64 B/cell), so clipping stays the default.
+17 above 256 cells at 64 B/cell), so clipping stays the default. ``trace_stats(path, granularity, cells)``
+gives a program the peak live bytes and cells, the clipped count and the auto granularity of a trace;
+``trace_header(path)`` the ``# key: value`` lines of its header (the recorder writes ``command``,
+``valgrind``, ``process``, ``max_rss_kib``, ``native_seconds``, ...).
 
 Each heap replays a segment of the trace: from event 0 (or, with ``random_start``, from an allocation event
 drawn per (seed, episode)) for at most ``window`` events. A free names the block by its allocation ordinal
@@ -54,7 +62,7 @@ import numpy as np
 import torch
 
 from dreamalloc.alloc.workloads.base import ALLOC, FREE, FREE_ALL, Requests, RequestStream
-from dreamalloc.alloc.workloads.params import BOOL, INT, PATH, STR, optional
+from dreamalloc.alloc.workloads.params import BOOL, INT, PATH, STR, choice, one_of, optional
 from dreamalloc.core.rng import CounterRNG
 
 HEADER = "# dreamalloc-trace v1"
@@ -239,6 +247,26 @@ def read_trace(path, with_lines: bool = False):
     return (events, line_of[:n].copy()) if with_lines else events
 
 
+def trace_header(path) -> dict[str, str]:
+    """The ``# key: value`` comment lines of a trace's header as a dict of strings (``command``, ``valgrind``,
+    ``max_rss_kib``, ``native_seconds``, ...; the first occurrence of a key wins); reads only the header. A
+shipped trace's name works too."""
+    path = resolve_trace(path)
+    opener = gzip.open if path.name.endswith(".gz") else open
+    out: dict[str, str] = {}
+    with opener(path, "rt", encoding="utf-8") as fh:
+        first = fh.readline().rstrip("\r\n")
+        if first != HEADER:
+            raise TraceError(f"{path}, line 1: expected the header {HEADER!r}, got {first[:60]!r}")
+        for line in fh:
+            if not line.startswith("#"):
+                break
+            key, sep, value = line[1:].strip().partition(":")
+            if sep and key.strip() and key.strip() not in out:
+                out[key.strip()] = value.strip()
+    return out
+
+
 def resolve_trace(path) -> Path:
     """A file path, or the name of a shipped trace (``"python_json"`` -> data/traces/python_json.trace.gz)."""
     p = Path(path)
@@ -283,6 +311,40 @@ def _size_arg(args: str) -> int:
     return _int(args.split(",")[0])
 
 
+_SCHED = re.compile(r"SCHED\[(\d+)\]:\s*(.*)$")
+_ORPHAN = re.compile(r"^=\s*0x0*[1-9A-Fa-f][0-9A-Fa-f]*\s*$")
+
+
+def _thread_lines(lines):
+    """(pid, line number, body) of each call line, with the text of every thread put back together.
+
+    valgrind prints a call and its result in two writes; another thread can run in between. With
+    ``--trace-sched=yes`` the log says when each thread takes the scheduler lock (``SCHED[T]:  acquired lock``),
+    and a switch always ends the line (``calloc(3,10)  SCHED[2]: releasing lock ...``), so each thread's own
+    text is the concatenation of what was printed while it held the lock."""
+    tid: dict[str, str] = {}
+    partial: dict[tuple[str, str], tuple[int, str]] = {}
+    for lineno, raw in enumerate(lines, start=1):
+        line = raw.rstrip("\r\n") if isinstance(raw, str) else raw.decode(errors="replace").rstrip("\r\n")
+        m = _PREFIX.match(line)
+        if not m:
+            continue
+        pid, body = m.group(1), line[m.end():]
+        key = (pid, tid.get(pid, "1"))
+        k = body.find("SCHED[")
+        if k >= 0:
+            pre = body[:k].strip()
+            if pre:
+                start, text = partial.get(key, (lineno, ""))
+                partial[key] = (start, text + pre)
+            s = _SCHED.search(body[k:])
+            if s and s.group(2).startswith("acquired lock"):
+                tid[pid] = s.group(1)
+            continue
+        first, head = partial.pop(key, (lineno, ""))
+        yield pid, first, (head + body).strip()
+
+
 def parse_valgrind_log(text_or_lines) -> np.ndarray:
     """Events ``[E, 3]`` of (op, id, size) from a valgrind ``--trace-malloc=yes`` log (one or more processes).
 
@@ -290,6 +352,11 @@ def parse_valgrind_log(text_or_lines) -> np.ndarray:
     free(0x0), frees of unknown addresses and failed allocations (= 0x0) are skipped; realloc(0x0, N) is an
     allocation, realloc(p, 0) a free, realloc(p, N) a free of p then an allocation; calloc(n, m) has size
     n * m; memalign(al A, size N) has size N; C++ ``_Zn*`` / ``_Zd*`` are new / delete.
+
+    Threads: a log recorded with ``--trace-sched=yes`` (as scripts/record_trace.py does) is split per thread
+    first (see ``_thread_lines``), so a call whose result lands after another thread's calls keeps its own
+    size and result. A log without those lines whose calls interleave (``malloc(57)calloc(17,16) = 0x...``, or
+    a result alone on a later line) cannot be paired and raises a ``TraceError`` naming the line.
     """
     lines = text_or_lines.splitlines() if isinstance(text_or_lines, str) else text_or_lines
     events: list[tuple[int, int, int]] = []
@@ -318,16 +385,21 @@ def parse_valgrind_log(text_or_lines) -> np.ndarray:
             events.append((OP_FREE, bid, 0))
             free_ids.append(bid)
 
-    for raw in lines:
-        line = raw.rstrip("\r\n") if isinstance(raw, str) else raw.decode().rstrip("\r\n")
-        m = _PREFIX.match(line)
-        if not m:
-            continue
-        pid, body = m.group(1), line[m.end():].strip()
+    def interleaved(lineno: int, body: str) -> TraceError:
+        return TraceError(f"valgrind log, line {lineno}: {body[:80]!r} mixes the calls of several threads (valgrind "
+                          "prints a call and its result in two writes, and another thread ran in between), so "
+                          "sizes and results cannot be paired; record the program again with valgrind's "
+                          "--trace-sched=yes (scripts/record_trace.py does), which tells the threads apart")
+
+    for pid, lineno, body in _thread_lines(lines):
         c = _CALL.match(body)
         if not c:
+            if _ORPHAN.match(body):  # a non-null result with no call before it: its call is on another line
+                raise interleaved(lineno, body)
             continue
         name, args = c.group(1), c.group(2)
+        if name != "realloc" and _CALL.match(body[c.end():].lstrip()):
+            raise interleaved(lineno, body)  # only realloc prints the malloc / free it calls on its line
         r = _RESULT.search(body)
         result = _int(r.group(1)) if r else 0
         try:
@@ -355,6 +427,24 @@ def parse_valgrind_log(text_or_lines) -> np.ndarray:
     return np.asarray(events, dtype=np.int64).reshape(-1, 3)
 
 
+_COMMAND = re.compile(r"^==(\d+)==\s+(Command|Parent PID):\s?(.*)$")
+
+
+def valgrind_log_process(text_or_lines) -> dict[str, str]:
+    """``pid``, ``command`` and ``parent`` of a one-process valgrind log, from its preamble
+    (``==PID== Command: ...`` and ``==PID== Parent PID: ...``); missing ones are absent."""
+    lines = text_or_lines.splitlines() if isinstance(text_or_lines, str) else text_or_lines
+    out: dict[str, str] = {}
+    for i, line in enumerate(lines):
+        m = _COMMAND.match(line.rstrip("\r\n"))
+        if m:
+            out["pid"] = m.group(1)
+            out["command" if m.group(2) == "Command" else "parent"] = m.group(3).strip()
+        if "parent" in out or i > 50:
+            break
+    return out
+
+
 # --------------------------------------------------------------------------------------------------
 # replay
 # --------------------------------------------------------------------------------------------------
@@ -362,6 +452,61 @@ def cells_needed(events: np.ndarray, granularity: int) -> np.ndarray:
     """[E] cells each event's block takes at ``granularity`` bytes per cell (ceil; 0 for frees)."""
     ev = np.asarray(events, dtype=np.int64).reshape(-1, 3)
     return np.where(ev[:, 0] == OP_ALLOC, -(-ev[:, 2] // granularity), 0)
+
+
+def block_bytes(events: np.ndarray) -> np.ndarray:
+    """[E] bytes of each event's block: the allocation's size, and for a free the size of the block it frees."""
+    ev = np.asarray(events, dtype=np.int64).reshape(-1, 3)
+    out = ev[:, 2].copy()
+    size_of: dict[int, int] = {}
+    for i, (op, bid, size) in enumerate(ev.tolist()):
+        if op == OP_ALLOC:
+            size_of[bid] = size
+        else:
+            out[i] = size_of.pop(bid)
+    return out
+
+
+def _peak(ev: np.ndarray, size: np.ndarray, granularity: int | None) -> int:
+    if len(ev) == 0:
+        return 0
+    if granularity is not None:
+        size = -(-size // int(granularity))
+    return int(max(0, np.cumsum(np.where(ev[:, 0] == OP_ALLOC, size, -size)).max()))
+
+
+def peak_live(events: np.ndarray, granularity: int | None = None) -> int:
+    """The most live bytes at any point of the trace (``granularity=None``), or the most live cells when each
+    block takes ``ceil(bytes / granularity)`` cells."""
+    ev = np.asarray(events, dtype=np.int64).reshape(-1, 3)
+    return _peak(ev, block_bytes(ev), granularity)
+
+
+def auto_granularity(events: np.ndarray, cells: int) -> int:
+    """``granularity: auto``: the smallest power of two (bytes per cell) at which the trace's peak live bytes
+    fit in the heap (``peak_live_bytes <= granularity * cells``), so no request is clipped (one block is at
+    most the peak). Each block still takes at least one cell, so the peak live cells (``peak_live(events,
+    granularity)``) can exceed the heap when more blocks than cells are live at once."""
+    peak = peak_live(events)
+    g = 1
+    while g * cells < peak:
+        g *= 2
+    return g
+
+
+def trace_stats(path, granularity: int | str = "auto", cells: int = 256) -> dict:
+    """What a replay of the trace on a ``cells``-cell heap does to it: ``events``, ``allocs``, ``frees``,
+    ``max_alloc_bytes``, ``peak_live_bytes``, the ``granularity`` (``"auto"`` resolved), ``peak_live_cells``,
+    ``clipped`` (allocations needing more cells than the heap: replayed as whole-heap requests under
+    ``oversize="clip"``) and ``auto_granularity``."""
+    events = read_trace(resolve_trace(path))
+    auto = auto_granularity(events, cells)
+    g = auto if granularity == "auto" else int(granularity)
+    allocs = events[:, 0] == OP_ALLOC
+    return {"events": len(events), "allocs": int(allocs.sum()), "frees": int((~allocs).sum()),
+            "max_alloc_bytes": int(events[allocs, 2].max()) if allocs.any() else 0,
+            "peak_live_bytes": peak_live(events), "granularity": g, "peak_live_cells": peak_live(events, g),
+            "clipped": int((cells_needed(events, g) > cells).sum()), "auto_granularity": auto}
 
 
 def trace_requests(events: np.ndarray, granularity: int, cells: int, min_bytes: int = 0, drop_oversize: bool = False):
@@ -406,6 +551,7 @@ def trace_requests(events: np.ndarray, granularity: int, cells: int, min_bytes: 
 
 _CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 _WARNED: set[tuple] = set()
+_AUTO: dict[tuple, int] = {}
 OVERSIZE = ("clip", "error", "drop")
 
 
@@ -448,28 +594,37 @@ def _check_oversize(path: Path, events: np.ndarray, lines: np.ndarray, granulari
                       "refuse such a trace or 'drop' to skip those allocations", TraceWarning, stacklevel=3)
 
 
+def _auto_cached(path: Path, events: np.ndarray, cells: int) -> int:
+    key = (str(path.resolve()), path.stat().st_mtime_ns, cells)
+    if key not in _AUTO:
+        _AUTO[key] = auto_granularity(events, cells)
+    return _AUTO[key]
+
+
 class TraceStream(RequestStream):
     """Replays a recorded trace (see the module docstring); stream ``"trace"``."""
 
     SALT = 23
-    PARAMS = {"path": PATH, "granularity": INT, "min_bytes": INT, "window": optional(INT), "random_start": BOOL,
+    PARAMS = {"path": PATH, "granularity": one_of(INT, choice("auto")), "min_bytes": INT, "window": optional(INT),
+              "random_start": BOOL,
               "oversize": STR}
 
-    def __init__(self, batch, cells, device="cpu", path: str = "python_json", granularity: int = 16,
+    def __init__(self, batch, cells, device="cpu", path: str = "python_json", granularity: int | str = "auto",
                  min_bytes: int = 0, window: int | None = None, random_start: bool = False, oversize: str = "clip"):
         super().__init__(batch, cells, device)
-        if int(granularity) < 1:
-            raise ValueError(f"granularity must be >= 1 byte per cell, got {granularity}")
+        if granularity != "auto" and (isinstance(granularity, str) or int(granularity) < 1):
+            raise ValueError(f"granularity must be >= 1 byte per cell or 'auto', got {granularity!r}")
         if window is not None and int(window) < 1:
             raise ValueError(f"window must be a positive number of events (or None for all), got {window}")
         if oversize not in OVERSIZE:
             raise ValueError(f"unknown oversize {oversize!r} (what to do with allocations larger than the heap); "
                              f"choose one of {', '.join(OVERSIZE)}")
         self.path = resolve_trace(path)
-        self.granularity, self.min_bytes = int(granularity), int(min_bytes)
+        self.min_bytes = int(min_bytes)
         self.window = None if window is None else int(window)
         self.random_start = bool(random_start)
         events, lines = _read_cached(self.path)
+        self.granularity = _auto_cached(self.path, events, self.cells) if granularity == "auto" else int(granularity)
         _check_oversize(self.path, events, lines, self.granularity, self.cells, self.min_bytes, oversize)
         op, size, ref = trace_requests(events, self.granularity, self.cells, self.min_bytes, oversize == "drop")
         E = len(op)
@@ -558,6 +713,7 @@ class TraceStream(RequestStream):
         self.rng.load_state_dict(state["rng"])
 
 
-__all__ = ["HEADER", "OVERSIZE", "TraceError", "TraceStream", "TraceWarning", "cells_needed", "parse_valgrind_log",
-           "read_trace", "resolve_trace", "shipped_traces", "trace_requests", "validate_events", "write_trace",
+__all__ = ["HEADER", "OVERSIZE", "TraceError", "TraceStream", "TraceWarning", "auto_granularity", "block_bytes",
+           "cells_needed", "parse_valgrind_log", "peak_live", "read_trace", "resolve_trace", "shipped_traces",
+           "trace_header", "trace_requests", "trace_stats", "valgrind_log_process", "validate_events", "write_trace",
            "DATA_DIR"]
