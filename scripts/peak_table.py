@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from dreamalloc.alloc.workloads.traces import OP_ALLOC, read_trace, resolve_trace
+from dreamalloc.alloc.workloads.traces import OP_ALLOC, peak_live, read_trace, resolve_trace, trace_header
 from dreamalloc.report.tables import PEAK_COLUMNS, markdown_table, peak_rows
 
 
@@ -40,37 +40,11 @@ def find_docs(paths: list[str]) -> list[dict]:
     return docs
 
 
-def header_of(path: Path) -> dict[str, str]:
-    """The ``# key: value`` comment lines of a trace (its provenance)."""
-    import gzip
-
-    opener = gzip.open if path.name.endswith(".gz") else open
-    out = {}
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for line in fh:
-            if not line.startswith("#"):
-                break
-            key, sep, value = line[1:].strip().partition(":")
-            if sep:
-                out[key.strip()] = value.strip()
-    return out
-
-
 def program_facts(trace: str) -> dict:
-    path = resolve_trace(trace)
-    ev = read_trace(path)
-    size_of, live, peak = {}, 0, 0
-    for op, bid, n in ev.tolist():
-        if op == OP_ALLOC:
-            size_of[bid] = n
-            live += n
-            peak = max(peak, live)
-        else:
-            live -= size_of.pop(bid)
-    head = header_of(path)
-    rss = head.get("max_rss_kib")
-    return {"peak_live_kib": peak / 1024, "system_max_rss_kib": float(rss) if rss else None,
-            "allocations": int((ev[:, 0] == OP_ALLOC).sum())}
+    events = read_trace(resolve_trace(trace))
+    rss = trace_header(trace).get("max_rss_kib")
+    return {"peak_live_kib": peak_live(events) / 1024, "system_max_rss_kib": float(rss) if rss else None,
+            "allocations": int((events[:, 0] == OP_ALLOC).sum())}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,8 +10,8 @@ from test_harness import cfg_of
 
 from dreamalloc.alloc.env import AllocCore
 from dreamalloc.alloc.heap import RULES
-from dreamalloc.alloc.peak import live_peak_cells, peak_evaluation, peak_setup, replay_peak, rule_policy
-from dreamalloc.alloc.workloads.traces import read_trace, resolve_trace, write_trace
+from dreamalloc.alloc.peak import peak_evaluation, peak_setup, replay_peak, rule_policy
+from dreamalloc.alloc.workloads.traces import peak_live, read_trace, resolve_trace, write_trace
 from dreamalloc.experiment.cli import evaluate_main, register_configs  # noqa: F401  (registers the schemas)
 
 # cells at 16 B/cell: a0 = 4, a1 = 2, free a0, a2 = 3, a3 = 1 (see test_hand_worked_trace)
@@ -45,20 +45,20 @@ def test_a_heap_too_small_counts_failures_and_goes_on(tmp_path):
     assert (r["failures"], r["decisions"], r["complete"], r["peak_live"], r["peak_extent"]) == (1, 3, True, 4, 4)
 
 
-def test_live_peak_cells_counts_whole_cells():
+def test_peak_live_counts_whole_cells():
     ev = np.array(HAND)
-    assert live_peak_cells(ev, 16) == 6
-    assert live_peak_cells(ev, 64) == 3  # every block is one cell at 64 B/cell: a1, a2, a3 live at the end
-    assert live_peak_cells(ev, 16, min_bytes=40) == 4  # a1 (32 B) and a3 (16 B) are left out
+    assert peak_live(ev, 16) == 6
+    assert peak_live(ev, 64) == 3  # every block is one cell at 64 B/cell: a1, a2, a3 live at the end
+    assert peak_live(ev) == 96  # bytes: a0 + a1 (64 + 32), and a1 + a2 + a3 (32 + 48 + 16) at the end
 
 
 def test_setup_sizes_the_heap_from_the_trace():
     s = peak_setup("sqlite_insert", max_cells=4096)
     ev = read_trace(resolve_trace("sqlite_insert"))
     assert s.granularity >= 16 and s.granularity & (s.granularity - 1) == 0  # a power of two
-    assert s.peak_live == live_peak_cells(ev, s.granularity)
+    assert s.peak_live == peak_live(ev, s.granularity)
     assert s.cells == math.ceil(2.0 * s.peak_live) <= 4096
-    assert live_peak_cells(ev, s.granularity // 2) * 2 > 4096  # the smallest granularity that fits
+    assert peak_live(ev, s.granularity // 2) * 2 > 4096  # the smallest granularity that fits
     assert s.allocations == int((ev[:, 0] == 0).sum()) and s.largest <= s.cells
     assert peak_setup("sqlite_insert", granularity=64, cells=20000).cells == 20000
 
@@ -66,7 +66,7 @@ def test_setup_sizes_the_heap_from_the_trace():
 @pytest.mark.parametrize("kw,match", [
     (dict(headroom=0.5), "headroom"), (dict(granularity=0), "granularity"), (dict(granularity="fine"), "granularity"),
     (dict(cells=1), "cells"), (dict(cells=256), "blocks are live at once"),
-    (dict(granularity=16, cells=100), "largest block"), (dict(min_bytes=10**9), "no allocation")])
+    (dict(granularity=16, cells=100), "largest block")])
 def test_bad_setups_are_clear_errors(kw, match):
     with pytest.raises(ValueError, match=match):
         peak_setup("sort_gpl", **kw)

@@ -34,27 +34,17 @@ import torch
 
 from dreamalloc.alloc.env import AllocConfig, AllocCore
 from dreamalloc.alloc.heap import RULES
-from dreamalloc.alloc.workloads.traces import OP_ALLOC, cells_needed, read_trace, resolve_trace, shipped_traces
+from dreamalloc.alloc.workloads.traces import (
+    OP_ALLOC,
+    cells_needed,
+    peak_live,
+    read_trace,
+    resolve_trace,
+    shipped_traces,
+)
 
 PEAK_KEYS = ("extent_over_live", "frag_at_peak", "failures", "peak_live", "peak_extent", "decisions", "invalid",
              "complete", "decision_us", "decision_us_p99", "policy_us")
-
-
-def live_peak_cells(events: np.ndarray, granularity: int, min_bytes: int = 0) -> int:
-    """The maximum over the trace of the live cells (sum of ``ceil(bytes / granularity)`` of the live blocks)."""
-    need = cells_needed(events, granularity)
-    size_of: dict[int, int] = {}
-    live = peak = 0
-    for (op, bid, nbytes), c in zip(events.tolist(), need.tolist(), strict=True):
-        if op == OP_ALLOC:
-            if nbytes < min_bytes:
-                continue
-            size_of[bid] = c
-            live += c
-            peak = max(peak, live)
-        elif bid in size_of:
-            live -= size_of.pop(bid)
-    return peak
 
 
 @dataclass(frozen=True)
@@ -65,22 +55,21 @@ class PeakSetup:
     granularity: int
     cells: int
     peak_live: int  # the trace's maximum live cells at this granularity
-    allocations: int  # allocation requests replayed (those of at least min_bytes)
+    allocations: int  # allocation requests replayed
     largest: int  # the largest block, in cells
-    min_bytes: int = 0
 
     def env_config(self, base: AllocConfig | None = None, **overrides) -> AllocConfig:
         """The allocation env of this replay (over ``base``: its action space and observation options), a whole
         trace in one episode, failures dropped."""
         kw = dict(cells=self.cells, stream="trace", on_fail="drop", max_allocs=self.allocations,
                   max_invalid=max(1000, self.allocations), trial_episodes=1, skip_forced=False, ideal=False,
-                  stream_params={"path": self.trace, "granularity": self.granularity, "min_bytes": self.min_bytes,
-                                 "window": None, "random_start": False, "oversize": "error"})
+                  stream_params={"path": self.trace, "granularity": self.granularity, "window": None,
+                                 "random_start": False, "oversize": "error"})
         return AllocConfig.from_kwargs(base, **{**kw, **overrides}).validate()
 
 
 def peak_setup(trace: str, granularity: int | str = "auto", cells: int | None = None, headroom: float = 2.0,
-               max_cells: int = 65536, min_bytes: int = 0) -> PeakSetup:
+               max_cells: int = 65536) -> PeakSetup:
     """Size the peak replay of ``trace`` (a shipped name or a path). With ``granularity="auto"`` the smallest power
     of two (bytes per cell, at least 16, malloc's usual alignment) whose peak live cells times ``headroom`` fit in
     ``cells`` (or ``max_cells``); ``cells`` defaults to ``ceil(headroom x peak live cells)``."""
@@ -90,15 +79,15 @@ def peak_setup(trace: str, granularity: int | str = "auto", cells: int | None = 
         raise ValueError(f"cells must be an integer >= 2, got {cells!r}")
     path = resolve_trace(trace)
     events = read_trace(path)
-    kept = (events[:, 0] == OP_ALLOC) & (events[:, 2] >= min_bytes)
+    kept = events[:, 0] == OP_ALLOC
     if not kept.any():
-        raise ValueError(f"trace {path} has no allocation of at least min_bytes={min_bytes} bytes to replay")
+        raise ValueError(f"trace {path} has no allocation to replay")
     budget = int(cells) if cells is not None else int(max_cells)
     if granularity == "auto":
         g, top = 16, int(events[kept, 2].max())
-        while math.ceil(live_peak_cells(events, g, min_bytes) * headroom) > budget:
+        while math.ceil(peak_live(events, g) * headroom) > budget:
             if g >= top:  # every block is one cell already: the live blocks alone overflow the heap
-                raise ValueError(f"trace {path}: {live_peak_cells(events, g, min_bytes)} blocks are live at once, "
+                raise ValueError(f"trace {path}: {peak_live(events, g)} blocks are live at once, "
                                  f"more than a heap of {budget} cells holds with headroom {headroom}; use more "
                                  "cells (an agent that observes a bitmap or picks addresses is replayed on the "
                                  "cells it was trained on)")
@@ -107,13 +96,13 @@ def peak_setup(trace: str, granularity: int | str = "auto", cells: int | None = 
         g = int(granularity)
     else:
         raise ValueError(f"granularity must be 'auto' or a positive number of bytes per cell, got {granularity!r}")
-    peak = live_peak_cells(events, g, min_bytes)
+    peak = peak_live(events, g)
     n = int(cells) if cells is not None else max(2, math.ceil(peak * headroom))
     largest = int(cells_needed(events[kept], g).max())
     if largest > n:
         raise ValueError(f"trace {path}: its largest block needs {largest} cells at {g} B/cell, more than the "
                          f"heap's {n} cells; use more cells or a larger granularity")
-    return PeakSetup(str(path), g, n, peak, int(kept.sum()), largest, int(min_bytes))
+    return PeakSetup(str(path), g, n, peak, int(kept.sum()), largest)
 
 
 def replay_peak(core: AllocCore, policy, seed: int = 0) -> dict:
@@ -124,7 +113,7 @@ def replay_peak(core: AllocCore, policy, seed: int = 0) -> dict:
     if cfg.on_fail != "drop" or cfg.stream != "trace" or core.B != 1:
         raise ValueError("replay_peak needs one heap of a PeakSetup.env_config (a trace stream, on_fail='drop')")
     obs, info = core.reset(seed=seed)
-    peak_live = hw = hw_at_peak = invalid = 0
+    most_live = hw = hw_at_peak = invalid = 0
     times: list[float] = []
     chose: list[float] = []
     while True:
@@ -137,8 +126,8 @@ def replay_peak(core: AllocCore, policy, seed: int = 0) -> dict:
         times.append(time.perf_counter() - t0)
         if bool(valid[0]):
             hw = max(hw, int(addr[0]) + size)
-            if live_before + size >= peak_live:  # ties: the latest, where the extent is largest
-                peak_live, hw_at_peak = live_before + size, hw
+            if live_before + size >= most_live:  # ties: the latest, where the extent is largest
+                most_live, hw_at_peak = live_before + size, hw
         else:
             invalid += 1
         if bool(term[0] | trunc[0]):
@@ -146,10 +135,10 @@ def replay_peak(core: AllocCore, policy, seed: int = 0) -> dict:
     us, policy_us = np.asarray(times) * 1e6, np.asarray(chose) * 1e6
     clock = int(dom.heaps.n_allocs[0] + dom.heaps.n_dropped[0])
     return {
-        "extent_over_live": hw / peak_live if peak_live else float("nan"),
-        "frag_at_peak": 1.0 - peak_live / hw_at_peak if hw_at_peak else float("nan"),
+        "extent_over_live": hw / most_live if most_live else float("nan"),
+        "frag_at_peak": 1.0 - most_live / hw_at_peak if hw_at_peak else float("nan"),
         "failures": int(dom.heaps.n_dropped[0]),
-        "peak_live": peak_live,
+        "peak_live": most_live,
         "peak_extent": hw,
         "decisions": len(times),
         "invalid": invalid,
@@ -171,12 +160,12 @@ def rule_policy(cfg: AllocConfig, rule: str):
 
 RULE_ONLY = dict(action="heuristic", bitmap=False, history=0, summary=False, hole_features=0, meta_obs=False,
                  task_obs=False)  # what the fixed rules need observed: nothing (their replay is then cheaper)
-PARAMS = ("traces", "granularity", "headroom", "max_cells", "min_bytes", "seed", "rules")
+PARAMS = ("traces", "granularity", "headroom", "max_cells", "seed", "rules")
 
 
 def peak_evaluation(base: AllocConfig, make_policy, device="cpu", method: str = "agent", traces=(),
                     granularity: int | str = "auto", headroom: float = 2.0, max_cells: int = 65536,
-                    min_bytes: int = 0, seed: int = 0, rules: bool = True) -> dict:
+                    seed: int = 0, rules: bool = True) -> dict:
     """Every trace (default: every shipped one) replayed whole by the agent (``make_policy(core) -> policy``, on
     the env config ``base`` it was trained with) and by every fixed rule, on the same heap. An agent whose
     observation or actions depend on the heap's size (a bitmap, the address space) is replayed on ``base.cells``
@@ -188,7 +177,7 @@ def peak_evaluation(base: AllocConfig, make_policy, device="cpu", method: str = 
     sized_by_agent = base.bitmap or base.action == "address"
     rows, setups = [], {}
     for name in names:
-        setup = peak_setup(name, granularity, base.cells if sized_by_agent else None, headroom, max_cells, min_bytes)
+        setup = peak_setup(name, granularity, base.cells if sized_by_agent else None, headroom, max_cells)
         setups[name] = {k: v for k, v in setup.__dict__.items() if k != "trace"}
         case = {"trace": name, "cells": setup.cells, "granularity": setup.granularity}
         core = AllocCore(1, setup.env_config(base), device=device, autoreset=False)
@@ -212,5 +201,5 @@ def peak_mode(base: AllocConfig, make_policy, params: dict, device="cpu", method
     return peak_evaluation(base, make_policy, device, method, **params)
 
 
-__all__ = ["PEAK_KEYS", "PeakSetup", "live_peak_cells", "peak_setup", "peak_evaluation", "peak_mode", "replay_peak",
+__all__ = ["PEAK_KEYS", "PeakSetup", "peak_setup", "peak_evaluation", "peak_mode", "replay_peak",
            "rule_policy"]
