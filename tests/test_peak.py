@@ -10,7 +10,7 @@ from test_harness import cfg_of
 
 from dreamalloc.alloc.env import AllocCore
 from dreamalloc.alloc.heap import RULES
-from dreamalloc.alloc.peak import peak_evaluation, peak_setup, replay_peak, rule_policy
+from dreamalloc.alloc.peak import peak_evaluation, peak_setup, replay_peak
 from dreamalloc.alloc.workloads.traces import peak_live, read_trace, resolve_trace, write_trace
 from dreamalloc.experiment.cli import evaluate_main, register_configs  # noqa: F401  (registers the schemas)
 
@@ -19,9 +19,23 @@ HAND = [(0, 0, 64), (0, 1, 32), (1, 0, 0), (0, 2, 48), (0, 3, 16)]
 
 
 def replay(path, cells, rule, granularity=16):
+    """Every rule's replay, stepping together (one heap each); ``rule``'s row."""
     setup = peak_setup(str(path), granularity, cells=cells, headroom=1.0)
     cfg = setup.env_config(heuristics=RULES, bitmap=False)
-    return replay_peak(AllocCore(1, cfg, autoreset=False), rule_policy(cfg, rule))
+    every = torch.arange(len(RULES))
+    return dict(zip(RULES, replay_peak(AllocCore(len(RULES), cfg), lambda obs, info: every), strict=True))[rule]
+
+
+def test_rules_replayed_together_equal_each_replayed_alone():
+    setup = peak_setup("sqlite_join", max_cells=4096)
+    cfg = setup.env_config(heuristics=RULES, bitmap=False, max_allocs=3000)  # the first 3,000 allocations
+    every = torch.arange(len(RULES))
+    together = replay_peak(AllocCore(len(RULES), cfg), lambda obs, info: every)
+    keys = ("extent_over_live", "frag_at_peak", "failures", "peak_live", "peak_extent", "decisions", "complete")
+    for i, rule in enumerate(RULES):
+        alone = replay_peak(AllocCore(1, cfg), lambda obs, info, i=i: torch.tensor([i]))[0]
+        assert {k: together[i][k] for k in keys} == {k: alone[k] for k in keys}, rule
+    assert len({r["peak_extent"] for r in together}) > 1  # the rules differ on this trace
 
 
 def test_hand_worked_trace(tmp_path):

@@ -15,7 +15,8 @@ and the program goes on) and reports, per method:
   extent, so a policy that needs more memory than the heap has shows failures instead of a larger ratio;
 * ``decision_us`` (median) and ``decision_us_p99``: wall time per decision, the policy's choice plus the env's
   placement and the frees up to the next request, on this process's threads; ``policy_us``: the policy's choice
-  alone (median).
+  alone (median). The fixed rules replay together (one heap each, stepping as one batch), so their times are a
+  batched step's over the number of rules; the agent replays alone.
 
 The heap is sized from the trace (``peak_setup``): bytes become cells at ``granularity`` bytes per cell (``auto``:
 the smallest power of two that keeps the trace's peak live cells within ``max_cells / headroom``), and the heap has
@@ -105,57 +106,63 @@ def peak_setup(trace: str, granularity: int | str = "auto", cells: int | None = 
     return PeakSetup(str(path), g, n, peak, int(kept.sum()), largest)
 
 
-def replay_peak(core: AllocCore, policy, seed: int = 0) -> dict:
-    """Play ``policy(obs, info) -> action`` over one episode of ``core`` (one heap of a ``PeakSetup.env_config``,
-    ``autoreset=False``) and measure its peak (the module's docstring lists the keys). ``complete`` is False when
-    the episode was cut short by ``max_invalid`` invalid actions."""
-    cfg, dom = core.cfg, core.domain
-    if cfg.on_fail != "drop" or cfg.stream != "trace" or core.B != 1:
-        raise ValueError("replay_peak needs one heap of a PeakSetup.env_config (a trace stream, on_fail='drop')")
+def replay_peak(core: AllocCore, policy, seed: int = 0) -> list[dict]:
+    """Play ``policy(obs, info) -> actions`` ([B]) over the first episode of every row of ``core`` (built from a
+    ``PeakSetup.env_config`` with ``autoreset=True``) and measure each row's peak (the module's docstring lists
+    the keys; one dict per row). Rows step together, so with B > 1 the times are a step's over B. ``complete`` is
+    False when a row's episode was cut short by ``max_invalid`` invalid actions."""
+    cfg, dom, B = core.cfg, core.domain, core.B
+    if cfg.on_fail != "drop" or cfg.stream != "trace" or not core.autoreset:
+        raise ValueError("replay_peak needs a core of a PeakSetup.env_config (a trace stream, on_fail='drop') with "
+                         "autoreset=True")
     obs, info = core.reset(seed=seed)
-    most_live = hw = hw_at_peak = invalid = 0
+    z = torch.zeros(B, dtype=torch.long, device=dom.device)
+    most_live, hw, hw_at_peak, invalid, decisions, failures = (z.clone() for _ in range(6))
+    active = torch.ones(B, dtype=torch.bool, device=dom.device)
+    complete = torch.zeros_like(active)
     times: list[float] = []
     chose: list[float] = []
-    while True:
+    while bool(active.any()):
         t0 = time.perf_counter()
         a = core.check_action(policy(obs, info))
         chose.append(time.perf_counter() - t0)
-        addr, valid = dom.addresses(a)  # where this decision puts the block (read before the step's frees)
-        live_before, size = int(dom.heaps.used[0]), int(dom.request[0])
+        addr, valid = dom.addresses(a)  # where this decision puts each block (read before the step's frees)
+        size = dom.request.clone()
+        live = dom.heaps.used + size
         obs, _, term, trunc, info = core.step(a)
         times.append(time.perf_counter() - t0)
-        if bool(valid[0]):
-            hw = max(hw, int(addr[0]) + size)
-            if live_before + size >= most_live:  # ties: the latest, where the extent is largest
-                most_live, hw_at_peak = live_before + size, hw
-        else:
-            invalid += 1
-        if bool(term[0] | trunc[0]):
-            break
-    us, policy_us = np.asarray(times) * 1e6, np.asarray(chose) * 1e6
-    clock = int(dom.heaps.n_allocs[0] + dom.heaps.n_dropped[0])
-    return {
-        "extent_over_live": hw / most_live if most_live else float("nan"),
-        "frag_at_peak": 1.0 - most_live / hw_at_peak if hw_at_peak else float("nan"),
-        "failures": int(dom.heaps.n_dropped[0]),
-        "peak_live": most_live,
-        "peak_extent": hw,
-        "decisions": len(times),
-        "invalid": invalid,
-        "complete": clock >= cfg.max_allocs,
-        "decision_us": float(np.median(us)),
-        "decision_us_p99": float(np.percentile(us, 99)),
-        "policy_us": float(np.median(policy_us)),
-    }
-
-
-def rule_policy(cfg: AllocConfig, rule: str):
-    """A fixed placement rule as a policy on ``cfg``'s heuristic action space."""
-    if cfg.action != "heuristic" or rule not in cfg.heuristics:
-        raise ValueError(f"rule {rule!r} is not an action of this env (heuristics {list(cfg.heuristics)}, action "
-                         f"space {cfg.action!r})")
-    action = torch.tensor([list(cfg.heuristics).index(rule)])
-    return lambda obs, info: action
+        placed = valid & active
+        hw = torch.where(placed, torch.maximum(hw, addr + size), hw)
+        at_peak = placed & (live >= most_live)  # ties: the latest, where the extent is largest
+        most_live = torch.where(at_peak, live, most_live)
+        hw_at_peak = torch.where(at_peak, hw, hw_at_peak)
+        invalid += ~valid & active
+        decisions += active
+        done = (term | trunc) & active
+        if bool(done.any()):
+            final = info.get("final_info", info)
+            failures = torch.where(done, final["dropped"], failures)
+            cut = final.get("invalid_truncated", torch.zeros_like(done))
+            complete = torch.where(done, trunc & ~cut, complete)
+            active &= ~done
+    us, policy_us = np.asarray(times) * 1e6 / B, np.asarray(chose) * 1e6 / B
+    out = []
+    for i in range(B):
+        m, h, hp = int(most_live[i]), int(hw[i]), int(hw_at_peak[i])
+        out.append({
+            "extent_over_live": h / m if m else float("nan"),
+            "frag_at_peak": 1.0 - m / hp if hp else float("nan"),
+            "failures": int(failures[i]),
+            "peak_live": m,
+            "peak_extent": h,
+            "decisions": int(decisions[i]),
+            "invalid": int(invalid[i]),
+            "complete": bool(complete[i]),
+            "decision_us": float(np.median(us)),
+            "decision_us_p99": float(np.percentile(us, 99)),
+            "policy_us": float(np.median(policy_us)),
+        })
+    return out
 
 
 RULE_ONLY = dict(action="heuristic", bitmap=False, history=0, summary=False, hole_features=0, meta_obs=False,
@@ -180,14 +187,15 @@ def peak_evaluation(base: AllocConfig, make_policy, device="cpu", method: str = 
         setup = peak_setup(name, granularity, base.cells if sized_by_agent else None, headroom, max_cells)
         setups[name] = {k: v for k, v in setup.__dict__.items() if k != "trace"}
         case = {"trace": name, "cells": setup.cells, "granularity": setup.granularity}
-        core = AllocCore(1, setup.env_config(base), device=device, autoreset=False)
-        rows.append({**case, "method": method, **replay_peak(core, make_policy(core), seed)})
+        core = AllocCore(1, setup.env_config(base), device=device)
+        rows.append({**case, "method": method, **replay_peak(core, make_policy(core), seed)[0]})
         if not rules:
             continue
-        rules_cfg = setup.env_config(heuristics=RULES, **RULE_ONLY)
-        for rule in RULES:
-            core = AllocCore(1, rules_cfg, device=device, autoreset=False)
-            rows.append({**case, "method": rule, **replay_peak(core, rule_policy(rules_cfg, rule), seed)})
+        rules_cfg = setup.env_config(heuristics=RULES, **RULE_ONLY)  # one row per rule, stepping together
+        core = AllocCore(len(RULES), rules_cfg, device=device)
+        every = torch.arange(len(RULES), device=core.device)
+        for rule, res in zip(RULES, replay_peak(core, lambda obs, info, every=every: every, seed), strict=True):
+            rows.append({**case, "method": rule, **res})
         rows.append({**case, "method": "capacity bound", "extent_over_live": 1.0, "frag_at_peak": 0.0, "failures": 0,
                      "peak_live": setup.peak_live, "peak_extent": setup.peak_live})
     return {"rows": rows, "columns": ["trace", "method", "cells", "granularity", *PEAK_KEYS], "traces": setups}
@@ -201,5 +209,4 @@ def peak_mode(base: AllocConfig, make_policy, params: dict, device="cpu", method
     return peak_evaluation(base, make_policy, device, method, **params)
 
 
-__all__ = ["PEAK_KEYS", "PeakSetup", "peak_setup", "peak_evaluation", "peak_mode", "replay_peak",
-           "rule_policy"]
+__all__ = ["PEAK_KEYS", "PeakSetup", "peak_setup", "peak_evaluation", "peak_mode", "replay_peak"]
