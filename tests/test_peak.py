@@ -179,5 +179,5 @@ def test_peak_table_script(tmp_path, capsys):
     out = tmp_path / "t.md"
     assert peak_table.main([str(tmp_path), "--out", str(out)]) == 0
     text = out.read_text()
-    assert "| sort_gpl" in text and "capacity bound" in text and "peak_live_kib" in text
+    assert "| sort_gpl" in text and "capacity bound" in text and "peak live KiB" in text
     assert " 2248 |" in text  # sort_gpl's peak live bytes, 2,301,708 B = 2,247.8 KiB (no decimals in the table)
