@@ -181,3 +181,11 @@ def test_peak_table_script(tmp_path, capsys):
     text = out.read_text()
     assert "| sort_gpl" in text and "capacity bound" in text and "peak live KiB" in text
     assert " 2248 |" in text  # sort_gpl's peak live bytes, 2,301,708 B = 2,247.8 KiB (no decimals in the table)
+
+
+def test_train_py_refuses_an_evaluation_mode(tmp_path):
+    from dreamalloc.experiment.training import train
+
+    cfg = cfg_of(["agent=heuristic", "env.bitmap=false", "eval.mode=peak", "logger=disabled", "steps=64"], tmp_path)
+    with pytest.raises(ValueError, match="evaluate.py mode"):
+        train(cfg, overrides=[])

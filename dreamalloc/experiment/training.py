@@ -605,6 +605,10 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     """Train (or continue) the run ``cfg`` describes; ``overrides`` are its command-line overrides (read from
     Hydra when None), which name its checkpoint folder and are checked against a checkpoint on resume."""
     overrides = task_overrides() if overrides is None else list(overrides)
+    if str(cfg.eval.get("mode", "suite")) != "suite":
+        raise ValueError(f"config error: eval.mode={cfg.eval.mode} is an evaluate.py mode; train.py evaluates the "
+                         "held-out suite. Train, then: python evaluate.py checkpoint=RUN_DIR "
+                         f"eval.mode={cfg.eval.mode}")
     run = Run(cfg, overrides)
     cfg = run.cfg
     show = show_progress(cfg)
