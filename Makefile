@@ -21,11 +21,15 @@ run: $(STAMP)
 	$(BIN)/python train.py steps=4096 eval.trials=32 logger=offline
 	$(BIN)/python scripts/lim_heuristics.py --episodes 300
 
-# The trace recorder's test runs a real program under valgrind (Debian package; root installs it here).
+# The trace recorder's tests run real programs under valgrind, one of them a small pthread program they compile
+# with gcc (Debian packages; root installs them here).
 valgrind:
 	@command -v valgrind >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; } || \
 		{ echo "valgrind is missing: install it (apt-get install valgrind)"; exit 1; }
+	@command -v gcc >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev >/dev/null; } || \
+		{ echo "gcc is missing: install it (apt-get install gcc)"; exit 1; }
 
 test: $(STAMP) valgrind
 	$(BIN)/python -m pytest

@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from dreamalloc.alloc.workloads.traces import OP_ALLOC, peak_live, read_trace, resolve_trace, trace_header
+from dreamalloc.alloc.workloads.traces import trace_header, trace_stats
 from dreamalloc.report.tables import PEAK_COLUMNS, format_value, markdown_table, peak_rows
 
 
@@ -41,10 +41,9 @@ def find_docs(paths: list[str]) -> list[dict]:
 
 
 def program_facts(trace: str) -> dict:
-    events = read_trace(resolve_trace(trace))
-    rss = trace_header(trace).get("max_rss_kib")
-    return {"peak_live_kib": peak_live(events) / 1024, "system_max_rss_kib": float(rss) if rss else None,
-            "allocations": int((events[:, 0] == OP_ALLOC).sum())}
+    stats, rss = trace_stats(trace), trace_header(trace).get("max_rss_kib")
+    return {"peak_live_kib": stats["peak_live_bytes"] / 1024, "system_max_rss_kib": float(rss) if rss else None,
+            "allocations": stats["allocs"]}
 
 
 def pivot(rows: list[dict], programs: list[dict]) -> list[dict]:

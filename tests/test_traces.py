@@ -552,7 +552,7 @@ def test_record_a_threaded_program_pairs_each_call_with_its_result(tmp_path):
 
     _need_valgrind()
     if shutil.which("gcc") is None:
-        pytest.skip("gcc is missing: the test compiles a small pthread program")
+        pytest.skip("gcc is missing: the test compiles a small pthread program (make test installs gcc)")
     (tmp_path / "thr.c").write_text(PTHREAD_C)
     subprocess.run(["gcc", "-O0", "-pthread", str(tmp_path / "thr.c"), "-o", str(tmp_path / "thr")], check=True)
     rec = _recorder()

@@ -218,6 +218,7 @@ class AllocDomain:
         self._invalid_r = torch.tensor(cfg.invalid_reward, **f64)
         self._drop_r = torch.tensor(cfg.drop_reward, **f64)
         self.carry = torch.zeros(self.B, **f64)  # drops at an episode's start, charged at its first step
+        self.placed_at = torch.full((self.B,), -1, dtype=torch.long, device=dev)  # the last step's addresses
         self.runs: FreeRuns = FreeRuns.of(self.heaps.occ)
         self.action_spec = ActionSpec(cfg.n_actions, self.B, dev, "heap", f"the {cfg.action} action space "
                                       f"Discrete({cfg.n_actions})",
@@ -337,6 +338,7 @@ class AllocDomain:
     def step(self, a: torch.Tensor):
         """Place each heap's request as its checked action says; apply the frees up to the next request."""
         addr, valid = self.addresses(a)
+        self.placed_at = torch.where(valid, addr, -1)  # where this step put each row's block (-1: invalid action)
         rows = valid.nonzero().squeeze(1)
         self._place_and_advance(rows, addr[rows])
         runs = FreeRuns.of(self.heaps.occ)

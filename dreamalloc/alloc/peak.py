@@ -124,13 +124,14 @@ def replay_peak(core: AllocCore, policy, seed: int = 0) -> list[dict]:
     chose: list[float] = []
     while bool(active.any()):
         t0 = time.perf_counter()
-        a = core.check_action(policy(obs, info))
+        a = policy(obs, info)
         chose.append(time.perf_counter() - t0)
-        addr, valid = dom.addresses(a)  # where this decision puts each block (read before the step's frees)
         size = dom.request.clone()
-        live = dom.heaps.used + size
+        live = dom.heaps.used + size  # at the placement, before the frees that follow it
         obs, _, term, trunc, info = core.step(a)
         times.append(time.perf_counter() - t0)
+        addr = dom.placed_at
+        valid = addr >= 0
         placed = valid & active
         hw = torch.where(placed, torch.maximum(hw, addr + size), hw)
         at_peak = placed & (live >= most_live)  # ties: the latest, where the extent is largest

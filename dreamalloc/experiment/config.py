@@ -206,8 +206,9 @@ def tasks_of(tasks) -> list[dict]:
     return out
 
 
-def _plain_env(env) -> dict:
-    return OmegaConf.to_container(env, resolve=True) if not isinstance(env, dict) else dict(env)
+def plain(node) -> dict:
+    """A config node (or a dict) as a plain, resolved dict."""
+    return OmegaConf.to_container(node, resolve=True) if not isinstance(node, dict) else dict(node)
 
 
 def family_of(env) -> EnvFamily:
@@ -219,10 +220,10 @@ def family_of(env) -> EnvFamily:
 
 def env_config(env, tasks):
     """The family's env config of an env node plus a task list (validated: a bad value is a ValueError)."""
-    return family_of(env).env_config(_plain_env(env), tasks_of(tasks))
+    return family_of(env).env_config(plain(env), tasks_of(tasks))
 
 
 def make_core(env, tasks, num_envs: int, device, autoreset: bool = True, trial_episodes: int | None = None):
     """The batched core of an env node and a task list (``trial_episodes``: override the env's K)."""
-    return family_of(env).make_core(_plain_env(env), tasks_of(tasks), int(num_envs), device, autoreset=autoreset,
+    return family_of(env).make_core(plain(env), tasks_of(tasks), int(num_envs), device, autoreset=autoreset,
                                     trial_episodes=trial_episodes)

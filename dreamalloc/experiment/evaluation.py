@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from dreamalloc.agents.base import Agent
 from dreamalloc.core.rollout import run_episodes
-from dreamalloc.experiment.config import family_of, make_core, tasks_of
+from dreamalloc.experiment.config import family_of, make_core, plain, tasks_of
 
 SCHEMA = 1
 BASELINES = ("cache", "always", "off")
@@ -152,22 +152,15 @@ def evaluate_suite(agent: Agent, env, suite, eval_cfg, device, method: str, seed
 
 def evaluate_mode(agent: Agent, env, eval_cfg, device, method: str, seed: int, step: int,
                   label: str | None = None) -> dict:
-    """``eval.mode`` other than ``suite``: the env family's own evaluation (``EnvFamily.eval_modes``) of the agent,
-    with ``eval.mode_params``. Returns the mode's document (``rows`` and ``columns`` for its table)."""
-    fam, mode = family_of(env), str(eval_cfg.mode)
-    if mode not in fam.eval_modes:
-        raise ValueError(f"eval.mode={mode!r}: the {fam.kind} env family offers suite"
-                         + "".join(f", {m}" for m in fam.eval_modes))
-    params = OmegaConf.to_container(eval_cfg.mode_params, resolve=True) if isinstance(eval_cfg.mode_params,
-                                                                                      DictConfig) else \
-        dict(eval_cfg.mode_params)
-    deterministic = bool(eval_cfg.deterministic)
+    """``eval.mode`` other than ``suite`` (checked by ``config.validate``): the env family's own evaluation
+    (``EnvFamily.eval_modes``) of the agent, with ``eval.mode_params``. Returns the mode's document (``rows`` and
+    ``columns`` for its table)."""
+    mode, params, deterministic = str(eval_cfg.mode), plain(eval_cfg.mode_params), bool(eval_cfg.deterministic)
 
     def make_policy(core):
         return agent_policy(agent, core, {"name": mode}, core.B, deterministic)
 
-    plain_env = OmegaConf.to_container(env, resolve=True) if isinstance(env, DictConfig) else dict(env)
-    body = fam.eval_modes[mode](plain_env, make_policy, params, device, str(label or method))
+    body = family_of(env).eval_modes[mode](plain(env), make_policy, params, device, str(label or method))
     return {"schema": SCHEMA, "mode": mode, "method": method, "label": str(label or method), "seed": int(seed),
             "step": int(step), "mode_params": params, **body}
 
