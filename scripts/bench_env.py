@@ -379,6 +379,75 @@ def bench_single(cells: int, seconds: float, peer: str | None) -> int:
     return 0
 
 
+class _VectorRun:
+    """A vector env under timing: pre-drawn random actions, SAME_STEP autoreset inside the env."""
+
+    def __init__(self, env, batch: int, n_actions: int = 3, warmup: int = 20):
+        self.env, self.pool, self.i = env, action_pool(batch, n_actions), 0
+        self.batch, self.steps, self.seconds, self.episodes = batch, 0, 0.0, 0
+        env.reset(seed=0)
+        self.run(warmup, count=False)
+
+    def run(self, n: int, count: bool = True) -> None:
+        env, pool, i, episodes = self.env, self.pool, self.i, 0
+        t0 = time.perf_counter()
+        for _ in range(n):
+            _, _, term, trunc, _ = env.step(pool[i % N_ACTION_POOL])
+            i += 1
+            episodes += int(term.sum() + trunc.sum())
+        if count:
+            self.seconds += time.perf_counter() - t0
+            self.steps += n * self.batch
+            self.episodes += episodes
+        self.i = i
+
+    def result(self) -> dict:
+        return {"steps": self.steps, "seconds": self.seconds, "steps_per_s": self.steps / self.seconds,
+                "us_per_step": 1e6 * self.seconds / self.steps, "episodes": self.episodes}
+
+
+def bench_batched(batch: int, cells: int, seconds: float, peer: str | None, rounds: int = 4) -> int:
+    """The batched core (B heaps, one thread) against the single-heap references, per core: heap-steps per
+    second of ``AllocVectorEnv`` (the compiled step and, for comparison, the torch core) on the random and the
+    mixed stream, and env steps per second of the peer-free ``RefPageEnv`` (and, with ``--peer``, Lim &
+    Maddukuri's env), measured in ``rounds`` alternating rounds so that a change of load falls on all alike."""
+    torch.set_num_threads(1)
+    envs = [("AllocVectorEnv, compiled step, random stream", "vec",
+             AllocVectorEnv(batch, cells=cells, stream="random", action="heuristic")),
+            ("AllocVectorEnv, compiled step, mixed stream", "vec",
+             AllocVectorEnv(batch, cells=cells, stream="mixed", action="heuristic")),
+            ("AllocVectorEnv, torch core (jit=False), random stream", "vec",
+             AllocVectorEnv(batch, cells=cells, stream="random", action="heuristic", jit=False)),
+            ("RefPageEnv (peer-free reference, one heap)", "single", RefPageEnv(cells))]
+    if peer:
+        envs.append(("Lim & Maddukuri StableBaselineEnvHistory (--peer, one heap)", "single", make_peer(peer, cells)))
+    print(f"batched core: B={batch} heaps, N={cells}, random heuristic actions, one thread (torch and the compiled "
+          f"step), against single-heap envs; {rounds} alternating rounds, >= {seconds} s timed per env in all")
+    runs = [_VectorRun(env, batch) if kind == "vec" else _SingleRun(env) for _, kind, env in envs]
+    per_round = seconds / rounds
+    for _ in range(rounds):
+        for r in runs:
+            t_end = r.seconds + per_round
+            while r.seconds < t_end:
+                r.run(10 if isinstance(r, _VectorRun) else 500)
+    res = [r.result() for r in runs]
+    for (name, _, _), r in zip(envs, res, strict=True):
+        print(f"  {name}: {r['steps_per_s']:,.0f} heap-steps/s ({r['steps']:,} in {r['seconds']:.2f} s, "
+              f"{r['us_per_step'] * 1e3:.0f} ns per heap-step, {r['episodes']} episodes)", flush=True)
+    jit_random, jit_mixed, torch_random, ref = res[:4]
+    print(f"load average (1, 5, 15 min) at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print()
+    print(f"batched_heap_steps_per_s: {jit_random['steps_per_s']:.0f}")
+    print(f"batched_speedup_vs_torch_core: {jit_random['steps_per_s'] / torch_random['steps_per_s']:.1f}")
+    print(f"batched_mixed_speedup_vs_reference: {jit_mixed['steps_per_s'] / ref['steps_per_s']:.1f}")
+    print(f"batched_speedup_vs_reference: {jit_random['steps_per_s'] / ref['steps_per_s']:.1f}")
+    if peer:
+        print(f"reference_vs_peer: {ref['steps_per_s'] / res[4]['steps_per_s']:.2f}")
+        print(f"batched_mixed_speedup_vs_peer: {jit_mixed['steps_per_s'] / res[4]['steps_per_s']:.1f}")
+        print(f"batched_speedup_vs_peer: {jit_random['steps_per_s'] / res[4]['steps_per_s']:.1f}")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=1024, help="heaps per vector step B (default 1024)")
@@ -401,11 +470,15 @@ def main(argv=None) -> int:
     p.add_argument("--single", action="store_true",
                    help="instead of the table: the single env (B = 1, gym.make) against the torch core at B = 1, "
                         "the peer-free reference RefPageEnv and, with --peer, Lim & Maddukuri's env")
+    p.add_argument("--batched", action="store_true",
+                   help="instead of the table: the batched core (--batch heaps, one thread) against the single-heap "
+                        "references per core (RefPageEnv and, with --peer, Lim & Maddukuri's env)")
     p.add_argument("--peer", default=None, metavar="PATH",
-                   help="with --single: a checkout of curry2736/rl-malloc to time its StableBaselineEnvHistory")
+                   help="with --single or --batched: a checkout of curry2736/rl-malloc to time its "
+                        "StableBaselineEnvHistory")
     args = p.parse_args(argv)
-    if args.peer and not args.single:
-        p.error("--peer goes with --single")
+    if args.peer and not (args.single or args.batched):
+        p.error("--peer goes with --single or --batched")
     ENV["kind"] = args.env
     if args.env == "load_balance" and args.cells == p.get_default("cells"):
         args.cells = "1000"
@@ -439,6 +512,9 @@ def main(argv=None) -> int:
     if args.single:
         n = cells[0] if len(cells) == 1 else HEADLINE_N
         return bench_single(n, args.seconds, args.peer)
+    if args.batched:
+        n = cells[0] if len(cells) == 1 else HEADLINE_N
+        return bench_batched(B, n, args.seconds, args.peer)
     if args.profile is not None:
         print(profile_native(B, args.profile, args.profile_steps, args.device))
         return 0

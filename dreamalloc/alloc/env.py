@@ -474,9 +474,11 @@ class AllocCore(Trials):
     """B allocation envs: ``AllocDomain``'s dynamics inside the trials component; tensors in, tensors out."""
 
     def __init__(self, num_heaps: int, config: AllocConfig | None = None, device="cpu",
-                 autoreset: bool = True, **overrides):
+                 autoreset: bool = True, jit: bool | None = None, **overrides):
+        from dreamalloc.alloc.jit import make_domain  # (jit imports this module)
+
         cfg = AllocConfig.from_kwargs(config, **overrides).validate()
-        super().__init__(AllocDomain(num_heaps, cfg, device), cfg.trial_episodes, cfg.meta_obs, cfg.task_obs,
+        super().__init__(make_domain(num_heaps, cfg, device, jit), cfg.trial_episodes, cfg.meta_obs, cfg.task_obs,
                          autoreset, unit="heap")
 
 

@@ -15,8 +15,8 @@ from dreamalloc.core.sb3 import SB3VecEnv, _vec_env_base
 
 
 class AllocVectorEnv(CoreVectorEnv):
-    def __init__(self, num_envs: int = 8, device: str = "cpu", **kwargs):
-        core = AllocCore(check_num_envs(num_envs), AllocConfig.from_kwargs(**kwargs), device=device)
+    def __init__(self, num_envs: int = 8, device: str = "cpu", jit: bool | None = None, **kwargs):
+        core = AllocCore(check_num_envs(num_envs), AllocConfig.from_kwargs(**kwargs), device=device, jit=jit)
         super().__init__(core, core.cfg.obs_bounds())
 
 

@@ -79,6 +79,9 @@ class ActionSpec:
     def __call__(self, action) -> torch.Tensor:
         """The actions as an int64 tensor of shape ``(batch,)`` (``(1,)`` for a single env) on ``device``."""
         a = action
+        if type(a) is np.ndarray and a.dtype == np.int64 and a.shape == (self.batch,) and self.device.type == "cpu" \
+                and a.size and 0 <= a.min() and a.max() < self.n:  # the common case of a vector env, checked cheaply
+            return torch.from_numpy(np.ascontiguousarray(a))
         if isinstance(a, list | tuple):  # a list of ints: through numpy, which names a ragged or mixed list
             try:
                 a = np.asarray(a)

@@ -72,13 +72,15 @@ class Trials:
             dtype=torch.bool, device=dev)
         self.seed = torch.zeros(B, **i64)
         self.episode = torch.full((B,), -1, **i64)  # episodes since the row's seeding (-1: never reset)
-        self.ep_return, self.trial_return = torch.zeros(B, **f64), torch.zeros(B, **f64)
-        self.ep_len, self.trial_len = torch.zeros(B, **i64), torch.zeros(B, **i64)
+        # (episode, trial) pairs stacked so that one op per step updates both rows' totals and flags
+        self._returns, self._lens = torch.zeros((2, B), **f64), torch.zeros((2, B), **i64)
+        self.ep_return, self.trial_return = self._returns.unbind(0)
+        self.ep_len, self.trial_len = self._lens.unbind(0)
         self.needs_reset = torch.ones(B, **b)
         self.prev_action = torch.full((B,), -1, **i64)  # -1: none (trial start)
         self.prev_reward = torch.zeros(B, **f64)
-        self.episode_start = torch.ones(B, **b)  # the returned obs opens an episode
-        self.trial_start = torch.ones(B, **b)  # the returned obs opens a trial
+        self._starts = torch.ones((2, B), **b)
+        self.episode_start, self.trial_start = self._starts.unbind(0)  # the returned obs opens an episode / trial
         n = domain.n_actions
         self.spec = EnvSpec(obs_dim=domain.obs_dim + (n + 2 if self.meta_obs else 0)
                             + (domain.n_tasks if self.task_obs else 0), n_actions=n,
@@ -116,19 +118,25 @@ class Trials:
         return self.observe(), self._info()
 
     def _start(self, rows: torch.Tensor) -> None:
-        opens = self.episode[rows] % self.K == 0
-        self.domain.start(rows, self.seed[rows], self.episode[rows],
-                          torch.div(self.episode[rows], self.K, rounding_mode="floor"))
-        self.ep_return[rows] = 0.0
-        self.ep_len[rows] = 0
+        episode = self.episode[rows]
+        self.domain.start(rows, self.seed[rows], episode, torch.div(episode, self.K, rounding_mode="floor"))
         self.needs_reset[rows] = False
-        self.episode_start[rows] = True
-        self.trial_start[rows] = opens
-        first = rows[opens]
+        if self.K == 1:  # every episode opens a trial: reset both totals and set both flags at once
+            self._returns[:, rows] = 0.0
+            self._lens[:, rows] = 0
+            self._starts[:, rows] = True
+            first = rows
+        else:
+            opens = episode % self.K == 0
+            self.ep_return[rows] = 0.0
+            self.ep_len[rows] = 0
+            self.episode_start[rows] = True
+            self.trial_start[rows] = opens
+            first = rows[opens]
+            self.trial_return[first] = 0.0
+            self.trial_len[first] = 0
         self.prev_action[first] = -1
         self.prev_reward[first] = 0.0
-        self.trial_return[first] = 0.0
-        self.trial_len[first] = 0
 
     def check_action(self, action) -> torch.Tensor:
         """The actions as int64 on the core's device; an ``ActionError`` for anything else (never clipped)."""
@@ -140,14 +148,11 @@ class Trials:
             raise self._reset_error()
         a = self.check_action(action)
         reward, terminated, truncated, facts = self.domain.step(a)
-        self.ep_return += reward
-        self.ep_len += 1
-        self.trial_return += reward
-        self.trial_len += 1
+        self._returns += reward  # ep_return and trial_return
+        self._lens += 1
         self.prev_action.copy_(a)
         self.prev_reward.copy_(reward)
-        self.episode_start.zero_()
-        self.trial_start.zero_()
+        self._starts.zero_()  # episode_start and trial_start
         done = terminated | truncated
         trial_end = done & (self.episode % self.K == self.K - 1)
         info = self._info(facts)
@@ -160,7 +165,7 @@ class Trials:
                 d = done.nonzero().squeeze(1)
                 self.episode[d] += 1
                 self._start(d)
-                final_obs, obs = obs, obs.clone()
+                final_obs, obs = obs, obs.clone()  # every row: the step's obs (the driver's next obs)
                 obs[d] = self.observe(d)
                 info = self._info(facts)
                 final_info["trial_end"] = trial_end

@@ -1,0 +1,745 @@
+"""The batched allocation step compiled with numba: ``JitAllocDomain``, an ``AllocDomain`` whose ``start``,
+``step``, ``observe``, ``info`` and ``action_mask`` run one compiled loop over the B heaps.
+
+Why: the torch core steps B heaps with a few hundred tensor ops per step (the request stream alone loops a dozen
+times, each pass a dozen ops over the rows still waiting for an allocation), and rebuilds the free-run table
+from the whole [B, N] bitmap after every step. Written per heap, a step is a few hundred machine instructions:
+draw requests, free blocks, keep a sorted table of free runs up to date by splitting or merging one run, pick
+a run, write the observation row.
+
+Nothing else changes: the compiled loop reads and writes the very tensors of ``HeapBatch``, the domain and its
+request stream (numpy views of their CPU memory), so ``heaps``, ``state_dict()``, checkpoints, ``Trials`` (the
+episodes, trials, autoreset and RL^2 inputs) and every reader of ``domain.runs`` work as before. The per-heap
+table of free runs is this module's own cache, keyed on ``HeapBatch.version``: anything else that changes a
+heap (a checkpoint load, a test that allocates by hand) makes it rebuild from the bitmap.
+
+Scope: CPU; the request streams of Lim & Maddukuri (``random`` and the scripted ``bf-good`` / ``wf-good`` /
+``mixed``, whose scripts are still drawn per episode by the stream's own ``reset``); every action space and
+placement rule; ``on_fail="end"``; no ``ideal`` heap, no ``skip_forced``. ``AllocCore`` picks this domain
+by itself where the config is in scope and numba imports (``jit=False`` turns it off); everything else runs on
+the torch core. If a stream is swapped after construction (the app does), the domain hands back to the torch
+methods.
+
+Semantics are the torch core's, bit for bit: ``tests/test_jit_env.py`` steps both with the same seeds and
+actions over every action space, rule, stream and observation part and compares every observation, reward,
+flag, info value and the final state. Cost of maintenance: a change to the step semantics in ``env.py``,
+``heap/`` or the Lim streams must be made here too (and in ``fast.py``, the one-heap path); the test fails
+until it is.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from dreamalloc.alloc.env import AllocConfig, AllocDomain
+from dreamalloc.alloc.heap import RULES, FreeRuns
+from dreamalloc.alloc.heap.state import HeapBatch
+from dreamalloc.alloc.workloads.base import ScriptedStream
+from dreamalloc.alloc.workloads.lim import RandomStream
+from dreamalloc.core.rng import numpy_generator
+
+try:  # numba is a dependency; without it (or on a platform it does not support) the torch core runs
+    import numba
+except ImportError:  # pragma: no cover - exercised only where numba is missing
+    numba = None
+
+AVAILABLE = numba is not None
+
+_RULE = {r: i for i, r in enumerate(RULES)}  # first, next, best, worst, second
+_SPACE = {"heuristic": 0, "address": 1, "hole": 2}
+_TERMINAL = {"lim": 0, "zero": 1, "alloc": 2}
+ERR_SIZE, ERR_NO_ALLOC = 1, 2
+
+
+def scope_error(cfg: AllocConfig, device) -> str | None:
+    """Why the compiled step cannot run this config (None: it can)."""
+    if not AVAILABLE:
+        return "numba is not installed"
+    if torch.device(device).type != "cpu":
+        return f"it runs on CPU, not {device}"
+    if cfg.on_fail != "end":
+        return f"it implements on_fail='end' only, not {cfg.on_fail!r}"
+    if cfg.ideal:
+        return "it does not implement the ideal (compacting) heap"
+    if cfg.skip_forced:
+        return "it does not implement skip_forced"
+    return None
+
+
+def stream_kind(stream) -> int:
+    """1: the random stream; 2: a scripted stream continued by the random stream; 0: out of scope."""
+    if type(stream) is RandomStream:
+        return 1
+    if isinstance(stream, ScriptedStream) and type(stream).next is ScriptedStream.next and \
+            type(stream).reset is ScriptedStream.reset and type(stream.then) is RandomStream:
+        return 2
+    return 0
+
+
+if AVAILABLE:
+    _jit = numba.njit(cache=True, nogil=True, _nrt=False)
+    _inline = numba.njit(cache=True, nogil=True, inline="always", _nrt=False)
+    _U64 = np.uint64
+    _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+    _M1 = np.uint64(0xBF58476D1CE4E5B9)
+    _M2 = np.uint64(0x94D049BB133111EB)
+    _SALT_MUL = np.uint64(0x632BE59BD9B4E019)
+    _INV53 = 1.0 / (1 << 53)
+    _I64MAX = np.iinfo(np.int64).max
+
+    @_inline
+    def _splitmix(x):
+        z = x + _GOLDEN
+        z = (z ^ (z >> _U64(30))) * _M1
+        z = (z ^ (z >> _U64(27))) * _M2
+        return z ^ (z >> _U64(31))
+
+    @_inline
+    def _uniform(key, c):
+        return float(_splitmix(_U64(key) + _U64(c) * _GOLDEN) >> _U64(11)) * _INV53
+
+    # ------------------------------------------------------------------------------------------------
+    # free runs: rs[b, :nr[b]] starts in address order, rl the lengths
+    @_jit
+    def _rebuild(occ, b, rs, rl, nr):
+        N = occ.shape[1]
+        k = 0
+        i = 0
+        while i < N:
+            if occ[b, i]:
+                i += 1
+                continue
+            j = i
+            while j < N and not occ[b, j]:
+                j += 1
+            rs[b, k] = i
+            rl[b, k] = j - i
+            k += 1
+            i = j
+        nr[b] = k
+
+    @_inline
+    def _cut(b, addr, size, rs, rl, nr):
+        """Remove [addr, addr + size) from the run holding it."""
+        n = nr[b]
+        i = n - 1
+        while rs[b, i] > addr:
+            i -= 1
+        left = addr - rs[b, i]
+        right = rs[b, i] + rl[b, i] - (addr + size)
+        if left > 0 and right > 0:
+            for j in range(n, i + 1, -1):
+                rs[b, j] = rs[b, j - 1]
+                rl[b, j] = rl[b, j - 1]
+            rl[b, i] = left
+            rs[b, i + 1] = addr + size
+            rl[b, i + 1] = right
+            nr[b] = n + 1
+        elif left > 0:
+            rl[b, i] = left
+        elif right > 0:
+            rs[b, i] = addr + size
+            rl[b, i] = right
+        else:
+            for j in range(i, n - 1):
+                rs[b, j] = rs[b, j + 1]
+                rl[b, j] = rl[b, j + 1]
+            nr[b] = n - 1
+
+    @_inline
+    def _merge(b, start, size, rs, rl, nr):
+        """Add the free cells [start, start + size) to the runs, joining free neighbours."""
+        n = nr[b]
+        j = 0
+        while j < n and rs[b, j] < start:
+            j += 1
+        end = start + size
+        join_left = j > 0 and rs[b, j - 1] + rl[b, j - 1] == start
+        join_right = j < n and rs[b, j] == end
+        if join_left and join_right:
+            rl[b, j - 1] += size + rl[b, j]
+            for q in range(j, n - 1):
+                rs[b, q] = rs[b, q + 1]
+                rl[b, q] = rl[b, q + 1]
+            nr[b] = n - 1
+        elif join_left:
+            rl[b, j - 1] += size
+        elif join_right:
+            rs[b, j] = start
+            rl[b, j] += size
+        else:
+            for q in range(n, j, -1):
+                rs[b, q] = rs[b, q - 1]
+                rl[b, q] = rl[b, q - 1]
+            rs[b, j] = start
+            rl[b, j] = size
+            nr[b] = n + 1
+
+    # ------------------------------------------------------------------------------------------------
+    # heap mutations (HeapBatch._place / _release / _clear for one row)
+    @_inline
+    def _place(H, R, b, addr, size):
+        occ, owner, bstart, bsize, bseq, live, perm, pos, n_live, used, n_allocs, n_dropped, rover = H
+        k = n_live[b]
+        slot = perm[b, k]
+        n_live[b] = k + 1
+        bstart[b, slot] = addr
+        bsize[b, slot] = size
+        bseq[b, slot] = n_allocs[b] + n_dropped[b]
+        live[b, slot] = True
+        n_allocs[b] += 1
+        used[b] += size
+        rover[b] = (addr + size) % occ.shape[1]
+        for c in range(addr, addr + size):
+            owner[b, c] = slot
+            occ[b, c] = True
+        _cut(b, addr, size, R[0], R[1], R[2])
+
+    @_inline
+    def _release(H, R, b, slot):
+        occ, owner, bstart, bsize, bseq, live, perm, pos, n_live, used, n_allocs, n_dropped, rover = H
+        start, size = bstart[b, slot], bsize[b, slot]
+        for c in range(start, start + size):
+            owner[b, c] = -1
+            occ[b, c] = False
+        live[b, slot] = False
+        bseq[b, slot] = -1
+        used[b] -= size
+        p = pos[b, slot]
+        k = n_live[b] - 1
+        last = perm[b, k]
+        perm[b, p] = last
+        pos[b, last] = p
+        perm[b, k] = slot
+        pos[b, slot] = k
+        n_live[b] = k
+        _merge(b, start, size, R[0], R[1], R[2])
+
+    @_inline
+    def _clear(H, R, b):
+        occ, owner, bstart, bsize, bseq, live, perm, pos, n_live, used, n_allocs, n_dropped, rover = H
+        N = occ.shape[1]
+        for c in range(N):
+            owner[b, c] = -1
+            occ[b, c] = False
+            live[b, c] = False
+            bseq[b, c] = -1
+        n_live[b] = 0
+        used[b] = 0
+        R[0][b, 0] = 0
+        R[1][b, 0] = N
+        R[2][b] = 1
+
+    # ------------------------------------------------------------------------------------------------
+    # the request streams: (op, value) with op 0 alloc (value = size), 1 free (value = slot, -1 none), 2 free all
+    @_inline
+    def _random_next(H, S, b):
+        key, counter, free_prob, size_min, size_max = S[5], S[6], S[7], S[8], S[9]
+        c = counter[b]
+        counter[b] = c + 3
+        u_op = _uniform(key[b], c)
+        u_block = _uniform(key[b], c + 1)
+        u_size = _uniform(key[b], c + 2)
+        n = H[8][b]
+        N = H[0].shape[1]
+        if u_op < free_prob and n > 0:
+            k = min(int(u_block * n), N - 1)
+            return 1, H[6][b, k]
+        return 0, size_min + int(u_size * (size_max - size_min + 1))
+
+    @_inline
+    def _next(H, S, b):
+        kind, ops, sizes, length, ptr, seq_base = S[0], S[1], S[2], S[3], S[4], S[10]
+        if kind == 2:
+            p = ptr[b]
+            if p < length[b]:
+                s_op, s_size = ops[b, p], sizes[b, p]
+                ptr[b] = p + 1
+                if p == 0:
+                    seq_base[b] = H[10][b] + H[11][b]
+                if s_op == 0:  # S_ALLOC
+                    return 0, s_size
+                if s_op == 2:  # S_FREE_ALL
+                    return 2, -1
+                live, bseq = H[5], H[4]
+                N = live.shape[1]
+                if s_op == 1:  # S_FREE_OLDEST: the lowest-slot live block of the smallest sequence number
+                    if H[8][b] == 0:
+                        return 1, -1
+                    best, best_seq = 0, _I64MAX
+                    for s in range(N):
+                        if live[b, s] and bseq[b, s] < best_seq:
+                            best, best_seq = s, bseq[b, s]
+                    return 1, best
+                want = seq_base[b] + s_size  # S_FREE_SEQ
+                for s in range(N):
+                    if live[b, s] and bseq[b, s] == want:
+                        return 1, s
+                return 1, -1
+        return _random_next(H, S, b)
+
+    @_inline
+    def _advance(H, R, S, request, freed, b):
+        """Apply the stream's frees until row b has an allocation request; returns an error code."""
+        N = H[0].shape[1]
+        for _ in range(4 * N + 16):
+            op, v = _next(H, S, b)
+            if op == 0:
+                request[b] = v
+                if v < 1 or v > N:
+                    return ERR_SIZE
+                return 0
+            if op == 1:
+                if v >= 0:
+                    _release(H, R, b, v)
+                    freed[b] = True
+            else:
+                _clear(H, R, b)
+                freed[b] = True
+        return ERR_NO_ALLOC
+
+    # ------------------------------------------------------------------------------------------------
+    @_inline
+    def _largest(R, b):
+        rl = R[1]
+        m = 0
+        for i in range(R[2][b]):
+            if rl[b, i] > m:
+                m = rl[b, i]
+        return m
+
+    @_inline
+    def _rule(R, b, size, rule, rover, align_end):
+        """Start address the rule picks for the request (heuristics.choose_run for one row); -1 if none fits."""
+        rs, rl, n = R[0], R[1], R[2][b]
+        best = -1
+        if rule == 0:  # first
+            for i in range(n):
+                if rl[b, i] >= size:
+                    best = i
+                    break
+        elif rule == 1:  # next: the first fitting run ending after the rover, else the first fitting run
+            wrap = -1
+            for i in range(n):
+                if rl[b, i] >= size:
+                    if rs[b, i] + rl[b, i] > rover:
+                        best = i
+                        break
+                    if wrap < 0:
+                        wrap = i
+            if best < 0:
+                best = wrap
+        elif rule == 2:  # best
+            for i in range(n):
+                if rl[b, i] >= size and (best < 0 or rl[b, i] < rl[b, best]):
+                    best = i
+        elif rule == 3:  # worst
+            for i in range(n):
+                if rl[b, i] >= size and (best < 0 or rl[b, i] > rl[b, best]):
+                    best = i
+        else:  # second: the second fitting run in address order, the first when only one fits
+            for i in range(n):
+                if rl[b, i] >= size:
+                    if best >= 0:
+                        best = i
+                        break
+                    best = i
+        if best < 0:
+            return -1
+        if align_end:
+            return rs[b, best] + rl[b, best] - size
+        return rs[b, best]
+
+    @_inline
+    def _decode(R, b, a, size, space, rules, rover, align_end):
+        rs, rl, n = R[0], R[1], R[2][b]
+        if space == 0:
+            return _rule(R, b, size, rules[a], rover, align_end)
+        if space == 1:
+            for i in range(n):
+                if rs[b, i] <= a and rs[b, i] + rl[b, i] >= a + size:
+                    return a
+            return -1
+        k = 0
+        for i in range(n):
+            if rl[b, i] >= size:
+                if k == a:
+                    return rs[b, i] + rl[b, i] - size if align_end else rs[b, i]
+                k += 1
+        return -1
+
+    @_jit
+    def _step(H, R, S, D, P, action, reward, terminated, truncated, invalid, invalid_trunc):
+        """One step of every row (AllocDomain.step); returns (error code, row)."""
+        request, hist, n_invalid, freed, placed_at = D
+        space, rules, align_end, alloc_r, invalid_r, terminal, max_allocs, max_invalid = P
+        B = request.shape[0]
+        H_hist = hist.shape[1]
+        for b in range(B):
+            size = request[b]
+            addr = _decode(R, b, action[b], size, space, rules, H[12][b], align_end)
+            valid = addr >= 0
+            placed_at[b] = addr
+            if valid:
+                _place(H, R, b, addr, size)
+                freed[b] = False
+                for j in range(H_hist - 1, 0, -1):
+                    hist[b, j] = hist[b, j - 1]
+                if H_hist > 0:
+                    hist[b, 0] = size
+                err = _advance(H, R, S, request, freed, b)
+                if err:
+                    return err, b
+            fits = _largest(R, b) >= request[b]
+            if not valid:
+                reward[b] = invalid_r
+            elif fits or terminal == 2:
+                reward[b] = alloc_r
+            elif terminal == 1:
+                reward[b] = 0.0
+            else:
+                reward[b] = alloc_r if freed[b] else 0.0
+            terminated[b] = valid and not fits
+            truncated[b] = valid and fits and H[10][b] + H[11][b] >= max_allocs
+            invalid[b] = False
+            invalid_trunc[b] = False
+            if space != 0 and not valid:
+                n_invalid[b] += 1
+                invalid[b] = True
+                if n_invalid[b] >= max_invalid:
+                    invalid_trunc[b] = True
+                    truncated[b] = True
+        return 0, -1
+
+    @_jit
+    def _start(H, R, S, D, rows, seeds, episodes, salt):
+        """AllocDomain.start for the rows: empty heaps, the random stream reseeded (a scripted stream's tables are
+        drawn before, by ``_draw_scripts``), the stream up to its first request."""
+        request, hist, n_invalid, freed, placed_at = D
+        for i in range(rows.shape[0]):
+            b = rows[i]
+            _clear(H, R, b)
+            H[10][b] = 0
+            H[11][b] = 0
+            H[12][b] = 0
+            hist[b, :] = -1
+            n_invalid[b] = 0
+            x = _U64(seeds[i]) ^ (_U64(salt) * _SALT_MUL)  # CounterRNG.reseed of the random stream (or of the
+            S[5][b] = np.int64(_splitmix(_splitmix(x) + _U64(episodes[i])))  # script's continuation)
+            S[6][b] = 0
+            err = _advance(H, R, S, request, freed, b)
+            if err:
+                return err, b
+        return 0, -1
+
+    @_jit
+    def _rebuild_all(occ, rs, rl, nr):
+        for b in range(occ.shape[0]):
+            _rebuild(occ, b, rs, rl, nr)
+
+    @_jit
+    def _metrics(H, R, request, out_i, out_f):
+        """heap_metrics for every row: out_i [5, B] allocations, free cells, largest run, runs, request;
+        out_f [3, B] frag_largest, frag_runs, utilisation (float32, as torch computes them)."""
+        used, n_allocs = H[9], H[10]
+        N = H[0].shape[1]
+        fN = np.float32(N)
+        for b in range(used.shape[0]):
+            free = N - used[b]
+            largest = _largest(R, b)
+            n = R[2][b]
+            out_i[0, b] = n_allocs[b]
+            out_i[1, b] = free
+            out_i[2, b] = largest
+            out_i[3, b] = n
+            out_i[4, b] = request[b]
+            out_f[0, b] = np.float32(1.0) - np.float32(largest) / np.float32(free) if free > 0 else np.float32(0.0)
+            out_f[1, b] = min(np.float32(n) / fN, np.float32(1.0)) if 0 < free < N else np.float32(0.0)
+            out_f[2, b] = np.float32(used[b]) / fN
+
+    @_jit
+    def _observe(H, R, D, rows, out, bitmap, scale, summary, n_hole):
+        """AllocDomain.observe for the rows into out [len(rows), D] float32."""
+        occ, used = H[0], H[9]
+        request, hist = D[0], D[1]
+        rs, rl, nr = R
+        N = occ.shape[1]
+        fN = np.float32(N)
+        for i in range(rows.shape[0]):
+            b = rows[i]
+            j = 0
+            if bitmap:
+                for c in range(N):
+                    out[i, c] = np.float32(occ[b, c])
+                j = N
+            out[i, j] = np.float32(request[b]) * scale
+            j += 1
+            for q in range(hist.shape[1]):
+                h = hist[b, q]
+                out[i, j + q] = np.float32(-1.0) if h < 0 else np.float32(h) * scale
+            j += hist.shape[1]
+            if summary:
+                free = N - used[b]
+                largest = _largest(R, b)
+                out[i, j] = np.float32(free) / fN
+                out[i, j + 1] = np.float32(largest) / fN
+                out[i, j + 2] = np.float32(nr[b]) / fN
+                out[i, j + 3] = np.float32(1.0) - np.float32(largest) / np.float32(free) if free > 0 \
+                    else np.float32(0.0)
+                j += 4
+            if n_hole > 0:
+                for q in range(2 * n_hole):
+                    out[i, j + q] = np.float32(0.0)
+                k = 0
+                for r in range(nr[b]):
+                    if rl[b, r] >= request[b]:
+                        out[i, j + 2 * k] = np.float32(rs[b, r]) / fN
+                        out[i, j + 2 * k + 1] = np.float32(rl[b, r]) / fN
+                        k += 1
+                        if k == n_hole:
+                            break
+
+    @_jit
+    def _masks(R, request, space, out):
+        """[B, n_actions] valid actions: address (every start that fits) or hole (the first n fitting runs)."""
+        rs, rl, nr = R
+        for b in range(out.shape[0]):
+            out[b, :] = False
+            size = request[b]
+            if space == 1:
+                for r in range(nr[b]):
+                    if rl[b, r] >= size:
+                        for a in range(rs[b, r], rs[b, r] + rl[b, r] - size + 1):
+                            out[b, a] = True
+            else:
+                k = 0
+                for r in range(nr[b]):
+                    if rl[b, r] >= size and k < out.shape[1]:
+                        out[b, k] = True
+                        k += 1
+
+
+class JitAllocDomain(AllocDomain):
+    """``AllocDomain`` stepping every heap in one compiled loop (see the module docstring)."""
+
+    def __init__(self, num_heaps: int, cfg: AllocConfig, device="cpu"):
+        why = scope_error(cfg, device)
+        if why is not None:
+            raise ValueError(f"the compiled allocation step cannot run this env: {why}")
+        super().__init__(num_heaps, cfg, device)
+        self._kstream = self.stream
+        kind = stream_kind(self.stream)
+        if kind == 0:
+            raise ValueError(f"the compiled allocation step cannot run the {cfg.stream!r} stream (it runs Lim & "
+                             "Maddukuri's random, bf-good, wf-good and mixed streams)")
+        self._kind = kind
+        B, N = self.B, self.N
+        self._rs = np.zeros((B, N // 2 + 2), np.int64)
+        self._rl = np.zeros_like(self._rs)
+        self._nr = np.zeros(B, np.int64)
+        self._kv = -1  # heaps.version the run table matches
+        rules = np.array([_RULE[r] for r in cfg.heuristics] if cfg.action == "heuristic" else [0], np.int64)
+        max_invalid = cfg.max_invalid if self.masked else 1 << 62
+        self._P = (_SPACE[cfg.action], rules, cfg.align == "end", float(cfg.alloc_reward),
+                   float(cfg.invalid_reward), _TERMINAL[cfg.terminal_reward], int(cfg.max_allocs), int(max_invalid))
+        self._scale = np.float32(1.0 if cfg.size_scale == "raw" else 1.0 / N)
+        self._every = np.arange(B, dtype=np.int64)
+
+    # the torch core's run table, built from the bitmap when someone asks for it (the kernels keep their own)
+    @property
+    def runs(self) -> FreeRuns:
+        cached = self.__dict__.get("_runs_cache")
+        if cached is None or cached[0] != self.heaps.version:
+            cached = (self.heaps.version, FreeRuns.of(self.heaps.occ))
+            self.__dict__["_runs_cache"] = cached
+        return cached[1]
+
+    @runs.setter
+    def runs(self, value: FreeRuns) -> None:
+        self.__dict__["_runs_cache"] = (self.heaps.version, value)
+
+    # ----------------------------------------------------------------------------------------------
+    def _live(self) -> bool:
+        """Whether the kernels may run: the stream is the one this domain was built for (the app swaps it)."""
+        return self.stream is self._kstream
+
+    def _H(self) -> tuple:
+        """numpy views of the heap tensors (cached; rebuilt if a tensor was replaced rather than written)."""
+        h: HeapBatch = self.heaps
+        ts = (h.occ, h.owner, h.block_start, h.block_size, h.block_seq, h.live, h.perm, h.pos, h.n_live, h.used,
+              h.n_allocs, h.n_dropped, h.rover)
+        cached = self.__dict__.get("_h_views")
+        if cached is None or any(a is not b for a, b in zip(cached[0], ts, strict=True)):
+            cached = self.__dict__["_h_views"] = (ts, tuple(t.numpy() for t in ts))
+        return cached[1]
+
+    def _R(self) -> tuple:
+        if self._kv != self.heaps.version:
+            _rebuild_all(self.heaps.occ.numpy(), self._rs, self._rl, self._nr)
+        return self._rs, self._rl, self._nr
+
+    def _S(self) -> tuple:
+        """numpy views of the stream's state (cached; a scripted stream's reset may replace its script tables)."""
+        st = self.stream
+        cached = self.__dict__.get("_s_views")
+        key = (st, st.ops, st.sizes) if self._kind == 2 else (st,)
+        if cached is not None and all(a is b for a, b in zip(cached[0], key, strict=True)):
+            return cached[1]
+        views = self._S_build()
+        self.__dict__["_s_views"] = (key, views)
+        return views
+
+    def _S_build(self) -> tuple:
+        st = self.stream
+        rnd = st if self._kind == 1 else st.then
+        if self._kind == 2:
+            scripted = (st.ops.numpy(), st.sizes.numpy(), st.length.numpy(), st.ptr.numpy())
+            seq_base = st.seq_base.numpy()
+        else:
+            z = np.zeros((1, 1), np.int64)
+            scripted, seq_base = (z, z, z[0], z[0]), z[0]
+        return (self._kind, *scripted, rnd.rng.key.numpy(), rnd.rng.counter.numpy(), float(rnd.free_prob),
+                int(rnd.size_min), int(rnd.size_max), seq_base)
+
+    def _D(self) -> tuple:
+        ts = (self.request, self.hist, self.n_invalid, self.freed)
+        cached = self.__dict__.get("_d_views")
+        if cached is None or any(a is not b for a, b in zip(cached[0], ts, strict=True)):
+            cached = self.__dict__["_d_views"] = (ts, tuple(t.numpy() for t in ts))
+        return (*cached[1], self.placed_at.numpy())
+
+    def _done(self) -> None:
+        """The kernels changed the heaps: bump the version and mark the run table as current."""
+        self.heaps.version += 1
+        self._kv = self.heaps.version
+
+    def _raise(self, err: int) -> None:
+        if err == ERR_SIZE:
+            bad = self.request.numpy()
+            bad = bad[(bad < 1) | (bad > self.N)][0]
+            raise ValueError(f"request size must lie in [1, {self.N}] (the heap size), got {int(bad)}")
+        raise RuntimeError(f"stream {self.cfg.stream!r} issued {4 * self.N + 16} requests in a row without an "
+                           "allocation; a stream must keep allocating")
+
+    # ----------------------------------------------------------------------------------------------
+    def start(self, rows: torch.Tensor, seed: torch.Tensor, episode: torch.Tensor, trial: torch.Tensor) -> None:
+        if not self._live():
+            return super().start(rows, seed, episode, trial)
+        R = self._R()
+        r, sd, ep = _arr(rows), _arr(seed), _arr(episode)
+        if self._kind == 2:
+            self._draw_scripts(r, sd, ep)
+        rnd = self.stream if self._kind == 1 else self.stream.then
+        err, _ = _start(self._H(), R, self._S(), self._D(), r, sd, ep, rnd.SALT)
+        self._done()
+        if err:
+            self._raise(err)
+
+    def _draw_scripts(self, rows: np.ndarray, seeds: np.ndarray, episodes: np.ndarray) -> None:
+        """``ScriptedStream.reset`` for the rows, written straight into its tables (the scripts are drawn in
+        Python from the same per-row numpy Generators; the continuation is reseeded by ``_start``)."""
+        st = self.stream
+        scripts = [st.script(numpy_generator(int(s), int(e), st.SALT)) for s, e in
+                   zip(seeds.tolist(), episodes.tolist(), strict=True)]
+        L = max([len(sc) for sc in scripts] + [1])
+        if L > st.ops.shape[1]:  # widen the tables as the stream does (zeros past each script's end)
+            pad = L - st.ops.shape[1]
+            st.ops = torch.nn.functional.pad(st.ops, (0, pad))
+            st.sizes = torch.nn.functional.pad(st.sizes, (0, pad))
+        ops, sizes = st.ops.numpy(), st.sizes.numpy()
+        length, ptr, seq_base = st.length.numpy(), st.ptr.numpy(), st.seq_base.numpy()
+        for b, sc in zip(rows.tolist(), scripts, strict=True):
+            ops[b] = 0
+            sizes[b] = 0
+            if sc:
+                arr = np.asarray(sc, dtype=np.int64)
+                ops[b, : len(sc)] = arr[:, 0]
+                sizes[b, : len(sc)] = arr[:, 1]
+            length[b] = len(sc)
+            ptr[b] = 0
+            seq_base[b] = 0  # the heap is emptied by _start: its clock is 0
+
+    def step(self, a: torch.Tensor):
+        if not self._live():
+            return super().step(a)
+        R = self._R()
+        B = self.B
+        reward = np.empty(B, np.float64)
+        term = np.empty(B, np.bool_)
+        trunc = np.empty(B, np.bool_)
+        inv = np.empty(B, np.bool_)
+        inv_trunc = np.empty(B, np.bool_)
+        self.placed_at = torch.empty(B, dtype=torch.long)  # a fresh tensor per step, as the torch core's
+        err, _ = _step(self._H(), R, self._S(), self._D(), self._P, a.numpy(), reward, term, trunc, inv, inv_trunc)
+        self._done()
+        if err:
+            self._raise(err)
+        facts = {}
+        if self.masked:
+            facts = {"invalid": torch.from_numpy(inv), "invalid_truncated": torch.from_numpy(inv_trunc)}
+        return torch.from_numpy(reward), torch.from_numpy(term), torch.from_numpy(trunc), facts
+
+    def action_mask(self) -> torch.Tensor | None:
+        if not self._live() or self.cfg.action == "heuristic":
+            return super().action_mask()
+        out = np.empty((self.B, self.n_actions), np.bool_)
+        _masks(self._R(), self.request.numpy(), _SPACE[self.cfg.action], out)
+        return torch.from_numpy(out)
+
+    def info(self) -> dict:
+        if not self._live():
+            return super().info()
+        out_i = np.empty((5, self.B), np.int64)
+        out_f = np.empty((3, self.B), np.float32)
+        _metrics(self._H(), self._R(), self.request.numpy(), out_i, out_f)
+        ti, tf = torch.from_numpy(out_i), torch.from_numpy(out_f)
+        info = {"allocations": ti[0], "free_cells": ti[1], "largest_free": ti[2], "free_runs": ti[3],
+                "frag_largest": tf[0], "frag_runs": tf[1], "utilisation": tf[2], "request": ti[4]}
+        mask = self.action_mask()
+        if mask is not None:
+            info["action_mask"] = mask
+            info["n_invalid"] = self.n_invalid.clone()
+            info["invalid"] = info["invalid_truncated"] = torch.zeros_like(mask[:, 0])
+        return info
+
+    def observe(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        if not self._live():
+            return super().observe(rows)
+        cfg = self.cfg
+        r = self._every if rows is None else _arr(rows)
+        out = np.empty((r.shape[0], self.obs_dim), np.float32)
+        _observe(self._H(), self._R(), self._D(), r, out, cfg.bitmap, self._scale, cfg.summary,
+                 int(cfg.hole_features))
+        return torch.from_numpy(out)
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self._kv = -1
+
+    def __getstate__(self) -> dict:
+        """``copy.deepcopy`` / pickle: the cached numpy views would not follow the copied tensors; rebuilt."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_h_views", "_s_views", "_d_views")}
+
+
+def _arr(t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.numpy(), dtype=np.int64)
+
+
+def make_domain(num_heaps: int, cfg: AllocConfig, device="cpu", jit: bool | None = None) -> AllocDomain:
+    """The compiled domain where it can run this config (``jit`` None: when in scope; True: required, an error
+    saying why not otherwise; False: never), else the torch ``AllocDomain``."""
+    if jit is False:
+        return AllocDomain(num_heaps, cfg, device)
+    why = scope_error(cfg, device)
+    if why is None:
+        try:
+            return JitAllocDomain(num_heaps, cfg, device)
+        except ValueError as e:
+            why = str(e)
+    if jit:
+        raise ValueError(f"jit=True: {why}")
+    return AllocDomain(num_heaps, cfg, device)
+
+
+__all__ = ["AVAILABLE", "JitAllocDomain", "make_domain", "scope_error", "stream_kind"]

@@ -1,0 +1,150 @@
+"""The compiled batched step (``alloc.jit.JitAllocDomain``) against the torch core: same seeds, same actions, every
+observation, reward, flag, info value and the final state equal, bit for bit; and the rules for when it runs."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from dreamalloc.alloc import AllocCore, AllocVectorEnv
+from dreamalloc.alloc.env import AllocDomain
+from dreamalloc.alloc.heap import FreeRuns
+from dreamalloc.alloc.jit import AVAILABLE, JitAllocDomain
+from dreamalloc.alloc.workloads.base import S_ALLOC
+from dreamalloc.alloc.workloads.lim import MixedStream
+
+pytestmark = pytest.mark.skipif(not AVAILABLE, reason="numba is not installed")
+
+CONFIGS = [
+    dict(cells=64),
+    dict(cells=48, stream="mixed"),
+    dict(cells=40, stream="bf-good", action="hole", holes=4, summary=True),
+    dict(cells=32, stream="wf-good", action="address", history=3, hole_features=2),
+    dict(cells=64, heuristics=("first", "next", "best", "worst", "second"), align="end", summary=True),
+    dict(cells=64, stream="mixed", meta_obs=True, trial_episodes=3, size_scale="fraction", history=2),
+    dict(cells=32, stream="random", stream_params={"free_prob": 0.6, "size_min": 2, "size_max": 9},
+         terminal_reward="zero", max_allocs=40),
+    dict(cells=48, stream="mixed", action="hole", holes=3, terminal_reward="alloc", max_invalid=5, align="end",
+         bitmap=False, summary=True, hole_features=3),
+    dict(cells=24, stream="bf-good", action="address", max_invalid=3, meta_obs=True),
+    dict(cells=64, stream="wf-good", heuristics=("next", "second"), max_allocs=30, history=1),
+]
+
+
+def _same(x, y, where):
+    if isinstance(x, dict):
+        assert list(x) == list(y), (where, list(x), list(y))
+        for k in x:
+            _same(x[k], y[k], f"{where}/{k}")
+    else:
+        assert x.dtype == y.dtype and x.shape == y.shape, (where, x.dtype, y.dtype, x.shape, y.shape)
+        assert torch.equal(x, y), where
+
+
+def _actions(info, n, B, rng):
+    """70 % valid actions where there is a mask, the rest uniform (invalid ones included)."""
+    act = torch.from_numpy(rng.integers(0, n, B))
+    m = info.get("action_mask")
+    if m is not None:
+        good = torch.multinomial(m.float() + 1e-9, 1).squeeze(1)
+        act = torch.where(torch.from_numpy(rng.random(B) < 0.7), good, act)
+    return act
+
+
+def _lockstep(a, b, steps, seed, rng_seed=1):
+    rng = np.random.default_rng(rng_seed)
+    oa, ia = a.reset(seed=seed)
+    ob, ib = b.reset(seed=seed)
+    _same(oa, ob, "reset obs")
+    _same(ia, ib, "reset info")
+    for t in range(steps):
+        act = _actions(ia, a.spec.n_actions, a.B, rng)
+        ra, rb = a.step(act), b.step(act)
+        for i, (x, y) in enumerate(zip(ra, rb, strict=True)):
+            _same(x, y, f"step {t} item {i}")
+        ia = ra[4]
+    _same(a.state_dict(), b.state_dict(), "state")
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=[str(i) for i in range(len(CONFIGS))])
+def test_compiled_step_equals_the_torch_core(cfg):
+    torch_core, jit_core = AllocCore(16, jit=False, **cfg), AllocCore(16, jit=True, **cfg)
+    assert type(torch_core.domain) is AllocDomain and isinstance(jit_core.domain, JitAllocDomain)
+    _lockstep(torch_core, jit_core, steps=300, seed=3)
+
+
+def test_resume_and_copies_follow_the_torch_core():
+    cfg = dict(cells=48, stream="mixed", action="hole", holes=4, summary=True, meta_obs=True, trial_episodes=2)
+    a, b = AllocCore(8, jit=False, **cfg), AllocCore(8, jit=True, **cfg)
+    _lockstep(a, b, steps=120, seed=5)
+    # a state written by one core continues identically in the other, and in a deep copy of the compiled one
+    c = AllocCore(8, jit=True, **cfg)
+    c.load_state_dict(a.state_dict())
+    d = copy.deepcopy(b)
+    rng = np.random.default_rng(9)
+    info = a.current()[1]
+    for t in range(150):
+        act = _actions(info, a.spec.n_actions, 8, rng)
+        ra = a.step(act)
+        for other in (b, c, d):
+            for i, (x, y) in enumerate(zip(ra, other.step(act), strict=True)):
+                _same(x, y, f"step {t} item {i}")
+        info = ra[4]
+
+
+def test_a_heap_changed_by_hand_is_seen_by_the_compiled_step():
+    a, b = AllocCore(4, jit=False, cells=32), AllocCore(4, jit=True, cells=32)
+    a.reset(seed=0)
+    b.reset(seed=0)
+    for core in (a, b):  # the public HeapBatch API, behind the kernels' back
+        core.heaps.allocate([3, 10, 0, 20], [2, 5, 1, 4])
+    a.domain.runs = FreeRuns.of(a.heaps.occ)  # the torch core keeps its run table from its last step: refresh it
+    act = torch.tensor([0, 1, 2, 0])
+    for t in range(40):
+        for i, (x, y) in enumerate(zip(a.step(act), b.step(act), strict=True)):
+            _same(x, y, f"step {t} item {i}")
+
+
+def test_runs_are_read_from_the_compiled_domain():
+    core = AllocCore(3, jit=True, cells=32, stream="mixed")
+    core.reset(seed=1)
+    for _ in range(10):
+        core.step(torch.tensor([0, 1, 2]))
+    ref = AllocCore(3, jit=False, cells=32, stream="mixed")
+    ref.reset(seed=1)
+    for _ in range(10):
+        ref.step(torch.tensor([0, 1, 2]))
+    for k in ("heap", "start", "length", "offsets"):
+        assert torch.equal(getattr(core.runs, k), getattr(ref.runs, k))
+
+
+def test_where_the_compiled_step_runs():
+    assert isinstance(AllocCore(2).domain, JitAllocDomain)  # the default on CPU in scope
+    assert isinstance(AllocVectorEnv(2, cells=32, stream="mixed").core.domain, JitAllocDomain)
+    for cfg in (dict(on_fail="drop"), dict(ideal=True), dict(skip_forced=True), dict(stream="pattern")):
+        assert type(AllocCore(2, cells=64, **cfg).domain) is AllocDomain, cfg  # out of scope: the torch core
+    with pytest.raises(ValueError, match="jit=True: it implements on_fail='end' only"):
+        AllocCore(2, on_fail="drop", jit=True)
+    with pytest.raises(ValueError, match="cannot run the 'pattern' stream"):
+        AllocCore(2, stream="pattern", jit=True)
+    assert type(AllocCore(2, jit=False).domain) is AllocDomain
+
+
+def test_a_swapped_stream_hands_back_to_the_torch_methods():
+    """The app replaces ``domain.stream``; the compiled domain then steps with the torch methods."""
+    a, b = AllocCore(4, jit=False, cells=32), AllocCore(4, jit=True, cells=32)
+    for core in (a, b):
+        core.domain.stream = MixedStream(4, 32)
+    _lockstep(a, b, steps=60, seed=2)
+
+
+def test_errors_match_the_torch_core(monkeypatch):
+    monkeypatch.setattr(MixedStream, "script", lambda self, rng: [(S_ALLOC, 2), (S_ALLOC, self.cells + 1)])
+    for jit in (False, True):
+        core = AllocCore(2, jit=jit, cells=32, stream="mixed")
+        core.reset(seed=0)
+        with pytest.raises(ValueError, match=r"request size must lie in \[1, 32\] \(the heap size\), got 33"):
+            core.step(torch.tensor([0, 0]))
