@@ -31,6 +31,7 @@ CONFIGS = [
          bitmap=False, summary=True, hole_features=3),
     dict(cells=24, stream="bf-good", action="address", max_invalid=3, meta_obs=True),
     dict(cells=64, stream="wf-good", heuristics=("next", "second"), max_allocs=30, history=1),
+    dict(cells=48, stream="mixed", trial_episodes=3, summary=True, hole_features=2, size_scale="fraction"),
 ]
 
 
@@ -74,6 +75,20 @@ def test_compiled_step_equals_the_torch_core(cfg):
     torch_core, jit_core = AllocCore(16, jit=False, **cfg), AllocCore(16, jit=True, **cfg)
     assert type(torch_core.domain) is AllocDomain and isinstance(jit_core.domain, JitAllocDomain)
     _lockstep(torch_core, jit_core, steps=300, seed=3)
+
+
+def test_the_fused_trials_step_runs_where_it_applies():
+    """Heuristic space, autoreset, no RL^2 or task inputs: ``Trials.step`` runs fused with the compiled step (the
+    lockstep tests above check its results); elsewhere it declines and ``Trials.step`` runs."""
+    act = torch.zeros(4, dtype=torch.long)
+    for cfg, fused in ((dict(), True), (dict(trial_episodes=2), True), (dict(meta_obs=True), False),
+                       (dict(action="hole"), False)):
+        core = AllocCore(4, jit=True, cells=32, **cfg)
+        core.reset(seed=0)
+        assert (core.domain.fused_step(core, act) is not None) is fused, cfg
+    core = AllocCore(4, jit=True, cells=32, autoreset=False)
+    core.reset(seed=0)
+    assert core.domain.fused_step(core, act) is None
 
 
 def test_resume_and_copies_follow_the_torch_core():

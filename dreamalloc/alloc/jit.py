@@ -369,68 +369,78 @@ if AVAILABLE:
                 k += 1
         return -1
 
+    @_inline
+    def _step_row(H, R, S, D, P, b, a, reward, terminated, truncated, invalid, invalid_trunc):
+        """One step of heap b (AllocDomain.step); returns an error code."""
+        request, hist, n_invalid, freed, placed_at = D
+        space, rules, align_end, alloc_r, invalid_r, terminal, max_allocs, max_invalid = P
+        H_hist = hist.shape[1]
+        size = request[b]
+        addr = _decode(R, b, a, size, space, rules, H[12][b], align_end)
+        valid = addr >= 0
+        placed_at[b] = addr
+        if valid:
+            _place(H, R, b, addr, size)
+            freed[b] = False
+            for j in range(H_hist - 1, 0, -1):
+                hist[b, j] = hist[b, j - 1]
+            if H_hist > 0:
+                hist[b, 0] = size
+            err = _advance(H, R, S, request, freed, b)
+            if err:
+                return err
+        fits = _largest(R, b) >= request[b]
+        if not valid:
+            reward[b] = invalid_r
+        elif fits or terminal == 2:
+            reward[b] = alloc_r
+        elif terminal == 1:
+            reward[b] = 0.0
+        else:
+            reward[b] = alloc_r if freed[b] else 0.0
+        terminated[b] = valid and not fits
+        truncated[b] = valid and fits and H[10][b] + H[11][b] >= max_allocs
+        invalid[b] = False
+        invalid_trunc[b] = False
+        if space != 0 and not valid:
+            n_invalid[b] += 1
+            invalid[b] = True
+            if n_invalid[b] >= max_invalid:
+                invalid_trunc[b] = True
+                truncated[b] = True
+        return 0
+
     @_jit
     def _step(H, R, S, D, P, action, reward, terminated, truncated, invalid, invalid_trunc):
         """One step of every row (AllocDomain.step); returns (error code, row)."""
-        request, hist, n_invalid, freed, placed_at = D
-        space, rules, align_end, alloc_r, invalid_r, terminal, max_allocs, max_invalid = P
-        B = request.shape[0]
-        H_hist = hist.shape[1]
-        for b in range(B):
-            size = request[b]
-            addr = _decode(R, b, action[b], size, space, rules, H[12][b], align_end)
-            valid = addr >= 0
-            placed_at[b] = addr
-            if valid:
-                _place(H, R, b, addr, size)
-                freed[b] = False
-                for j in range(H_hist - 1, 0, -1):
-                    hist[b, j] = hist[b, j - 1]
-                if H_hist > 0:
-                    hist[b, 0] = size
-                err = _advance(H, R, S, request, freed, b)
-                if err:
-                    return err, b
-            fits = _largest(R, b) >= request[b]
-            if not valid:
-                reward[b] = invalid_r
-            elif fits or terminal == 2:
-                reward[b] = alloc_r
-            elif terminal == 1:
-                reward[b] = 0.0
-            else:
-                reward[b] = alloc_r if freed[b] else 0.0
-            terminated[b] = valid and not fits
-            truncated[b] = valid and fits and H[10][b] + H[11][b] >= max_allocs
-            invalid[b] = False
-            invalid_trunc[b] = False
-            if space != 0 and not valid:
-                n_invalid[b] += 1
-                invalid[b] = True
-                if n_invalid[b] >= max_invalid:
-                    invalid_trunc[b] = True
-                    truncated[b] = True
+        for b in range(action.shape[0]):
+            err = _step_row(H, R, S, D, P, b, action[b], reward, terminated, truncated, invalid, invalid_trunc)
+            if err:
+                return err, b
         return 0, -1
+
+    @_inline
+    def _start_row(H, R, S, D, b, seed, episode, salt):
+        """AllocDomain.start for heap b: empty heap, the random stream reseeded (a scripted stream's tables are
+        drawn before, by ``_draw_scripts``), the stream up to its first request; returns an error code."""
+        request, hist, n_invalid, freed, placed_at = D
+        _clear(H, R, b)
+        H[10][b] = 0
+        H[11][b] = 0
+        H[12][b] = 0
+        hist[b, :] = -1
+        n_invalid[b] = 0
+        x = _U64(seed) ^ (_U64(salt) * _SALT_MUL)  # CounterRNG.reseed of the random stream (or of the
+        S[5][b] = np.int64(_splitmix(_splitmix(x) + _U64(episode)))  # script's continuation)
+        S[6][b] = 0
+        return _advance(H, R, S, request, freed, b)
 
     @_jit
     def _start(H, R, S, D, rows, seeds, episodes, salt):
-        """AllocDomain.start for the rows: empty heaps, the random stream reseeded (a scripted stream's tables are
-        drawn before, by ``_draw_scripts``), the stream up to its first request."""
-        request, hist, n_invalid, freed, placed_at = D
         for i in range(rows.shape[0]):
-            b = rows[i]
-            _clear(H, R, b)
-            H[10][b] = 0
-            H[11][b] = 0
-            H[12][b] = 0
-            hist[b, :] = -1
-            n_invalid[b] = 0
-            x = _U64(seeds[i]) ^ (_U64(salt) * _SALT_MUL)  # CounterRNG.reseed of the random stream (or of the
-            S[5][b] = np.int64(_splitmix(_splitmix(x) + _U64(episodes[i])))  # script's continuation)
-            S[6][b] = 0
-            err = _advance(H, R, S, request, freed, b)
+            err = _start_row(H, R, S, D, rows[i], seeds[i], episodes[i], salt)
             if err:
-                return err, b
+                return err, rows[i]
         return 0, -1
 
     @_jit
@@ -438,67 +448,132 @@ if AVAILABLE:
         for b in range(occ.shape[0]):
             _rebuild(occ, b, rs, rl, nr)
 
+    @_inline
+    def _metrics_row(H, R, request, b, out_i, out_f):
+        used, n_allocs = H[9], H[10]
+        N = H[0].shape[1]
+        fN = np.float32(N)
+        free = N - used[b]
+        largest = _largest(R, b)
+        n = R[2][b]
+        out_i[0, b] = n_allocs[b]
+        out_i[1, b] = free
+        out_i[2, b] = largest
+        out_i[3, b] = n
+        out_i[4, b] = request[b]
+        out_f[0, b] = np.float32(1.0) - np.float32(largest) / np.float32(free) if free > 0 else np.float32(0.0)
+        out_f[1, b] = min(np.float32(n) / fN, np.float32(1.0)) if 0 < free < N else np.float32(0.0)
+        out_f[2, b] = np.float32(used[b]) / fN
+
     @_jit
     def _metrics(H, R, request, out_i, out_f):
         """heap_metrics for every row: out_i [5, B] allocations, free cells, largest run, runs, request;
         out_f [3, B] frag_largest, frag_runs, utilisation (float32, as torch computes them)."""
-        used, n_allocs = H[9], H[10]
-        N = H[0].shape[1]
-        fN = np.float32(N)
-        for b in range(used.shape[0]):
-            free = N - used[b]
-            largest = _largest(R, b)
-            n = R[2][b]
-            out_i[0, b] = n_allocs[b]
-            out_i[1, b] = free
-            out_i[2, b] = largest
-            out_i[3, b] = n
-            out_i[4, b] = request[b]
-            out_f[0, b] = np.float32(1.0) - np.float32(largest) / np.float32(free) if free > 0 else np.float32(0.0)
-            out_f[1, b] = min(np.float32(n) / fN, np.float32(1.0)) if 0 < free < N else np.float32(0.0)
-            out_f[2, b] = np.float32(used[b]) / fN
+        for b in range(request.shape[0]):
+            _metrics_row(H, R, request, b, out_i, out_f)
 
-    @_jit
-    def _observe(H, R, D, rows, out, bitmap, scale, summary, n_hole):
-        """AllocDomain.observe for the rows into out [len(rows), D] float32."""
+    @_inline
+    def _observe_row(H, R, D, b, out, i, bitmap, scale, summary, n_hole):
+        """AllocDomain.observe of heap b into out[i]."""
         occ, used = H[0], H[9]
         request, hist = D[0], D[1]
         rs, rl, nr = R
         N = occ.shape[1]
         fN = np.float32(N)
+        j = 0
+        if bitmap:
+            for c in range(N):
+                out[i, c] = np.float32(occ[b, c])
+            j = N
+        out[i, j] = np.float32(request[b]) * scale
+        j += 1
+        for q in range(hist.shape[1]):
+            h = hist[b, q]
+            out[i, j + q] = np.float32(-1.0) if h < 0 else np.float32(h) * scale
+        j += hist.shape[1]
+        if summary:
+            free = N - used[b]
+            largest = _largest(R, b)
+            out[i, j] = np.float32(free) / fN
+            out[i, j + 1] = np.float32(largest) / fN
+            out[i, j + 2] = np.float32(nr[b]) / fN
+            out[i, j + 3] = np.float32(1.0) - np.float32(largest) / np.float32(free) if free > 0 \
+                else np.float32(0.0)
+            j += 4
+        if n_hole > 0:
+            for q in range(2 * n_hole):
+                out[i, j + q] = np.float32(0.0)
+            k = 0
+            for r in range(nr[b]):
+                if rl[b, r] >= request[b]:
+                    out[i, j + 2 * k] = np.float32(rs[b, r]) / fN
+                    out[i, j + 2 * k + 1] = np.float32(rl[b, r]) / fN
+                    k += 1
+                    if k == n_hole:
+                        break
+
+    @_jit
+    def _observe(H, R, D, rows, out, bitmap, scale, summary, n_hole):
+        """AllocDomain.observe for the rows into out [len(rows), D] float32."""
+        for i in range(rows.shape[0]):
+            _observe_row(H, R, D, rows[i], out, i, bitmap, scale, summary, n_hole)
+
+    # ------------------------------------------------------------------------------------------------
+    # Trials.step fused with the domain's step (heuristic space, autoreset, no RL^2 / task inputs)
+    @_jit
+    def _fused_step(H, R, S, D, P, T, O, action, reward, terminated, truncated, invalid, done, trial_end, snap_r,
+                    snap_l, obs, out_i, out_f):
+        """Phase 1: every row's step, its trial counters and flags, its observation and metrics."""
+        episode, returns, lens, prev_action, prev_reward, starts, K = T
+        bitmap, scale, summary, n_hole = O
+        for b in range(action.shape[0]):
+            err = _step_row(H, R, S, D, P, b, action[b], reward, terminated, truncated, invalid, invalid)
+            if err:
+                return err, b
+            r = reward[b]
+            returns[0, b] += r
+            returns[1, b] += r
+            lens[0, b] += 1
+            lens[1, b] += 1
+            prev_action[b] = action[b]
+            prev_reward[b] = r
+            starts[0, b] = False
+            starts[1, b] = False
+            d = terminated[b] or truncated[b]
+            done[b] = d
+            trial_end[b] = d and episode[b] % K == K - 1
+            snap_r[0, b] = returns[0, b]
+            snap_r[1, b] = returns[1, b]
+            snap_l[0, b] = lens[0, b]
+            snap_l[1, b] = lens[1, b]
+            _observe_row(H, R, D, b, obs, b, bitmap, scale, summary, n_hole)
+            _metrics_row(H, R, D[0], b, out_i, out_f)
+        return 0, -1
+
+    @_jit
+    def _fused_restart(H, R, S, D, T, O, rows, seeds, salt, obs, out_i, out_f):
+        """Phase 2: Trials._start and AllocDomain.start for the finished rows (their episode numbers already
+        advanced), their new observation and metrics."""
+        episode, returns, lens, prev_action, prev_reward, starts, K = T
+        bitmap, scale, summary, n_hole = O
         for i in range(rows.shape[0]):
             b = rows[i]
-            j = 0
-            if bitmap:
-                for c in range(N):
-                    out[i, c] = np.float32(occ[b, c])
-                j = N
-            out[i, j] = np.float32(request[b]) * scale
-            j += 1
-            for q in range(hist.shape[1]):
-                h = hist[b, q]
-                out[i, j + q] = np.float32(-1.0) if h < 0 else np.float32(h) * scale
-            j += hist.shape[1]
-            if summary:
-                free = N - used[b]
-                largest = _largest(R, b)
-                out[i, j] = np.float32(free) / fN
-                out[i, j + 1] = np.float32(largest) / fN
-                out[i, j + 2] = np.float32(nr[b]) / fN
-                out[i, j + 3] = np.float32(1.0) - np.float32(largest) / np.float32(free) if free > 0 \
-                    else np.float32(0.0)
-                j += 4
-            if n_hole > 0:
-                for q in range(2 * n_hole):
-                    out[i, j + q] = np.float32(0.0)
-                k = 0
-                for r in range(nr[b]):
-                    if rl[b, r] >= request[b]:
-                        out[i, j + 2 * k] = np.float32(rs[b, r]) / fN
-                        out[i, j + 2 * k + 1] = np.float32(rl[b, r]) / fN
-                        k += 1
-                        if k == n_hole:
-                            break
+            err = _start_row(H, R, S, D, b, seeds[b], episode[b], salt)
+            if err:
+                return err, b
+            opens = episode[b] % K == 0
+            returns[0, b] = 0.0
+            lens[0, b] = 0
+            starts[0, b] = True
+            starts[1, b] = opens
+            if opens:
+                returns[1, b] = 0.0
+                lens[1, b] = 0
+                prev_action[b] = -1
+                prev_reward[b] = 0.0
+            _observe_row(H, R, D, b, obs, b, bitmap, scale, summary, n_hole)
+            _metrics_row(H, R, D[0], b, out_i, out_f)
+        return 0, -1
 
     @_jit
     def _masks(R, request, space, out):
@@ -680,6 +755,76 @@ class JitAllocDomain(AllocDomain):
             facts = {"invalid": torch.from_numpy(inv), "invalid_truncated": torch.from_numpy(inv_trunc)}
         return torch.from_numpy(reward), torch.from_numpy(term), torch.from_numpy(trunc), facts
 
+    # ----------------------------------------------------------------------------------------------
+    def fused_step(self, core, action):
+        """``Trials.step`` of ``core`` (this domain's trials wrapper) and this domain's step in two compiled passes:
+        the step, counters, observation and metrics of every row, then the restart of the finished rows. Same
+        results as ``Trials.step`` (tests/test_jit_env.py). Returns None where it does not apply (another action
+        space, RL^2 or task inputs, no autoreset, a swapped stream): the caller then runs ``Trials.step``."""
+        if not (self._live() and self.cfg.action == "heuristic" and core.autoreset and not core.meta_obs
+                and not core.task_obs):
+            return None
+        ts = (core.episode, core._returns, core._lens, core.prev_action, core.prev_reward, core._starts, core.seed,
+              core.needs_reset)
+        cached = self.__dict__.get("_t_views")
+        if cached is None or any(x is not y for x, y in zip(cached[0], ts, strict=True)):
+            cached = self.__dict__["_t_views"] = (ts, tuple(t.numpy() for t in ts))
+        episode_np, *_, seed_np, needs_np = cached[1]
+        if needs_np.any():
+            raise core._reset_error()
+        a = core.check_action(action)
+        B, cfg = self.B, self.cfg
+        H, R, S = self._H(), self._R(), self._S()
+        T = (*cached[1][:6], core.K)
+        O = (cfg.bitmap, self._scale, cfg.summary, int(cfg.hole_features))
+        reward, term, trunc = np.empty(B, np.float64), np.empty(B, np.bool_), np.empty(B, np.bool_)
+        inv, done, trial_end = np.empty(B, np.bool_), np.empty(B, np.bool_), np.empty(B, np.bool_)
+        snap_r, snap_l = np.empty((2, B), np.float64), np.empty((2, B), np.int64)
+        obs = np.empty((B, self.obs_dim), np.float32)
+        out_i, out_f = np.empty((5, B), np.int64), np.empty((3, B), np.float32)
+        self.placed_at = torch.empty(B, dtype=torch.long)
+        D = self._D()
+        err, _ = _fused_step(H, R, S, D, self._P, T, O, a.numpy(), reward, term, trunc, inv, done, trial_end,
+                             snap_r, snap_l, obs, out_i, out_f)
+        self._done()
+        if err:
+            self._raise(err)
+        info = self._info_from(out_i, out_f, core)
+        obs_t = torch.from_numpy(obs)
+        trial_end_t = torch.from_numpy(trial_end)
+        if done.any():
+            done_t = torch.from_numpy(done)
+            rows = np.flatnonzero(done)
+            episode_np[rows] += 1
+            if self._kind == 2:
+                self._draw_scripts(rows, seed_np[rows], episode_np[rows])
+            new_obs, new_i, new_f = obs.copy(), out_i.copy(), out_f.copy()
+            rnd = self.stream if self._kind == 1 else self.stream.then
+            err, _ = _fused_restart(H, R, self._S(), D, T, O, rows, seed_np, rnd.SALT, new_obs, new_i, new_f)
+            self._done()
+            if err:
+                self._raise(err)
+            final_info = info
+            final_info["trial_end"] = trial_end_t
+            info = self._info_from(new_i, new_f, core)
+            info.update(final_obs=obs_t, _final_obs=done_t.clone(), final_info=final_info,
+                        _final_info=done_t.clone())
+            sr, sl = torch.from_numpy(snap_r), torch.from_numpy(snap_l)
+            info["episode"], info["_episode"] = {"r": sr[0], "l": sl[0]}, done_t
+            if trial_end.any():
+                info["trial"], info["_trial"] = {"r": sr[1], "l": sl[1]}, trial_end_t.clone()
+            obs_t = torch.from_numpy(new_obs)
+        info["trial_end"] = trial_end_t
+        return obs_t, torch.from_numpy(reward), torch.from_numpy(term), torch.from_numpy(trunc), info
+
+    def _info_from(self, out_i: np.ndarray, out_f: np.ndarray, core) -> dict:
+        """``Trials._info()`` from the kernels' metrics (heuristic space: no mask, no facts)."""
+        ti, tf = torch.from_numpy(out_i), torch.from_numpy(out_f)
+        return {"allocations": ti[0], "free_cells": ti[1], "largest_free": ti[2], "free_runs": ti[3],
+                "frag_largest": tf[0], "frag_runs": tf[1], "utilisation": tf[2], "request": ti[4],
+                "episode_start": core.episode_start.clone(), "trial_start": core.trial_start.clone(),
+                "trial_end": torch.zeros(self.B, dtype=torch.bool)}
+
     def action_mask(self) -> torch.Tensor | None:
         if not self._live() or self.cfg.action == "heuristic":
             return super().action_mask()
@@ -719,7 +864,7 @@ class JitAllocDomain(AllocDomain):
 
     def __getstate__(self) -> dict:
         """``copy.deepcopy`` / pickle: the cached numpy views would not follow the copied tensors; rebuilt."""
-        return {k: v for k, v in self.__dict__.items() if k not in ("_h_views", "_s_views", "_d_views")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_h_views", "_s_views", "_d_views", "_t_views")}
 
 
 def _arr(t: torch.Tensor) -> np.ndarray:
