@@ -77,6 +77,16 @@ def stream_kind(stream) -> int:
     return 0
 
 
+# The kernels take the state as tuples of numpy views (built by JitAllocDomain._H / _R / _S / _D / _P):
+#   H  HeapBatch: occ, owner, block_start, block_size, block_seq, live, perm, pos, n_live, used, n_allocs,
+#      n_dropped, rover
+#   R  free runs: starts [B, N/2 + 2], lengths, count per heap
+#   S  stream: kind, script ops, sizes, length, ptr, random key, counter, free_prob, size_min, size_max, seq_base
+#   D  domain: request, hist, n_invalid, freed, placed_at
+#   P  step settings: action space, rule codes, align end, alloc / invalid reward, terminal rule, max_allocs,
+#      max_invalid
+#   T  Trials: episode, (episode, trial) returns, lengths, prev_action, prev_reward, (episode, trial) start flags, K
+#   OB observation settings: bitmap, size scale, summary, hole features
 if AVAILABLE:
     _jit = numba.njit(cache=True, nogil=True, _nrt=False)
     _inline = numba.njit(cache=True, nogil=True, inline="always", _nrt=False)
@@ -521,11 +531,11 @@ if AVAILABLE:
     # ------------------------------------------------------------------------------------------------
     # Trials.step fused with the domain's step (heuristic space, autoreset, no RL^2 / task inputs)
     @_jit
-    def _fused_step(H, R, S, D, P, T, O, action, reward, terminated, truncated, invalid, done, trial_end, snap_r,
+    def _fused_step(H, R, S, D, P, T, OB, action, reward, terminated, truncated, invalid, done, trial_end, snap_r,
                     snap_l, obs, out_i, out_f):
         """Phase 1: every row's step, its trial counters and flags, its observation and metrics."""
         episode, returns, lens, prev_action, prev_reward, starts, K = T
-        bitmap, scale, summary, n_hole = O
+        bitmap, scale, summary, n_hole = OB
         for b in range(action.shape[0]):
             err = _step_row(H, R, S, D, P, b, action[b], reward, terminated, truncated, invalid, invalid)
             if err:
@@ -551,11 +561,11 @@ if AVAILABLE:
         return 0, -1
 
     @_jit
-    def _fused_restart(H, R, S, D, T, O, rows, seeds, salt, obs, out_i, out_f):
+    def _fused_restart(H, R, S, D, T, OB, rows, seeds, salt, obs, out_i, out_f):
         """Phase 2: Trials._start and AllocDomain.start for the finished rows (their episode numbers already
         advanced), their new observation and metrics."""
         episode, returns, lens, prev_action, prev_reward, starts, K = T
-        bitmap, scale, summary, n_hole = O
+        bitmap, scale, summary, n_hole = OB
         for i in range(rows.shape[0]):
             b = rows[i]
             err = _start_row(H, R, S, D, b, seeds[b], episode[b], salt)
@@ -776,7 +786,7 @@ class JitAllocDomain(AllocDomain):
         B, cfg = self.B, self.cfg
         H, R, S = self._H(), self._R(), self._S()
         T = (*cached[1][:6], core.K)
-        O = (cfg.bitmap, self._scale, cfg.summary, int(cfg.hole_features))
+        OB = (cfg.bitmap, self._scale, cfg.summary, int(cfg.hole_features))
         reward, term, trunc = np.empty(B, np.float64), np.empty(B, np.bool_), np.empty(B, np.bool_)
         inv, done, trial_end = np.empty(B, np.bool_), np.empty(B, np.bool_), np.empty(B, np.bool_)
         snap_r, snap_l = np.empty((2, B), np.float64), np.empty((2, B), np.int64)
@@ -784,7 +794,7 @@ class JitAllocDomain(AllocDomain):
         out_i, out_f = np.empty((5, B), np.int64), np.empty((3, B), np.float32)
         self.placed_at = torch.empty(B, dtype=torch.long)
         D = self._D()
-        err, _ = _fused_step(H, R, S, D, self._P, T, O, a.numpy(), reward, term, trunc, inv, done, trial_end,
+        err, _ = _fused_step(H, R, S, D, self._P, T, OB, a.numpy(), reward, term, trunc, inv, done, trial_end,
                              snap_r, snap_l, obs, out_i, out_f)
         self._done()
         if err:
@@ -800,7 +810,7 @@ class JitAllocDomain(AllocDomain):
                 self._draw_scripts(rows, seed_np[rows], episode_np[rows])
             new_obs, new_i, new_f = obs.copy(), out_i.copy(), out_f.copy()
             rnd = self.stream if self._kind == 1 else self.stream.then
-            err, _ = _fused_restart(H, R, self._S(), D, T, O, rows, seed_np, rnd.SALT, new_obs, new_i, new_f)
+            err, _ = _fused_restart(H, R, self._S(), D, T, OB, rows, seed_np, rnd.SALT, new_obs, new_i, new_f)
             self._done()
             if err:
                 self._raise(err)
