@@ -107,7 +107,7 @@ if AVAILABLE:
 
     @_inline
     def _uniform(key, c):
-        return float(_splitmix(_U64(key) + _U64(c) * _GOLDEN) >> _U64(11)) * _INV53
+        return float(np.int64(_splitmix(_U64(key) + _U64(c) * _GOLDEN) >> _U64(11))) * _INV53  # < 2^53: exact
 
     # ------------------------------------------------------------------------------------------------
     # free runs: rs[b, :nr[b]] starts in address order, rl the lengths
