@@ -3,12 +3,14 @@
 For each agent (built by the harness from its config, as ``train.py`` builds it, on one env of the allocation
 family) the script times ``agent.act(obs, state, info, deterministic=True)`` on one observation at a time (eager,
 what ``load_agent(...).agent`` runs) and, for the learnt agents, a TorchScript export of the same decision
-(``torch.jit.trace`` of the networks' acting path, run under ``torch.inference_mode``). It reports the median and
+(``torch.jit.trace`` of the networks' acting path, frozen and optimised for inference, run under
+``torch.inference_mode``). It reports the median and
 the 99th percentile over ``--calls`` calls after a warm-up, in microseconds, and checks that the export takes the
 eager agent's actions on every observation it was timed on (the Dreamer export samples its stochastic latent, so
 its actions are compared only for the MLP and GRU agents).
 
-    python scripts/bench_latency.py                      # heuristic, dqn, ppo, rl2_ppo, dreamer_1m, dreamer (12M)
+    python scripts/bench_latency.py                      # heuristic, dqn, ppo, rl2_ppo, dreamer_1m, dreamer (12M),
+                                                         # dreamer_rl2 (the small meta preset, GRU actor-critic)
     python scripts/bench_latency.py --agents dqn,ppo --calls 5000
     python scripts/bench_latency.py --export DIR         # also writes DIR/AGENT.torchscript.pt for each export
 
@@ -47,6 +49,7 @@ CASES = {
     "rl2_ppo": ENV + ["agent=rl2_ppo", "env.meta_obs=true", "env.trial_episodes=3"],
     "dreamer_1m": ENV + ["agent=dreamer_1m"],
     "dreamer": ENV + ["agent=dreamer"],  # the 12M preset, the default
+    "dreamer_rl2": ENV + ["agent=dreamer_rl2", "env.meta_obs=true", "env.trial_episodes=3"],  # + GRU actor-critic
 }
 
 
@@ -90,6 +93,23 @@ class _DreamerStep(torch.nn.Module):
         return logp.argmax(-1), deter, stoch
 
 
+class _DreamerStepGRU(torch.nn.Module):
+    """``_DreamerStep`` with the recurrent actor-critic (``ac_gru``): its state goes in and out too, reset where
+    the latent is."""
+
+    def __init__(self, agent):
+        super().__init__()
+        self.wm, self.ac = agent.wm, agent.ac
+
+    def forward(self, obs, deter, stoch, action, first, ac_h):
+        token = self.wm.encode(obs)
+        deter, stoch, _ = self.wm.rssm.obs_step(deter, stoch, action, token, first)
+        feat = self.wm.rssm.feat(deter, stoch)
+        h = self.ac.recur(feat, ac_h * (~first).float().unsqueeze(-1))
+        logp = self.ac.logp(self.ac.inputs(feat, h), None)
+        return logp.argmax(-1), deter, stoch, h
+
+
 def build(name: str):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=CASES[name] + ["device=cpu", "env.num_envs=1"])
@@ -121,20 +141,26 @@ def time_eager(agent, core, calls: int, warmup: int) -> tuple[list[int], list]:
 
 
 def export(name: str, agent):
-    """A traced TorchScript module of the agent's acting path, or None (heuristic: nothing to export)."""
+    """A traced TorchScript module of the agent's acting path, frozen (weights folded in as constants) and passed
+    through ``torch.jit.optimize_for_inference``; None for the heuristic (nothing to export)."""
     if name == "heuristic":
         return None
     with torch.inference_mode():
         if name == "dqn":
-            return torch.jit.trace(_Greedy(agent.q, first=False).eval(), torch.zeros(1, agent.obs_dim))
-        if name == "ppo":
-            return torch.jit.trace(_Greedy(agent.net, first=True).eval(), torch.zeros(1, agent.obs_dim))
-        if name == "rl2_ppo":
-            return torch.jit.trace(_GreedyGRU(agent.net).eval(),
-                                   (torch.zeros(1, agent.obs_dim), torch.zeros(1, agent.cfg.rnn_hidden)))
-        s = agent.initial_state(1)
-        return torch.jit.trace(_DreamerStep(agent).eval(), (torch.zeros(1, agent.obs_dim), s["deter"], s["stoch"],
-                                                            s["action"], s["first"]), check_trace=False)
+            mod = torch.jit.trace(_Greedy(agent.q, first=False).eval(), torch.zeros(1, agent.obs_dim))
+        elif name == "ppo":
+            mod = torch.jit.trace(_Greedy(agent.net, first=True).eval(), torch.zeros(1, agent.obs_dim))
+        elif name == "rl2_ppo":
+            mod = torch.jit.trace(_GreedyGRU(agent.net).eval(),
+                                  (torch.zeros(1, agent.obs_dim), torch.zeros(1, agent.cfg.rnn_hidden)))
+        else:
+            s = agent.initial_state(1)
+            inputs = (torch.zeros(1, agent.obs_dim), s["deter"], s["stoch"], s["action"], s["first"])
+            if "ac_h" in s:
+                mod = torch.jit.trace(_DreamerStepGRU(agent).eval(), (*inputs, s["ac_h"]), check_trace=False)
+            else:
+                mod = torch.jit.trace(_DreamerStep(agent).eval(), inputs, check_trace=False)
+    return torch.jit.optimize_for_inference(torch.jit.freeze(mod.eval()))
 
 
 def time_export(name: str, agent, mod, seen: list, warmup: int) -> tuple[list[int], int]:
@@ -150,8 +176,9 @@ def time_export(name: str, agent, mod, seen: list, warmup: int) -> tuple[list[in
             elif name.startswith("dreamer"):
                 s = agent.initial_state(1) if state is None else state
                 first = s["first"] | info["trial_start"]
+                args = (obs, s["deter"], s["stoch"], s["action"], first) + ((s["ac_h"],) if "ac_h" in s else ())
                 t0 = time.perf_counter_ns()
-                a, _, _ = mod(obs, s["deter"], s["stoch"], s["action"], first)
+                a = mod(*args)[0]
             else:
                 t0 = time.perf_counter_ns()
                 a = mod(obs)
