@@ -257,6 +257,19 @@ def test_bench_env_single_prints_its_ratios(capsys, tmp_path):
         bench.main(["--single", "--seconds", "0.05", "--peer", str(tmp_path)])
 
 
+def test_bench_env_batched_prints_its_ratios(capsys, tmp_path):
+    """A smoke run of ``bench_env.py --batched`` (the keys, not the speed)."""
+    bench = _bench_env()
+    assert bench.main(["--batched", "--batch", "8", "--cells", "64", "--seconds", "0.2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    keys = dict(line.split(": ", 1) for line in lines[-4:])
+    assert list(keys) == ["batched_heap_steps_per_s", "batched_speedup_vs_torch_core",
+                          "batched_mixed_speedup_vs_reference", "batched_speedup_vs_reference"]
+    assert all(float(v) > 0 for v in keys.values())
+    with pytest.raises(SystemExit, match="stable_baselines_env_history.py"):
+        bench.main(["--batched", "--seconds", "0.05", "--peer", str(tmp_path)])
+
+
 def test_reference_page_env_places_by_rule_and_ends_when_nothing_fits():
     """The peer-free reference of the benchmark is a working allocator env: each action places the pending request
     by its rule (0 best, 1 worst, 2 first), and an episode ends on a request that fits nowhere."""
