@@ -306,26 +306,34 @@ def make_peer(path: str, cells: int):
 
 
 class _SingleRun:
-    """One env under timing: random actions (uniform, drawn up front), reset where an episode ends."""
+    """One env under timing: random actions (uniform, drawn up front); a single env (``batch`` None) is reset where
+    an episode ends, a vector env (``batch`` heaps a step) resets itself. Steps are counted in heap-steps."""
 
-    def __init__(self, env, n_actions: int = 3, warmup: int = 200):
-        self.env, self.pool, self.i = env, np.random.default_rng(0).integers(0, n_actions, 4096).tolist(), 0
+    def __init__(self, env, n_actions: int = 3, warmup: int = 200, batch: int | None = None):
+        self.env, self.batch, self.i = env, batch, 0
+        if batch is None:
+            self.pool = np.random.default_rng(0).integers(0, n_actions, 4096).tolist()
+        else:
+            self.pool = action_pool(batch, n_actions)
         self.steps, self.seconds, self.episodes = 0, 0.0, 0
         env.reset(seed=0)
         self.run(warmup, count=False)
 
     def run(self, n: int, count: bool = True) -> None:
-        env, pool, i, episodes = self.env, self.pool, self.i, 0
+        env, pool, i, episodes, single = self.env, self.pool, self.i, 0, self.batch is None
         t0 = time.perf_counter()
         for _ in range(n):
-            _, _, term, trunc, _ = env.step(pool[i % 4096])
+            _, _, term, trunc, _ = env.step(pool[i % len(pool)])
             i += 1
-            if term or trunc:
-                env.reset()
-                episodes += 1
+            if single:
+                if term or trunc:
+                    env.reset()
+                    episodes += 1
+            else:
+                episodes += int(term.sum() + trunc.sum())
         if count:
             self.seconds += time.perf_counter() - t0
-            self.steps += n
+            self.steps += n * (self.batch or 1)
             self.episodes += episodes
         self.i = i
 
@@ -379,33 +387,6 @@ def bench_single(cells: int, seconds: float, peer: str | None) -> int:
     return 0
 
 
-class _VectorRun:
-    """A vector env under timing: pre-drawn random actions, SAME_STEP autoreset inside the env."""
-
-    def __init__(self, env, batch: int, n_actions: int = 3, warmup: int = 20):
-        self.env, self.pool, self.i = env, action_pool(batch, n_actions), 0
-        self.batch, self.steps, self.seconds, self.episodes = batch, 0, 0.0, 0
-        env.reset(seed=0)
-        self.run(warmup, count=False)
-
-    def run(self, n: int, count: bool = True) -> None:
-        env, pool, i, episodes = self.env, self.pool, self.i, 0
-        t0 = time.perf_counter()
-        for _ in range(n):
-            _, _, term, trunc, _ = env.step(pool[i % N_ACTION_POOL])
-            i += 1
-            episodes += int(term.sum() + trunc.sum())
-        if count:
-            self.seconds += time.perf_counter() - t0
-            self.steps += n * self.batch
-            self.episodes += episodes
-        self.i = i
-
-    def result(self) -> dict:
-        return {"steps": self.steps, "seconds": self.seconds, "steps_per_s": self.steps / self.seconds,
-                "us_per_step": 1e6 * self.seconds / self.steps, "episodes": self.episodes}
-
-
 def bench_batched(batch: int, cells: int, seconds: float, peer: str | None, rounds: int = 4) -> int:
     """The batched core (B heaps, one thread) against the single-heap references, per core: heap-steps per
     second of ``AllocVectorEnv`` (the compiled step and, for comparison, the torch core) on the random and the
@@ -423,13 +404,13 @@ def bench_batched(batch: int, cells: int, seconds: float, peer: str | None, roun
         envs.append(("Lim & Maddukuri StableBaselineEnvHistory (--peer, one heap)", "single", make_peer(peer, cells)))
     print(f"batched core: B={batch} heaps, N={cells}, random heuristic actions, one thread (torch and the compiled "
           f"step), against single-heap envs; {rounds} alternating rounds, >= {seconds} s timed per env in all")
-    runs = [_VectorRun(env, batch) if kind == "vec" else _SingleRun(env) for _, kind, env in envs]
+    runs = [_SingleRun(env, batch=batch, warmup=20) if kind == "vec" else _SingleRun(env) for _, kind, env in envs]
     per_round = seconds / rounds
     for _ in range(rounds):
         for r in runs:
             t_end = r.seconds + per_round
             while r.seconds < t_end:
-                r.run(10 if isinstance(r, _VectorRun) else 500)
+                r.run(500 if r.batch is None else 10)
     res = [r.result() for r in runs]
     for (name, _, _), r in zip(envs, res, strict=True):
         print(f"  {name}: {r['steps_per_s']:,.0f} heap-steps/s ({r['steps']:,} in {r['seconds']:.2f} s, "

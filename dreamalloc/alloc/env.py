@@ -414,6 +414,10 @@ class AllocDomain:
             info["segment"] = self.stream.segment.clone()
         if self.drop:
             info["dropped"] = self.heaps.n_dropped.clone()
+        return self._add_mask(info)
+
+    def _add_mask(self, info: dict) -> dict:
+        """The address and hole spaces' keys: the action mask, invalid actions so far, and this step's flags."""
         mask = self.action_mask()
         if mask is not None:
             info["action_mask"] = mask

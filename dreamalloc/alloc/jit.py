@@ -33,7 +33,8 @@ import numpy as np
 import torch
 
 from dreamalloc.alloc.env import AllocConfig, AllocDomain
-from dreamalloc.alloc.heap import RULES, FreeRuns
+from dreamalloc.alloc.fast import FastAllocDomain
+from dreamalloc.alloc.heap import RULES
 from dreamalloc.alloc.heap.state import HeapBatch
 from dreamalloc.alloc.workloads.base import ScriptedStream
 from dreamalloc.alloc.workloads.lim import RandomStream
@@ -605,8 +606,10 @@ if AVAILABLE:
                         k += 1
 
 
-class JitAllocDomain(AllocDomain):
-    """``AllocDomain`` stepping every heap in one compiled loop (see the module docstring)."""
+class JitAllocDomain(FastAllocDomain):
+    """``AllocDomain`` stepping every heap in one compiled loop (see the module docstring). Its ``runs``, the torch
+    core's run table, is built from the bitmap when someone asks for it (``FastAllocDomain``); the kernels keep
+    their own."""
 
     def __init__(self, num_heaps: int, cfg: AllocConfig, device="cpu"):
         why = scope_error(cfg, device)
@@ -630,19 +633,6 @@ class JitAllocDomain(AllocDomain):
                    float(cfg.invalid_reward), _TERMINAL[cfg.terminal_reward], int(cfg.max_allocs), int(max_invalid))
         self._scale = np.float32(1.0 if cfg.size_scale == "raw" else 1.0 / N)
         self._every = np.arange(B, dtype=np.int64)
-
-    # the torch core's run table, built from the bitmap when someone asks for it (the kernels keep their own)
-    @property
-    def runs(self) -> FreeRuns:
-        cached = self.__dict__.get("_runs_cache")
-        if cached is None or cached[0] != self.heaps.version:
-            cached = (self.heaps.version, FreeRuns.of(self.heaps.occ))
-            self.__dict__["_runs_cache"] = cached
-        return cached[1]
-
-    @runs.setter
-    def runs(self, value: FreeRuns) -> None:
-        self.__dict__["_runs_cache"] = (self.heaps.version, value)
 
     # ----------------------------------------------------------------------------------------------
     def _live(self) -> bool:
@@ -851,12 +841,7 @@ class JitAllocDomain(AllocDomain):
         ti, tf = torch.from_numpy(out_i), torch.from_numpy(out_f)
         info = {"allocations": ti[0], "free_cells": ti[1], "largest_free": ti[2], "free_runs": ti[3],
                 "frag_largest": tf[0], "frag_runs": tf[1], "utilisation": tf[2], "request": ti[4]}
-        mask = self.action_mask()
-        if mask is not None:
-            info["action_mask"] = mask
-            info["n_invalid"] = self.n_invalid.clone()
-            info["invalid"] = info["invalid_truncated"] = torch.zeros_like(mask[:, 0])
-        return info
+        return self._add_mask(info)
 
     def observe(self, rows: torch.Tensor | None = None) -> torch.Tensor:
         if not self._live():
