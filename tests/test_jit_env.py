@@ -148,6 +148,12 @@ def test_where_the_compiled_step_runs():
     assert type(AllocCore(2, jit=False).domain) is AllocDomain
 
 
+def test_the_environment_variable_turns_it_off(monkeypatch):
+    monkeypatch.setenv("DREAMALLOC_JIT", "0")
+    assert type(AllocCore(2).domain) is AllocDomain
+    assert isinstance(AllocCore(2, jit=True).domain, JitAllocDomain)  # an explicit request still wins
+
+
 def test_a_swapped_stream_hands_back_to_the_torch_methods():
     """The app replaces ``domain.stream``; the compiled domain then steps with the torch methods."""
     a, b = AllocCore(4, jit=False, cells=32), AllocCore(4, jit=True, cells=32)

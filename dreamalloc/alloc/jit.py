@@ -16,8 +16,8 @@ heap (a checkpoint load, a test that allocates by hand) makes it rebuild from th
 Scope: CPU; the request streams of Lim & Maddukuri (``random`` and the scripted ``bf-good`` / ``wf-good`` /
 ``mixed``, whose scripts are still drawn per episode by the stream's own ``reset``); every action space and
 placement rule; ``on_fail="end"``; no ``ideal`` heap, no ``skip_forced``. ``AllocCore`` picks this domain
-by itself where the config is in scope and numba imports (``jit=False`` turns it off); everything else runs on
-the torch core. If a stream is swapped after construction (the app does), the domain hands back to the torch
+by itself where the config is in scope and numba imports (``jit=False``, or ``DREAMALLOC_JIT=0`` in the
+environment for a whole run, turns it off); everything else runs on the torch core. If a stream is swapped after construction (the app does), the domain hands back to the torch
 methods.
 
 Semantics are the torch core's, bit for bit: ``tests/test_jit_env.py`` steps both with the same seeds and
@@ -28,6 +28,8 @@ until it is.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import torch
@@ -867,8 +869,11 @@ def _arr(t: torch.Tensor) -> np.ndarray:
 
 
 def make_domain(num_heaps: int, cfg: AllocConfig, device="cpu", jit: bool | None = None) -> AllocDomain:
-    """The compiled domain where it can run this config (``jit`` None: when in scope; True: required, an error
-    saying why not otherwise; False: never), else the torch ``AllocDomain``."""
+    """The compiled domain where it can run this config (``jit`` None: when in scope, unless the environment
+    variable ``DREAMALLOC_JIT=0`` turns it off for the whole process; True: required, an error saying why not
+    otherwise; False: never), else the torch ``AllocDomain``."""
+    if jit is None and os.environ.get("DREAMALLOC_JIT", "1").strip() == "0":
+        jit = False
     if jit is False:
         return AllocDomain(num_heaps, cfg, device)
     why = scope_error(cfg, device)
