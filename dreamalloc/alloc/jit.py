@@ -14,11 +14,13 @@ table of free runs is this module's own cache, keyed on ``HeapBatch.version``: a
 heap (a checkpoint load, a test that allocates by hand) makes it rebuild from the bitmap.
 
 Scope: CPU; the request streams of Lim & Maddukuri (``random`` and the scripted ``bf-good`` / ``wf-good`` /
-``mixed``, whose scripts are still drawn per episode by the stream's own ``reset``); every action space and
-placement rule; ``on_fail="end"``; no ``ideal`` heap, no ``skip_forced``. ``AllocCore`` picks this domain
-by itself where the config is in scope and numba imports (``jit=False``, or ``DREAMALLOC_JIT=0`` in the
-environment for a whole run, turns it off); everything else runs on the torch core. If a stream is swapped after construction (the app does), the domain hands back to the torch
-methods.
+``mixed``, whose scripts are drawn per episode in Python from the stream's own per-row numpy Generators); every
+action space and placement rule; ``on_fail="end"``; no ``ideal`` heap, no ``skip_forced``. ``AllocCore`` picks
+this domain by itself where the config is in scope and numba imports (``jit=False``, or ``DREAMALLOC_JIT=0`` in
+the environment for a whole run, turns it off); everything else runs on the torch core. If a stream is swapped
+after construction (the app does), the domain hands back to the torch methods. In the heuristic space with
+autoreset and no RL^2 / task inputs, ``AllocCore.step`` runs ``Trials.step`` fused with this domain's step
+(``fused_step``): two compiled passes instead of the trials component's tensor ops.
 
 Semantics are the torch core's, bit for bit: ``tests/test_jit_env.py`` steps both with the same seeds and
 actions over every action space, rule, stream and observation part and compares every observation, reward,
