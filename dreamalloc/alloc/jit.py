@@ -40,6 +40,7 @@ from dreamalloc.alloc.env import AllocConfig, AllocDomain
 from dreamalloc.alloc.fast import FastAllocDomain
 from dreamalloc.alloc.heap import RULES
 from dreamalloc.alloc.heap.state import HeapBatch
+from dreamalloc.alloc.workloads import ALIASES, STREAMS
 from dreamalloc.alloc.workloads.base import ScriptedStream
 from dreamalloc.alloc.workloads.lim import RandomStream
 from dreamalloc.core.rng import numpy_generator
@@ -879,6 +880,12 @@ def make_domain(num_heaps: int, cfg: AllocConfig, device="cpu", jit: bool | None
     if jit is False:
         return AllocDomain(num_heaps, cfg, device)
     why = scope_error(cfg, device)
+    cls = STREAMS.get(ALIASES.get(cfg.stream, cfg.stream))
+    if why is None and not (cls is RandomStream or (isinstance(cls, type) and issubclass(cls, ScriptedStream)
+                                                    and cls.next is ScriptedStream.next
+                                                    and cls.reset is ScriptedStream.reset)):
+        why = (f"the compiled allocation step cannot run the {cfg.stream!r} stream (it runs Lim & Maddukuri's "
+               "random, bf-good, wf-good and mixed streams)")  # known before building it (traces load files)
     if why is None:
         try:
             return JitAllocDomain(num_heaps, cfg, device)
