@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dreamalloc.core.driver import drive  # noqa: E402
 from dreamalloc.mallocgame import MallocGameCore  # noqa: E402
-from dreamalloc.mallocgame.instances import program_set  # noqa: E402
+from dreamalloc.mallocgame.instances import make_instance, program_set  # noqa: E402
 from dreamalloc.mallocgame.solvers import SOLVERS, check_placement, milp  # noqa: E402
 
 HP = {
@@ -108,6 +108,12 @@ def train(name: str, seed: int, steps: int, envs: int, synthetic: float) -> tupl
                    "last50_train_return": float(np.mean(tail)) if tail else None}
 
 
+def with_capacity(inst, frac: float):
+    """The program with capacity ``frac`` x its peak live bytes (at least its largest buffer)."""
+    cap = max(int(frac * inst.peak_live()), int(inst.size.max()))
+    return make_instance(inst.name, cap, inst.to_json()["buffers"], {**inst.meta, "capacity_frac": frac})
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--agents", nargs="*", default=["ppo", "dqn", "dreamer"])
@@ -117,13 +123,21 @@ def main(argv=None) -> None:
     p.add_argument("--synthetic", type=float, default=1.0, help="weight of the synthetic family in training")
     p.add_argument("--milp-seconds", type=float, default=10.0)
     p.add_argument("--solvers-only", action="store_true")
+    p.add_argument("--capacity-frac", type=float, default=None,
+                   help="with --solvers-only: give every program the capacity FRAC x its peak live bytes (at least "
+                        "its largest buffer) instead of the recorded half of the peak; the game policies are "
+                        "then not played")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
+    if args.capacity_frac is not None and not (args.solvers_only and 0 < args.capacity_frac <= 1):
+        p.error("--capacity-frac goes with --solvers-only and must lie in (0, 1]")
     torch.set_num_threads(1)
     res = {"args": vars(args), "programs": {}, "agents": {}}
     if args.solvers_only:
         for s in SETS:
             for inst in program_set(s):
+                if args.capacity_frac is not None:
+                    inst = with_capacity(inst, args.capacity_frac)
                 tb = inst.total_benefit
                 row = {"set": s, "n": inst.n, "capacity": inst.capacity, "total_benefit": tb}
                 for k, f in SOLVERS.items():
@@ -137,7 +151,7 @@ def main(argv=None) -> None:
                 res["programs"][inst.name] = row
                 print(inst.name, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()
                                   if not k.endswith("offsets")}, flush=True)
-        for rule in ("first_fit", "best_fit", "slow"):
+        for rule in ("first_fit", "best_fit", "slow") if args.capacity_frac is None else ():
             for s in SETS:
                 for name, (frac, _) in play(s, game_policy(rule)).items():
                     res["programs"][name]["game_" + rule] = frac

@@ -45,3 +45,16 @@ def test_a_short_ppo_run_trains_and_evaluates():
     for name, (frac, off) in ev.items():  # play() checks the placement against the env's own count
         assert 0.0 <= frac <= 1.0 and frac == pytest.approx(check_placement(progs[name], np.array(off))
                                                             / progs[name].total_benefit)
+
+
+def test_capacity_fraction_rescales_a_program():
+    train = _script("mallocgame_train")
+    prog = max(program_set("train"), key=lambda q: q.capacity / q.size.max())  # room above its largest buffer
+    small = train.with_capacity(prog, 0.25)
+    assert small.capacity == max(int(0.25 * prog.peak_live()), int(prog.size.max())) < prog.capacity
+    assert np.array_equal(small.size, prog.size) and np.array_equal(small.benefit, prog.benefit)
+    assert small.meta["capacity_frac"] == 0.25
+    tiny = train.with_capacity(prog, 1e-9)
+    assert tiny.capacity == int(prog.size.max())  # never below the largest buffer (the instance stays valid)
+    with pytest.raises(SystemExit):
+        train.main(["--capacity-frac", "0.5", "--out", "x.json"])  # only with --solvers-only
