@@ -551,8 +551,8 @@ def test_record_a_threaded_program_pairs_each_call_with_its_result(tmp_path):
     import subprocess
 
     _need_valgrind()
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc is missing: the test compiles a small pthread program (make test installs gcc)")
+    assert shutil.which("gcc"), "gcc is not installed: the test compiles a small pthread program (make test " \
+        "installs it; else apt-get install -y gcc)"
     (tmp_path / "thr.c").write_text(PTHREAD_C)
     subprocess.run(["gcc", "-O0", "-pthread", str(tmp_path / "thr.c"), "-o", str(tmp_path / "thr")], check=True)
     rec = _recorder()

@@ -73,12 +73,17 @@ def scope_error(cfg: AllocConfig, device) -> str | None:
     return None
 
 
+def _scripted_class(cls) -> bool:
+    """A ScriptedStream whose requests come from its script tables alone (no overridden next / reset)."""
+    return isinstance(cls, type) and issubclass(cls, ScriptedStream) and cls.next is ScriptedStream.next and \
+        cls.reset is ScriptedStream.reset
+
+
 def stream_kind(stream) -> int:
     """1: the random stream; 2: a scripted stream continued by the random stream; 0: out of scope."""
     if type(stream) is RandomStream:
         return 1
-    if isinstance(stream, ScriptedStream) and type(stream).next is ScriptedStream.next and \
-            type(stream).reset is ScriptedStream.reset and type(stream.then) is RandomStream:
+    if _scripted_class(type(stream)) and type(stream.then) is RandomStream:
         return 2
     return 0
 
@@ -822,13 +827,17 @@ class JitAllocDomain(FastAllocDomain):
         info["trial_end"] = trial_end_t
         return obs_t, torch.from_numpy(reward), torch.from_numpy(term), torch.from_numpy(trunc), info
 
-    def _info_from(self, out_i: np.ndarray, out_f: np.ndarray, core) -> dict:
-        """``Trials._info()`` from the kernels' metrics (heuristic space: no mask, no facts)."""
+    @staticmethod
+    def _metrics_info(out_i: np.ndarray, out_f: np.ndarray) -> dict:
+        """``heap_metrics`` and the request, in its key order, from the ``_metrics`` kernels' arrays."""
         ti, tf = torch.from_numpy(out_i), torch.from_numpy(out_f)
         return {"allocations": ti[0], "free_cells": ti[1], "largest_free": ti[2], "free_runs": ti[3],
-                "frag_largest": tf[0], "frag_runs": tf[1], "utilisation": tf[2], "request": ti[4],
-                "episode_start": core.episode_start.clone(), "trial_start": core.trial_start.clone(),
-                "trial_end": torch.zeros(self.B, dtype=torch.bool)}
+                "frag_largest": tf[0], "frag_runs": tf[1], "utilisation": tf[2], "request": ti[4]}
+
+    def _info_from(self, out_i: np.ndarray, out_f: np.ndarray, core) -> dict:
+        """``Trials._info()`` from the kernels' metrics (heuristic space: no mask, no facts)."""
+        return {**self._metrics_info(out_i, out_f), "episode_start": core.episode_start.clone(),
+                "trial_start": core.trial_start.clone(), "trial_end": torch.zeros(self.B, dtype=torch.bool)}
 
     def action_mask(self) -> torch.Tensor | None:
         if not self._live() or self.cfg.action == "heuristic":
@@ -843,10 +852,7 @@ class JitAllocDomain(FastAllocDomain):
         out_i = np.empty((5, self.B), np.int64)
         out_f = np.empty((3, self.B), np.float32)
         _metrics(self._H(), self._R(), self.request.numpy(), out_i, out_f)
-        ti, tf = torch.from_numpy(out_i), torch.from_numpy(out_f)
-        info = {"allocations": ti[0], "free_cells": ti[1], "largest_free": ti[2], "free_runs": ti[3],
-                "frag_largest": tf[0], "frag_runs": tf[1], "utilisation": tf[2], "request": ti[4]}
-        return self._add_mask(info)
+        return self._add_mask(self._metrics_info(out_i, out_f))
 
     def observe(self, rows: torch.Tensor | None = None) -> torch.Tensor:
         if not self._live():
@@ -881,9 +887,7 @@ def make_domain(num_heaps: int, cfg: AllocConfig, device="cpu", jit: bool | None
         return AllocDomain(num_heaps, cfg, device)
     why = scope_error(cfg, device)
     cls = STREAMS.get(ALIASES.get(cfg.stream, cfg.stream))
-    if why is None and not (cls is RandomStream or (isinstance(cls, type) and issubclass(cls, ScriptedStream)
-                                                    and cls.next is ScriptedStream.next
-                                                    and cls.reset is ScriptedStream.reset)):
+    if why is None and not (cls is RandomStream or _scripted_class(cls)):
         why = (f"the compiled allocation step cannot run the {cfg.stream!r} stream (it runs Lim & Maddukuri's "
                "random, bf-good, wf-good and mixed streams)")  # known before building it (traces load files)
     if why is None:
