@@ -7,17 +7,22 @@ what ``load_agent(...).agent`` runs) and, for the learnt agents, a TorchScript e
 ``torch.inference_mode``). It reports the median and
 the 99th percentile over ``--calls`` calls after a warm-up, in microseconds, and checks that the export takes the
 eager agent's actions on every observation it was timed on (the Dreamer export samples its stochastic latent, so
-its actions are compared only for the MLP and GRU agents).
+its actions are compared only for the MLP and GRU agents). With ``onnxruntime`` installed (the ``export`` extra)
+it also times the ONNX export of ``dreamalloc.experiment.onnx_export`` (what ``scripts/export_policy.py --onnx``
+writes) through ``OnnxPolicy.predict`` on one thread, numpy in and out, Dreamer's Gumbel noise drawn per call;
+that export is checked against the torch module before it is timed, and its actions against eager's here too
+(MLP and GRU agents).
 
     python scripts/bench_latency.py                      # heuristic, dqn, ppo, rl2_ppo, dreamer_1m, dreamer (12M),
-                                                         # dreamer_rl2 (the small meta preset, GRU actor-critic)
+                                                         # dreamer_rl2 (the small meta preset), dreamer_rl2_gru
+                                                         # (the same with its GRU actor-critic, ac_gru=64)
     python scripts/bench_latency.py --agents dqn,ppo --calls 5000
-    python scripts/bench_latency.py --export DIR         # also writes DIR/AGENT.torchscript.pt for each export
+    python scripts/bench_latency.py --export DIR         # also writes DIR/AGENT.torchscript.pt and DIR/AGENT.onnx
 
 Untrained weights: latency depends on the network's shape, not on its values. The observations are those of a
 real env stepped with the eager agent's own actions (episodes reset as they end). One torch thread unless
-``--threads`` says otherwise. The last lines are ``latency_us_median_p99: AGENT eager M P [export M P]`` per
-agent.
+``--threads`` says otherwise. The last lines are ``latency_us_median_p99: AGENT eager M P [export M P] [onnx M P]``
+per agent.
 """
 
 from __future__ import annotations
@@ -40,6 +45,13 @@ from dreamalloc.experiment.cli import register_configs  # noqa: E402,F401  (regi
 from dreamalloc.experiment.config import make_core  # noqa: E402
 from dreamalloc.experiment.training import build_agent  # noqa: E402
 
+try:
+    import onnxruntime  # noqa: E402,F401
+
+    from dreamalloc.experiment.onnx_export import OnnxPolicy, onnx_model  # noqa: E402
+except ImportError:  # the export extra is not installed: no ONNX column
+    OnnxPolicy = onnx_model = None
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = ["env=alloc64"]
 CASES = {
@@ -49,7 +61,9 @@ CASES = {
     "rl2_ppo": ENV + ["agent=rl2_ppo", "env.meta_obs=true", "env.trial_episodes=3"],
     "dreamer_1m": ENV + ["agent=dreamer_1m"],
     "dreamer": ENV + ["agent=dreamer"],  # the 12M preset, the default
-    "dreamer_rl2": ENV + ["agent=dreamer_rl2", "env.meta_obs=true", "env.trial_episodes=3"],  # + GRU actor-critic
+    "dreamer_rl2": ENV + ["agent=dreamer_rl2", "env.meta_obs=true", "env.trial_episodes=3"],  # the meta preset
+    "dreamer_rl2_gru": ENV + ["agent=dreamer_rl2", "env.meta_obs=true", "env.trial_episodes=3",
+                              "agent.ac_gru=64"],  # + the GRU actor-critic
 }
 
 
@@ -114,7 +128,7 @@ def build(name: str):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=CASES[name] + ["device=cpu", "env.num_envs=1"])
     core = make_core(cfg.env, cfg.suite.train, 1, torch.device("cpu"))
-    return build_agent(cfg, core, torch.device("cpu")), core
+    return build_agent(cfg, core, torch.device("cpu")), core, cfg
 
 
 def percentiles(ns: list[int]) -> tuple[float, float]:
@@ -189,6 +203,31 @@ def time_export(name: str, agent, mod, seen: list, warmup: int) -> tuple[list[in
     return times, differ
 
 
+def time_onnx(name: str, agent, policy, seen: list, warmup: int) -> tuple[list[int], int]:
+    """Per-call nanoseconds of ``OnnxPolicy.predict`` on the eager run's inputs (its recurrent state converted
+    to numpy beforehand), and how many actions differ from eager's (Dreamer: not compared, its latent is drawn)."""
+    times, differ = [], 0
+    for i, (obs, info, state, action) in enumerate(seen[:warmup] + seen):
+        x = obs[0].numpy()
+        start = bool(info["trial_start"][0])
+        st = None
+        if name == "rl2_ppo":
+            st = {"h": (torch.zeros(1, agent.cfg.rnn_hidden) if state is None else state).numpy()}
+        elif name.startswith("dreamer"):
+            s = agent.initial_state(1) if state is None else state
+            start = start or bool(s["first"][0])
+            st = {"deter": s["deter"].numpy(), "stoch": s["stoch"].numpy(), "prev_action": s["action"].numpy()}
+            if "ac_h" in s:
+                st["ac_h"] = s["ac_h"].numpy()
+        t0 = time.perf_counter_ns()
+        a, _ = policy.predict(x, st, start)
+        t1 = time.perf_counter_ns()
+        if i >= warmup:
+            times.append(t1 - t0)
+            differ += int(not name.startswith("dreamer") and int(a) != int(action[0]))
+    return times, differ
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--agents", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
@@ -212,7 +251,7 @@ def main(argv=None) -> int:
           "weights; env=alloc64 (rl2_ppo: with the RL^2 inputs, trials of 3)")
     rows = []
     for name in names:
-        agent, core = build(name)
+        agent, core, cfg = build(name)
         n_params = sum(m.numel() for mod in agent.policy_modules().values() for m in mod.parameters())
         times, seen = time_eager(agent, core, args.calls, args.warmup)
         em, ep = percentiles(times)
@@ -225,21 +264,35 @@ def main(argv=None) -> int:
             if args.export:
                 Path(args.export).mkdir(parents=True, exist_ok=True)
                 mod.save(str(Path(args.export) / f"{name}.torchscript.pt"))
-        rows.append((name, n_params, em, ep, xm, xp, differ))
+        om = op = None
+        if mod is not None and OnnxPolicy is not None:
+            data = onnx_model(agent, make_core(cfg.env, cfg.suite.train, 1, torch.device("cpu")))
+            ot, odiffer = time_onnx(name, agent, OnnxPolicy(data, threads=args.threads),
+                                    seen, min(args.warmup, len(seen)))
+            om, op = percentiles(ot)
+            if args.export:
+                (Path(args.export) / f"{name}.onnx").write_bytes(data)
+        rows.append((name, n_params, em, ep, xm, xp, om, op))
         print(f"  {name}: {n_params:,} policy parameters; eager median {em:.1f} us, p99 {ep:.1f} us"
               + ("" if xm is None else f"; TorchScript median {xm:.1f} us, p99 {xp:.1f} us, actions differing "
-                 f"from eager: {differ}/{args.calls}"), flush=True)
+                 f"from eager: {differ}/{args.calls}")
+              + ("" if om is None else f"; ONNX Runtime median {om:.1f} us, p99 {op:.1f} us"
+                 + ("" if name.startswith("dreamer") else f", actions differing from eager: {odiffer}/{args.calls}")),
+              flush=True)
     print(f"load average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print()
-    print("| agent | policy parameters | eager median us | eager p99 us | TorchScript median us | TorchScript p99 us |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, n, em, ep, xm, xp, _ in rows:
+    print("| agent | policy parameters | eager median us | eager p99 us | TorchScript median us | TorchScript p99 us "
+          "| ONNX Runtime median us | ONNX Runtime p99 us |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, n, em, ep, xm, xp, om, op in rows:
         x = ("-", "-") if xm is None else (f"{xm:.1f}", f"{xp:.1f}")
-        print(f"| {name} | {n:,} | {em:.1f} | {ep:.1f} | {x[0]} | {x[1]} |")
+        o = ("-", "-") if om is None else (f"{om:.1f}", f"{op:.1f}")
+        print(f"| {name} | {n:,} | {em:.1f} | {ep:.1f} | {x[0]} | {x[1]} | {o[0]} | {o[1]} |")
     print()
-    for name, _, em, ep, xm, xp, _ in rows:
+    for name, _, em, ep, xm, xp, om, op in rows:
         print(f"latency_us_median_p99: {name} eager {em:.1f} {ep:.1f}"
-              + ("" if xm is None else f" export {xm:.1f} {xp:.1f}"))
+              + ("" if xm is None else f" export {xm:.1f} {xp:.1f}")
+              + ("" if om is None else f" onnx {om:.1f} {op:.1f}"))
     return 0
 
 

@@ -4,6 +4,11 @@ file (no optimiser state, replay, rollout, target networks or env state), for ``
 
     python scripts/export_policy.py outputs/DATE/TIME_dqn_lim2024_s0            # a run directory
     python scripts/export_policy.py checkpoints/RUN/ckpt_000000100000.safetensors --out dqn_policy.safetensors
+    python scripts/export_policy.py RUN_DIR --onnx policy.onnx     # the decision alone, for ONNX Runtime
+
+``--onnx`` writes the deterministic decision at batch 1 as an ONNX model instead (dqn, ppo, a2c, rl2_ppo, dreamer;
+the ``export`` extra), checked against the agent before it is kept; run it with
+``dreamalloc.experiment.onnx_export.OnnxPolicy`` (see that module).
 
 Prints the file written and its size beside the checkpoint's.
 """
@@ -24,8 +29,17 @@ def main(argv=None) -> int:
     p.add_argument("path", help="a checkpoint file, a folder of checkpoints, or a run directory")
     p.add_argument("--out", default=None, help="the file to write (default: policy_STEP.safetensors beside the "
                                                "checkpoint)")
+    p.add_argument("--onnx", default=None, metavar="FILE.onnx", help="write the decision as an ONNX model instead")
     args = p.parse_args(argv)
     ckpt = find_checkpoint(args.path)
+    if args.onnx:
+        from dreamalloc.experiment.onnx_export import export_onnx
+
+        if args.out:
+            p.error("--onnx FILE names the file to write; leave --out out")
+        out = export_onnx(ckpt, args.onnx)
+        print(f"onnx: {out} ({os.path.getsize(out):,} bytes; checkpoint {ckpt}: {os.path.getsize(ckpt):,} bytes)")
+        return 0
     out = export_policy(ckpt, args.out)
     print(f"policy: {out} ({os.path.getsize(out):,} bytes; checkpoint {ckpt}: {os.path.getsize(ckpt):,} bytes)")
     return 0

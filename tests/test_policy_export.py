@@ -107,8 +107,8 @@ def test_export_policy_script(tmp_path, capsys):
 
 
 def test_bench_latency_exports_take_the_eager_actions(capsys, tmp_path):
-    """A smoke run of scripts/bench_latency.py (the table, not the speed): the TorchScript exports of DQN and PPO
-    take the eager agents' action on every timed observation, and --export writes loadable modules."""
+    """A smoke run of scripts/bench_latency.py (the table, not the speed): the TorchScript and ONNX exports of DQN
+    and PPO take the eager agents' action on every timed observation, and --export writes loadable modules."""
     import importlib.util
     from pathlib import Path
 
@@ -119,10 +119,15 @@ def test_bench_latency_exports_take_the_eager_actions(capsys, tmp_path):
     assert mod.main(["--agents", "heuristic,dqn,ppo", "--calls", "30", "--warmup", "5", "--export",
                      str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert out.count("actions differing from eager: 0/30") == 2
+    assert out.count("actions differing from eager: 0/30") == 4  # TorchScript and ONNX Runtime, DQN and PPO
     lines = [x for x in out.splitlines() if x.startswith("latency_us_median_p99:")]
     assert [x.split()[1] for x in lines] == ["heuristic", "dqn", "ppo"]
+    assert all(" export " in x and " onnx " in x for x in lines[1:])
     q = torch.jit.load(str(tmp_path / "dqn.torchscript.pt"))
     assert q(torch.zeros(1, 65)).shape == (1,)
+    from dreamalloc.experiment.onnx_export import OnnxPolicy
+
+    a, state = OnnxPolicy(tmp_path / "ppo.onnx").predict(np.zeros(65, np.float32))
+    assert a.shape == () and state is None
     with pytest.raises(SystemExit):
         mod.main(["--agents", "sarsa"])

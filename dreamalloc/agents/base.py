@@ -8,6 +8,7 @@ module here and one config file under conf/agent/.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from dreamalloc.core.spec import EnvSpec
+from dreamalloc.nn.layers import masked_logits
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -73,6 +75,42 @@ def same_action(pending, action) -> bool:
     return a.shape == pending.shape and bool(torch.equal(a.to(pending.device, pending.dtype), pending))
 
 
+@dataclass
+class ActingStep:
+    """One deterministic decision at batch 1 as a pure function, what an export (ONNX) holds: ``module(*inputs
+    .values())`` returns a tuple whose first item is the action, then the recurrent state. Input names:
+    ``obs`` [1, obs_dim]; ``mask`` [1, A] bool (masked action spaces); ``start`` [1] bool, True where a trial
+    starts (the state inputs are then ignored: the step starts from zeros); ``noise`` Gumbel(0, 1) noise the
+    step's sampling uses (Dreamer's latent draw), which the caller draws: -log(-log(U)) with U uniform in (0, 1].
+    ``carry`` maps each output after the action to the input it feeds at the next call; ``inputs`` are
+    examples with the initial state (zeros)."""
+
+    module: nn.Module
+    inputs: dict[str, torch.Tensor]
+    outputs: tuple[str, ...]
+    carry: dict[str, str] = field(default_factory=dict)
+
+
+class GreedyStep(nn.Module):
+    """(obs[, mask]) -> (action,): the argmax of a feed-forward net's output (its first item when ``first``:
+    an actor-critic's logits), invalid actions masked as ``act`` masks them."""
+
+    def __init__(self, net: nn.Module, first: bool):
+        super().__init__()
+        self.net, self.first = net, first
+
+    def forward(self, obs: torch.Tensor, *mask: torch.Tensor) -> tuple[torch.Tensor]:
+        out = self.net(obs)
+        return (masked_logits(out[0] if self.first else out, mask[0] if mask else None).argmax(-1),)
+
+    @staticmethod
+    def acting_step(net: nn.Module, first: bool, obs_dim: int, n_actions: int, masked: bool) -> ActingStep:
+        inputs = {"obs": torch.zeros(1, obs_dim)}
+        if masked:
+            inputs["mask"] = torch.ones(1, n_actions, dtype=torch.bool)
+        return ActingStep(GreedyStep(net, first), inputs, ("action",))
+
+
 class Agent(ABC):
     name: ClassVar[str]
     n_updates: int = 0  # learning agents count their updates; the harness checks parameters when it changes
@@ -128,6 +166,12 @@ class Agent(ABC):
                              f"{sorted(mods)}")
         for k, m in mods.items():
             m.load_state_dict(state[k])
+
+    def acting_step(self, masked: bool = False) -> ActingStep:
+        """The deterministic decision at batch 1 as a pure module (``ActingStep``), for exports; ``masked``: the
+        env gives action masks, which the step then takes as its ``mask`` input."""
+        raise NotImplementedError(f"agent={self.name}: has no exportable acting step (an ONNX export covers dqn, "
+                                  "ppo, a2c, rl2_ppo and dreamer)")
 
     def state_dict(self, include_replay: bool = True) -> dict:
         """Everything needed to continue training; replay buffers only when ``include_replay``."""

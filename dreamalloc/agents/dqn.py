@@ -28,7 +28,7 @@ from typing import ClassVar
 import torch
 from torch.nn import functional as F
 
-from dreamalloc.agents.base import Agent, NonFiniteLossError, optimizer_step
+from dreamalloc.agents.base import ActingStep, Agent, GreedyStep, NonFiniteLossError, optimizer_step
 from dreamalloc.core.checks import COUNT, FINITE, NONNEG, POSITIVE, UNIT, OneOf, Range, between, ge
 from dreamalloc.nn.layers import ACTIVATIONS, masked_logits, mlp
 
@@ -243,6 +243,10 @@ class DQNAgent(Agent):
             return rand, state
         coin = torch.rand((B,), generator=self.gen, device=obs.device) < eps
         return torch.where(coin, rand, greedy), state
+
+    def acting_step(self, masked: bool = False) -> ActingStep:
+        """The greedy action of the Q-network (``act`` with ``deterministic``)."""
+        return GreedyStep.acting_step(self.q, False, self.obs_dim, self.n_actions, masked)
 
     # --- learning -------------------------------------------------------------------------------------
     def observe(self, obs, action, reward, terminated, truncated, next_obs, info) -> None:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dreamalloc.agents.base import Agent, NonFiniteLossError, optimizer_step, same_action
+from dreamalloc.agents.base import ActingStep, Agent, GreedyStep, NonFiniteLossError, optimizer_step, same_action
 from dreamalloc.agents.returns import gae, nstep_returns
 from dreamalloc.core.checks import COUNT, FINITE, NONNEG, POSITIVE, UNIT, OneOf, Range, between
 from dreamalloc.nn.layers import ACTIVATIONS, masked_logits, mlp, orthogonal_init
@@ -266,6 +266,10 @@ class OnPolicyAgent(Agent):
             logp = F.log_softmax(logits, -1).gather(-1, action.unsqueeze(-1)).squeeze(-1)
         self._pending = (action, logp, value, mask, state)
         return action, state
+
+    def acting_step(self, masked: bool = False) -> ActingStep:
+        """The mode of the policy (``act`` with ``deterministic``)."""
+        return GreedyStep.acting_step(self.net, True, self.obs_dim, self.n_actions, masked)
 
     def observe(self, obs, action, reward, terminated, truncated, next_obs, info) -> None:
         pend = self._pending

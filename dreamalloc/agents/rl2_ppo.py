@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dreamalloc.agents.base import same_action
+from dreamalloc.agents.base import ActingStep, same_action
 from dreamalloc.agents.onpolicy import Rollout
 from dreamalloc.agents.ppo import PPOAgent, PPOConfig
 from dreamalloc.agents.returns import gae
@@ -116,6 +116,19 @@ class RecurrentRollout(Rollout):
         return ro
 
 
+class _RecurrentGreedyStep(nn.Module):
+    """``RL2PPOAgent.acting_step``'s module: ``act`` with ``deterministic`` at batch 1."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, obs, h, start, *mask):
+        h = torch.where(start[:, None], torch.zeros_like(h), h)
+        logits, _, h_next = self.net.step(obs, h)
+        return masked_logits(logits, mask[0] if mask else None).argmax(-1), h_next
+
+
 class RL2PPOAgent(PPOAgent):
     name = "rl2_ppo"
     Config = RL2PPOConfig
@@ -188,6 +201,14 @@ class RL2PPOAgent(PPOAgent):
             logp = F.log_softmax(logits, -1).gather(-1, action.unsqueeze(-1)).squeeze(-1)
         self._pending = (action, logp, value, mask, h, start, h_next)
         return action, h_next
+
+    def acting_step(self, masked: bool = False) -> ActingStep:
+        """The mode of the recurrent policy: (obs, h, start[, mask]) -> (action, next h), h zeroed at ``start``."""
+        inputs = {"obs": torch.zeros(1, self.obs_dim), "h": torch.zeros(1, self.cfg.rnn_hidden),
+                  "start": torch.ones(1, dtype=torch.bool)}
+        if masked:
+            inputs["mask"] = torch.ones(1, self.n_actions, dtype=torch.bool)
+        return ActingStep(_RecurrentGreedyStep(self.net), inputs, ("action", "next_h"), {"next_h": "h"})
 
     def observe(self, obs, action, reward, terminated, truncated, next_obs, info) -> None:
         pend, self._pending = self._pending, None

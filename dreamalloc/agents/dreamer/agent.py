@@ -26,7 +26,7 @@ from dataclasses import asdict, fields
 import torch
 from torch.nn import functional as F
 
-from dreamalloc.agents.base import Agent, NonFiniteLossError
+from dreamalloc.agents.base import ActingStep, Agent, NonFiniteLossError
 from dreamalloc.agents.dreamer.actions import ActionSpace
 from dreamalloc.agents.dreamer.behavior import ActorCritic
 from dreamalloc.agents.dreamer.config import DreamerConfig, DreamerRL2Config, check
@@ -40,6 +40,25 @@ EPISODE_KEYS = ("episode_start", "_final_obs")  # reset_at=episode: the flags of
 
 def _flag(x, B: int, device) -> torch.Tensor:
     return torch.as_tensor(x, device=device).to(torch.bool).reshape(B)
+
+
+class _DreamerActStep(torch.nn.Module):
+    """``DreamerAgent.acting_step``'s module: encoder, posterior step, (recurrent) actor and the mode."""
+
+    def __init__(self, agent: DreamerAgent, masked: bool):
+        super().__init__()
+        self.wm, self.ac, self.space, self.masked = agent.wm, agent.ac, agent.space, masked
+        self.gru = agent.ac.gru is not None
+
+    def forward(self, obs, deter, stoch, prev_action, start, noise, *extra):
+        ac_h = extra[0] if self.gru else None
+        mask = extra[-1] if self.masked else None
+        token = self.wm.encode(obs.float())
+        deter, stoch, _ = self.wm.rssm.obs_step(deter, stoch, prev_action, token, start, noise)
+        feat = self.wm.rssm.feat(deter, stoch)
+        h = None if ac_h is None else self.ac.recur(feat, ac_h * (~start).float().unsqueeze(-1))
+        index, onehot = self.space.sample(self.ac.logp(self.ac.inputs(feat, h), mask), True)
+        return (index, deter, stoch, onehot) + (() if h is None else (h,))
 
 
 class DreamerAgent(Agent):
@@ -137,6 +156,26 @@ class DreamerAgent(Agent):
                          "deter": deter, "stoch": stoch, "mask": mask}
         self._last_state = new
         return action, new
+
+    def acting_step(self, masked: bool = False) -> ActingStep:
+        """``act`` with ``deterministic`` at batch 1: (obs, deter, stoch, prev_action (the last action's one-hot),
+        start, noise[, ac_h][, mask]) -> (action, deter, stoch, one-hot[, ac_h]); ``start`` resets the latent
+        (pass the trial starts, or the episode starts with ``reset_at: episode``); ``noise`` is the Gumbel noise
+        of the latent's draw [1, stoch, classes]."""
+        s = {k: v.cpu() for k, v in self.initial_state(1).items()}
+        rssm = self.wm.rssm
+        inputs = {"obs": torch.zeros(1, self.obs_dim), "deter": s["deter"], "stoch": s["stoch"],
+                  "prev_action": s["action"], "start": s["first"], "noise": torch.zeros(1, rssm.stoch, rssm.classes)}
+        outputs = ["action", "next_deter", "next_stoch", "next_action"]
+        if "ac_h" in s:
+            inputs["ac_h"] = s["ac_h"]
+            outputs.append("next_ac_h")
+        if masked:
+            inputs["mask"] = torch.ones(1, self.space.dim, dtype=torch.bool)
+        carry = {"next_deter": "deter", "next_stoch": "stoch", "next_action": "prev_action"}
+        if "ac_h" in inputs:
+            carry["next_ac_h"] = "ac_h"
+        return ActingStep(_DreamerActStep(self, masked), inputs, tuple(outputs), carry)
 
     def observe(self, obs, action, reward, terminated, truncated, next_obs, info) -> None:
         B, dev = obs.shape[0], self.device

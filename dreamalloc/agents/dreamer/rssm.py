@@ -179,15 +179,17 @@ class RSSM(nn.Module):
         """Log-probabilities [..., S, K] of the stochastic state predicted from ``deter`` alone."""
         return self._logits(self.img_net, deter)
 
-    def obs_inputs(self, actions, tokens, is_first):
+    def obs_inputs(self, actions, tokens, is_first, noise=None):
         """What the posterior steps need that does not depend on the carried state, for any number of steps at
         once ([B, ...] or [B, T, ...]): the embeddings of the previous actions (zeroed at ``is_first``), the
-        tokens' share of obs_net's first layer (its bias included) and the Gumbel noise of the draws."""
+        tokens' share of obs_net's first layer (its bias included) and the Gumbel noise of the draws (drawn here
+        unless given: [..., stoch, classes])."""
         keep = (~is_first).to(tokens.dtype).unsqueeze(-1)
         act_emb = self.dynin[2](actions * keep)
         first = self.obs_net[0]
         tok = F.linear(tokens, first.weight[:, self.deter:], first.bias)
-        noise = gumbel_like(tokens.new_empty(*tokens.shape[:-1], self.stoch, self.classes))
+        if noise is None:
+            noise = gumbel_like(tokens.new_empty(*tokens.shape[:-1], self.stoch, self.classes))
         return act_emb, tok, noise
 
     def post_step(self, deter, stoch, act_emb, tok, noise, keep=None, w=None):
@@ -203,11 +205,12 @@ class RSSM(nn.Module):
         logits, probs = unimix_dist(rearrange(x, "... (s k) -> ... s k", s=self.stoch), self.unimix)
         return deter, sample_onehot(logits, noise, probs), logits
 
-    def obs_step(self, deter, stoch, action, token, is_first):
-        """Posterior step: (deter, stoch, logits) after seeing ``token`` [B, E]; ``is_first`` [B] resets."""
+    def obs_step(self, deter, stoch, action, token, is_first, noise=None):
+        """Posterior step: (deter, stoch, logits) after seeing ``token`` [B, E]; ``is_first`` [B] resets;
+        ``noise``: the draw's Gumbel noise [B, stoch, classes] (drawn here when None)."""
         token = token.to(deter.dtype)
         keep = (~is_first).to(deter.dtype).unsqueeze(-1)
-        return self.post_step(deter, stoch, *self.obs_inputs(action, token, is_first), keep)
+        return self.post_step(deter, stoch, *self.obs_inputs(action, token, is_first, noise), keep)
 
     def img_step(self, deter, stoch, action, w=None):
         """Prior step: (deter, stoch) after taking ``action`` (one-hot [B, A]) without an observation."""
