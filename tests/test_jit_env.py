@@ -169,3 +169,53 @@ def test_errors_match_the_torch_core(monkeypatch):
         core.reset(seed=0)
         with pytest.raises(ValueError, match=r"request size must lie in \[1, 32\] \(the heap size\), got 33"):
             core.step(torch.tensor([0, 0]))
+
+
+def test_compiled_generator_draws_are_numpys():
+    """``jit_scripts`` reimplements numpy_generator (SeedSequence -> PCG64) and ``Generator.integers(0, n)``:
+    the same values and the same PCG64 state after them, for seeds over all 64 bits, large episodes and ranges
+    up to 2^32 - 1 (Lemire's rejection included)."""
+    from dreamalloc.alloc import jit_scripts
+    from dreamalloc.core.rng import numpy_generator
+
+    rs = np.random.default_rng(4)
+    for t in range(120):
+        seed = int(rs.integers(-2**63, 2**63 - 1)) if t % 2 else int(rs.integers(0, 5))
+        episode = int(rs.integers(0, 2**40)) if t % 7 == 0 else int(rs.integers(0, 60))
+        salt = int(rs.integers(0, 9))
+        ns = rs.integers(1, 2**32, 40) if t % 3 == 0 else rs.integers(1, 7, 40)
+        ns[0] = 2**32 - 1 if t % 5 == 0 else ns[0]
+        g = numpy_generator(seed, episode, salt)
+        ref = [int(g.integers(0, int(n))) for n in ns]
+        got, st = jit_scripts.generator_draws(seed, episode, salt, ns)
+        assert got.tolist() == ref, (seed, episode, salt)
+        want = g.bit_generator.state
+        assert (int(st[0]) << 64 | int(st[1])) == want["state"]["state"]
+        assert (int(st[2]) << 64 | int(st[3])) == want["state"]["inc"]
+        assert (int(st[4]), int(st[5])) == (want["has_uint32"], want["uinteger"])
+
+
+@pytest.mark.parametrize("cells", [20, 23, 48, 256, 1000, 4096])
+def test_compiled_scripts_are_lims(cells):
+    """bf-good, wf-good and mixed scripts drawn in compiled code equal ``lim.py``'s, step for step."""
+    from dreamalloc.alloc import jit_scripts
+    from dreamalloc.alloc.workloads.lim import BfGoodStream, WfGoodStream
+    from dreamalloc.core.rng import numpy_generator
+
+    rs = np.random.default_rng(cells)
+    R, cap = 60, jit_scripts.max_script_len(cells)
+    seeds, episodes = rs.integers(-2**63, 2**63 - 1, R), rs.integers(0, 1000, R)
+    work, tmp = jit_scripts.work_arrays(cap)
+    for cls in (BfGoodStream, WfGoodStream, MixedStream):
+        stream = cls(1, cells)
+        kind = jit_scripts.script_kind(stream)
+        ops, sizes, lengths = np.ones((R, cap), np.int64), np.ones((R, cap), np.int64), np.zeros(R, np.int64)
+        jit_scripts.draw(kind, seeds, episodes, stream.SALT, cells, ops, sizes, lengths, work, tmp)
+        for r in range(R):
+            want = stream.script(numpy_generator(int(seeds[r]), int(episodes[r]), stream.SALT))
+            L = int(lengths[r])
+            assert list(zip(ops[r, :L].tolist(), sizes[r, :L].tolist(), strict=True)) == \
+                [(int(o), int(s)) for o, s in want], (cls.NAME, r)
+            assert not ops[r, L:].any() and not sizes[r, L:].any()
+    patched = type("Patched", (MixedStream,), {})  # a subclass (or a patched script) is drawn in Python
+    assert jit_scripts.script_kind(patched(1, cells)) == 0

@@ -36,6 +36,7 @@ import os
 import numpy as np
 import torch
 
+from dreamalloc.alloc import jit_scripts
 from dreamalloc.alloc.env import AllocConfig, AllocDomain
 from dreamalloc.alloc.fast import FastAllocDomain
 from dreamalloc.alloc.heap import RULES
@@ -637,6 +638,7 @@ class JitAllocDomain(FastAllocDomain):
         self._rl = np.zeros_like(self._rs)
         self._nr = np.zeros(B, np.int64)
         self._kv = -1  # heaps.version the run table matches
+        self._scratch = None  # compiled script draws: (ops, sizes, lengths, work, tmp), sized on first use
         rules = np.array([_RULE[r] for r in cfg.heuristics] if cfg.action == "heuristic" else [0], np.int64)
         max_invalid = cfg.max_invalid if self.masked else 1 << 62
         self._P = (_SPACE[cfg.action], rules, cfg.align == "end", float(cfg.alloc_reward),
@@ -722,9 +724,13 @@ class JitAllocDomain(FastAllocDomain):
             self._raise(err)
 
     def _draw_scripts(self, rows: np.ndarray, seeds: np.ndarray, episodes: np.ndarray) -> None:
-        """``ScriptedStream.reset`` for the rows, written straight into its tables (the scripts are drawn in
-        Python from the same per-row numpy Generators; the continuation is reseeded by ``_start``)."""
+        """``ScriptedStream.reset`` for the rows, written straight into its tables (the continuation is reseeded by
+        ``_start``): Lim's bf-good / wf-good / mixed scripts drawn in compiled code (``jit_scripts``), any other
+        script in Python, from the same per-row numpy Generators."""
         st = self.stream
+        kind = jit_scripts.script_kind(st)
+        if kind:
+            return self._draw_compiled(kind, rows, seeds, episodes)
         scripts = [st.script(numpy_generator(int(s), int(e), st.SALT)) for s, e in
                    zip(seeds.tolist(), episodes.tolist(), strict=True)]
         L = max([len(sc) for sc in scripts] + [1])
@@ -744,6 +750,31 @@ class JitAllocDomain(FastAllocDomain):
             length[b] = len(sc)
             ptr[b] = 0
             seq_base[b] = 0  # the heap is emptied by _start: its clock is 0
+
+    def _draw_compiled(self, kind: int, rows: np.ndarray, seeds: np.ndarray, episodes: np.ndarray) -> None:
+        st = self.stream
+        R = len(rows)
+        if self._scratch is None or self._scratch[0].shape[0] < R:
+            cap = jit_scripts.max_script_len(st.cells)
+            self._scratch = (np.zeros((max(R, 64), cap), np.int64), np.zeros((max(R, 64), cap), np.int64),
+                             np.zeros(max(R, 64), np.int64), *jit_scripts.work_arrays(cap))
+        ops_s, sizes_s, len_s, work, tmp = self._scratch
+        jit_scripts.draw(kind, seeds.astype(np.int64, copy=False), episodes.astype(np.int64, copy=False),
+                         st.SALT, st.cells, ops_s[:R], sizes_s[:R], len_s[:R], work, tmp)
+        L = max(int(len_s[:R].max()) if R else 0, 1)
+        if L > st.ops.shape[1]:  # widen the tables as the stream does (zeros past each script's end)
+            pad = L - st.ops.shape[1]
+            st.ops = torch.nn.functional.pad(st.ops, (0, pad))
+            st.sizes = torch.nn.functional.pad(st.sizes, (0, pad))
+        W = min(st.ops.shape[1], ops_s.shape[1])  # wider tables (a resumed state) keep zeros past W
+        o, z = st.ops.numpy(), st.sizes.numpy()
+        if st.ops.shape[1] > W:
+            o[rows, W:], z[rows, W:] = 0, 0
+        o[rows, :W] = ops_s[:R, :W]
+        z[rows, :W] = sizes_s[:R, :W]
+        st.length.numpy()[rows] = len_s[:R]
+        st.ptr.numpy()[rows] = 0
+        st.seq_base.numpy()[rows] = 0  # the heap is emptied by _start: its clock is 0
 
     def step(self, a: torch.Tensor):
         if not self._live():
