@@ -56,7 +56,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import gymnasium as gym  # noqa: E402
 from gymnasium.vector import AutoresetMode, SyncVectorEnv  # noqa: E402
 
-from dreamalloc.alloc import AllocEnv, AllocVectorEnv  # noqa: E402
+from dreamalloc.alloc import AllocCore, AllocEnv, AllocVectorEnv  # noqa: E402
 from dreamalloc.alloc.workloads.lim import bf_good_script, wf_good_script  # noqa: E402
 from dreamalloc.loadbalance import LoadBalanceEnv, LoadBalanceVectorEnv  # noqa: E402
 
@@ -309,12 +309,14 @@ class _SingleRun:
     """One env under timing: random actions (uniform, drawn up front); a single env (``batch`` None) is reset where
     an episode ends, a vector env (``batch`` heaps a step) resets itself. Steps are counted in heap-steps."""
 
-    def __init__(self, env, n_actions: int = 3, warmup: int = 200, batch: int | None = None):
+    def __init__(self, env, n_actions: int = 3, warmup: int = 200, batch: int | None = None, tensors: bool = False):
         self.env, self.batch, self.i = env, batch, 0
         if batch is None:
             self.pool = np.random.default_rng(0).integers(0, n_actions, 4096).tolist()
         else:
             self.pool = action_pool(batch, n_actions)
+            if tensors:  # a core, not a gymnasium env: torch actions in, tensors out
+                self.pool = [torch.from_numpy(np.asarray(a)) for a in self.pool]
         self.steps, self.seconds, self.episodes = 0, 0.0, 0
         env.reset(seed=0)
         self.run(warmup, count=False)
@@ -399,12 +401,17 @@ def bench_batched(batch: int, cells: int, seconds: float, peer: str | None, roun
              AllocVectorEnv(batch, cells=cells, stream="mixed", action="heuristic")),
             ("AllocVectorEnv, torch core (jit=False), random stream", "vec",
              AllocVectorEnv(batch, cells=cells, stream="random", action="heuristic", jit=False)),
+            ("AllocCore, compiled step, random stream (no gymnasium face)", "core",
+             AllocCore(batch, cells=cells, stream="random", action="heuristic")),
+            ("AllocCore, compiled step, mixed stream (no gymnasium face)", "core",
+             AllocCore(batch, cells=cells, stream="mixed", action="heuristic")),
             ("RefPageEnv (peer-free reference, one heap)", "single", RefPageEnv(cells))]
     if peer:
         envs.append(("Lim & Maddukuri StableBaselineEnvHistory (--peer, one heap)", "single", make_peer(peer, cells)))
     print(f"batched core: B={batch} heaps, N={cells}, random heuristic actions, one thread (torch and the compiled "
           f"step), against single-heap envs; {rounds} alternating rounds, >= {seconds} s timed per env in all")
-    runs = [_SingleRun(env, batch=batch, warmup=20) if kind == "vec" else _SingleRun(env) for _, kind, env in envs]
+    runs = [_SingleRun(env) if kind == "single" else _SingleRun(env, batch=batch, warmup=20, tensors=kind == "core")
+            for _, kind, env in envs]
     per_round = seconds / rounds
     for _ in range(rounds):
         for r in runs:
@@ -415,17 +422,23 @@ def bench_batched(batch: int, cells: int, seconds: float, peer: str | None, roun
     for (name, _, _), r in zip(envs, res, strict=True):
         print(f"  {name}: {r['steps_per_s']:,.0f} heap-steps/s ({r['steps']:,} in {r['seconds']:.2f} s, "
               f"{r['us_per_step'] * 1e3:.0f} ns per heap-step, {r['episodes']} episodes)", flush=True)
-    jit_random, jit_mixed, torch_random, ref = res[:4]
+    jit_random, jit_mixed, torch_random, core_random, core_mixed, ref = res[:6]
     print(f"load average (1, 5, 15 min) at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print()
     print(f"batched_heap_steps_per_s: {jit_random['steps_per_s']:.0f}")
     print(f"batched_speedup_vs_torch_core: {jit_random['steps_per_s'] / torch_random['steps_per_s']:.1f}")
     print(f"batched_mixed_speedup_vs_reference: {jit_mixed['steps_per_s'] / ref['steps_per_s']:.1f}")
     print(f"batched_speedup_vs_reference: {jit_random['steps_per_s'] / ref['steps_per_s']:.1f}")
+    print(f"batched_core_heap_steps_per_s: {core_random['steps_per_s']:.0f}")
+    print(f"batched_core_speedup_vs_reference: {core_random['steps_per_s'] / ref['steps_per_s']:.1f}")
+    print(f"batched_core_mixed_speedup_vs_reference: {core_mixed['steps_per_s'] / ref['steps_per_s']:.1f}")
     if peer:
-        print(f"reference_vs_peer: {ref['steps_per_s'] / res[4]['steps_per_s']:.2f}")
-        print(f"batched_mixed_speedup_vs_peer: {jit_mixed['steps_per_s'] / res[4]['steps_per_s']:.1f}")
-        print(f"batched_speedup_vs_peer: {jit_random['steps_per_s'] / res[4]['steps_per_s']:.1f}")
+        pr = res[6]["steps_per_s"]
+        print(f"reference_vs_peer: {ref['steps_per_s'] / pr:.2f}")
+        print(f"batched_mixed_speedup_vs_peer: {jit_mixed['steps_per_s'] / pr:.1f}")
+        print(f"batched_core_speedup_vs_peer: {core_random['steps_per_s'] / pr:.1f}")
+        print(f"batched_core_mixed_speedup_vs_peer: {core_mixed['steps_per_s'] / pr:.1f}")
+        print(f"batched_speedup_vs_peer: {jit_random['steps_per_s'] / pr:.1f}")
     return 0
 
 

@@ -262,9 +262,11 @@ def test_bench_env_batched_prints_its_ratios(capsys, tmp_path):
     bench = _bench_env()
     assert bench.main(["--batched", "--batch", "8", "--cells", "64", "--seconds", "0.2"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    keys = dict(line.split(": ", 1) for line in lines[-4:])
+    keys = dict(line.split(": ", 1) for line in lines[-7:])
     assert list(keys) == ["batched_heap_steps_per_s", "batched_speedup_vs_torch_core",
-                          "batched_mixed_speedup_vs_reference", "batched_speedup_vs_reference"]
+                          "batched_mixed_speedup_vs_reference", "batched_speedup_vs_reference",
+                          "batched_core_heap_steps_per_s", "batched_core_speedup_vs_reference",
+                          "batched_core_mixed_speedup_vs_reference"]
     assert all(float(v) > 0 for v in keys.values())
     with pytest.raises(SystemExit, match="stable_baselines_env_history.py"):
         bench.main(["--batched", "--seconds", "0.05", "--peer", str(tmp_path)])

@@ -124,10 +124,12 @@ if AVAILABLE:
     # ------------------------------------------------------------------------------------------------
     # free runs: rs[b, :nr[b]] starts in address order, rl the lengths
     @_jit
-    def _rebuild(occ, b, rs, rl, nr):
+    def _rebuild(occ, b, rs, rl, nr, cnt, mx):
         N = occ.shape[1]
         k = 0
         i = 0
+        cnt[b, :] = 0
+        m = 0
         while i < N:
             if occ[b, i]:
                 i += 1
@@ -137,19 +139,44 @@ if AVAILABLE:
                 j += 1
             rs[b, k] = i
             rl[b, k] = j - i
+            cnt[b, j - i] += 1
+            m = max(m, j - i)
             k += 1
             i = j
         nr[b] = k
+        mx[b] = m
 
     @_inline
-    def _cut(b, addr, size, rs, rl, nr):
-        """Remove [addr, addr + size) from the run holding it."""
+    def _drop_len(b, length, cnt, mx):
+        """One run of ``length`` fewer; the largest length moves down past lengths no run has."""
+        cnt[b, length] -= 1
+        if length == mx[b]:
+            m = length
+            while m > 0 and cnt[b, m] == 0:
+                m -= 1
+            mx[b] = m
+
+    @_inline
+    def _add_len(b, length, cnt, mx):
+        cnt[b, length] += 1
+        if length > mx[b]:
+            mx[b] = length
+
+    @_inline
+    def _cut(b, addr, size, R):
+        """Remove [addr, addr + size) from the run holding it (R: rs, rl, nr and the run-length counts cnt, mx)."""
+        rs, rl, nr, cnt, mx = R
         n = nr[b]
         i = n - 1
         while rs[b, i] > addr:
             i -= 1
         left = addr - rs[b, i]
         right = rs[b, i] + rl[b, i] - (addr + size)
+        if left > 0:
+            cnt[b, left] += 1
+        if right > 0:
+            cnt[b, right] += 1
+        _drop_len(b, rl[b, i], cnt, mx)
         if left > 0 and right > 0:
             for j in range(n, i + 1, -1):
                 rs[b, j] = rs[b, j - 1]
@@ -170,8 +197,9 @@ if AVAILABLE:
             nr[b] = n - 1
 
     @_inline
-    def _merge(b, start, size, rs, rl, nr):
+    def _merge(b, start, size, R):
         """Add the free cells [start, start + size) to the runs, joining free neighbours."""
+        rs, rl, nr, cnt, mx = R
         n = nr[b]
         j = 0
         while j < n and rs[b, j] < start:
@@ -179,6 +207,14 @@ if AVAILABLE:
         end = start + size
         join_left = j > 0 and rs[b, j - 1] + rl[b, j - 1] == start
         join_right = j < n and rs[b, j] == end
+        new = size
+        if join_left:
+            new += rl[b, j - 1]
+            cnt[b, rl[b, j - 1]] -= 1  # the merged run is at least as long: the largest cannot fall
+        if join_right:
+            new += rl[b, j]
+            cnt[b, rl[b, j]] -= 1
+        _add_len(b, new, cnt, mx)
         if join_left and join_right:
             rl[b, j - 1] += size + rl[b, j]
             for q in range(j, n - 1):
@@ -216,7 +252,7 @@ if AVAILABLE:
         for c in range(addr, addr + size):
             owner[b, c] = slot
             occ[b, c] = True
-        _cut(b, addr, size, R[0], R[1], R[2])
+        _cut(b, addr, size, R)
 
     @_inline
     def _release(H, R, b, slot):
@@ -236,7 +272,7 @@ if AVAILABLE:
         perm[b, k] = slot
         pos[b, slot] = k
         n_live[b] = k
-        _merge(b, start, size, R[0], R[1], R[2])
+        _merge(b, start, size, R)
 
     @_inline
     def _clear(H, R, b):
@@ -249,6 +285,11 @@ if AVAILABLE:
             bseq[b, c] = -1
         n_live[b] = 0
         used[b] = 0
+        rl, cnt = R[1], R[3]
+        for i in range(R[2][b]):
+            cnt[b, rl[b, i]] -= 1
+        cnt[b, N] += 1
+        R[4][b] = N
         R[0][b, 0] = 0
         R[1][b, 0] = N
         R[2][b] = 1
@@ -324,12 +365,7 @@ if AVAILABLE:
     # ------------------------------------------------------------------------------------------------
     @_inline
     def _largest(R, b):
-        rl = R[1]
-        m = 0
-        for i in range(R[2][b]):
-            if rl[b, i] > m:
-                m = rl[b, i]
-        return m
+        return R[4][b]
 
     @_inline
     def _rule(R, b, size, rule, rover, align_end):
@@ -393,7 +429,7 @@ if AVAILABLE:
 
     @_inline
     def _step_row(H, R, S, D, P, b, a, reward, terminated, truncated, invalid, invalid_trunc):
-        """One step of heap b (AllocDomain.step); returns an error code."""
+        """One step of heap b (AllocDomain.step); returns (error code, largest free run after it)."""
         request, hist, n_invalid, freed, placed_at = D
         space, rules, align_end, alloc_r, invalid_r, terminal, max_allocs, max_invalid = P
         H_hist = hist.shape[1]
@@ -410,8 +446,9 @@ if AVAILABLE:
                 hist[b, 0] = size
             err = _advance(H, R, S, request, freed, b)
             if err:
-                return err
-        fits = _largest(R, b) >= request[b]
+                return err, 0
+        largest = _largest(R, b)
+        fits = largest >= request[b]
         if not valid:
             reward[b] = invalid_r
         elif fits or terminal == 2:
@@ -430,13 +467,13 @@ if AVAILABLE:
             if n_invalid[b] >= max_invalid:
                 invalid_trunc[b] = True
                 truncated[b] = True
-        return 0
+        return 0, largest
 
     @_jit
     def _step(H, R, S, D, P, action, reward, terminated, truncated, invalid, invalid_trunc):
         """One step of every row (AllocDomain.step); returns (error code, row)."""
         for b in range(action.shape[0]):
-            err = _step_row(H, R, S, D, P, b, action[b], reward, terminated, truncated, invalid, invalid_trunc)
+            err, _ = _step_row(H, R, S, D, P, b, action[b], reward, terminated, truncated, invalid, invalid_trunc)
             if err:
                 return err, b
         return 0, -1
@@ -466,17 +503,17 @@ if AVAILABLE:
         return 0, -1
 
     @_jit
-    def _rebuild_all(occ, rs, rl, nr):
+    def _rebuild_all(occ, rs, rl, nr, cnt, mx):
         for b in range(occ.shape[0]):
-            _rebuild(occ, b, rs, rl, nr)
+            _rebuild(occ, b, rs, rl, nr, cnt, mx)
 
     @_inline
-    def _metrics_row(H, R, request, b, out_i, out_f):
+    def _metrics_row(H, R, request, b, out_i, out_f, largest):
+        """heap_metrics of row b (``largest``: its largest free run, _largest(R, b))."""
         used, n_allocs = H[9], H[10]
         N = H[0].shape[1]
         fN = np.float32(N)
         free = N - used[b]
-        largest = _largest(R, b)
         n = R[2][b]
         out_i[0, b] = n_allocs[b]
         out_i[1, b] = free
@@ -492,14 +529,14 @@ if AVAILABLE:
         """heap_metrics for every row: out_i [5, B] allocations, free cells, largest run, runs, request;
         out_f [3, B] frag_largest, frag_runs, utilisation (float32, as torch computes them)."""
         for b in range(request.shape[0]):
-            _metrics_row(H, R, request, b, out_i, out_f)
+            _metrics_row(H, R, request, b, out_i, out_f, _largest(R, b))
 
     @_inline
     def _observe_row(H, R, D, b, out, i, bitmap, scale, summary, n_hole):
         """AllocDomain.observe of heap b into out[i]."""
         occ, used = H[0], H[9]
         request, hist = D[0], D[1]
-        rs, rl, nr = R
+        rs, rl, nr = R[0], R[1], R[2]
         N = occ.shape[1]
         fN = np.float32(N)
         j = 0
@@ -544,12 +581,13 @@ if AVAILABLE:
     # Trials.step fused with the domain's step (heuristic space, autoreset, no RL^2 / task inputs)
     @_jit
     def _fused_step(H, R, S, D, P, T, OB, action, reward, terminated, truncated, invalid, done, trial_end, snap_r,
-                    snap_l, obs, out_i, out_f):
-        """Phase 1: every row's step, its trial counters and flags, its observation and metrics."""
+                    snap_l, obs, out_i, out_f, new_obs, new_i, new_f):
+        """Phase 1: every row's step, its trial counters and flags, its observation and metrics; the rows that
+        go on are copied into new_obs / new_i / new_f too (phase 2 writes the restarted ones there)."""
         episode, returns, lens, prev_action, prev_reward, starts, K = T
         bitmap, scale, summary, n_hole = OB
         for b in range(action.shape[0]):
-            err = _step_row(H, R, S, D, P, b, action[b], reward, terminated, truncated, invalid, invalid)
+            err, largest = _step_row(H, R, S, D, P, b, action[b], reward, terminated, truncated, invalid, invalid)
             if err:
                 return err, b
             r = reward[b]
@@ -569,7 +607,14 @@ if AVAILABLE:
             snap_l[0, b] = lens[0, b]
             snap_l[1, b] = lens[1, b]
             _observe_row(H, R, D, b, obs, b, bitmap, scale, summary, n_hole)
-            _metrics_row(H, R, D[0], b, out_i, out_f)
+            _metrics_row(H, R, D[0], b, out_i, out_f, largest)
+            if not d:
+                for c in range(obs.shape[1]):
+                    new_obs[b, c] = obs[b, c]
+                for q in range(out_i.shape[0]):
+                    new_i[q, b] = out_i[q, b]
+                for q in range(out_f.shape[0]):
+                    new_f[q, b] = out_f[q, b]
         return 0, -1
 
     @_jit
@@ -594,13 +639,13 @@ if AVAILABLE:
                 prev_action[b] = -1
                 prev_reward[b] = 0.0
             _observe_row(H, R, D, b, obs, b, bitmap, scale, summary, n_hole)
-            _metrics_row(H, R, D[0], b, out_i, out_f)
+            _metrics_row(H, R, D[0], b, out_i, out_f, _largest(R, b))
         return 0, -1
 
     @_jit
     def _masks(R, request, space, out):
         """[B, n_actions] valid actions: address (every start that fits) or hole (the first n fitting runs)."""
-        rs, rl, nr = R
+        rs, rl, nr = R[0], R[1], R[2]
         for b in range(out.shape[0]):
             out[b, :] = False
             size = request[b]
@@ -637,6 +682,8 @@ class JitAllocDomain(FastAllocDomain):
         self._rs = np.zeros((B, N // 2 + 2), np.int64)
         self._rl = np.zeros_like(self._rs)
         self._nr = np.zeros(B, np.int64)
+        self._cnt = np.zeros((B, N + 1), np.int64)  # per heap: how many free runs of each length
+        self._mx = np.zeros(B, np.int64)  # per heap: the largest free run
         self._kv = -1  # heaps.version the run table matches
         self._scratch = None  # compiled script draws: (ops, sizes, lengths, work, tmp), sized on first use
         rules = np.array([_RULE[r] for r in cfg.heuristics] if cfg.action == "heuristic" else [0], np.int64)
@@ -663,8 +710,8 @@ class JitAllocDomain(FastAllocDomain):
 
     def _R(self) -> tuple:
         if self._kv != self.heaps.version:
-            _rebuild_all(self.heaps.occ.numpy(), self._rs, self._rl, self._nr)
-        return self._rs, self._rl, self._nr
+            _rebuild_all(self.heaps.occ.numpy(), self._rs, self._rl, self._nr, self._cnt, self._mx)
+        return self._rs, self._rl, self._nr, self._cnt, self._mx
 
     def _S(self) -> tuple:
         """numpy views of the stream's state (cached; a scripted stream's reset may replace its script tables)."""
@@ -823,10 +870,11 @@ class JitAllocDomain(FastAllocDomain):
         snap_r, snap_l = np.empty((2, B), np.float64), np.empty((2, B), np.int64)
         obs = np.empty((B, self.obs_dim), np.float32)
         out_i, out_f = np.empty((5, B), np.int64), np.empty((3, B), np.float32)
+        new_obs, new_i, new_f = np.empty_like(obs), np.empty_like(out_i), np.empty_like(out_f)
         self.placed_at = torch.empty(B, dtype=torch.long)
         D = self._D()
         err, _ = _fused_step(H, R, S, D, self._P, T, OB, a.numpy(), reward, term, trunc, inv, done, trial_end,
-                             snap_r, snap_l, obs, out_i, out_f)
+                             snap_r, snap_l, obs, out_i, out_f, new_obs, new_i, new_f)
         self._done()
         if err:
             self._raise(err)
@@ -839,7 +887,6 @@ class JitAllocDomain(FastAllocDomain):
             episode_np[rows] += 1
             if self._kind == 2:
                 self._draw_scripts(rows, seed_np[rows], episode_np[rows])
-            new_obs, new_i, new_f = obs.copy(), out_i.copy(), out_f.copy()
             rnd = self.stream if self._kind == 1 else self.stream.then
             err, _ = _fused_restart(H, R, self._S(), D, T, OB, rows, seed_np, rnd.SALT, new_obs, new_i, new_f)
             self._done()

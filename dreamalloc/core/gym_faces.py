@@ -24,9 +24,12 @@ from dreamalloc.core.actions import ActionSpec
 
 
 def to_numpy(x):
-    """Tensors (also inside dicts) as numpy arrays."""
+    """Tensors (also inside dicts) as numpy arrays (CPU tensors share their memory)."""
     if isinstance(x, torch.Tensor):
-        return x.numpy(force=True)
+        try:
+            return x.numpy()  # a CPU tensor without grad: the common case, and the cheapest call
+        except (TypeError, RuntimeError):  # on a GPU, or requiring grad
+            return x.numpy(force=True)
     if isinstance(x, dict):
         return {k: to_numpy(v) for k, v in x.items()}
     return x
@@ -108,8 +111,7 @@ class CoreVectorEnv(VectorEnv):
 
     def step(self, actions):
         obs, reward, term, trunc, info = self.core.step(actions)  # the core checks type, shape and range
-        return (obs.numpy(force=True), reward.numpy(force=True), term.numpy(force=True), trunc.numpy(force=True),
-                to_numpy(info))
+        return to_numpy(obs), to_numpy(reward), to_numpy(term), to_numpy(trunc), to_numpy(info)
 
     def action_masks(self) -> np.ndarray | None:
         m = _mask(self.core)
