@@ -146,3 +146,27 @@ def test_onnx_policy_refuses_foreign_models_and_a_missing_mask(tmp_path):
                                    check_steps=2))
     with pytest.raises(ValueError, match="masked: pass mask="):
         policy.predict(np.zeros(agent.obs_dim, np.float32))
+
+
+def test_onnx_decision_of_a_multidiscrete_dreamer():
+    """A MultiDiscrete([3, 4]) Dreamer (tests/test_dreamer.py's Pair env): the export returns the action as [2]
+    integers, each dimension the agent's own."""
+    from test_dreamer import Pair, tiny
+
+    agent = tiny(obs_dim=4, n_actions=Pair.nvec)
+    policy = OnnxPolicy(onnx_model(agent, Pair(B=1), check_steps=6))
+    env = Pair(B=1)
+    obs, info = env.reset(seed=0)
+    state = agent.initial_state(1)
+    for t in range(12):
+        torch.manual_seed(t)
+        noise = gumbel_like(torch.empty(1, agent.wm.rssm.stoch, agent.wm.rssm.classes)).numpy()
+        torch.manual_seed(t)
+        ort_state = _numpy_state(agent, state)
+        with torch.no_grad():
+            action, state = agent.act(obs, state, info, deterministic=True)
+        mask = info["action_mask"].numpy() if "action_mask" in info else None
+        start = t == 0 or bool(info.get("_final_obs", torch.zeros(1, dtype=torch.bool))[0])  # Pair's episode ends
+        a, _ = policy.predict(obs[0].numpy(), ort_state, start, mask, noise)
+        assert a.shape == (2,) and a.tolist() == action[0].tolist()
+        obs, _, _, _, info = env.step(action)
