@@ -31,6 +31,7 @@ until it is.
 
 from __future__ import annotations
 
+import operator
 import os
 
 import numpy as np
@@ -704,7 +705,7 @@ class JitAllocDomain(FastAllocDomain):
         ts = (h.occ, h.owner, h.block_start, h.block_size, h.block_seq, h.live, h.perm, h.pos, h.n_live, h.used,
               h.n_allocs, h.n_dropped, h.rover)
         cached = self.__dict__.get("_h_views")
-        if cached is None or any(a is not b for a, b in zip(cached[0], ts, strict=True)):
+        if cached is None or not all(map(operator.is_, cached[0], ts)):
             cached = self.__dict__["_h_views"] = (ts, tuple(t.numpy() for t in ts))
         return cached[1]
 
@@ -718,7 +719,7 @@ class JitAllocDomain(FastAllocDomain):
         st = self.stream
         cached = self.__dict__.get("_s_views")
         key = (st, st.ops, st.sizes) if self._kind == 2 else (st,)
-        if cached is not None and all(a is b for a, b in zip(cached[0], key, strict=True)):
+        if cached is not None and all(map(operator.is_, cached[0], key)):
             return cached[1]
         views = self._S_build()
         self.__dict__["_s_views"] = (key, views)
@@ -739,7 +740,7 @@ class JitAllocDomain(FastAllocDomain):
     def _D(self) -> tuple:
         ts = (self.request, self.hist, self.n_invalid, self.freed)
         cached = self.__dict__.get("_d_views")
-        if cached is None or any(a is not b for a, b in zip(cached[0], ts, strict=True)):
+        if cached is None or not all(map(operator.is_, cached[0], ts)):
             cached = self.__dict__["_d_views"] = (ts, tuple(t.numpy() for t in ts))
         return (*cached[1], self.placed_at.numpy())
 
@@ -855,7 +856,7 @@ class JitAllocDomain(FastAllocDomain):
         ts = (core.episode, core._returns, core._lens, core.prev_action, core.prev_reward, core._starts, core.seed,
               core.needs_reset)
         cached = self.__dict__.get("_t_views")
-        if cached is None or any(x is not y for x, y in zip(cached[0], ts, strict=True)):
+        if cached is None or not all(map(operator.is_, cached[0], ts)):
             cached = self.__dict__["_t_views"] = (ts, tuple(t.numpy() for t in ts))
         episode_np, *_, seed_np, needs_np = cached[1]
         if needs_np.any():
@@ -865,9 +866,8 @@ class JitAllocDomain(FastAllocDomain):
         H, R, S = self._H(), self._R(), self._S()
         T = (*cached[1][:6], core.K)
         OB = (cfg.bitmap, self._scale, cfg.summary, int(cfg.hole_features))
-        reward, term, trunc = np.empty(B, np.float64), np.empty(B, np.bool_), np.empty(B, np.bool_)
-        inv, done, trial_end = np.empty(B, np.bool_), np.empty(B, np.bool_), np.empty(B, np.bool_)
-        snap_r, snap_l = np.empty((2, B), np.float64), np.empty((2, B), np.int64)
+        reward, snap_r, snap_l = np.empty(B, np.float64), np.empty((2, B), np.float64), np.empty((2, B), np.int64)
+        term, trunc, inv, done, trial_end = np.empty((5, B), np.bool_)  # rows of one block: views
         obs = np.empty((B, self.obs_dim), np.float32)
         out_i, out_f = np.empty((5, B), np.int64), np.empty((3, B), np.float32)
         new_obs, new_i, new_f = np.empty_like(obs), np.empty_like(out_i), np.empty_like(out_f)
@@ -908,9 +908,11 @@ class JitAllocDomain(FastAllocDomain):
     @staticmethod
     def _metrics_info(out_i: np.ndarray, out_f: np.ndarray) -> dict:
         """``heap_metrics`` and the request, in its key order, from the ``_metrics`` kernels' arrays."""
-        ti, tf = torch.from_numpy(out_i), torch.from_numpy(out_f)
-        return {"allocations": ti[0], "free_cells": ti[1], "largest_free": ti[2], "free_runs": ti[3],
-                "frag_largest": tf[0], "frag_runs": tf[1], "utilisation": tf[2], "request": ti[4]}
+        allocations, free_cells, largest_free, free_runs, request = torch.from_numpy(out_i).unbind(0)
+        frag_largest, frag_runs, utilisation = torch.from_numpy(out_f).unbind(0)
+        return {"allocations": allocations, "free_cells": free_cells, "largest_free": largest_free,
+                "free_runs": free_runs, "frag_largest": frag_largest, "frag_runs": frag_runs,
+                "utilisation": utilisation, "request": request}
 
     def _info_from(self, out_i: np.ndarray, out_f: np.ndarray, core) -> dict:
         """``Trials._info()`` from the kernels' metrics (heuristic space: no mask, no facts)."""

@@ -82,6 +82,11 @@ class ActionSpec:
         if type(a) is np.ndarray and a.dtype == np.int64 and a.shape == (self.batch,) and self.device.type == "cpu" \
                 and a.size and 0 <= a.min() and a.max() < self.n:  # the common case of a vector env, checked cheaply
             return torch.from_numpy(np.ascontiguousarray(a))
+        if type(a) is torch.Tensor and a.dtype == torch.long and a.shape == (self.batch,) and a.device == self.device \
+                and self.device.type == "cpu" and a.numel():  # the same for a CPU tensor (a core's own caller)
+            x = a.numpy()
+            if 0 <= x.min() and x.max() < self.n:
+                return a
         if isinstance(a, list | tuple):  # a list of ints: through numpy, which names a ragged or mixed list
             try:
                 a = np.asarray(a)
