@@ -219,3 +219,38 @@ def test_compiled_scripts_are_lims(cells):
             assert not ops[r, L:].any() and not sizes[r, L:].any()
     patched = type("Patched", (MixedStream,), {})  # a subclass (or a patched script) is drawn in Python
     assert jit_scripts.script_kind(patched(1, cells)) == 0
+
+
+@pytest.mark.parametrize("cfg", [dict(cells=64), dict(cells=48, stream="mixed", trial_episodes=3, summary=True),
+                                 dict(cells=48, stream="bf-good", action="hole", holes=3)],
+                         ids=["random", "mixed-trials", "hole"])
+def test_step_numpy_is_the_gym_faces_conversion_of_step(cfg):
+    """``AllocCore.step_numpy`` (what ``AllocVectorEnv.step`` returns; built as numpy by the fused step, or
+    converted where that does not apply) equals ``to_numpy`` of ``step`` on a twin core: every key, dtype, shape
+    and value, nested dicts and the autoreset entries included."""
+    from dreamalloc.core.gym_faces import to_numpy
+
+    a, b = AllocCore(12, jit=True, **cfg), AllocCore(12, jit=True, **cfg)
+    a.reset(seed=4)
+    _, info = b.reset(seed=4)
+    rng = np.random.default_rng(0)
+
+    def same(x, y, where):
+        if isinstance(x, dict):
+            assert list(x) == list(y), (where, list(x), list(y))
+            for k in x:
+                same(x[k], y[k], f"{where}/{k}")
+        else:
+            assert isinstance(y, np.ndarray) and x.dtype == y.dtype and x.shape == y.shape, where
+            np.testing.assert_array_equal(x, y, err_msg=where)
+
+    restarts = 0
+    for t in range(200):
+        act = _actions(info, a.spec.n_actions, 12, rng)
+        out = a.step(act)
+        rb = b.step_numpy(act)
+        for i, (x, y) in enumerate(zip((to_numpy(v) for v in out), rb, strict=True)):
+            same(x, y, f"step {t} item {i}")
+        restarts += int(rb[2].sum() + rb[3].sum())
+        info = out[4]
+    assert restarts > 5

@@ -54,6 +54,7 @@ from dreamalloc.alloc.heap import ALIGNS, RULES, FreeRuns, HeapBatch, heap_metri
 from dreamalloc.alloc.workloads import ALLOC, FREE, FREE_ALL, make_stream, stream_tasks
 from dreamalloc.core.actions import ActionSpec
 from dreamalloc.core.family import config_from_kwargs
+from dreamalloc.core.gym_faces import to_numpy
 from dreamalloc.core.trials import Trials
 
 ACTION_SPACES = ("heuristic", "address", "hole")
@@ -490,6 +491,16 @@ class AllocCore(Trials):
         fused = getattr(self.domain, "fused_step", None)
         out = None if fused is None else fused(self, action)
         return super().step(action) if out is None else out
+
+    def step_numpy(self, action):
+        """``step`` as the gymnasium face returns it (numpy arrays, also inside info); the fused compiled step
+        builds them directly."""
+        fused = getattr(self.domain, "fused_step", None)
+        out = None if fused is None else fused(self, action, as_numpy=True)
+        if out is not None:
+            return out
+        obs, reward, term, trunc, info = super().step(action)
+        return to_numpy(obs), to_numpy(reward), to_numpy(term), to_numpy(trunc), to_numpy(info)
 
 
 __all__ = ["ACTION_SPACES", "LIM_ORDER", "AllocConfig", "AllocCore", "AllocDomain"]

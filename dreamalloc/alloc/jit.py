@@ -60,6 +60,11 @@ _TERMINAL = {"lim": 0, "zero": 1, "alloc": 2}
 ERR_SIZE, ERR_NO_ALLOC = 1, 2
 
 
+def _as_tensors(info: dict) -> dict:
+    """numpy arrays (also inside dicts) as tensors sharing their memory."""
+    return {k: _as_tensors(v) if isinstance(v, dict) else torch.from_numpy(v) for k, v in info.items()}
+
+
 def scope_error(cfg: AllocConfig, device) -> str | None:
     """Why the compiled step cannot run this config (None: it can)."""
     if not AVAILABLE:
@@ -845,11 +850,12 @@ class JitAllocDomain(FastAllocDomain):
         return torch.from_numpy(reward), torch.from_numpy(term), torch.from_numpy(trunc), facts
 
     # ----------------------------------------------------------------------------------------------
-    def fused_step(self, core, action):
+    def fused_step(self, core, action, as_numpy: bool = False):
         """``Trials.step`` of ``core`` (this domain's trials wrapper) and this domain's step in two compiled passes:
         the step, counters, observation and metrics of every row, then the restart of the finished rows. Same
-        results as ``Trials.step`` (tests/test_jit_env.py). Returns None where it does not apply (another action
-        space, RL^2 or task inputs, no autoreset, a swapped stream): the caller then runs ``Trials.step``."""
+        results as ``Trials.step`` (tests/test_jit_env.py); ``as_numpy``: numpy arrays instead of tensors
+        throughout (what the gymnasium face returns). Returns None where it does not apply (another action space,
+        RL^2 or task inputs, no autoreset, a swapped stream): the caller then runs ``Trials.step``."""
         if not (self._live() and self.cfg.action == "heuristic" and core.autoreset and not core.meta_obs
                 and not core.task_obs):
             return None
@@ -879,10 +885,7 @@ class JitAllocDomain(FastAllocDomain):
         if err:
             self._raise(err)
         info = self._info_from(out_i, out_f, core)
-        obs_t = torch.from_numpy(obs)
-        trial_end_t = torch.from_numpy(trial_end)
         if done.any():
-            done_t = torch.from_numpy(done)
             rows = np.flatnonzero(done)
             episode_np[rows] += 1
             if self._kind == 2:
@@ -893,31 +896,32 @@ class JitAllocDomain(FastAllocDomain):
             if err:
                 self._raise(err)
             final_info = info
-            final_info["trial_end"] = trial_end_t
+            final_info["trial_end"] = trial_end
             info = self._info_from(new_i, new_f, core)
-            info.update(final_obs=obs_t, _final_obs=done_t.clone(), final_info=final_info,
-                        _final_info=done_t.clone())
-            sr, sl = torch.from_numpy(snap_r), torch.from_numpy(snap_l)
-            info["episode"], info["_episode"] = {"r": sr[0], "l": sl[0]}, done_t
+            info.update(final_obs=obs, _final_obs=done.copy(), final_info=final_info, _final_info=done.copy())
+            info["episode"], info["_episode"] = {"r": snap_r[0], "l": snap_l[0]}, done
             if trial_end.any():
-                info["trial"], info["_trial"] = {"r": sr[1], "l": sl[1]}, trial_end_t.clone()
-            obs_t = torch.from_numpy(new_obs)
-        info["trial_end"] = trial_end_t
-        return obs_t, torch.from_numpy(reward), torch.from_numpy(term), torch.from_numpy(trunc), info
+                info["trial"], info["_trial"] = {"r": snap_r[1], "l": snap_l[1]}, trial_end.copy()
+            obs = new_obs
+        info["trial_end"] = trial_end
+        if as_numpy:
+            return obs, reward, term, trunc, info
+        return torch.from_numpy(obs), torch.from_numpy(reward), torch.from_numpy(term), torch.from_numpy(trunc), \
+            _as_tensors(info)
 
     @staticmethod
     def _metrics_info(out_i: np.ndarray, out_f: np.ndarray) -> dict:
-        """``heap_metrics`` and the request, in its key order, from the ``_metrics`` kernels' arrays."""
-        allocations, free_cells, largest_free, free_runs, request = torch.from_numpy(out_i).unbind(0)
-        frag_largest, frag_runs, utilisation = torch.from_numpy(out_f).unbind(0)
+        """``heap_metrics`` and the request, in its key order, from the ``_metrics`` kernels' arrays (numpy views)."""
+        allocations, free_cells, largest_free, free_runs, request = out_i
+        frag_largest, frag_runs, utilisation = out_f
         return {"allocations": allocations, "free_cells": free_cells, "largest_free": largest_free,
                 "free_runs": free_runs, "frag_largest": frag_largest, "frag_runs": frag_runs,
                 "utilisation": utilisation, "request": request}
 
     def _info_from(self, out_i: np.ndarray, out_f: np.ndarray, core) -> dict:
-        """``Trials._info()`` from the kernels' metrics (heuristic space: no mask, no facts)."""
-        return {**self._metrics_info(out_i, out_f), "episode_start": core.episode_start.clone(),
-                "trial_start": core.trial_start.clone(), "trial_end": torch.zeros(self.B, dtype=torch.bool)}
+        """``Trials._info()`` from the kernels' metrics (heuristic space: no mask, no facts), as numpy arrays."""
+        return {**self._metrics_info(out_i, out_f), "episode_start": core.episode_start.numpy().copy(),
+                "trial_start": core.trial_start.numpy().copy(), "trial_end": np.zeros(self.B, np.bool_)}
 
     def action_mask(self) -> torch.Tensor | None:
         if not self._live() or self.cfg.action == "heuristic":
@@ -932,7 +936,7 @@ class JitAllocDomain(FastAllocDomain):
         out_i = np.empty((5, self.B), np.int64)
         out_f = np.empty((3, self.B), np.float32)
         _metrics(self._H(), self._R(), self.request.numpy(), out_i, out_f)
-        return self._add_mask(self._metrics_info(out_i, out_f))
+        return self._add_mask(_as_tensors(self._metrics_info(out_i, out_f)))
 
     def observe(self, rows: torch.Tensor | None = None) -> torch.Tensor:
         if not self._live():

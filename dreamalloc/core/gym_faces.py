@@ -9,7 +9,9 @@ vector env's holds numpy arrays [num_envs, ...] with gymnasium's ``_KEY`` masks.
 A core built for one row may offer a fast path: ``reset_one(seed)``, ``step_one(action)`` and ``mask_one()``
 that return what ``CoreEnv`` would make of its batched ``reset`` / ``step`` / mask (numpy observation, Python
 scalars, unbatched info), without tensors. ``CoreEnv`` uses them where present (the allocation family's
-``alloc.fast.FastAllocCore``).
+``alloc.fast.FastAllocCore``). Likewise a batched core may offer ``step_numpy(actions)``, returning what
+``CoreVectorEnv.step`` would make of its ``step`` (numpy arrays, also inside info); ``CoreVectorEnv`` uses it
+where present (``alloc.AllocCore``, whose compiled step builds numpy arrays in the first place).
 """
 
 from __future__ import annotations
@@ -110,6 +112,9 @@ class CoreVectorEnv(VectorEnv):
         return obs.numpy(force=True), to_numpy(info)
 
     def step(self, actions):
+        fast = getattr(self.core, "step_numpy", None)  # the core's numpy fast path, where it has one
+        if fast is not None:
+            return fast(actions)
         obs, reward, term, trunc, info = self.core.step(actions)  # the core checks type, shape and range
         return to_numpy(obs), to_numpy(reward), to_numpy(term), to_numpy(trunc), to_numpy(info)
 
