@@ -1,5 +1,6 @@
 """A trained policy's decision as an ONNX file, and ``OnnxPolicy`` to run it with ONNX Runtime: what an allocator
-that asks a policy once per request would embed (no torch, no Hydra, tens of microseconds a decision).
+that asks a policy once per request would embed (the file needs ONNX Runtime alone, no torch or Hydra; tens of
+microseconds a decision).
 
     python scripts/export_policy.py RUN_DIR --onnx policy.onnx        # dqn, ppo, a2c, rl2_ppo, dreamer(_rl2)
 
