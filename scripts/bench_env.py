@@ -26,7 +26,7 @@ The last line is ``speedup_vs_sync_vector_env: X`` (the speedup at N=256, or at 
 ``--single`` times ``gym.make("dreamalloc/Alloc-v0", cells=N, stream="mixed", action="heuristic")`` (N = 256
 unless ``--cells`` names one size) stepping random heuristic actions and resetting where an episode ends (so the
 figure includes observation building, info and episode starts), against, in the same run: the same env on the
-batched torch core (``fast=False``); ``RefPageEnv``, a pure-Python / numpy single heap written here in the
+batched torch core (``fast=False, jit=False``); ``RefPageEnv``, a pure-Python / numpy single heap written here in the
 manner of Lim & Maddukuri's ``StableBaselineEnvHistory`` (bitmap page, a free list rebuilt after every change,
 placement-rule objects built per step, numpy draws per request) so a ratio is printed without their code; and,
 with ``--peer PATH``, their env itself (``environments/stable_baselines_env_history.py`` under PATH, the
@@ -366,8 +366,8 @@ def bench_single(cells: int, seconds: float, peer: str | None) -> int:
     np.random.seed(0)
     kw = {"cells": cells, "stream": "mixed", "action": "heuristic"}
     envs = [("gym.make dreamalloc/Alloc-v0 (fast path)", gym.make("dreamalloc/Alloc-v0", **kw)),
-            ("gym.make dreamalloc/Alloc-v0, fast=False (torch core, B=1)",
-             gym.make("dreamalloc/Alloc-v0", fast=False, **kw)),
+            ("gym.make dreamalloc/Alloc-v0, fast=False, jit=False (torch core, B=1)",
+             gym.make("dreamalloc/Alloc-v0", fast=False, jit=False, **kw)),
             ("RefPageEnv (peer-free reference, this script)", RefPageEnv(cells))]
     if peer:
         envs.append(("Lim & Maddukuri StableBaselineEnvHistory (--peer)", make_peer(peer, cells)))

@@ -22,6 +22,7 @@ from bisect import bisect_left, bisect_right
 import numpy as np
 import torch
 
+from dreamalloc.alloc import jit_scripts
 from dreamalloc.alloc.env import AllocConfig, AllocDomain
 from dreamalloc.alloc.heap import FreeRuns
 from dreamalloc.alloc.workloads import ALLOC, FREE, FREE_ALL
@@ -289,9 +290,22 @@ class FastAllocCore(Trials):
         return ALLOC, stream.size_min + int(u_size * (stream.size_max - stream.size_min + 1)), -1
 
     def _scripted_reset(self, stream, then, seed: int, episode: int) -> None:
-        """``ScriptedStream.reset`` for row 0 (the script padded with zeros to the table's width)."""
-        script = stream.script(numpy_generator(seed, episode, stream.SALT))
-        L = len(script)
+        """``ScriptedStream.reset`` for row 0 (the script padded with zeros to the table's width); Lim's scripts
+        are drawn in compiled code (``jit_scripts``, the same draws) where numba is there."""
+        kind = jit_scripts.script_kind(stream)
+        if kind:
+            drawer = self.__dict__.get("_drawer")
+            if drawer is None or drawer.salt != stream.SALT or drawer.cells != stream.cells:
+                drawer = self.__dict__["_drawer"] = jit_scripts.ScriptDrawer(stream.SALT, stream.cells)
+            s64 = seed & _MASK64
+            d_ops, d_sizes, d_len = drawer(kind, np.array([s64 - (1 << 64) if s64 >> 63 else s64], np.int64),
+                                           np.array([episode], np.int64))
+            L = int(d_len[0])
+            script_ops, script_sizes = d_ops[0, :L], d_sizes[0, :L]
+        else:
+            script = stream.script(numpy_generator(seed, episode, stream.SALT))
+            L = len(script)
+            script_ops, script_sizes = [s[0] for s in script], [s[1] for s in script]
         if L > stream.ops.shape[1]:
             pad = L - stream.ops.shape[1]
             stream.ops = torch.nn.functional.pad(stream.ops, (0, pad))
@@ -300,8 +314,8 @@ class FastAllocCore(Trials):
         ops[0] = 0
         sizes[0] = 0
         if L:
-            ops[0, :L] = [s[0] for s in script]
-            sizes[0, :L] = [s[1] for s in script]
+            ops[0, :L] = script_ops
+            sizes[0, :L] = script_sizes
         self._view(stream.length)[0] = L
         self._view(stream.ptr)[0] = 0
         self._view(stream.seq_base)[0] = self._f["n_allocs"][0]

@@ -10,7 +10,8 @@ is an ``core.actions.ActionError`` saying what is expected, and ``step`` before 
 
 On CPU (the default) the env runs on ``alloc.fast.FastAllocCore``, the one-heap fast path (plain Python and numpy
 on the same state, proved equal to the torch core by tests/test_fast_env.py); ``fast=False`` (or another device,
-or ``on_fail="drop"``, which the fast path does not implement) steps the batched torch core with B = 1 instead.
+or ``on_fail="drop"``, which the fast path does not implement) steps the batched core with B = 1 instead: the
+compiled step where it applies (``alloc.jit``), the torch core with ``jit=False`` or outside its scope.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ class AllocEnv(CoreEnv):
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
     CELL_PX = 8  # rgb_array: each heap cell is a CELL_PX square, cells laid out row-major in a near-square grid
 
-    def __init__(self, render_mode: str | None = None, device: str = "cpu", fast: bool = True, **kwargs):
+    def __init__(self, render_mode: str | None = None, device: str = "cpu", fast: bool = True,
+                 jit: bool | None = None, **kwargs):
         cfg = AllocConfig.from_kwargs(**kwargs)
         if fast and torch.device(device).type == "cpu" and cfg.on_fail == "end":  # the fast path's scope
             core = FastAllocCore(cfg)
         else:
-            core = AllocCore(1, cfg, device=device, autoreset=False)
+            core = AllocCore(1, cfg, device=device, autoreset=False, jit=jit)
         super().__init__(core, core.cfg.obs_bounds(), render_mode)
 
     def render(self):

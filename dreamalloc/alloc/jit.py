@@ -691,7 +691,7 @@ class JitAllocDomain(FastAllocDomain):
         self._cnt = np.zeros((B, N + 1), np.int64)  # per heap: how many free runs of each length
         self._mx = np.zeros(B, np.int64)  # per heap: the largest free run
         self._kv = -1  # heaps.version the run table matches
-        self._scratch = None  # compiled script draws: (ops, sizes, lengths, work, tmp), sized on first use
+        self._scratch = None  # the compiled script draws (jit_scripts.ScriptDrawer), made on first use
         rules = np.array([_RULE[r] for r in cfg.heuristics] if cfg.action == "heuristic" else [0], np.int64)
         max_invalid = cfg.max_invalid if self.masked else 1 << 62
         self._P = (_SPACE[cfg.action], rules, cfg.align == "end", float(cfg.alloc_reward),
@@ -807,13 +807,9 @@ class JitAllocDomain(FastAllocDomain):
     def _draw_compiled(self, kind: int, rows: np.ndarray, seeds: np.ndarray, episodes: np.ndarray) -> None:
         st = self.stream
         R = len(rows)
-        if self._scratch is None or self._scratch[0].shape[0] < R:
-            cap = jit_scripts.max_script_len(st.cells)
-            self._scratch = (np.zeros((max(R, 64), cap), np.int64), np.zeros((max(R, 64), cap), np.int64),
-                             np.zeros(max(R, 64), np.int64), *jit_scripts.work_arrays(cap))
-        ops_s, sizes_s, len_s, work, tmp = self._scratch
-        jit_scripts.draw(kind, seeds.astype(np.int64, copy=False), episodes.astype(np.int64, copy=False),
-                         st.SALT, st.cells, ops_s[:R], sizes_s[:R], len_s[:R], work, tmp)
+        if self._scratch is None:
+            self._scratch = jit_scripts.ScriptDrawer(st.SALT, st.cells)
+        ops_s, sizes_s, len_s = self._scratch(kind, seeds, episodes)
         L = max(int(len_s[:R].max()) if R else 0, 1)
         if L > st.ops.shape[1]:  # widen the tables as the stream does (zeros past each script's end)
             pad = L - st.ops.shape[1]

@@ -19,6 +19,7 @@ try:
 except ImportError:  # pragma: no cover - the caller (jit.py) checks AVAILABLE first
     numba = None
 
+AVAILABLE = numba is not None
 KINDS = {BfGoodStream: 1, WfGoodStream: 2, MixedStream: 3}  # exact classes: a subclass may change its script
 _SCRIPTS = {cls: cls.__dict__["script"] for cls in KINDS}  # as defined in lim.py (a test may patch one)
 
@@ -27,7 +28,29 @@ def script_kind(stream) -> int:
     """1 / 2 / 3 for Lim's bf-good / wf-good / mixed stream (exactly those classes, their own scripts), 0 for
     any other."""
     cls = type(stream)
-    return KINDS[cls] if cls in KINDS and cls.__dict__.get("script") is _SCRIPTS[cls] else 0
+    return KINDS[cls] if AVAILABLE and cls in KINDS and cls.__dict__.get("script") is _SCRIPTS[cls] else 0
+
+
+class ScriptDrawer:
+    """Compiled draws of one stream's scripts for a few rows at a time, with the scratch they need (sized on
+    first use): ``drawer(kind, seeds, episodes)`` -> (ops [R, cap], sizes [R, cap], lengths [R]), views valid until
+    the next call."""
+
+    def __init__(self, salt: int, cells: int):
+        self.salt, self.cells, self.cap = int(salt), int(cells), max_script_len(cells)
+        self._rows = 0
+
+    def __call__(self, kind: int, seeds: np.ndarray, episodes: np.ndarray):
+        R = len(seeds)
+        if R > self._rows:
+            self._rows = max(R, 64 if R > 1 else 1)
+            self._ops = np.zeros((self._rows, self.cap), np.int64)
+            self._sizes = np.zeros((self._rows, self.cap), np.int64)
+            self._len = np.zeros(self._rows, np.int64)
+            self._work, self._tmp = work_arrays(self.cap)
+        draw(kind, seeds.astype(np.int64, copy=False), episodes.astype(np.int64, copy=False), self.salt,
+             self.cells, self._ops[:R], self._sizes[:R], self._len[:R], self._work, self._tmp)
+        return self._ops[:R], self._sizes[:R], self._len[:R]
 
 
 def max_script_len(cells: int) -> int:
@@ -270,4 +293,5 @@ def generator_draws(seed: int, episode: int, salt: int, ns) -> tuple[np.ndarray,
     _generator_draws(np.int64(seed), np.int64(episode), np.int64(salt), ns, out, work)
     return out, work[:6].copy()
 
-__all__ = ["KINDS", "draw", "generator_draws", "max_script_len", "script_kind", "work_arrays"]
+__all__ = ["AVAILABLE", "KINDS", "ScriptDrawer", "draw", "generator_draws", "max_script_len", "script_kind",
+           "work_arrays"]
