@@ -353,3 +353,17 @@ def test_results_browser_bad_paths(run_dir, tmp_path):
     bad.write_text(json.dumps({"schema": 1, "method": "x"}))
     at.text_input(key="results_path").set_value(str(bad)).run()
     one_error(at, "suite: missing")
+
+
+def test_stopping_the_app_stops_its_streamlit_server():
+    """``python -m dreamalloc.app`` runs streamlit as a child: terminating it (as a supervisor or the browser test's
+    ``app_server`` does) must stop the server too, not leave it serving as an orphan."""
+    import urllib.request
+
+    from dreamalloc.app.browser import app_server
+
+    with app_server() as url:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=5) as r:
+            assert r.status == 200
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)

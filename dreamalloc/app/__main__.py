@@ -7,6 +7,7 @@ unless ``--headless``; anything after ``--`` goes to streamlit unchanged.
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -38,7 +39,11 @@ def main(argv: list[str] | None = None) -> int:
         print("dreamalloc.app needs streamlit and plotly: pip install -e '.[dev]' (or pip install streamlit plotly)",
               file=sys.stderr)
         return 2
-    return subprocess.call(command(argv))
+    proc = subprocess.Popen(command(argv))
+    # streamlit runs as a child: a SIGTERM to this process (a supervisor, a test stopping the server) is passed
+    # on, so the server does not outlive it (Ctrl-C reaches both through the terminal's process group)
+    signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signum))
+    return proc.wait()
 
 
 if __name__ == "__main__":
