@@ -18,6 +18,7 @@ that export is checked against the torch module before it is timed, and its acti
                                                          # (the same with its GRU actor-critic, ac_gru=64)
     python scripts/bench_latency.py --agents dqn,ppo --calls 5000
     python scripts/bench_latency.py --export DIR         # also writes DIR/AGENT.torchscript.pt and DIR/AGENT.onnx
+    python scripts/bench_latency.py --fresh-process      # each agent timed in a new Python process
 
 Untrained weights: latency depends on the network's shape, not on its values. The observations are those of a
 real env stepped with the eager agent's own actions (episodes reset as they end). One torch thread unless
@@ -28,8 +29,10 @@ per agent.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -235,6 +238,9 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--export", default=None, metavar="DIR", help="write each TorchScript export to DIR")
+    p.add_argument("--fresh-process", action="store_true",
+                   help="time each agent in a new Python process (as an allocator would embed one policy)")
+    p.add_argument("--row-json", action="store_true", help=argparse.SUPPRESS)  # --fresh-process's child
     args = p.parse_args(argv)
     names = [n.strip() for n in args.agents.split(",") if n.strip()]
     unknown = [n for n in names if n not in CASES]
@@ -251,6 +257,15 @@ def main(argv=None) -> int:
           "weights; env=alloc64 (rl2_ppo: with the RL^2 inputs, trials of 3)")
     rows = []
     for name in names:
+        if args.fresh_process:  # this agent alone in a new interpreter; its row comes back as one JSON line
+            cmd = [sys.executable, os.path.abspath(__file__), "--agents", name, "--calls", str(args.calls), "--warmup",
+                   str(args.warmup), "--threads", str(args.threads), "--row-json"]
+            if args.export:
+                cmd += ["--export", args.export]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()
+            print("\n".join(x for x in out if x.startswith(f"  {name}:")), flush=True)
+            rows.append(tuple(json.loads(next(x for x in out if x.startswith("ROW "))[4:])))
+            continue
         agent, core, cfg = build(name)
         n_params = sum(m.numel() for mod in agent.policy_modules().values() for m in mod.parameters())
         times, seen = time_eager(agent, core, args.calls, args.warmup)
@@ -273,6 +288,8 @@ def main(argv=None) -> int:
             if args.export:
                 (Path(args.export) / f"{name}.onnx").write_bytes(data)
         rows.append((name, n_params, em, ep, xm, xp, om, op))
+        if args.row_json:
+            print("ROW " + json.dumps(rows[-1]))
         print(f"  {name}: {n_params:,} policy parameters; eager median {em:.1f} us, p99 {ep:.1f} us"
               + ("" if xm is None else f"; TorchScript median {xm:.1f} us, p99 {xp:.1f} us, actions differing "
                  f"from eager: {differ}/{args.calls}")

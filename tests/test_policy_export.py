@@ -131,3 +131,9 @@ def test_bench_latency_exports_take_the_eager_actions(capsys, tmp_path):
     assert a.shape == () and state is None
     with pytest.raises(SystemExit):
         mod.main(["--agents", "sarsa"])
+    # each agent in its own process: the same table, rows relayed from the children
+    assert mod.main(["--agents", "heuristic,dqn", "--calls", "20", "--warmup", "2", "--fresh-process"]) == 0
+    out = capsys.readouterr().out
+    lines = [x for x in out.splitlines() if x.startswith("latency_us_median_p99:")]
+    assert [x.split()[1] for x in lines] == ["heuristic", "dqn"] and " onnx " in lines[1]
+    assert "actions differing from eager: 0/20" in out
