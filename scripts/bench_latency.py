@@ -3,10 +3,10 @@
 For each agent (built by the harness from its config, as ``train.py`` builds it, on one env of the allocation
 family) the script times ``agent.act(obs, state, info, deterministic=True)`` on one observation at a time (eager,
 what ``load_agent(...).agent`` runs) and, for the learnt agents, a TorchScript export of the same decision
-(``torch.jit.trace`` of the networks' acting path, frozen and optimised for inference, run under
-``torch.inference_mode``). It reports the median and
-the 99th percentile over ``--calls`` calls after a warm-up, in microseconds, and checks that the export takes the
-eager agent's actions on every observation it was timed on (the Dreamer export samples its stochastic latent, so
+(``torch.jit.trace`` of the agent's ``acting_step()``, the module the ONNX export holds too, frozen and optimised
+for inference, run under ``torch.inference_mode``, Dreamer's Gumbel noise drawn per call). It reports the median
+and the 99th percentile over ``--calls`` calls after a warm-up, in microseconds, and checks that the export takes
+the eager agent's actions on every observation it was timed on (the Dreamer export draws its own latent noise, so
 its actions are compared only for the MLP and GRU agents). With ``onnxruntime`` installed (the ``export`` extra)
 it also times the ONNX export of ``dreamalloc.experiment.onnx_export`` (what ``scripts/export_policy.py --onnx``
 writes) through ``OnnxPolicy.predict`` on one thread, numpy in and out, Dreamer's Gumbel noise drawn per call;
@@ -44,6 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
+from dreamalloc.agents.dreamer.rssm import gumbel_like  # noqa: E402
 from dreamalloc.experiment.cli import register_configs  # noqa: E402,F401  (registers the schemas)
 from dreamalloc.experiment.config import make_core  # noqa: E402
 from dreamalloc.experiment.training import build_agent  # noqa: E402
@@ -68,63 +69,6 @@ CASES = {
     "dreamer_rl2_gru": ENV + ["agent=dreamer_rl2", "env.meta_obs=true", "env.trial_episodes=3",
                               "agent.ac_gru=64"],  # + the GRU actor-critic
 }
-
-
-class _Greedy(torch.nn.Module):
-    """obs [1, D] -> action [1]: the argmax of a feed-forward net's first output (DQN's Q, PPO's logits)."""
-
-    def __init__(self, net: torch.nn.Module, first: bool):
-        super().__init__()
-        self.net, self.first = net, first
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        out = self.net(obs)
-        return (out[0] if self.first else out).argmax(-1)
-
-
-class _GreedyGRU(torch.nn.Module):
-    """(obs [1, D], h [1, H]) -> (action [1], next h): RL^2-PPO's recurrent policy step."""
-
-    def __init__(self, net: torch.nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, obs: torch.Tensor, h: torch.Tensor):
-        logits, _, h_next = self.net.step(obs, h)
-        return logits.argmax(-1), h_next
-
-
-class _DreamerStep(torch.nn.Module):
-    """(obs, deter, stoch, prev action one-hot, first) -> (action, deter, stoch): encoder, RSSM posterior step
-    and actor, as ``DreamerAgent.act`` runs them (no recurrent actor-critic)."""
-
-    def __init__(self, agent):
-        super().__init__()
-        self.wm, self.ac = agent.wm, agent.ac
-
-    def forward(self, obs, deter, stoch, action, first):
-        token = self.wm.encode(obs)
-        deter, stoch, _ = self.wm.rssm.obs_step(deter, stoch, action, token, first)
-        feat = self.wm.rssm.feat(deter, stoch)
-        logp = self.ac.logp(self.ac.inputs(feat, None), None)
-        return logp.argmax(-1), deter, stoch
-
-
-class _DreamerStepGRU(torch.nn.Module):
-    """``_DreamerStep`` with the recurrent actor-critic (``ac_gru``): its state goes in and out too, reset where
-    the latent is."""
-
-    def __init__(self, agent):
-        super().__init__()
-        self.wm, self.ac = agent.wm, agent.ac
-
-    def forward(self, obs, deter, stoch, action, first, ac_h):
-        token = self.wm.encode(obs)
-        deter, stoch, _ = self.wm.rssm.obs_step(deter, stoch, action, token, first)
-        feat = self.wm.rssm.feat(deter, stoch)
-        h = self.ac.recur(feat, ac_h * (~first).float().unsqueeze(-1))
-        logp = self.ac.logp(self.ac.inputs(feat, h), None)
-        return logp.argmax(-1), deter, stoch, h
 
 
 def build(name: str):
@@ -158,47 +102,43 @@ def time_eager(agent, core, calls: int, warmup: int) -> tuple[list[int], list]:
 
 
 def export(name: str, agent):
-    """A traced TorchScript module of the agent's acting path, frozen (weights folded in as constants) and passed
-    through ``torch.jit.optimize_for_inference``; None for the heuristic (nothing to export)."""
+    """A traced TorchScript module of the agent's acting step (``agent.acting_step()``, what the ONNX export holds
+    too), frozen (weights folded in as constants) and passed through ``torch.jit.optimize_for_inference``; None for
+    the heuristic (nothing to export)."""
     if name == "heuristic":
         return None
+    step = agent.acting_step(False)
     with torch.inference_mode():
-        if name == "dqn":
-            mod = torch.jit.trace(_Greedy(agent.q, first=False).eval(), torch.zeros(1, agent.obs_dim))
-        elif name == "ppo":
-            mod = torch.jit.trace(_Greedy(agent.net, first=True).eval(), torch.zeros(1, agent.obs_dim))
-        elif name == "rl2_ppo":
-            mod = torch.jit.trace(_GreedyGRU(agent.net).eval(),
-                                  (torch.zeros(1, agent.obs_dim), torch.zeros(1, agent.cfg.rnn_hidden)))
-        else:
-            s = agent.initial_state(1)
-            inputs = (torch.zeros(1, agent.obs_dim), s["deter"], s["stoch"], s["action"], s["first"])
-            if "ac_h" in s:
-                mod = torch.jit.trace(_DreamerStepGRU(agent).eval(), (*inputs, s["ac_h"]), check_trace=False)
-            else:
-                mod = torch.jit.trace(_DreamerStep(agent).eval(), inputs, check_trace=False)
+        mod = torch.jit.trace(step.module.eval(), tuple(step.inputs.values()), check_trace=False)
     return torch.jit.optimize_for_inference(torch.jit.freeze(mod.eval()))
 
 
+def _step_inputs(name: str, agent, state, info) -> dict:
+    """The acting step's state inputs and trial-start flag for one eager call, by input name (obs and Dreamer's
+    Gumbel noise apart)."""
+    start = info["trial_start"].reshape(1)
+    if name == "rl2_ppo":
+        return {"h": torch.zeros(1, agent.cfg.rnn_hidden) if state is None else state, "start": start}
+    if name.startswith("dreamer"):
+        s = agent.initial_state(1) if state is None else state
+        out = {"deter": s["deter"], "stoch": s["stoch"], "prev_action": s["action"], "start": s["first"] | start}
+        return out | ({"ac_h": s["ac_h"]} if "ac_h" in s else {})
+    return {}
+
+
 def time_export(name: str, agent, mod, seen: list, warmup: int) -> tuple[list[int], int]:
-    """Per-call nanoseconds of the export on the eager run's inputs, and how many actions differ from eager's."""
+    """Per-call nanoseconds of the export on the eager run's inputs (Dreamer's Gumbel noise drawn in the timed
+    call), and how many actions differ from eager's."""
     times, differ = [], 0
+    order = list(agent.acting_step(False).inputs)
+    shape = (1, agent.wm.rssm.stoch, agent.wm.rssm.classes) if "noise" in order else None
     with torch.inference_mode():
         for i, (obs, info, state, action) in enumerate(seen[:warmup] + seen):
-            start = bool(info["trial_start"][0])
-            if name == "rl2_ppo":
-                h = torch.zeros(1, agent.cfg.rnn_hidden) if state is None or start else state
-                t0 = time.perf_counter_ns()
-                a, _ = mod(obs, h)
-            elif name.startswith("dreamer"):
-                s = agent.initial_state(1) if state is None else state
-                first = s["first"] | info["trial_start"]
-                args = (obs, s["deter"], s["stoch"], s["action"], first) + ((s["ac_h"],) if "ac_h" in s else ())
-                t0 = time.perf_counter_ns()
-                a = mod(*args)[0]
-            else:
-                t0 = time.perf_counter_ns()
-                a = mod(obs)
+            feeds = {"obs": obs, **_step_inputs(name, agent, state, info)}
+            t0 = time.perf_counter_ns()
+            if shape is not None:
+                feeds["noise"] = gumbel_like(torch.empty(shape))
+            a = mod(*(feeds[k] for k in order))[0]
             t1 = time.perf_counter_ns()
             if i >= warmup:
                 times.append(t1 - t0)
@@ -212,18 +152,10 @@ def time_onnx(name: str, agent, policy, seen: list, warmup: int) -> tuple[list[i
     times, differ = [], 0
     for i, (obs, info, state, action) in enumerate(seen[:warmup] + seen):
         x = obs[0].numpy()
-        start = bool(info["trial_start"][0])
-        st = None
-        if name == "rl2_ppo":
-            st = {"h": (torch.zeros(1, agent.cfg.rnn_hidden) if state is None else state).numpy()}
-        elif name.startswith("dreamer"):
-            s = agent.initial_state(1) if state is None else state
-            start = start or bool(s["first"][0])
-            st = {"deter": s["deter"].numpy(), "stoch": s["stoch"].numpy(), "prev_action": s["action"].numpy()}
-            if "ac_h" in s:
-                st["ac_h"] = s["ac_h"].numpy()
+        feeds = {k: v.numpy() for k, v in _step_inputs(name, agent, state, info).items()}
+        start = bool(feeds.pop("start", info["trial_start"].numpy())[0])
         t0 = time.perf_counter_ns()
-        a, _ = policy.predict(x, st, start)
+        a, _ = policy.predict(x, feeds or None, start)
         t1 = time.perf_counter_ns()
         if i >= warmup:
             times.append(t1 - t0)

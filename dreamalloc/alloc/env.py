@@ -488,19 +488,18 @@ class AllocCore(Trials):
 
     def step(self, action):
         """``Trials.step``; the compiled domain runs it fused with its own step where it can (same results)."""
-        fused = getattr(self.domain, "fused_step", None)
-        out = None if fused is None else fused(self, action)
+        out = self._fused(action, False)
         return super().step(action) if out is None else out
 
     def step_numpy(self, action):
         """``step`` as the gymnasium face returns it (numpy arrays, also inside info); the fused compiled step
         builds them directly."""
+        out = self._fused(action, True)
+        return tuple(to_numpy(x) for x in super().step(action)) if out is None else out
+
+    def _fused(self, action, as_numpy: bool):
         fused = getattr(self.domain, "fused_step", None)
-        out = None if fused is None else fused(self, action, as_numpy=True)
-        if out is not None:
-            return out
-        obs, reward, term, trunc, info = super().step(action)
-        return to_numpy(obs), to_numpy(reward), to_numpy(term), to_numpy(trunc), to_numpy(info)
+        return None if fused is None else fused(self, action, as_numpy=as_numpy)
 
 
 __all__ = ["ACTION_SPACES", "LIM_ORDER", "AllocConfig", "AllocCore", "AllocDomain"]

@@ -435,7 +435,7 @@ if AVAILABLE:
 
     @_inline
     def _step_row(H, R, S, D, P, b, a, reward, terminated, truncated, invalid, invalid_trunc):
-        """One step of heap b (AllocDomain.step); returns (error code, largest free run after it)."""
+        """One step of heap b (AllocDomain.step); returns an error code."""
         request, hist, n_invalid, freed, placed_at = D
         space, rules, align_end, alloc_r, invalid_r, terminal, max_allocs, max_invalid = P
         H_hist = hist.shape[1]
@@ -452,9 +452,8 @@ if AVAILABLE:
                 hist[b, 0] = size
             err = _advance(H, R, S, request, freed, b)
             if err:
-                return err, 0
-        largest = _largest(R, b)
-        fits = largest >= request[b]
+                return err
+        fits = _largest(R, b) >= request[b]
         if not valid:
             reward[b] = invalid_r
         elif fits or terminal == 2:
@@ -473,13 +472,13 @@ if AVAILABLE:
             if n_invalid[b] >= max_invalid:
                 invalid_trunc[b] = True
                 truncated[b] = True
-        return 0, largest
+        return 0
 
     @_jit
     def _step(H, R, S, D, P, action, reward, terminated, truncated, invalid, invalid_trunc):
         """One step of every row (AllocDomain.step); returns (error code, row)."""
         for b in range(action.shape[0]):
-            err, _ = _step_row(H, R, S, D, P, b, action[b], reward, terminated, truncated, invalid, invalid_trunc)
+            err = _step_row(H, R, S, D, P, b, action[b], reward, terminated, truncated, invalid, invalid_trunc)
             if err:
                 return err, b
         return 0, -1
@@ -514,12 +513,12 @@ if AVAILABLE:
             _rebuild(occ, b, rs, rl, nr, cnt, mx)
 
     @_inline
-    def _metrics_row(H, R, request, b, out_i, out_f, largest):
-        """heap_metrics of row b (``largest``: its largest free run, _largest(R, b))."""
+    def _metrics_row(H, R, request, b, out_i, out_f):
         used, n_allocs = H[9], H[10]
         N = H[0].shape[1]
         fN = np.float32(N)
         free = N - used[b]
+        largest = _largest(R, b)
         n = R[2][b]
         out_i[0, b] = n_allocs[b]
         out_i[1, b] = free
@@ -535,7 +534,7 @@ if AVAILABLE:
         """heap_metrics for every row: out_i [5, B] allocations, free cells, largest run, runs, request;
         out_f [3, B] frag_largest, frag_runs, utilisation (float32, as torch computes them)."""
         for b in range(request.shape[0]):
-            _metrics_row(H, R, request, b, out_i, out_f, _largest(R, b))
+            _metrics_row(H, R, request, b, out_i, out_f)
 
     @_inline
     def _observe_row(H, R, D, b, out, i, bitmap, scale, summary, n_hole):
@@ -593,7 +592,7 @@ if AVAILABLE:
         episode, returns, lens, prev_action, prev_reward, starts, K = T
         bitmap, scale, summary, n_hole = OB
         for b in range(action.shape[0]):
-            err, largest = _step_row(H, R, S, D, P, b, action[b], reward, terminated, truncated, invalid, invalid)
+            err = _step_row(H, R, S, D, P, b, action[b], reward, terminated, truncated, invalid, invalid)
             if err:
                 return err, b
             r = reward[b]
@@ -613,7 +612,7 @@ if AVAILABLE:
             snap_l[0, b] = lens[0, b]
             snap_l[1, b] = lens[1, b]
             _observe_row(H, R, D, b, obs, b, bitmap, scale, summary, n_hole)
-            _metrics_row(H, R, D[0], b, out_i, out_f, largest)
+            _metrics_row(H, R, D[0], b, out_i, out_f)
             if not d:
                 for c in range(obs.shape[1]):
                     new_obs[b, c] = obs[b, c]
@@ -645,7 +644,7 @@ if AVAILABLE:
                 prev_action[b] = -1
                 prev_reward[b] = 0.0
             _observe_row(H, R, D, b, obs, b, bitmap, scale, summary, n_hole)
-            _metrics_row(H, R, D[0], b, out_i, out_f, _largest(R, b))
+            _metrics_row(H, R, D[0], b, out_i, out_f)
         return 0, -1
 
     @_jit
@@ -806,11 +805,10 @@ class JitAllocDomain(FastAllocDomain):
 
     def _draw_compiled(self, kind: int, rows: np.ndarray, seeds: np.ndarray, episodes: np.ndarray) -> None:
         st = self.stream
-        R = len(rows)
         if self._scratch is None:
             self._scratch = jit_scripts.ScriptDrawer(st.SALT, st.cells)
-        ops_s, sizes_s, len_s = self._scratch(kind, seeds, episodes)
-        L = max(int(len_s[:R].max()) if R else 0, 1)
+        ops_s, sizes_s, len_s = self._scratch(kind, seeds, episodes)  # [len(rows), ...] views
+        L = max(int(len_s.max()) if len(rows) else 0, 1)
         if L > st.ops.shape[1]:  # widen the tables as the stream does (zeros past each script's end)
             pad = L - st.ops.shape[1]
             st.ops = torch.nn.functional.pad(st.ops, (0, pad))
@@ -819,9 +817,9 @@ class JitAllocDomain(FastAllocDomain):
         o, z = st.ops.numpy(), st.sizes.numpy()
         if st.ops.shape[1] > W:
             o[rows, W:], z[rows, W:] = 0, 0
-        o[rows, :W] = ops_s[:R, :W]
-        z[rows, :W] = sizes_s[:R, :W]
-        st.length.numpy()[rows] = len_s[:R]
+        o[rows, :W] = ops_s[:, :W]
+        z[rows, :W] = sizes_s[:, :W]
+        st.length.numpy()[rows] = len_s
         st.ptr.numpy()[rows] = 0
         st.seq_base.numpy()[rows] = 0  # the heap is emptied by _start: its clock is 0
 

@@ -79,14 +79,12 @@ class ActionSpec:
     def __call__(self, action) -> torch.Tensor:
         """The actions as an int64 tensor of shape ``(batch,)`` (``(1,)`` for a single env) on ``device``."""
         a = action
-        if type(a) is np.ndarray and a.dtype == np.int64 and a.shape == (self.batch,) and self.device.type == "cpu" \
-                and a.size and 0 <= a.min() and a.max() < self.n:  # the common case of a vector env, checked cheaply
-            return torch.from_numpy(np.ascontiguousarray(a))
-        if type(a) is torch.Tensor and a.dtype == torch.long and a.shape == (self.batch,) and a.device == self.device \
-                and self.device.type == "cpu" and a.numel():  # the same for a CPU tensor (a core's own caller)
-            x = a.numpy()
-            if 0 <= x.min() and x.max() < self.n:
-                return a
+        # the common case, checked cheaply: int64 actions on the CPU, from a vector env (numpy) or a core's caller
+        x = a if type(a) is np.ndarray and a.dtype == np.int64 else \
+            a.numpy() if type(a) is torch.Tensor and a.dtype == torch.long and a.device.type == "cpu" else None
+        if x is not None and self.device.type == "cpu" and x.shape == (self.batch,) and x.size and 0 <= x.min() \
+                and x.max() < self.n:
+            return a if x is not a else torch.from_numpy(np.ascontiguousarray(a))
         if isinstance(a, list | tuple):  # a list of ints: through numpy, which names a ragged or mixed list
             try:
                 a = np.asarray(a)
