@@ -124,7 +124,7 @@ def test_bench_latency_exports_take_the_eager_actions(capsys, tmp_path):
     assert [x.split()[1] for x in lines] == ["heuristic", "dqn", "ppo"]
     assert all(" export " in x and " onnx " in x for x in lines[1:])
     q = torch.jit.load(str(tmp_path / "dqn.torchscript.pt"))
-    assert q(torch.zeros(1, 65)).shape == (1,)
+    assert q(torch.zeros(1, 65))[0].shape == (1,)  # the acting step returns (action,)
     from dreamalloc.experiment.onnx_export import OnnxPolicy
 
     a, state = OnnxPolicy(tmp_path / "ppo.onnx").predict(np.zeros(65, np.float32))
