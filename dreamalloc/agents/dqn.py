@@ -80,14 +80,17 @@ class Replay:
             setattr(self, k, None)
 
     def _allocate(self, rows: int) -> None:
-        """Grow every tensor to ``rows`` rows, keeping the stored ones (only before the ring first wraps)."""
+        """Grow every tensor to ``rows`` rows, keeping the stored ones (only before the ring first wraps).
+
+        Uninitialised storage: only rows below ``size`` are ever read, and every row is written before it is
+        (so the memory is touched, and resident, as the ring fills rather than all at once)."""
         dev, D, A = self.device, self.obs_dim, self.n_actions
-        new = {"obs": torch.zeros(rows, D, dtype=torch.float32, device=dev),
-               "next_obs": torch.zeros(rows, D, dtype=torch.float32, device=dev),
-               "actions": torch.zeros(rows, dtype=torch.long, device=dev),
-               "rewards": torch.zeros(rows, dtype=torch.float32, device=dev),
-               "terminated": torch.zeros(rows, dtype=torch.bool, device=dev),
-               "next_mask": torch.ones(rows, A, dtype=torch.bool, device=dev) if self.masked else None}
+        new = {"obs": torch.empty(rows, D, dtype=torch.float32, device=dev),
+               "next_obs": torch.empty(rows, D, dtype=torch.float32, device=dev),
+               "actions": torch.empty(rows, dtype=torch.long, device=dev),
+               "rewards": torch.empty(rows, dtype=torch.float32, device=dev),
+               "terminated": torch.empty(rows, dtype=torch.bool, device=dev),
+               "next_mask": torch.empty(rows, A, dtype=torch.bool, device=dev) if self.masked else None}
         for k, t in new.items():
             old = getattr(self, k)
             if t is not None and old is not None and self.size:
@@ -155,7 +158,8 @@ class DQNAgent(Agent):
         self.q_target = mlp(obs_dim, c.hidden, n_actions, c.activation).to(self.device)
         self.q_target.load_state_dict(self.q.state_dict())
         self.q_target.requires_grad_(False)
-        self.opt = torch.optim.Adam(self.q.parameters(), lr=c.lr)
+        # The fused kernel where there is one: about a third of the per-tensor step's time for these small nets.
+        self.opt = torch.optim.Adam(self.q.parameters(), lr=c.lr, fused=self.device.type in ("cpu", "cuda"))
         # Our own generator (seeded from torch's global one): exploration and replay draws continue exactly
         # after a checkpoint is loaded.
         self.gen = torch.Generator(device=self.device)

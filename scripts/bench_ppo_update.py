@@ -1,0 +1,78 @@
+"""One PPO minibatch step, eager against ``torch.compile``: is compiling the update a way to a faster learner?
+
+The step is the one ``PPOAgent._learn`` takes per minibatch (the agent's own ``ActorCritic``, ``policy_terms``
+and ``ppo_loss``, backward, gradient clipping, fused Adam) on the benchmark's shapes: ``--batch`` rows of the
+257-wide observation of a 256-cell heap, two [64, 64] tanh MLPs, 3 actions. It prints the time of the first call
+(the compile), the median per step after a warm-up, and ``compiled_speedup_vs_eager``.
+
+    python scripts/bench_ppo_update.py [--batch 256] [--steps 300] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dreamalloc.agents.onpolicy import ActorCritic, policy_terms  # noqa: E402
+from dreamalloc.agents.ppo import ppo_loss  # noqa: E402
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--obs", type=int, default=257)
+    p.add_argument("--steps", type=int, default=300, help="timed steps per variant")
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    g = torch.Generator().manual_seed(0)
+    B = a.batch
+    data = (torch.randn(B, a.obs, generator=g), torch.randint(0, 3, (B,), generator=g),
+            torch.randn(B, generator=g) * 0.1 - 1.1, torch.randn(B, generator=g), torch.randn(B, generator=g),
+            torch.randn(B, generator=g))
+    out = {}
+    for name in ("eager", "compiled"):
+        torch.manual_seed(0)
+        net = ActorCritic(a.obs, 3, [64, 64], "tanh", False)
+        opt = torch.optim.Adam(net.parameters(), lr=3e-4, eps=1e-5, fused=True)
+
+        def loss_of(obs, act, old_logp, adv, old_values, ret, net=net):
+            logits, values = net(obs)
+            logp, ent = policy_terms(logits, act)
+            return ppo_loss(logp, old_logp, adv, values, old_values, ret, ent, 0.2, None, 0.01, 0.5, True)[0]
+
+        fn = torch.compile(loss_of) if name == "compiled" else loss_of
+
+        def step(fn=fn, net=net, opt=opt):
+            loss = fn(*data)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 0.5, foreach=True)
+            opt.step()
+
+        t = time.perf_counter()
+        step()
+        first = time.perf_counter() - t
+        for _ in range(20):
+            step()
+        times = []
+        for _ in range(a.steps):
+            t = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t)
+        out[name] = statistics.median(times) * 1e3
+        print(f"{name:9s} first call {first:7.2f} s, median step {out[name]:.3f} ms", flush=True)
+    out["speedup"] = out["eager"] / out["compiled"]
+    print(f"compiled_speedup_vs_eager: {out['speedup']:.2f}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
