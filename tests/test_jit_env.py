@@ -32,6 +32,26 @@ CONFIGS = [
     dict(cells=24, stream="bf-good", action="address", max_invalid=3, meta_obs=True),
     dict(cells=64, stream="wf-good", heuristics=("next", "second"), max_allocs=30, history=1),
     dict(cells=48, stream="mixed", trial_episodes=3, summary=True, hole_features=2, size_scale="fraction"),
+    # the pattern stream: every lifetime law, order, phase and size law
+    dict(cells=64, stream="pattern"),
+    dict(cells=64, stream="pattern", stream_params=dict(lifetime="exponential", life=15, phase="peak", phase_len=40,
+                                                        peak_keep=0.3), action="hole", holes=4, summary=True),
+    dict(cells=64, stream="pattern", stream_params=dict(lifetime="fixed", life=12, order="fifo", phase="plateau",
+                                                        phase_len=20, size_dist="geometric", size_max=9)),
+    dict(cells=64, stream="pattern", stream_params=dict(order="lifo", phase="ramp", phase_len=30,
+                                                        size_dist="powerlaw", size_max=20), action="address"),
+    dict(cells=96, stream="pattern", stream_params=dict(lifetime="exponential", life=30, order="fifo", phase="plateau",
+                                                        plateau_level=0.3, size_dist="classes", classes=[2, 7, 19],
+                                                        class_probs=[0.5, 0.3, 0.2]), meta_obs=True, trial_episodes=2),
+    # a task stream of pattern streams (the traces suite's training profiles), and a recorded trace
+    dict(cells=128, stream="tasks", stream_params=dict(tasks=[
+        {"name": "p", "stream": "pattern", "params": {"size_units": "fraction", "size_min": 0.004,
+                                                      "lifetime": "exponential"},
+         "ranges": {"size_max": [0.02, 0.08], "life": [10, 60], "phase_len": [20, 80]},
+         "choices": {"phase": ["ramp", "peak", "plateau"]}, "samples": 5, "seed": 21}]), trial_episodes=2),
+    dict(cells=64, stream="trace", stream_params=dict(path="sed_swap", granularity=16, random_start=True)),
+    dict(cells=64, stream="trace", stream_params=dict(path="bc_pi", granularity="auto", window=300),
+         action="hole", holes=3),
 ]
 
 
@@ -40,6 +60,10 @@ def _same(x, y, where):
         assert list(x) == list(y), (where, list(x), list(y))
         for k in x:
             _same(x[k], y[k], f"{where}/{k}")
+    elif isinstance(x, list):  # a task stream's sub-streams
+        assert isinstance(y, list) and len(x) == len(y), where
+        for i, (u, v) in enumerate(zip(x, y, strict=True)):
+            _same(u, v, f"{where}[{i}]")
     else:  # tensors, or numpy arrays (the gymnasium face's): the same kind, dtype, shape and values
         assert type(x) is type(y) and x.dtype == y.dtype and x.shape == y.shape, (where, x.dtype, y.dtype, x.shape,
                                                                                   y.shape)
@@ -92,8 +116,16 @@ def test_the_fused_trials_step_runs_where_it_applies():
     assert core.domain.fused_step(core, act) is None
 
 
-def test_resume_and_copies_follow_the_torch_core():
-    cfg = dict(cells=48, stream="mixed", action="hole", holes=4, summary=True, meta_obs=True, trial_episodes=2)
+RESUMED = [dict(cells=48, stream="mixed", action="hole", holes=4, summary=True, meta_obs=True, trial_episodes=2),
+           # the sub-streams of a task stream write into one stacked tensor per field: copies get their own
+           dict(cells=64, stream="tasks", stream_params=dict(tasks=[
+               {"name": "e", "stream": "pattern", "params": {"lifetime": "exponential", "life": 9, "phase": "peak",
+                                                             "phase_len": 25, "size_max": 8}},
+               {"name": "f", "stream": "pattern", "params": {"lifetime": "fixed", "life": 7, "order": "lifo"}}]))]
+
+
+@pytest.mark.parametrize("cfg", RESUMED, ids=["mixed", "tasks"])
+def test_resume_and_copies_follow_the_torch_core(cfg):
     a, b = AllocCore(8, jit=False, **cfg), AllocCore(8, jit=True, **cfg)
     _lockstep(a, b, steps=120, seed=5)
     # a state written by one core continues identically in the other, and in a deep copy of the compiled one
@@ -140,12 +172,19 @@ def test_runs_are_read_from_the_compiled_domain():
 def test_where_the_compiled_step_runs():
     assert isinstance(AllocCore(2).domain, JitAllocDomain)  # the default on CPU in scope
     assert isinstance(AllocVectorEnv(2, cells=32, stream="mixed").core.domain, JitAllocDomain)
-    for cfg in (dict(on_fail="drop"), dict(ideal=True), dict(skip_forced=True), dict(stream="pattern")):
+    for cfg in (dict(stream="pattern"), dict(stream="trace", stream_params={"path": "sed_swap"}),
+                dict(stream="tasks", stream_params={"tasks": [{"name": "a", "stream": "pattern"}]})):
+        assert isinstance(AllocCore(2, cells=64, **cfg).domain, JitAllocDomain), cfg
+    shifting = {"tasks": [{"name": "a", "stream": "pattern"}, {"name": "b", "stream": "random"}]}
+    for cfg in (dict(on_fail="drop"), dict(ideal=True), dict(skip_forced=True), dict(stream="preholed"),
+                dict(stream="tasks", stream_params=shifting), dict(stream="shift", stream_params=shifting)):
         assert type(AllocCore(2, cells=64, **cfg).domain) is AllocDomain, cfg  # out of scope: the torch core
     with pytest.raises(ValueError, match="jit=True: it implements on_fail='end' only"):
         AllocCore(2, on_fail="drop", jit=True)
-    with pytest.raises(ValueError, match="cannot run the 'pattern' stream"):
-        AllocCore(2, stream="pattern", jit=True)
+    with pytest.raises(ValueError, match="cannot run the 'preholed' stream"):
+        AllocCore(2, stream="preholed", jit=True)
+    with pytest.raises(ValueError, match="cannot run the 'tasks' stream"):
+        AllocCore(2, stream="tasks", stream_params=shifting, jit=True)
     assert type(AllocCore(2, jit=False).domain) is AllocDomain
 
 

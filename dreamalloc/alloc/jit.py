@@ -14,19 +14,26 @@ table of free runs is this module's own cache, keyed on ``HeapBatch.version``: a
 heap (a checkpoint load, a test that allocates by hand) makes it rebuild from the bitmap.
 
 Scope: CPU; the request streams of Lim & Maddukuri (``random`` and the scripted ``bf-good`` / ``wf-good`` /
-``mixed``, whose scripts are drawn per episode in Python from the stream's own per-row numpy Generators); every
+``mixed``, whose scripts are drawn per episode by ``jit_scripts`` or in Python from the stream's own per-row numpy
+Generators), the ``pattern`` stream (every size law, lifetime law, free order and phase), a ``tasks`` stream whose
+tasks are all pattern streams (the traces suite's training profiles), and the ``trace`` stream; every
 action space and placement rule; ``on_fail="end"``; no ``ideal`` heap, no ``skip_forced``. ``AllocCore`` picks
 this domain by itself where the config is in scope and numba imports (``jit=False``, or ``DREAMALLOC_JIT=0`` in
 the environment for a whole run, turns it off); everything else runs on the torch core. If a stream is swapped
-after construction (the app does), the domain hands back to the torch methods. In the heuristic space with
+after construction (the app does), or its ``next`` / ``reset`` replaced on the instance, the domain hands back to
+the torch methods. In the heuristic space with
 autoreset and no RL^2 / task inputs, ``AllocCore.step`` runs ``Trials.step`` fused with this domain's step
 (``fused_step``): two compiled passes instead of the trials component's tensor ops.
+
+The pattern, task and trace streams are reset by their own torch ``reset`` (once an episode), and an exponential
+lifetime is computed by torch before each step (``_exp_lifetimes``: libm's log1p, which compiled code would call,
+differs from torch's in the last bit for a few per cent of inputs); their requests are drawn in the kernels.
 
 Semantics are the torch core's, bit for bit: ``tests/test_jit_env.py`` steps both with the same seeds and
 actions over every action space, rule, stream and observation part and compares every observation, reward,
 flag, info value and the final state. Cost of maintenance: a change to the step semantics in ``env.py``,
-``heap/`` or the Lim streams must be made here too (and in ``fast.py``, the one-heap path); the test fails
-until it is.
+``heap/``, the Lim streams or ``PatternStream`` / ``TraceStream`` must be made here too (and, for the first three,
+in ``fast.py``, the one-heap path); the test fails until it is.
 """
 
 from __future__ import annotations
@@ -44,7 +51,10 @@ from dreamalloc.alloc.heap import RULES
 from dreamalloc.alloc.heap.state import HeapBatch
 from dreamalloc.alloc.workloads import ALIASES, STREAMS
 from dreamalloc.alloc.workloads.base import ScriptedStream
+from dreamalloc.alloc.workloads.families import LIFETIMES, ORDERS, PHASES, PatternStream
 from dreamalloc.alloc.workloads.lim import RandomStream
+from dreamalloc.alloc.workloads.tasks import TaskStream, listed_tasks
+from dreamalloc.alloc.workloads.traces import TraceStream
 from dreamalloc.core.rng import numpy_generator
 
 try:  # numba is a dependency; without it (or on a platform it does not support) the torch core runs
@@ -87,19 +97,40 @@ def _scripted_class(cls) -> bool:
 
 
 def stream_kind(stream) -> int:
-    """1: the random stream; 2: a scripted stream continued by the random stream; 0: out of scope."""
+    """1: the random stream; 2: a scripted stream continued by the random stream; 3: a pattern stream, or a task
+    stream whose tasks are all pattern streams; 4: a trace stream; 0: out of scope."""
     if type(stream) is RandomStream:
         return 1
     if _scripted_class(type(stream)) and type(stream.then) is RandomStream:
         return 2
+    if type(stream) is PatternStream or (type(stream) is TaskStream and
+                                         all(type(t) is PatternStream for t in stream.streams)):
+        return 3
+    if type(stream) is TraceStream:
+        return 4
     return 0
+
+
+def _class_in_scope(name: str, params: dict) -> bool:
+    """Whether the stream named in a config is one the kernels run (known before building it: traces load
+    files)."""
+    cls = STREAMS.get(ALIASES.get(name, name))
+    if cls is RandomStream or _scripted_class(cls) or cls is PatternStream or cls is TraceStream:
+        return True
+    if cls is TaskStream:
+        tasks = listed_tasks(params)
+        return bool(tasks) and all(STREAMS.get(ALIASES.get(n, n)) is PatternStream for n, _ in tasks)
+    return False
 
 
 # The kernels take the state as tuples of numpy views (built by JitAllocDomain._H / _R / _S / _D / _P):
 #   H  HeapBatch: occ, owner, block_start, block_size, block_seq, live, perm, pos, n_live, used, n_allocs,
 #      n_dropped, rover
 #   R  free runs: starts [B, N/2 + 2], lengths, count per heap
-#   S  stream: kind, script ops, sizes, length, ptr, random key, counter, free_prob, size_min, size_max, seq_base
+#   S  stream: kind, script ops, sizes, length, ptr, random key, counter, free_prob, size_min, size_max, seq_base,
+#      PT (pattern streams: task id per heap; per task: integer and float parameters, size CDF, random key and
+#      counter per heap, death times, last block seen, peak phase; the exponential lifetimes of this step),
+#      TR (trace stream: event op / size / ref, next allocation, skip table; per heap start, end, ptr, base, a0)
 #   D  domain: request, hist, n_invalid, freed, placed_at
 #   P  step settings: action space, rule codes, align end, alloc / invalid reward, terminal rule, max_allocs,
 #      max_invalid
@@ -318,8 +349,129 @@ if AVAILABLE:
         return 0, size_min + int(u_size * (size_max - size_min + 1))
 
     @_inline
+    def _pick(H, b, order, u_block):
+        """PatternStream._pick: the live slot ``order`` frees (random: perm[u * n_live]; fifo / lifo: the live block
+        of the smallest / largest sequence number, the first such slot)."""
+        live, bseq = H[5], H[4]
+        N = live.shape[1]
+        if order == 0:
+            return H[6][b, min(int(u_block * H[8][b]), N - 1)]
+        best = 0
+        if order == 1:
+            best_seq = _I64MAX
+            for s in range(N):
+                if live[b, s] and bseq[b, s] < best_seq:
+                    best, best_seq = s, bseq[b, s]
+        else:
+            best_seq = -1
+            for s in range(N):
+                if live[b, s] and bseq[b, s] > best_seq:
+                    best, best_seq = s, bseq[b, s]
+        return best
+
+    @_inline
+    def _pattern_next(H, PT, b):
+        """PatternStream.next for heap b, on its task's sub-stream (a plain pattern stream is task 0 of 1)."""
+        task_id, ipar, fpar, cdf, keys, counters, death, seen, drain, life_pre = PT
+        k = task_id[b]
+        lifetime, order, phase, phase_len, top = ipar[k, 0], ipar[k, 1], ipar[k, 2], ipar[k, 3], ipar[k, 4]
+        free_prob, life, peak_keep, plateau_level = fpar[k, 0], fpar[k, 1], fpar[k, 2], fpar[k, 3]
+        key, c = keys[k, b], counters[k, b]
+        counters[k, b] = c + 4
+        u_op, u_block, u_size = _uniform(key, c), _uniform(key, c + 1), _uniform(key, c + 2)
+        live, bseq = H[5], H[4]
+        N = live.shape[1]
+        n, t, used = H[8][b], H[10][b] + H[11][b], H[9][b]
+        has = n > 0
+        if lifetime == 0:  # prob
+            base = u_op < free_prob and has
+            base_block = _pick(H, b, order, u_block)
+        else:
+            nseq, nslot = np.int64(-1), 0
+            for s in range(N):
+                if live[b, s] and bseq[b, s] > nseq:
+                    nseq, nslot = bseq[b, s], s
+            if nseq >= 0 and nseq == t - 1 and nseq > seen[k, b]:
+                # fixed: life; exponential: -life * log1p(-u) computed by torch before the kernel (life_pre)
+                death[k, b, nslot] = float(t) + (life if lifetime == 1 else life_pre[b])
+                seen[k, b] = nseq
+            dmin, base_block = np.inf, 0
+            for s in range(N):
+                if live[b, s] and death[k, b, s] < dmin:
+                    dmin, base_block = death[k, b, s], s
+            base = has and dmin <= float(t)
+        free, block = base, base_block
+        if phase != 0:
+            ctrl, ctrl_free = False, False
+            if phase == 3:  # plateau; the torch comparison of an integer with a float runs in float32
+                grow = (t % (2 * phase_len)) < phase_len
+                ctrl = not grow
+                ctrl_free = np.float32(used) > np.float32(plateau_level * N)
+            else:
+                grow = t < phase_len
+                if phase == 2:  # peak
+                    dr = drain[k, b]
+                    if not grow and dr == 0:
+                        dr = 1
+                    over = np.float32(used) > np.float32(peak_keep * N)
+                    if dr == 1 and not over:
+                        dr = 2
+                    drain[k, b] = dr
+                    ctrl = dr == 1
+                    ctrl_free = over
+            if ctrl:
+                free = ctrl_free and has
+                block = base_block if lifetime == 0 else _pick(H, b, order, u_block)
+            free = free and not grow
+        if free:
+            return 1, block
+        lo, hi = 0, cdf.shape[1]  # torch.searchsorted(cdf, u, right=True): how many entries are <= u
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if cdf[k, mid] <= u_size:
+                lo = mid + 1
+            else:
+                hi = mid
+        return 0, min(lo, top) + 1
+
+    @_inline
+    def _trace_next(H, TR, b):
+        """TraceStream.next for heap b: the next event of its segment (frees of blocks allocated before the segment
+        started skipped), a free-all and a restart of the segment where no allocation is left in it."""
+        op, size, ref, next_alloc, table, start, end, ptr, base, a0 = TR
+        E = op.shape[0]
+        p = ptr[b]
+        wrap = next_alloc[min(p, E)] >= end[b]
+        if not wrap:  # the first event >= p that is an allocation or a free of a block from a0 on (binary lifting)
+            for lvl in range(table.shape[0] - 1, -1, -1):
+                h = np.int64(1) << lvl
+                if table[lvl, min(p, E)] < a0[b] and p + h <= E:
+                    p += h
+        if wrap:
+            ptr[b] = start[b]
+            base[b] = H[10][b] + H[11][b]
+            return 2, -1
+        ptr[b] = p + 1
+        pc = min(p, E - 1)
+        if op[pc] == 0:
+            return 0, size[pc]
+        slot = -1
+        if op[pc] == 1:
+            want = base[b] + ref[pc] - a0[b]
+            live, bseq = H[5], H[4]
+            for s in range(live.shape[1]):
+                if live[b, s] and bseq[b, s] == want:
+                    slot = s
+                    break
+        return 1, slot
+
+    @_inline
     def _next(H, S, b):
         kind, ops, sizes, length, ptr, seq_base = S[0], S[1], S[2], S[3], S[4], S[10]
+        if kind == 3:
+            return _pattern_next(H, S[11], b)
+        if kind == 4:
+            return _trace_next(H, S[12], b)
         if kind == 2:
             p = ptr[b]
             if p < length[b]:
@@ -494,9 +646,10 @@ if AVAILABLE:
         H[12][b] = 0
         hist[b, :] = -1
         n_invalid[b] = 0
-        x = _U64(seed) ^ (_U64(salt) * _SALT_MUL)  # CounterRNG.reseed of the random stream (or of the
-        S[5][b] = np.int64(_splitmix(_splitmix(x) + _U64(episode)))  # script's continuation)
-        S[6][b] = 0
+        if S[0] <= 2:  # the pattern and trace streams were reset by their own (torch) reset before the kernel
+            x = _U64(seed) ^ (_U64(salt) * _SALT_MUL)  # CounterRNG.reseed of the random stream (or of the
+            S[5][b] = np.int64(_splitmix(_splitmix(x) + _U64(episode)))  # script's continuation)
+            S[6][b] = 0
         return _advance(H, R, S, request, freed, b)
 
     @_jit
@@ -648,6 +801,13 @@ if AVAILABLE:
         return 0, -1
 
     @_jit
+    def _life_uniforms(task_id, keys, counters, out):
+        """The fourth uniform of each heap's next pattern request (its lifetime draw), on its task's stream."""
+        for b in range(out.shape[0]):
+            k = task_id[b]
+            out[b] = _uniform(keys[k, b], counters[k, b] + 3)
+
+    @_jit
     def _masks(R, request, space, out):
         """[B, n_actions] valid actions: address (every start that fits) or hole (the first n fitting runs)."""
         rs, rl, nr = R[0], R[1], R[2]
@@ -680,9 +840,13 @@ class JitAllocDomain(FastAllocDomain):
         self._kstream = self.stream
         kind = stream_kind(self.stream)
         if kind == 0:
-            raise ValueError(f"the compiled allocation step cannot run the {cfg.stream!r} stream (it runs Lim & "
-                             "Maddukuri's random, bf-good, wf-good and mixed streams)")
+            raise ValueError(f"the compiled allocation step cannot run the {cfg.stream!r} stream ({_SCOPE})")
         self._kind = kind
+        self._neg_life = None  # per task: -life where the lifetime law is exponential (see _exp_lifetimes)
+        if kind == 3:
+            subs = self.stream.streams if type(self.stream) is TaskStream else [self.stream]
+            if any(t.lifetime == "exponential" for t in subs):
+                self._neg_life = torch.tensor([-t.life for t in subs], dtype=torch.float64)
         B, N = self.B, self.N
         self._rs = np.zeros((B, N // 2 + 2), np.int64)
         self._rl = np.zeros_like(self._rs)
@@ -700,8 +864,11 @@ class JitAllocDomain(FastAllocDomain):
 
     # ----------------------------------------------------------------------------------------------
     def _live(self) -> bool:
-        """Whether the kernels may run: the stream is the one this domain was built for (the app swaps it)."""
-        return self.stream is self._kstream
+        """Whether the kernels may run: the stream is the one this domain was built for (the app swaps it), and
+        its ``next`` / ``reset`` were not replaced on the instance (a hook that logs requests, say): then its own
+        methods run, through the torch step."""
+        st = self.stream
+        return st is self._kstream and "next" not in st.__dict__ and "reset" not in st.__dict__
 
     def _H(self) -> tuple:
         """numpy views of the heap tensors (cached; rebuilt if a tensor was replaced rather than written)."""
@@ -731,15 +898,18 @@ class JitAllocDomain(FastAllocDomain):
 
     def _S_build(self) -> tuple:
         st = self.stream
-        rnd = st if self._kind == 1 else st.then
+        z = np.zeros((1, 1), np.int64)
+        scripted, seq_base = (z, z, z[0], z[0]), z[0]
         if self._kind == 2:
             scripted = (st.ops.numpy(), st.sizes.numpy(), st.length.numpy(), st.ptr.numpy())
             seq_base = st.seq_base.numpy()
+        if self._kind <= 2:
+            rnd = st if self._kind == 1 else st.then
+            lim = (rnd.rng.key.numpy(), rnd.rng.counter.numpy(), float(rnd.free_prob), int(rnd.size_min),
+                   int(rnd.size_max))
         else:
-            z = np.zeros((1, 1), np.int64)
-            scripted, seq_base = (z, z, z[0], z[0]), z[0]
-        return (self._kind, *scripted, rnd.rng.key.numpy(), rnd.rng.counter.numpy(), float(rnd.free_prob),
-                int(rnd.size_min), int(rnd.size_max), seq_base)
+            lim = (np.zeros(self.B, np.int64), np.zeros(self.B, np.int64), 0.0, 1, 1)
+        return (self._kind, *scripted, *lim, seq_base, _pattern_state(st, self.B), _trace_state(st))
 
     def _D(self) -> tuple:
         ts = (self.request, self.hist, self.n_invalid, self.freed)
@@ -769,11 +939,39 @@ class JitAllocDomain(FastAllocDomain):
         r, sd, ep = _arr(rows), _arr(seed), _arr(episode)
         if self._kind == 2:
             self._draw_scripts(r, sd, ep)
-        rnd = self.stream if self._kind == 1 else self.stream.then
-        err, _ = _start(self._H(), R, self._S(), self._D(), r, sd, ep, rnd.SALT)
+        elif self._kind >= 3:
+            self._reset_stream(r, sd, ep)
+        err, _ = _start(self._H(), R, self._S(), self._D(), r, sd, ep, self._salt())
         self._done()
         if err:
             self._raise(err)
+
+    def _salt(self) -> int:
+        """The salt ``_start`` reseeds the random stream (or a script's continuation) with; unused for kinds 3-4."""
+        return self.stream.SALT if self._kind == 1 else self.stream.then.SALT if self._kind == 2 else 0
+
+    def _reset_stream(self, rows: np.ndarray, seeds: np.ndarray, episodes: np.ndarray) -> None:
+        """The pattern / task / trace stream's own reset for the rows, before the kernels empty their heaps: it
+        writes the stream's tensors, which the kernels read through views. A trace segment's allocation ordinals
+        start at the emptied heap's clock, 0."""
+        st = self.stream
+        st.reset(self.heaps, torch.from_numpy(rows), torch.from_numpy(seeds), torch.from_numpy(episodes))
+        if self._kind == 4:
+            st.base.numpy()[rows] = 0
+
+    def _exp_lifetimes(self) -> None:
+        """Exponential lifetimes drawn this step, before the kernel runs: ``-life * torch.log1p(-u)`` with the u each
+        heap's next pattern request will draw (its fourth uniform), in torch as the torch core computes it (libm's
+        log1p, which compiled code calls, differs from torch's in the last bit for a few per cent of inputs). Only
+        a heap's first request after a placement can give a block its lifetime, and no request of that heap comes
+        before it in the step, so the counter read here is the one that request uses."""
+        if self._neg_life is None:
+            return
+        task_id, _, _, _, keys, counters, _, _, _, life_pre = self._S()[11]
+        u = np.empty(self.B, np.float64)
+        _life_uniforms(task_id, keys, counters, u)
+        tid = torch.from_numpy(task_id)
+        torch.mul(self._neg_life[tid], torch.log1p(-torch.from_numpy(u)), out=torch.from_numpy(life_pre))
 
     def _draw_scripts(self, rows: np.ndarray, seeds: np.ndarray, episodes: np.ndarray) -> None:
         """``ScriptedStream.reset`` for the rows, written straight into its tables (the continuation is reseeded by
@@ -834,6 +1032,7 @@ class JitAllocDomain(FastAllocDomain):
         inv = np.empty(B, np.bool_)
         inv_trunc = np.empty(B, np.bool_)
         self.placed_at = torch.empty(B, dtype=torch.long)  # a fresh tensor per step, as the torch core's
+        self._exp_lifetimes()
         err, _ = _step(self._H(), R, self._S(), self._D(), self._P, a.numpy(), reward, term, trunc, inv, inv_trunc)
         self._done()
         if err:
@@ -873,6 +1072,7 @@ class JitAllocDomain(FastAllocDomain):
         new_obs, new_i, new_f = np.empty_like(obs), np.empty_like(out_i), np.empty_like(out_f)
         self.placed_at = torch.empty(B, dtype=torch.long)
         D = self._D()
+        self._exp_lifetimes()
         err, _ = _fused_step(H, R, S, D, self._P, T, OB, a.numpy(), reward, term, trunc, inv, done, trial_end,
                              snap_r, snap_l, obs, out_i, out_f, new_obs, new_i, new_f)
         self._done()
@@ -884,8 +1084,9 @@ class JitAllocDomain(FastAllocDomain):
             episode_np[rows] += 1
             if self._kind == 2:
                 self._draw_scripts(rows, seed_np[rows], episode_np[rows])
-            rnd = self.stream if self._kind == 1 else self.stream.then
-            err, _ = _fused_restart(H, R, self._S(), D, T, OB, rows, seed_np, rnd.SALT, new_obs, new_i, new_f)
+            elif self._kind >= 3:
+                self._reset_stream(rows, seed_np[rows], episode_np[rows].copy())
+            err, _ = _fused_restart(H, R, self._S(), D, T, OB, rows, seed_np, self._salt(), new_obs, new_i, new_f)
             self._done()
             if err:
                 self._raise(err)
@@ -914,7 +1115,10 @@ class JitAllocDomain(FastAllocDomain):
 
     def _info_from(self, out_i: np.ndarray, out_f: np.ndarray, core) -> dict:
         """``Trials._info()`` from the kernels' metrics (heuristic space: no mask, no facts), as numpy arrays."""
-        return {**self._metrics_info(out_i, out_f), "episode_start": core.episode_start.numpy().copy(),
+        info = self._metrics_info(out_i, out_f)
+        if self.task_id is not None:
+            info["task_id"] = self.task_id.numpy().copy()
+        return {**info, "episode_start": core.episode_start.numpy().copy(),
                 "trial_start": core.trial_start.numpy().copy(), "trial_end": np.zeros(self.B, np.bool_)}
 
     def action_mask(self) -> torch.Tensor | None:
@@ -930,7 +1134,10 @@ class JitAllocDomain(FastAllocDomain):
         out_i = np.empty((5, self.B), np.int64)
         out_f = np.empty((3, self.B), np.float32)
         _metrics(self._H(), self._R(), self.request.numpy(), out_i, out_f)
-        return self._add_mask(_as_tensors(self._metrics_info(out_i, out_f)))
+        info = _as_tensors(self._metrics_info(out_i, out_f))
+        if self.task_id is not None:
+            info["task_id"] = self.task_id.clone()
+        return self._add_mask(info)
 
     def observe(self, rows: torch.Tensor | None = None) -> torch.Tensor:
         if not self._live():
@@ -951,6 +1158,55 @@ class JitAllocDomain(FastAllocDomain):
         return {k: v for k, v in self.__dict__.items() if k not in ("_h_views", "_s_views", "_d_views", "_t_views")}
 
 
+_SCOPE = ("it runs Lim & Maddukuri's random, bf-good, wf-good and mixed streams, the pattern stream, task streams "
+          "of pattern streams and the trace stream")
+
+
+def _pattern_state(stream, B: int) -> tuple:
+    """PT of the kernels (see the S comment): views of the pattern streams' own tensors, which keep being the
+    state (checkpoints, resets). A task stream's sub-streams are rebound to slices of one stacked tensor per
+    field, so the kernel indexes [task, heap] (again after a copy: the copied streams get a stack of their own);
+    other streams get an unused placeholder of the same types."""
+    if type(stream) is TaskStream and stream_kind(stream) == 3:
+        subs, task_id = stream.streams, stream.task_id.numpy()
+    elif type(stream) is PatternStream:
+        subs, task_id = [stream], np.zeros(B, np.int64)
+    else:
+        subs, task_id = [], np.zeros(B, np.int64)
+    if not subs:
+        f = np.zeros((1, 1), np.float64)
+        i = np.zeros((1, 1), np.int64)
+        return (task_id, np.zeros((1, 5), np.int64), np.zeros((1, 4), np.float64), f, i, i.copy(),
+                np.zeros((1, 1, 1), np.float64), i.copy(), i.copy(), np.zeros(B, np.float64))
+    fields = {"key": lambda t: t.rng.key, "counter": lambda t: t.rng.counter, "death": lambda t: t.death,
+              "seen": lambda t: t.seen, "drain": lambda t: t.drain}
+    stacked = {}
+    for name, get in fields.items():
+        st = torch.stack([get(t) for t in subs])
+        for k, t in enumerate(subs):  # the sub-stream now writes (in place, as it always does) into slice k
+            if name in ("key", "counter"):
+                setattr(t.rng, name, st[k])
+            else:
+                setattr(t, name, st[k])
+        stacked[name] = st.numpy()
+    ipar = np.array([[LIFETIMES.index(t.lifetime), ORDERS.index(t.order), PHASES.index(t.phase), t.phase_len, t._top]
+                     for t in subs], np.int64)
+    fpar = np.array([[t.free_prob, t.life, t.peak_keep, t.plateau_level] for t in subs], np.float64)
+    cdf = np.ascontiguousarray(torch.stack([t.size_cdf for t in subs]).numpy())
+    return (task_id, ipar, fpar, cdf, stacked["key"], stacked["counter"], stacked["death"], stacked["seen"],
+            stacked["drain"], np.zeros(B, np.float64))
+
+
+def _trace_state(stream) -> tuple:
+    """TR of the kernels: the trace's event tables (int64 copies, read only) and views of the per-heap pointers."""
+    if type(stream) is not TraceStream:
+        i = np.zeros(1, np.int64)
+        return (i, i, i, np.zeros(2, np.int64), np.zeros((1, 2), np.int64), i, i, i, i, i)
+    i64 = lambda t: np.ascontiguousarray(t.numpy(), dtype=np.int64)  # noqa: E731
+    return (i64(stream.op), i64(stream.size), i64(stream.ref), i64(stream.next_alloc), i64(stream.table),
+            stream.start.numpy(), stream.end.numpy(), stream.ptr.numpy(), stream.base.numpy(), stream.a0.numpy())
+
+
 def _arr(t: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(t.numpy(), dtype=np.int64)
 
@@ -964,10 +1220,8 @@ def make_domain(num_heaps: int, cfg: AllocConfig, device="cpu", jit: bool | None
     if jit is False:
         return AllocDomain(num_heaps, cfg, device)
     why = scope_error(cfg, device)
-    cls = STREAMS.get(ALIASES.get(cfg.stream, cfg.stream))
-    if why is None and not (cls is RandomStream or _scripted_class(cls)):
-        why = (f"the compiled allocation step cannot run the {cfg.stream!r} stream (it runs Lim & Maddukuri's "
-               "random, bf-good, wf-good and mixed streams)")  # known before building it (traces load files)
+    if why is None and not _class_in_scope(cfg.stream, dict(cfg.stream_params)):
+        why = f"the compiled allocation step cannot run the {cfg.stream!r} stream ({_SCOPE})"
     if why is None:
         try:
             return JitAllocDomain(num_heaps, cfg, device)
