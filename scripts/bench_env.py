@@ -18,6 +18,8 @@ then steps until at least ``--seconds`` of wall time have passed (time.perf_coun
                                                      # (Park's defaults; --cells is then jobs per episode)
     python scripts/bench_env.py --streams random,trace:python_json,trace:sqlite_insert,trace:sort_gpl --cells 256
                                                      # native env per request stream, ratio to the first
+    python scripts/bench_env.py --streams random,pattern,suite:traces,trace:gcc_cc1 --cells 1024,4096 --batch 16 \
+        --vs-torch                                   # ... and each against the torch core (jit=False)
     python scripts/bench_env.py --single             # the single env (B = 1, gym.make) against references
     python scripts/bench_env.py --single --peer PATH # ... and against Lim & Maddukuri's env in a checkout at PATH
 
@@ -133,35 +135,58 @@ def bench_sync(batch: int, cells: int, seconds: float) -> dict:
 
 
 def stream_kwargs(spec: str) -> dict:
-    """``random`` / ``mixed`` / ... (a stream name) or ``trace:NAME`` (a shipped trace or a trace file)."""
+    """``random`` / ``mixed`` / ``pattern`` / ... (a stream name), ``trace:NAME`` (a shipped trace or a trace file)
+    or ``suite:NAME`` (the training tasks of conf/suite/NAME.yaml as one task stream, e.g. ``suite:traces``: the
+    synthetic program profiles)."""
     if spec.startswith("trace:"):
         return {"stream": "trace", "stream_params": {"path": spec.split(":", 1)[1]}, "action": "heuristic"}
+    if spec.startswith("suite:"):
+        from omegaconf import OmegaConf
+
+        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf", "suite",
+                            spec.split(":", 1)[1] + ".yaml")
+        if not os.path.exists(path):
+            raise SystemExit(f"bench_env: no suite {spec.split(':', 1)[1]!r} ({path} does not exist)")
+        train = OmegaConf.to_container(OmegaConf.load(path)["train"], resolve=True)
+        return {"stream": "tasks", "stream_params": {"tasks": train}, "action": "heuristic"}
     return {"stream": spec, "action": "heuristic"}
 
 
-def bench_streams(specs: list[str], batch: int, cells: list[int], seconds: float, device: str) -> float:
+def bench_streams(specs: list[str], batch: int, cells: list[int], seconds: float, device: str,
+                  vs_torch: bool = False) -> float:
     """Native env steps/s per request stream, and each stream's ratio to the first (the reference, measured in
-    the same run). Returns the smallest ratio."""
+    the same run). Returns the smallest ratio; with ``vs_torch`` each stream is also timed on the torch core
+    (``jit=False``) and the smallest speedup of the default (compiled where in scope) env over it is returned."""
     rows = []
     for n in cells:
         for spec in specs:
-            env = AllocVectorEnv(num_envs=batch, cells=n, device=device, **stream_kwargs(spec))
-            try:
-                r = time_steps(env, batch, seconds, warmup=20, min_steps=10, device=device)
-            finally:
-                env.close()
-            print(f"  N={n} {spec}: {r['vector_steps']} vector steps in {r['seconds']:.2f} s, "
-                  f"{r['episodes']} episodes ended", flush=True)
-            rows.append((n, spec, r["heap_steps_per_s"]))
+            row = [n, spec]
+            for jit in ((None, False) if vs_torch else (None,)):
+                env = AllocVectorEnv(num_envs=batch, cells=n, device=device, jit=jit, **stream_kwargs(spec))
+                try:
+                    r = time_steps(env, batch, seconds, warmup=20, min_steps=10, device=device)
+                finally:
+                    env.close()
+                print(f"  N={n} {spec}{' (torch core)' if jit is False else ''}: {r['vector_steps']} vector steps "
+                      f"in {r['seconds']:.2f} s, {r['episodes']} episodes ended", flush=True)
+                row.append(r["heap_steps_per_s"])
+            rows.append(row)
     print()
-    print(f"| N | stream | native steps/s | ratio to {specs[0]} |")
-    print("|---:|---|---:|---:|")
-    worst = float("inf")
-    for n, spec, sps in rows:
-        ref = next(x for m, sp, x in rows if m == n and sp == specs[0])
+    extra = " | torch core steps/s | speedup vs torch core" if vs_torch else ""
+    print(f"| N | stream | native steps/s | ratio to {specs[0]}{extra} |")
+    print("|---:|---|---:|---:|" + ("---:|---:|" if vs_torch else ""))
+    worst, worst_torch = float("inf"), float("inf")
+    for n, spec, sps, *torch_sps in rows:
+        ref = next(r[2] for r in rows if r[0] == n and r[1] == specs[0])
         worst = min(worst, sps / ref) if spec != specs[0] else worst
-        print(f"| {n} | {spec} | {sps:,.0f} | {sps / ref:.2f}x |")
+        cells_torch = ""
+        if vs_torch:
+            worst_torch = min(worst_torch, sps / torch_sps[0])
+            cells_torch = f" {torch_sps[0]:,.0f} | {sps / torch_sps[0]:.1f}x |"
+        print(f"| {n} | {spec} | {sps:,.0f} | {sps / ref:.2f}x |{cells_torch}")
     print(f"load average (1, 5, 15 min) at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if vs_torch:
+        print(f"min_speedup_vs_torch_core: {worst_torch:.1f}")
     return worst
 
 
@@ -461,6 +486,8 @@ def main(argv=None) -> int:
     p.add_argument("--streams", default=None, metavar="S1,S2,...",
                    help="instead of the SyncVectorEnv table: the native env on each request stream (a stream "
                         "name or trace:NAME), with ratios to the first; ends with min_ratio_to_reference")
+    p.add_argument("--vs-torch", action="store_true",
+                   help="with --streams: time each stream on the torch core (jit=False) too, and print the speedup")
     p.add_argument("--single", action="store_true",
                    help="instead of the table: the single env (B = 1, gym.make) against the torch core at B = 1, "
                         "the peer-free reference RefPageEnv and, with --peer, Lim & Maddukuri's env")
@@ -516,7 +543,8 @@ def main(argv=None) -> int:
         specs = [x.strip() for x in args.streams.split(",") if x.strip()]
         if len(specs) < 2:
             p.error("--streams needs a reference stream and at least one more, e.g. random,trace:python_json")
-        print(f"min_ratio_to_reference: {bench_streams(specs, B, cells, args.seconds, args.device):.2f}")
+        worst = bench_streams(specs, B, cells, args.seconds, args.device, args.vs_torch)
+        print(f"min_ratio_to_reference: {worst:.2f}")
         return 0
 
     rows = []

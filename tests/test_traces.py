@@ -322,6 +322,14 @@ def test_bench_env_measures_trace_replay_against_the_random_stream(capsys):
     assert "| 64 | random |" in out and "| 64 | trace:sort_gpl |" in out
     ratio = float(out.strip().splitlines()[-1].split("min_ratio_to_reference:")[1])
     assert ratio > 0
+    # --vs-torch: each stream (a suite's training tasks too) on the compiled step and on the torch core
+    assert bench.main(["--quick", "--seconds", "0.05", "--streams", "pattern,suite:traces", "--vs-torch"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| 64 |")]
+    assert [r.split(" | ")[1] for r in rows] == ["pattern", "suite:traces"] and all(r.count("|") == 7 for r in rows)
+    assert "(torch core)" in out and float(out.split("min_speedup_vs_torch_core:")[1].split()[0]) > 0
+    with pytest.raises(SystemExit, match="no suite 'nope'"):
+        bench.main(["--quick", "--streams", "random,suite:nope"])
 
 
 # --------------------------------------------------------------------------------------------------
