@@ -190,6 +190,38 @@ def test_hole_space_mask_and_placement():
             np.testing.assert_array_equal(obs[:cells], bits)
 
 
+@pytest.mark.parametrize("jit", [False, True])
+def test_holes_by_size_list_the_shortest_fitting_runs_first(jit):
+    """``hole_order="size"``: hole k is the k-th shortest run that fits (ties: lower address), so hole 0 is where
+    best fit places; the hole features list the same runs. Free runs here (start, length): (0, 5), (6, 2),
+    (9, 3), (13, 2), (16, 24); a request of 2 fits all five."""
+    import torch
+
+    from dreamalloc.alloc import AllocCore
+
+    for order, want in (("address", [(0, 5), (6, 2), (9, 3), (13, 2)]), ("size", [(6, 2), (13, 2), (9, 3), (0, 5)])):
+        core = AllocCore(1, jit=jit, cells=40, stream="random", action="hole", holes=4, hole_order=order,
+                         hole_features=4, bitmap=False, stream_params={"free_prob": 0.0, "size_min": 2, "size_max": 2})
+        core.reset(seed=0)
+        core.heaps.reset()
+        for addr, size in [(5, 1), (8, 1), (12, 1), (15, 1)]:
+            assert bool(core.heaps.allocate(addr, size, heaps=[0])[0])
+        core.domain.runs = type(core.domain.runs).of(core.heaps.occ)
+        obs = core.domain.observe()[0]
+        feats = obs[-8:].view(4, 2) * 40
+        assert [(round(float(a)), round(float(b))) for a, b in feats] == want, order
+        state = core.state_dict()
+        for k, (start, _) in enumerate(want):
+            core.load_state_dict(state)
+            core.step(torch.tensor([k]))
+            assert int(core.domain.placed_at[0]) == start, (order, k)
+    best = AllocCore(1, jit=jit, cells=40, stream="random", heuristics=("best",),
+                     stream_params={"free_prob": 0.0, "size_min": 2, "size_max": 2})
+    best.load_state_dict(state)
+    best.step(torch.tensor([0]))
+    assert int(best.domain.placed_at[0]) == want[0][0]  # hole 0 by size is best fit's choice
+
+
 def test_hole_mask_random_states():
     cells = 32
     env = AllocEnv(cells=cells, stream="random", action="hole", holes=3, hole_features=3)
@@ -823,6 +855,7 @@ def test_ideal_mode_masks_are_consistent(action):
     ({"size_scale": "log"}, "size_scale"),
     ({"terminal_reward": "big"}, "terminal_reward"),
     ({"align": "middle"}, "align"),
+    ({"action": "hole", "hole_order": "largest"}, "unknown hole_order 'largest'"),
     ({"history": -1}, "history"),
     ({"action": "hole", "holes": 0}, "holes"),
     ({"max_allocs": 0}, "max_allocs"),

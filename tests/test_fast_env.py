@@ -30,6 +30,8 @@ CONFIGS = {
                         stream_params={"size_min": 1, "size_max": 6}),
     "mixed-hole-end-meta": dict(cells=50, stream="mixed", action="hole", holes=3, align="end", meta_obs=True,
                                 trial_episodes=3, size_scale="fraction"),
+    "random-hole-by-size": dict(cells=48, stream="random", action="hole", holes=4, hole_order="size",
+                                hole_features=3, summary=True, stream_params={"size_min": 1, "size_max": 6}),
     "terminal-zero-meta": dict(cells=32, stream="random", terminal_reward="zero", meta_obs=True, trial_episodes=2,
                                max_allocs=20),
     "terminal-alloc": dict(cells=33, stream="mixed", terminal_reward="alloc", summary=True),
@@ -202,8 +204,9 @@ def test_fast_rules_masks_and_decoding_on_random_heaps(align):
 
     rng = np.random.default_rng(5)
     cells = 30
-    for action in ("heuristic", "address", "hole"):
-        core = FastAllocCore(cells=cells, stream="random", action=action, heuristics=RULES, holes=5, align=align)
+    for action, order in (("heuristic", "address"), ("address", "address"), ("hole", "address"), ("hole", "size")):
+        core = FastAllocCore(cells=cells, stream="random", action=action, heuristics=RULES, holes=5, align=align,
+                             hole_order=order)
         core.reset_one(0)
         heaps = core.heaps
         at_rover = 0

@@ -52,6 +52,11 @@ CONFIGS = [
     dict(cells=64, stream="trace", stream_params=dict(path="sed_swap", granularity=16, random_start=True)),
     dict(cells=64, stream="trace", stream_params=dict(path="bc_pi", granularity="auto", window=300),
          action="hole", holes=3),
+    # holes listed shortest first (hole 0 is best fit's run), in the action space and the hole features
+    dict(cells=64, stream="random", stream_params={"size_min": 1, "size_max": 7}, action="hole", holes=5,
+         hole_order="size", hole_features=4, bitmap=False, summary=True),
+    dict(cells=96, stream="pattern", stream_params=dict(lifetime="exponential", life=12), action="hole", holes=3,
+         hole_order="size", align="end", hole_features=2),
 ]
 
 

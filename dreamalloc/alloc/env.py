@@ -61,6 +61,7 @@ ACTION_SPACES = ("heuristic", "address", "hole")
 SIZE_SCALES = ("raw", "fraction")
 TERMINAL_REWARDS = ("lim", "zero", "alloc")
 ON_FAIL = ("end", "drop")
+HOLE_ORDERS = ("address", "size")  # the order of the fitting runs the hole space and the hole features list
 LIM_ORDER = ("best", "worst", "first")  # Lim & Maddukuri's action order
 
 
@@ -74,11 +75,12 @@ class AllocConfig:
     action: str = "heuristic"  # heuristic | address | hole
     heuristics: tuple = LIM_ORDER  # rules the heuristic action chooses among, in action order
     holes: int = 8  # K for the hole action space
+    hole_order: str = "address"  # which fitting runs are holes 0..K-1: address (first fit's first) | size (best fit's)
     align: str = "start"  # where heuristics and holes place a block in its run: start | end
     bitmap: bool = True  # observe the occupancy bitmap
     history: int = 0  # observe the last n request sizes, most recent first (-1 before any)
     summary: bool = False  # observe free fraction, largest run fraction, runs / N, frag_largest
-    hole_features: int = 0  # observe (start / N, length / N) of the first k runs that fit the request
+    hole_features: int = 0  # observe (start / N, length / N) of the first k runs that fit (in hole_order)
     size_scale: str = "raw"  # request size as raw cells (Lim) or as a fraction of N (Mandal)
     alloc_reward: float = 0.1
     invalid_reward: float = -10.0
@@ -112,6 +114,8 @@ class AllocConfig:
         for r in self.heuristics:
             if r not in RULES:
                 bad(f"unknown placement heuristic {r!r}; choose among {', '.join(RULES)}")
+        if self.hole_order not in HOLE_ORDERS:
+            bad(f"unknown hole_order {self.hole_order!r}; choose one of {', '.join(HOLE_ORDERS)}")
         if self.align not in ALIGNS:
             bad(f"unknown align {self.align!r}; choose one of {', '.join(ALIGNS)}")
         if self.terminal_reward not in TERMINAL_REWARDS:
@@ -283,7 +287,7 @@ class AllocDomain:
             return addr, addr >= 0
         if cfg.action == "address":
             return action, runs.window_free(action, size)
-        start, length = runs.first_fitting(size, cfg.holes)
+        start, length = runs.first_fitting(size, cfg.holes, cfg.hole_order == "size")
         st = start.gather(1, action[:, None]).squeeze(1)
         ln = length.gather(1, action[:, None]).squeeze(1)
         valid = ln > 0
@@ -451,7 +455,7 @@ class AllocDomain:
             out[:, i: i + 4] = torch.stack([free / N, largest / N, sel(runs.counts()).float() / N, frag], 1)
             i += 4
         if cfg.hole_features:
-            st, ln = self.runs.first_fitting(self.request, cfg.hole_features)
+            st, ln = self.runs.first_fitting(self.request, cfg.hole_features, cfg.hole_order == "size")
             out[:, i: i + 2 * cfg.hole_features] = torch.stack([sel(st).float() / N, sel(ln).float() / N],
                                                                2).flatten(1)
             i += 2 * cfg.hole_features

@@ -441,13 +441,24 @@ class FastAllocCore(Trials):
                 if st <= a and st + ln >= a + size:
                     return a
             return -1
-        k = 0
+        holes = self._holes(starts, lengths, size, a + 1)
+        if len(holes) <= a:
+            return -1
+        st, ln = holes[a]
+        return st if cfg.align == "start" else st + ln - size
+
+    def _holes(self, starts, lengths, size: int, k: int) -> list[tuple[int, int]]:
+        """(start, length) of the first ``k`` runs that fit ``size``, in the config's ``hole_order``."""
+        if self._f_cfg.hole_order == "size":
+            fit = sorted((ln, st) for st, ln in zip(starts, lengths, strict=True) if ln >= size)[:k]
+            return [(st, ln) for ln, st in fit]
+        out = []
         for st, ln in zip(starts, lengths, strict=True):
             if ln >= size:
-                if k == a:
-                    return st if cfg.align == "start" else st + ln - size
-                k += 1
-        return -1
+                out.append((st, ln))
+                if len(out) == k:
+                    break
+        return out
 
     def _placement_reward(self, fits: bool) -> float:
         if fits:
@@ -645,13 +656,8 @@ class FastAllocCore(Trials):
             starts, lengths = self._free_runs()
             size, k = int(f["request"][0]), cfg.hole_features
             feats = np.zeros(2 * k, np.float32)
-            j = 0
-            for st, ln in zip(starts, lengths, strict=True):
-                if ln >= size:
-                    feats[2 * j], feats[2 * j + 1] = self._f_byN[st], self._f_byN[ln]
-                    j += 1
-                    if j == k:
-                        break
+            for j, (st, ln) in enumerate(self._holes(starts, lengths, size, k)):
+                feats[2 * j], feats[2 * j + 1] = self._f_byN[st], self._f_byN[ln]
             out[i: i + 2 * k] = feats
             i += 2 * k
         if self.meta_obs:

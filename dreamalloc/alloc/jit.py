@@ -133,9 +133,9 @@ def _class_in_scope(name: str, params: dict) -> bool:
 #      TR (trace stream: event op / size / ref, next allocation, skip table; per heap start, end, ptr, base, a0)
 #   D  domain: request, hist, n_invalid, freed, placed_at
 #   P  step settings: action space, rule codes, align end, alloc / invalid reward, terminal rule, max_allocs,
-#      max_invalid
+#      max_invalid, holes by size
 #   T  Trials: episode, (episode, trial) returns, lengths, prev_action, prev_reward, (episode, trial) start flags, K
-#   OB observation settings: bitmap, size scale, summary, hole features
+#   OB observation settings: bitmap, size scale, summary, hole features, holes by size
 if AVAILABLE:
     _jit = numba.njit(cache=True, nogil=True, _nrt=False)
     _inline = numba.njit(cache=True, nogil=True, inline="always", _nrt=False)
@@ -568,7 +568,25 @@ if AVAILABLE:
         return rs[b, best]
 
     @_inline
-    def _decode(R, b, a, size, space, rules, rover, align_end):
+    def _hole_after(R, b, size, after, by_size):
+        """The run (index into R) of the hole that follows run ``after`` (-1: the first hole): the next run that
+        fits in address order, or with ``by_size`` the next by (length, start); -1 where there is none."""
+        rs, rl, n = R[0], R[1], R[2][b]
+        if not by_size:
+            for i in range(after + 1, n):
+                if rl[b, i] >= size:
+                    return i
+            return -1
+        pl, ps = (-1, -1) if after < 0 else (rl[b, after], rs[b, after])
+        best, bl, bs = -1, _I64MAX, _I64MAX
+        for i in range(n):
+            ln, st = rl[b, i], rs[b, i]
+            if ln >= size and (ln > pl or (ln == pl and st > ps)) and (ln < bl or (ln == bl and st < bs)):
+                best, bl, bs = i, ln, st
+        return best
+
+    @_inline
+    def _decode(R, b, a, size, space, rules, rover, align_end, by_size):
         rs, rl, n = R[0], R[1], R[2][b]
         if space == 0:
             return _rule(R, b, size, rules[a], rover, align_end)
@@ -577,22 +595,21 @@ if AVAILABLE:
                 if rs[b, i] <= a and rs[b, i] + rl[b, i] >= a + size:
                     return a
             return -1
-        k = 0
-        for i in range(n):
-            if rl[b, i] >= size:
-                if k == a:
-                    return rs[b, i] + rl[b, i] - size if align_end else rs[b, i]
-                k += 1
-        return -1
+        i = -1
+        for _ in range(a + 1):
+            i = _hole_after(R, b, size, i, by_size)
+            if i < 0:
+                return -1
+        return rs[b, i] + rl[b, i] - size if align_end else rs[b, i]
 
     @_inline
     def _step_row(H, R, S, D, P, b, a, reward, terminated, truncated, invalid, invalid_trunc):
         """One step of heap b (AllocDomain.step); returns an error code."""
         request, hist, n_invalid, freed, placed_at = D
-        space, rules, align_end, alloc_r, invalid_r, terminal, max_allocs, max_invalid = P
+        space, rules, align_end, alloc_r, invalid_r, terminal, max_allocs, max_invalid, by_size = P
         H_hist = hist.shape[1]
         size = request[b]
-        addr = _decode(R, b, a, size, space, rules, H[12][b], align_end)
+        addr = _decode(R, b, a, size, space, rules, H[12][b], align_end, by_size)
         valid = addr >= 0
         placed_at[b] = addr
         if valid:
@@ -690,7 +707,7 @@ if AVAILABLE:
             _metrics_row(H, R, request, b, out_i, out_f)
 
     @_inline
-    def _observe_row(H, R, D, b, out, i, bitmap, scale, summary, n_hole):
+    def _observe_row(H, R, D, b, out, i, bitmap, scale, summary, n_hole, by_size):
         """AllocDomain.observe of heap b into out[i]."""
         occ, used = H[0], H[9]
         request, hist = D[0], D[1]
@@ -720,20 +737,19 @@ if AVAILABLE:
         if n_hole > 0:
             for q in range(2 * n_hole):
                 out[i, j + q] = np.float32(0.0)
-            k = 0
-            for r in range(nr[b]):
-                if rl[b, r] >= request[b]:
-                    out[i, j + 2 * k] = np.float32(rs[b, r]) / fN
-                    out[i, j + 2 * k + 1] = np.float32(rl[b, r]) / fN
-                    k += 1
-                    if k == n_hole:
-                        break
+            r = -1
+            for k in range(n_hole):
+                r = _hole_after(R, b, request[b], r, by_size)
+                if r < 0:
+                    break
+                out[i, j + 2 * k] = np.float32(rs[b, r]) / fN
+                out[i, j + 2 * k + 1] = np.float32(rl[b, r]) / fN
 
     @_jit
-    def _observe(H, R, D, rows, out, bitmap, scale, summary, n_hole):
+    def _observe(H, R, D, rows, out, bitmap, scale, summary, n_hole, by_size):
         """AllocDomain.observe for the rows into out [len(rows), D] float32."""
         for i in range(rows.shape[0]):
-            _observe_row(H, R, D, rows[i], out, i, bitmap, scale, summary, n_hole)
+            _observe_row(H, R, D, rows[i], out, i, bitmap, scale, summary, n_hole, by_size)
 
     # ------------------------------------------------------------------------------------------------
     # Trials.step fused with the domain's step (heuristic space, autoreset, no RL^2 / task inputs)
@@ -743,7 +759,7 @@ if AVAILABLE:
         """Phase 1: every row's step, its trial counters and flags, its observation and metrics; the rows that
         go on are copied into new_obs / new_i / new_f too (phase 2 writes the restarted ones there)."""
         episode, returns, lens, prev_action, prev_reward, starts, K = T
-        bitmap, scale, summary, n_hole = OB
+        bitmap, scale, summary, n_hole, by_size = OB
         for b in range(action.shape[0]):
             err = _step_row(H, R, S, D, P, b, action[b], reward, terminated, truncated, invalid, invalid)
             if err:
@@ -764,7 +780,7 @@ if AVAILABLE:
             snap_r[1, b] = returns[1, b]
             snap_l[0, b] = lens[0, b]
             snap_l[1, b] = lens[1, b]
-            _observe_row(H, R, D, b, obs, b, bitmap, scale, summary, n_hole)
+            _observe_row(H, R, D, b, obs, b, bitmap, scale, summary, n_hole, by_size)
             _metrics_row(H, R, D[0], b, out_i, out_f)
             if not d:
                 for c in range(obs.shape[1]):
@@ -780,7 +796,7 @@ if AVAILABLE:
         """Phase 2: Trials._start and AllocDomain.start for the finished rows (their episode numbers already
         advanced), their new observation and metrics."""
         episode, returns, lens, prev_action, prev_reward, starts, K = T
-        bitmap, scale, summary, n_hole = OB
+        bitmap, scale, summary, n_hole, by_size = OB
         for i in range(rows.shape[0]):
             b = rows[i]
             err = _start_row(H, R, S, D, b, seeds[b], episode[b], salt)
@@ -796,7 +812,7 @@ if AVAILABLE:
                 lens[1, b] = 0
                 prev_action[b] = -1
                 prev_reward[b] = 0.0
-            _observe_row(H, R, D, b, obs, b, bitmap, scale, summary, n_hole)
+            _observe_row(H, R, D, b, obs, b, bitmap, scale, summary, n_hole, by_size)
             _metrics_row(H, R, D[0], b, out_i, out_f)
         return 0, -1
 
@@ -858,7 +874,8 @@ class JitAllocDomain(FastAllocDomain):
         rules = np.array([_RULE[r] for r in cfg.heuristics] if cfg.action == "heuristic" else [0], np.int64)
         max_invalid = cfg.max_invalid if self.masked else 1 << 62
         self._P = (_SPACE[cfg.action], rules, cfg.align == "end", float(cfg.alloc_reward),
-                   float(cfg.invalid_reward), _TERMINAL[cfg.terminal_reward], int(cfg.max_allocs), int(max_invalid))
+                   float(cfg.invalid_reward), _TERMINAL[cfg.terminal_reward], int(cfg.max_allocs), int(max_invalid),
+                   cfg.hole_order == "size")
         self._scale = np.float32(1.0 if cfg.size_scale == "raw" else 1.0 / N)
         self._every = np.arange(B, dtype=np.int64)
 
@@ -1064,7 +1081,7 @@ class JitAllocDomain(FastAllocDomain):
         B, cfg = self.B, self.cfg
         H, R, S = self._H(), self._R(), self._S()
         T = (*cached[1][:6], core.K)
-        OB = (cfg.bitmap, self._scale, cfg.summary, int(cfg.hole_features))
+        OB = (cfg.bitmap, self._scale, cfg.summary, int(cfg.hole_features), cfg.hole_order == "size")
         reward, snap_r, snap_l = np.empty(B, np.float64), np.empty((2, B), np.float64), np.empty((2, B), np.int64)
         term, trunc, inv, done, trial_end = np.empty((5, B), np.bool_)  # rows of one block: views
         obs = np.empty((B, self.obs_dim), np.float32)
@@ -1146,7 +1163,7 @@ class JitAllocDomain(FastAllocDomain):
         r = self._every if rows is None else _arr(rows)
         out = np.empty((r.shape[0], self.obs_dim), np.float32)
         _observe(self._H(), self._R(), self._D(), r, out, cfg.bitmap, self._scale, cfg.summary,
-                 int(cfg.hole_features))
+                 int(cfg.hole_features), cfg.hole_order == "size")
         return torch.from_numpy(out)
 
     def load_state_dict(self, state: dict) -> None:

@@ -85,10 +85,18 @@ class FreeRuns:
         s = self.segment_min(torch.where(hit, self.start, INF))
         return torch.where(s == INF, -1, s)
 
-    def first_fitting(self, size: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Start and length of the first ``n`` runs that fit each request: [B, n] each, zeros past the end."""
+    def first_fitting(self, size: torch.Tensor, n: int, by_size: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Start and length of the first ``n`` runs that fit each request: [B, n] each, zeros past the end. In
+        address order, or with ``by_size`` shortest first (ties: lower address first), so the first is best fit's."""
         fits = self.fitting(size)
-        r = self.rank(fits)
+        if by_size:  # rank by (heap, fits first, length, start): one sort, then the position within the heap
+            N1 = self.cells + 1
+            key = self.heap * (2 * N1 * N1) + torch.where(fits, self.length * N1 + self.start, N1 * N1 + self.start)
+            order = torch.argsort(key)
+            r = torch.empty_like(order)
+            r[order] = torch.arange(1, order.numel() + 1, device=order.device) - self.offsets[self.heap[order]]
+        else:
+            r = self.rank(fits)
         keep = fits & (r <= n)
         start = torch.zeros((self.batch, n), dtype=torch.long, device=self.start.device)
         length = torch.zeros_like(start)
