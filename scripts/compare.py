@@ -9,7 +9,9 @@ mean return over all trials and episodes, merged into a mean with a 95 % t-inter
 n/a, and n_seeds says 1), the first- and last-episode means across seeds, the hindsight-best heuristic
 and the capacity bound. Runs of one label evaluated at different steps are kept and warned about. Writes
 compare.csv, compare.md, adaptation_<set>_<task>.png (return by episode index within a trial, one curve per
-label, band across seeds) and learning_<suite>.png (each run's training return and the family's metrics, e.g.
+label, band across seeds), compare_sets.csv / compare_sets.md (per held-out set: the mean over its tasks per seed
+against every fixed rule's, the best rule's and the bound; ``beats_best_rule`` where the seeds' interval of the
+difference lies above 0) and learning_<suite>.png (each run's training return and the family's metrics, e.g.
 mean job time, against env steps from its metrics.jsonl; band across seeds) into --out.
 
 By default it prints what it read, the table and what it wrote; --markdown prints only the markdown table
@@ -30,12 +32,15 @@ from dreamalloc.report.tables import (
     compare_curves,
     compare_rows,
     markdown_table,
+    set_rows,
     step_warnings,
     write_csv,
 )
 
 COLUMNS = ["label", "method", "set", "task", "n_seeds", "step", "return", "first_ep", "last_ep", "hindsight_rule",
            "hindsight_best", "capacity_bound"]
+SET_COLUMNS = ["label", "set", "tasks", "n_seeds", "return", "best_rule", "best_rule_return", "vs_best_rule",
+               "beats_best_rule", "capacity_bound"]
 
 
 def _slug(s: str) -> str:
@@ -57,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         found = latest_per_run(find_results(args.paths), warnings)
         results = [r for _, r in found]
         rows = compare_rows(results)
+        srows = set_rows(results)
         curves, curve_warnings = compare_curves(results)
         metrics = tuple(sorted({m for r in results for s in r["sets"].values() for t in s["tasks"].values()
                                 for m in t.get("metrics", {})}))
@@ -69,11 +75,19 @@ def main(argv: list[str] | None = None) -> int:
     suites = sorted({r["suite"] for r in results})
     columns = (["suite"] if len(suites) > 1 else []) + COLUMNS + list(args.metrics)
     table = markdown_table(rows, columns, digits=args.digits) + "\n" + CI_NOTE_SEEDS + "\n"
+    set_columns = (["suite"] if len(suites) > 1 else []) + [
+        c for c in SET_COLUMNS if any(c in r for r in srows)]
+    set_table = (markdown_table(srows, set_columns, digits=args.digits) + "\n" + CI_NOTE_SEEDS + " vs_best_rule: "
+                 "the seeds' set returns minus the best fixed rule's on the set; beats_best_rule: that interval "
+                 "lies above 0.\n")
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "compare.csv", ["suite", *COLUMNS[:5], "seeds", *COLUMNS[5:], *args.metrics])
     (out / "compare.md").write_text(table)
+    rule_columns = sorted({k for r in srows for k in r if k.startswith("rule_")})
+    write_csv(srows, out / "compare_sets.csv", ["suite", *[c for c in set_columns if c != "suite"], *rule_columns])
+    (out / "compare_sets.md").write_text(set_table)
     # imported here: the table needs no matplotlib, and a plotting problem should not cost the table
     from dreamalloc.report.plots import plot_adaptation, plot_learning
 
@@ -94,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {label_of(r)} seed {r['seed']} step {r['step']}: {f}")
         print()
         print(table)
-        print(f"wrote {out / 'compare.csv'}, {out / 'compare.md'} and {len(pngs)} plot(s) in {out}")
+        print("Per held-out set (the mean over its tasks), against every fixed rule:\n")
+        print(set_table)
+        print(f"wrote {out / 'compare.csv'}, {out / 'compare.md'}, {out / 'compare_sets.csv'}, "
+              f"{out / 'compare_sets.md'} and {len(pngs)} plot(s) in {out}")
     for w in warnings:
         print(f"compare: warning: {w}", file=sys.stderr)
     return 0

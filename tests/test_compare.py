@@ -150,3 +150,38 @@ def test_learning_curves_interpolate_seeds_onto_one_grid(tmp_path, capsys):
     cells = dict(zip([c.strip() for c in header.strip("|").split("|")], [c.strip() for c in row.strip("|").split("|")],
                      strict=True))
     assert code == 0 and cells["mean_job_time"] == "15.00 [15.00, 15.00]" and cells["nothing"] == ""
+
+
+def _set_results(seed, values):
+    """Two tasks in one held-out set; the agent's per-trial returns per task, the rules' per-task means fixed."""
+    rules = {"a": {"first": 2.0, "best": 5.0}, "b": {"first": 4.0, "best": 1.0}}
+    tasks = {t: {"returns": [[v], [v]], "metrics": {}, "heuristics": rules[t],
+                 "hindsight_best": {"rule": max(rules[t], key=rules[t].get), "returns": [[max(rules[t].values())]] * 2},
+                 "capacity_bound": [[10.0]] * 2} for t, v in zip(("a", "b"), values, strict=True)}
+    return {"schema": 1, "method": "ppo", "label": "ppo", "seed": seed, "suite": "s", "step": 10,
+            "episodes_per_trial": 1, "sets": {"h": {"tasks": tasks}}}
+
+
+def test_set_table_compares_each_set_with_its_best_fixed_rule(tmp_path, capsys):
+    """Per held-out set, a rule's return is its mean over the set's tasks (first: (2 + 4) / 2 = 3, best: (5 + 1) /
+    2 = 3, although best wins task a), and the method beats the best of them where the seeds' interval of the
+    difference lies above 0."""
+    from dreamalloc.report.tables import set_rows
+
+    rows = set_rows([_set_results(0, (4.0, 3.0)), _set_results(1, (4.5, 3.1)), _set_results(2, (4.2, 2.9))])
+    (row,) = rows
+    assert (row["set"], row["tasks"], row["n_seeds"]) == ("h", 2, 3)
+    assert row["rule_first"] == 3.0 and row["rule_best"] == 3.0 and row["best_rule_return"] == 3.0
+    per_seed = [3.5, 3.8, 3.55]
+    assert row["return"] == pytest.approx(mean_ci(per_seed))
+    assert row["vs_best_rule"] == pytest.approx(mean_ci([x - 3.0 for x in per_seed]))
+    assert row["beats_best_rule"] and row["capacity_bound"] == 10.0
+    worse = set_rows([_set_results(0, (1.0, 6.0)), _set_results(1, (0.0, 5.0))])[0]  # 3.5 and 2.5: straddles 3
+    assert not worse["beats_best_rule"]
+    for i, res in enumerate([_set_results(0, (4.0, 3.0)), _set_results(1, (4.5, 3.1))]):
+        save_results(tmp_path / "runs" / f"r{i}" / "eval" / "step_000000000010" / "results.json", res)
+    code, out, err = _compare(tmp_path, capsys)
+    assert code == 0, err
+    assert "Per held-out set" in out and (tmp_path / "out" / "compare_sets.md").exists()
+    header = (tmp_path / "out" / "compare_sets.csv").read_text().splitlines()[0].split(",")
+    assert header[:3] == ["suite", "label", "set"] and "rule_first" in header and "beats_best_rule" in header

@@ -183,6 +183,40 @@ def compare_rows(found: Iterable[Results]) -> list[dict]:
     return rows
 
 
+def set_rows(found: Iterable[Results]) -> list[dict]:
+    """One row per (suite, held-out set, label): the method against every fixed rule on the set as a whole.
+
+    A seed's set return is the mean over the set's tasks of its mean return per task; ``return`` is over seeds.
+    Each rule's set return is the same mean of its per-task returns (the rules play the evaluation's streams,
+    the same for every seed: averaged over the seeds' copies), ``best_rule`` the rule with the largest, and
+    ``vs_best_rule`` the seeds' set returns minus it, with ``beats_best_rule`` where that interval lies wholly
+    above 0. Rows of sets evaluated without the rules (``eval.baselines=off``) carry only the return."""
+    groups: dict[tuple[str, str, str], dict[int, list[tuple[str, dict]]]] = {}
+    for res in found:
+        for sname, tname, t in _task_rows(res):
+            groups.setdefault((res["suite"], sname, label_of(res)), {}).setdefault(res["seed"], []).append((tname, t))
+    rows = []
+    for (suite, sname, label), by_seed in sorted(groups.items()):
+        tasks = [sorted(t for t, _ in members) for members in by_seed.values()]
+        if any(t != tasks[0] for t in tasks):
+            raise ValueError(f"label {label!r} set {sname!r}: seeds evaluated different tasks {tasks}")
+        per_seed = [float(np.mean([_matrix(t["returns"]).mean() for _, t in members])) for members in by_seed.values()]
+        row = {"suite": suite, "label": label, "set": sname, "tasks": len(tasks[0]), "n_seeds": len(per_seed),
+               "return": ci(per_seed)}
+        every = [t for members in by_seed.values() for _, t in members]
+        if all("heuristics" in t for t in every):
+            rules = {r: float(np.mean([[t["heuristics"][r] for _, t in members] for members in by_seed.values()]))
+                     for r in every[0]["heuristics"]}
+            best = max(rules, key=rules.get)
+            gap = ci([x - rules[best] for x in per_seed])
+            row.update(best_rule=best, best_rule_return=rules[best], vs_best_rule=gap,
+                       beats_best_rule=bool(gap[1] > 0),
+                       capacity_bound=float(np.mean([np.mean(t["capacity_bound"]) for t in every])),
+                       **{f"rule_{r}": v for r, v in rules.items()})
+        rows.append(row)
+    return rows
+
+
 def compare_curves(found: Iterable[Results]) -> tuple[dict[tuple[str, str, str], dict[str, list[CI]]], list[str]]:
     """Adaptation curves across seeds: {(suite, set, task): {label: [(mean, low, high)] for episodes 1..K}}.
 
