@@ -57,6 +57,12 @@ CONFIGS = [
          hole_order="size", hole_features=4, bitmap=False, summary=True),
     dict(cells=96, stream="pattern", stream_params=dict(lifetime="exponential", life=12), action="hole", holes=3,
          hole_order="size", align="end", hole_features=2),
+    # the ideal (compacting) heap of the capacity bound
+    dict(cells=48, stream="mixed", ideal=True, heuristics=("first", "next", "best", "worst", "second")),
+    dict(cells=64, stream="pattern", stream_params=dict(lifetime="exponential", life=25, size_max=9), ideal=True,
+         action="hole", holes=4, summary=True),
+    dict(cells=64, stream="trace", stream_params=dict(path="sed_swap", granularity=16, random_start=True), ideal=True,
+         action="address", history=2),
 ]
 
 
@@ -177,11 +183,11 @@ def test_runs_are_read_from_the_compiled_domain():
 def test_where_the_compiled_step_runs():
     assert isinstance(AllocCore(2).domain, JitAllocDomain)  # the default on CPU in scope
     assert isinstance(AllocVectorEnv(2, cells=32, stream="mixed").core.domain, JitAllocDomain)
-    for cfg in (dict(stream="pattern"), dict(stream="trace", stream_params={"path": "sed_swap"}),
+    for cfg in (dict(stream="pattern"), dict(stream="trace", stream_params={"path": "sed_swap"}), dict(ideal=True),
                 dict(stream="tasks", stream_params={"tasks": [{"name": "a", "stream": "pattern"}]})):
         assert isinstance(AllocCore(2, cells=64, **cfg).domain, JitAllocDomain), cfg
     shifting = {"tasks": [{"name": "a", "stream": "pattern"}, {"name": "b", "stream": "random"}]}
-    for cfg in (dict(on_fail="drop"), dict(ideal=True), dict(skip_forced=True), dict(stream="preholed"),
+    for cfg in (dict(on_fail="drop"), dict(skip_forced=True), dict(stream="preholed"),
                 dict(stream="tasks", stream_params=shifting), dict(stream="shift", stream_params=shifting)):
         assert type(AllocCore(2, cells=64, **cfg).domain) is AllocDomain, cfg  # out of scope: the torch core
     with pytest.raises(ValueError, match="jit=True: it implements on_fail='end' only"):

@@ -16,13 +16,13 @@ heap (a checkpoint load, a test that allocates by hand) makes it rebuild from th
 Scope: CPU; the request streams of Lim & Maddukuri (``random`` and the scripted ``bf-good`` / ``wf-good`` /
 ``mixed``, whose scripts are drawn per episode by ``jit_scripts`` or in Python from the stream's own per-row numpy
 Generators), the ``pattern`` stream (every size law, lifetime law, free order and phase), a ``tasks`` stream whose
-tasks are all pattern streams (the traces suite's training profiles), and the ``trace`` stream; every
-action space and placement rule; ``on_fail="end"``; no ``ideal`` heap, no ``skip_forced``. ``AllocCore`` picks
-this domain by itself where the config is in scope and numba imports (``jit=False``, or ``DREAMALLOC_JIT=0`` in
-the environment for a whole run, turns it off); everything else runs on the torch core. If a stream is swapped
-after construction (the app does), or its ``next`` / ``reset`` replaced on the instance, the domain hands back to
-the torch methods. In the heuristic space with
-autoreset and no RL^2 / task inputs, ``AllocCore.step`` runs ``Trials.step`` fused with this domain's step
+tasks are all pattern streams (the traces suite's training profiles) and the ``trace`` stream; every action space
+and placement rule; the ``ideal`` (compacting) heap of the capacity bound; ``on_fail="end"``; no ``skip_forced``.
+``AllocCore`` picks this domain by itself where the config is in scope and numba imports (``jit=False``, or
+``DREAMALLOC_JIT=0`` in the environment for a whole run, turns it off); everything else runs on the torch core.
+If a stream is swapped after construction (the app does), or its ``next`` / ``reset`` replaced on the instance,
+the domain hands back to the torch methods. In the heuristic space with autoreset and no RL^2 / task inputs,
+``AllocCore.step`` runs ``Trials.step`` fused with this domain's step
 (``fused_step``): two compiled passes instead of the trials component's tensor ops.
 
 The pattern, task and trace streams are reset by their own torch ``reset`` (once an episode), and an exponential
@@ -83,8 +83,6 @@ def scope_error(cfg: AllocConfig, device) -> str | None:
         return f"it runs on CPU, not {device}"
     if cfg.on_fail != "end":
         return f"it implements on_fail='end' only, not {cfg.on_fail!r}"
-    if cfg.ideal:
-        return "it does not implement the ideal (compacting) heap"
     if cfg.skip_forced:
         return "it does not implement skip_forced"
     return None
@@ -133,7 +131,7 @@ def _class_in_scope(name: str, params: dict) -> bool:
 #      TR (trace stream: event op / size / ref, next allocation, skip table; per heap start, end, ptr, base, a0)
 #   D  domain: request, hist, n_invalid, freed, placed_at
 #   P  step settings: action space, rule codes, align end, alloc / invalid reward, terminal rule, max_allocs,
-#      max_invalid, holes by size
+#      max_invalid, holes by size, ideal (compacting) heap
 #   T  Trials: episode, (episode, trial) returns, lengths, prev_action, prev_reward, (episode, trial) start flags, K
 #   OB observation settings: bitmap, size scale, summary, hole features, holes by size
 if AVAILABLE:
@@ -330,6 +328,29 @@ if AVAILABLE:
         R[0][b, 0] = 0
         R[1][b, 0] = N
         R[2][b] = 1
+
+    @_inline
+    def _compact(H, R, b):
+        """HeapBatch._compact for heap b (the ideal heap): every live block slid left in address order, keeping
+        its slot; then all free cells form one run."""
+        occ, owner, bstart, bsize, bseq, live, perm, pos, n_live, used, n_allocs, n_dropped, rover = H
+        N = occ.shape[1]
+        at = 0
+        for c in range(N):  # a block begins where the owner changes to a live slot
+            s = owner[b, c]
+            if s >= 0 and (c == 0 or owner[b, c - 1] != s):
+                bstart[b, s] = at
+                at += bsize[b, s]
+        for c in range(N):
+            owner[b, c] = -1
+            occ[b, c] = False
+        for s in range(N):
+            if live[b, s]:
+                for c in range(bstart[b, s], bstart[b, s] + bsize[b, s]):
+                    owner[b, c] = s
+                    occ[b, c] = True
+        rover[b] = used[b] % N
+        _rebuild(occ, b, R[0], R[1], R[2], R[3], R[4])
 
     # ------------------------------------------------------------------------------------------------
     # the request streams: (op, value) with op 0 alloc (value = size), 1 free (value = slot, -1 none), 2 free all
@@ -606,7 +627,7 @@ if AVAILABLE:
     def _step_row(H, R, S, D, P, b, a, reward, terminated, truncated, invalid, invalid_trunc):
         """One step of heap b (AllocDomain.step); returns an error code."""
         request, hist, n_invalid, freed, placed_at = D
-        space, rules, align_end, alloc_r, invalid_r, terminal, max_allocs, max_invalid, by_size = P
+        space, rules, align_end, alloc_r, invalid_r, terminal, max_allocs, max_invalid, by_size, ideal = P
         H_hist = hist.shape[1]
         size = request[b]
         addr = _decode(R, b, a, size, space, rules, H[12][b], align_end, by_size)
@@ -622,6 +643,8 @@ if AVAILABLE:
             err = _advance(H, R, S, request, freed, b)
             if err:
                 return err
+            if ideal and _largest(R, b) < request[b] and H[0].shape[1] - H[9][b] >= request[b]:
+                _compact(H, R, b)  # AllocDomain._compact_where_needed
         fits = _largest(R, b) >= request[b]
         if not valid:
             reward[b] = invalid_r
@@ -875,7 +898,7 @@ class JitAllocDomain(FastAllocDomain):
         max_invalid = cfg.max_invalid if self.masked else 1 << 62
         self._P = (_SPACE[cfg.action], rules, cfg.align == "end", float(cfg.alloc_reward),
                    float(cfg.invalid_reward), _TERMINAL[cfg.terminal_reward], int(cfg.max_allocs), int(max_invalid),
-                   cfg.hole_order == "size")
+                   cfg.hole_order == "size", bool(cfg.ideal))
         self._scale = np.float32(1.0 if cfg.size_scale == "raw" else 1.0 / N)
         self._every = np.arange(B, dtype=np.int64)
 
