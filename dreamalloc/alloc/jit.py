@@ -329,7 +329,7 @@ if AVAILABLE:
         R[1][b, 0] = N
         R[2][b] = 1
 
-    @_inline
+    @_jit
     def _compact(H, R, b):
         """HeapBatch._compact for heap b (the ideal heap): every live block slid left in address order, keeping
         its slot; then all free cells form one run."""
@@ -369,7 +369,7 @@ if AVAILABLE:
             return 1, H[6][b, k]
         return 0, size_min + int(u_size * (size_max - size_min + 1))
 
-    @_inline
+    @_jit
     def _pick(H, b, order, u_block):
         """PatternStream._pick: the live slot ``order`` frees (random: perm[u * n_live]; fifo / lifo: the live block
         of the smallest / largest sequence number, the first such slot)."""
@@ -390,7 +390,7 @@ if AVAILABLE:
                     best, best_seq = s, bseq[b, s]
         return best
 
-    @_inline
+    @_jit
     def _pattern_next(H, PT, b):
         """PatternStream.next for heap b, on its task's sub-stream (a plain pattern stream is task 0 of 1)."""
         task_id, ipar, fpar, cdf, keys, counters, death, seen, drain, life_pre = PT
@@ -455,7 +455,7 @@ if AVAILABLE:
                 hi = mid
         return 0, min(lo, top) + 1
 
-    @_inline
+    @_jit
     def _trace_next(H, TR, b):
         """TraceStream.next for heap b: the next event of its segment (frees of blocks allocated before the segment
         started skipped), a free-all and a restart of the segment where no allocation is left in it."""
