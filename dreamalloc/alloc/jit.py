@@ -370,6 +370,15 @@ if AVAILABLE:
         return 0, size_min + int(u_size * (size_max - size_min + 1))
 
     @_jit
+    def _slot_of(H, b, seq):
+        """The live slot of heap b holding the block of sequence number ``seq``; -1 where none is live."""
+        live, bseq = H[5], H[4]
+        for s in range(live.shape[1]):
+            if live[b, s] and bseq[b, s] == seq:
+                return s
+        return -1
+
+    @_jit
     def _pick(H, b, order, u_block):
         """PatternStream._pick: the live slot ``order`` frees (random: perm[u * n_live]; fifo / lifo: the live block
         of the smallest / largest sequence number, the first such slot)."""
@@ -408,10 +417,8 @@ if AVAILABLE:
             base = u_op < free_prob and has
             base_block = _pick(H, b, order, u_block)
         else:
-            nseq, nslot = np.int64(-1), 0
-            for s in range(N):
-                if live[b, s] and bseq[b, s] > nseq:
-                    nseq, nslot = bseq[b, s], s
+            nslot = _pick(H, b, 2, 0.0)  # the newest live block (lifo's pick)
+            nseq = bseq[b, nslot] if live[b, nslot] else -1
             if nseq >= 0 and nseq == t - 1 and nseq > seen[k, b]:
                 # fixed: life; exponential: -life * log1p(-u) computed by torch before the kernel (life_pre)
                 death[k, b, nslot] = float(t) + (life if lifetime == 1 else life_pre[b])
@@ -476,15 +483,7 @@ if AVAILABLE:
         pc = min(p, E - 1)
         if op[pc] == 0:
             return 0, size[pc]
-        slot = -1
-        if op[pc] == 1:
-            want = base[b] + ref[pc] - a0[b]
-            live, bseq = H[5], H[4]
-            for s in range(live.shape[1]):
-                if live[b, s] and bseq[b, s] == want:
-                    slot = s
-                    break
-        return 1, slot
+        return 1, (_slot_of(H, b, base[b] + ref[pc] - a0[b]) if op[pc] == 1 else -1)
 
     @_inline
     def _next(H, S, b):
@@ -504,21 +503,9 @@ if AVAILABLE:
                     return 0, s_size
                 if s_op == 2:  # S_FREE_ALL
                     return 2, -1
-                live, bseq = H[5], H[4]
-                N = live.shape[1]
                 if s_op == 1:  # S_FREE_OLDEST: the lowest-slot live block of the smallest sequence number
-                    if H[8][b] == 0:
-                        return 1, -1
-                    best, best_seq = 0, _I64MAX
-                    for s in range(N):
-                        if live[b, s] and bseq[b, s] < best_seq:
-                            best, best_seq = s, bseq[b, s]
-                    return 1, best
-                want = seq_base[b] + s_size  # S_FREE_SEQ
-                for s in range(N):
-                    if live[b, s] and bseq[b, s] == want:
-                        return 1, s
-                return 1, -1
+                    return 1, (_pick(H, b, 1, 0.0) if H[8][b] > 0 else -1)
+                return 1, _slot_of(H, b, seq_base[b] + s_size)  # S_FREE_SEQ
         return _random_next(H, S, b)
 
     @_inline
