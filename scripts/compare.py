@@ -40,7 +40,7 @@ from dreamalloc.report.tables import (
 COLUMNS = ["label", "method", "set", "task", "n_seeds", "step", "return", "first_ep", "last_ep", "hindsight_rule",
            "hindsight_best", "capacity_bound"]
 SET_COLUMNS = ["label", "set", "tasks", "n_seeds", "return", "best_rule", "best_rule_return", "vs_best_rule",
-               "beats_best_rule", "capacity_bound"]
+               "beats_best_rule", "rule_per_task", "capacity_bound"]
 
 
 def _slug(s: str) -> str:
@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         c for c in SET_COLUMNS if any(c in r for r in srows)]
     set_table = (markdown_table(srows, set_columns, digits=args.digits) + "\n" + CI_NOTE_SEEDS + " vs_best_rule: "
                  "the seeds' set returns minus the best fixed rule's on the set; beats_best_rule: that interval "
-                 "lies above 0.\n")
+                 "lies above 0; rule_per_task: each task's own best rule (a selector told the task), the most "
+                 "a policy that plays one fixed rule per task could reach.\n")
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -176,6 +176,7 @@ def test_set_table_compares_each_set_with_its_best_fixed_rule(tmp_path, capsys):
     assert row["return"] == pytest.approx(mean_ci(per_seed))
     assert row["vs_best_rule"] == pytest.approx(mean_ci([x - 3.0 for x in per_seed]))
     assert row["beats_best_rule"] and row["capacity_bound"] == 10.0
+    assert row["rule_per_task"] == 4.5  # best on task a (5), first on task b (4)
     worse = set_rows([_set_results(0, (1.0, 6.0)), _set_results(1, (0.0, 5.0))])[0]  # 3.5 and 2.5: straddles 3
     assert not worse["beats_best_rule"]
     for i, res in enumerate([_set_results(0, (4.0, 3.0)), _set_results(1, (4.5, 3.1))]):

@@ -190,7 +190,10 @@ def set_rows(found: Iterable[Results]) -> list[dict]:
     Each rule's set return is the same mean of its per-task returns (the rules play the evaluation's streams,
     the same for every seed: averaged over the seeds' copies), ``best_rule`` the rule with the largest, and
     ``vs_best_rule`` the seeds' set returns minus it, with ``beats_best_rule`` where that interval lies wholly
-    above 0. Rows of sets evaluated without the rules (``eval.baselines=off``) carry only the return."""
+    above 0. ``rule_per_task`` is the set return of picking, for each task, the rule best on that task (a
+    selector told the task): the most a policy that plays one fixed rule per task could reach, against
+    ``capacity_bound``, what any placement could. Rows of sets evaluated without the rules (``eval.baselines=off``)
+    carry only the return."""
     groups: dict[tuple[str, str, str], dict[int, list[tuple[str, dict]]]] = {}
     for res in found:
         for sname, tname, t in _task_rows(res):
@@ -209,7 +212,11 @@ def set_rows(found: Iterable[Results]) -> list[dict]:
                      for r in every[0]["heuristics"]}
             best = max(rules, key=rules.get)
             gap = ci([x - rules[best] for x in per_seed])
+            named = [(tn, t) for members in by_seed.values() for tn, t in members]
+            per_task = [max(float(np.mean([t["heuristics"][r] for tn, t in named if tn == task])) for r in rules)
+                        for task in tasks[0]]
             row.update(best_rule=best, best_rule_return=rules[best], vs_best_rule=gap,
+                       rule_per_task=float(np.mean(per_task)),
                        beats_best_rule=bool(gap[1] > 0),
                        capacity_bound=float(np.mean([np.mean(t["capacity_bound"]) for t in every])),
                        **{f"rule_{r}": v for r, v in rules.items()})
