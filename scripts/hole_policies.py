@@ -24,7 +24,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -34,7 +33,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from dreamalloc.agents.base import Agent  # noqa: E402
 from dreamalloc.experiment.config import make_core, register_configs, validate  # noqa: E402
 from dreamalloc.experiment.evaluation import evaluate_suite  # noqa: E402
-from dreamalloc.report.tables import markdown_table  # noqa: E402
+from dreamalloc.report.tables import markdown_table, set_rows  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 RULES = ["best", "worst", "first", "next", "second"]
@@ -78,18 +77,13 @@ def parse_policy(text: str) -> tuple[str, float]:
     return kind, float(t or 0.0)
 
 
-def set_table(res: dict, label: str) -> list[dict]:
+def set_table(res: dict) -> list[dict]:
+    """``report.tables.set_rows`` of one deterministic evaluation, the return as a number (one seed: no interval)."""
     rows = []
-    for sname, s in res["sets"].items():
-        tasks = list(s["tasks"].values())
-        rules = {r: float(np.mean([t["heuristics"][r] for t in tasks])) for r in tasks[0]["heuristics"]}
-        best = max(rules, key=rules.get)
-        ret = float(np.mean([np.mean(t["returns"]) for t in tasks]))
-        rows.append({"policy": label, "set": sname, "tasks": len(tasks), "return": ret, "best_rule": best,
-                     "best_rule_return": rules[best], "minus_best_rule": ret - rules[best],
-                     "rule_per_task": float(np.mean([max(t["heuristics"].values()) for t in tasks])),
-                     "capacity_bound": float(np.mean([np.mean(t["capacity_bound"]) for t in tasks])),
-                     **{f"rule_{r}": v for r, v in rules.items()}})
+    for r in set_rows([res]):
+        ret = r["return"][0]
+        kept = {k: v for k, v in r.items() if k not in ("label", "n_seeds", "vs_best_rule", "beats_best_rule")}
+        rows.append({**kept, "policy": r["label"], "return": ret, "minus_best_rule": ret - r["best_rule_return"]})
     return rows
 
 
@@ -120,7 +114,7 @@ def main(argv=None) -> list[dict]:
     for label, kind, t in policies:
         agent = HolePolicy(core.obs_dim, core.n_actions, cfg.env, kind, t)
         res = evaluate_suite(agent, cfg.env, cfg.suite, cfg.eval, torch.device("cpu"), label, 0, 0, progress=False)
-        rows += set_table(res, label)
+        rows += set_table(res)
     print(markdown_table(rows, ["policy", "set", "tasks", "return", "best_rule", "best_rule_return",
                                 "minus_best_rule", "rule_per_task", "capacity_bound"], digits=3))
     if a.json:
