@@ -456,10 +456,9 @@ def test_multi_discrete_actions_masks_training_and_checkpoint(tmp_path):
     b.load_state_dict(load_checkpoint(path))
     assert torch.equal(b.replay.prev_action, a.replay.prev_action)
     obs, info = env.reset()
-    torch.manual_seed(1)
-    x, _ = a.act(obs, None, info, deterministic=True)
-    torch.manual_seed(1)
-    y, _ = b.act(obs, None, info, deterministic=True)
+    st = a.initial_state(4)  # zeros (b's first initial_state would hand back a's trials in progress)
+    x, _ = a.act(obs, st, info, deterministic=True)
+    y, _ = b.act(obs, st, info, deterministic=True)
     assert torch.equal(x, y)
     b.train_step()  # the restored replay trains
 
@@ -567,6 +566,39 @@ def test_laprop_and_agc_by_hand():
     assert ok.grad[0].item() == pytest.approx(0.1)
 
 
+def test_greedy_acting_takes_the_posteriors_mode_unless_told_to_sample():
+    """``deterministic`` acting with ``greedy_latent: mode`` (the default) takes the posterior's mode: the same latent
+    and action whatever the RNG, equal to a step with zero Gumbel noise; with ``sample`` the latent is a draw (the
+    RNG changes it); acting while training samples either way."""
+    obs, info = torch.eye(3)[:2], {}
+
+    def acts(agent, deterministic):
+        out = []
+        for seed in range(4):
+            torch.manual_seed(seed)
+            action, st = agent.act(obs, agent.initial_state(2), info, deterministic)
+            out.append((action, st["stoch"]))
+        return out
+
+    torch.manual_seed(0)
+    mode = tiny()
+    assert mode.cfg.greedy_latent == "mode"
+    first = acts(mode, True)
+    assert all(torch.equal(a, first[0][0]) and torch.equal(z, first[0][1]) for a, z in first)
+    rssm = mode.wm.rssm
+    d0, s0 = rssm.initial(2, torch.device("cpu"))
+    _, z0, _ = rssm.obs_step(d0, s0, torch.zeros(2, 3), mode.wm.encode(obs), torch.ones(2, dtype=torch.bool),
+                             torch.zeros(2, rssm.stoch, rssm.classes))
+    assert torch.equal(first[0][1], z0)
+    assert len({tuple(z.flatten().tolist()) for _, z in acts(mode, False)}) > 1
+    sample = tiny()
+    sample.load_state_dict(mode.state_dict())
+    sample.cfg.greedy_latent = "sample"
+    assert len({tuple(z.flatten().tolist()) for _, z in acts(sample, True)}) > 1
+    with pytest.raises(ValueError, match="greedy_latent 'argmax'"):
+        tiny(greedy_latent="argmax")
+
+
 def test_checkpoint_round_trip():
     torch.manual_seed(0)
     a = tiny()
@@ -579,7 +611,7 @@ def test_checkpoint_round_trip():
     st = a.initial_state(2)
     outs = []
     for agent in (a, b):
-        torch.manual_seed(5)  # the posterior latents are sampled even when acting deterministically
+        torch.manual_seed(5)
         outs.append(agent.act(obs, st, {}, deterministic=True)[1]["deter"])
     assert torch.equal(*outs)
     for k, v in a.wm.state_dict().items():

@@ -28,6 +28,7 @@ AGENTS = {
     "dreamer_rl2_gru": ["env=alloc64", "agent=dreamer_rl2", "env.meta_obs=true", "env.trial_episodes=2",
                         "agent.ac_gru=16"] + SMALL_DREAMER,
     "dreamer_hole": ["env=alloc64", "agent=dreamer_1m"] + HOLE + SMALL_DREAMER,
+    "dreamer_sampled": ["env=alloc64", "agent=dreamer_1m", "agent.greedy_latent=sample"] + SMALL_DREAMER,
 }
 
 
@@ -52,10 +53,12 @@ def _numpy_state(agent, state):
 @pytest.mark.parametrize("name", list(AGENTS))
 def test_onnx_decision_is_the_agents_own(name):
     """Along 80 env steps (trial and episode boundaries inside), ONNX Runtime fed the agent's state takes the
-    agent's deterministic action and returns its next state; Dreamer's latent draw gets the same Gumbel noise."""
+    agent's deterministic action and returns its next state; Dreamer acting on its posterior's mode has no noise
+    input, with ``greedy_latent: sample`` its latent draw gets the same Gumbel noise as the agent's."""
     agent, cfg = _agent(AGENTS[name])
     policy = OnnxPolicy(onnx_model(agent, make_core(cfg.env, cfg.suite.train, 1, torch.device("cpu")),
                                    check_steps=8))
+    assert ("noise" in policy.input_names) == (name == "dreamer_sampled")
     core = make_core(cfg.env, cfg.suite.train, 1, torch.device("cpu"))
     obs, info = core.reset(seed=1)
     state, starts = agent.initial_state(1), 0
@@ -159,14 +162,11 @@ def test_onnx_decision_of_a_multidiscrete_dreamer():
     obs, info = env.reset(seed=0)
     state = agent.initial_state(1)
     for t in range(12):
-        torch.manual_seed(t)
-        noise = gumbel_like(torch.empty(1, agent.wm.rssm.stoch, agent.wm.rssm.classes)).numpy()
-        torch.manual_seed(t)
         ort_state = _numpy_state(agent, state)
         with torch.no_grad():
             action, state = agent.act(obs, state, info, deterministic=True)
         mask = info["action_mask"].numpy() if "action_mask" in info else None
         start = t == 0 or bool(info.get("_final_obs", torch.zeros(1, dtype=torch.bool))[0])  # Pair's episode ends
-        a, _ = policy.predict(obs[0].numpy(), ort_state, start, mask, noise)
+        a, _ = policy.predict(obs[0].numpy(), ort_state, start, mask)
         assert a.shape == (2,) and a.tolist() == action[0].tolist()
         obs, _, _, _, info = env.step(action)

@@ -49,8 +49,11 @@ class _DreamerActStep(torch.nn.Module):
         super().__init__()
         self.wm, self.ac, self.space, self.masked = agent.wm, agent.ac, agent.space, masked
         self.gru = agent.ac.gru is not None
+        self.noisy = agent.cfg.greedy_latent == "sample"  # else the latent's mode: no noise input
 
-    def forward(self, obs, deter, stoch, prev_action, start, noise, *extra):
+    def forward(self, obs, deter, stoch, prev_action, start, *extra):
+        noise = extra[0] if self.noisy else torch.zeros(1, self.wm.rssm.stoch, self.wm.rssm.classes)
+        extra = extra[1:] if self.noisy else extra
         ac_h = extra[0] if self.gru else None
         mask = extra[-1] if self.masked else None
         token = self.wm.encode(obs.float())
@@ -140,7 +143,11 @@ class DreamerAgent(Agent):
         mask = info.get("action_mask") if info else None
         with torch.no_grad(), self._autocast():
             token = self.wm.encode(obs.to(self.device).float())
-            deter, stoch, _ = self.wm.rssm.obs_step(state["deter"], state["stoch"], state["action"], token, first)
+            noise = None  # a draw from the posterior; its mode (no noise) when acting greedily with greedy_latent: mode
+            if deterministic and self.cfg.greedy_latent == "mode":
+                noise = torch.zeros(B, self.wm.rssm.stoch, self.wm.rssm.classes, device=self.device)
+            deter, stoch, _ = self.wm.rssm.obs_step(state["deter"], state["stoch"], state["action"], token, first,
+                                                    noise)
             feat = self.wm.rssm.feat(deter, stoch)
             h = None
             if self.ac.gru is not None:  # the recurrent actor-critic resets where the latent does
@@ -159,13 +166,16 @@ class DreamerAgent(Agent):
 
     def acting_step(self, masked: bool = False) -> ActingStep:
         """``act`` with ``deterministic`` at batch 1: (obs, deter, stoch, prev_action (the last action's one-hot),
-        start, noise[, ac_h][, mask]) -> (action, deter, stoch, one-hot[, ac_h]); ``start`` resets the latent
+        start[, noise][, ac_h][, mask]) -> (action, deter, stoch, one-hot[, ac_h]); ``start`` resets the latent
         (pass the trial starts, or the episode starts with ``reset_at: episode``); ``noise`` is the Gumbel noise
-        of the latent's draw [1, stoch, classes]."""
+        of the latent's draw [1, stoch, classes], an input only with ``greedy_latent: sample`` (with ``mode`` the
+        step takes the posterior's mode and is a function of its inputs alone)."""
         s = {k: v.cpu() for k, v in self.initial_state(1).items()}
         rssm = self.wm.rssm
         inputs = {"obs": torch.zeros(1, self.obs_dim), "deter": s["deter"], "stoch": s["stoch"],
-                  "prev_action": s["action"], "start": s["first"], "noise": torch.zeros(1, rssm.stoch, rssm.classes)}
+                  "prev_action": s["action"], "start": s["first"]}
+        if self.cfg.greedy_latent == "sample":
+            inputs["noise"] = torch.zeros(1, rssm.stoch, rssm.classes)
         outputs = ["action", "next_deter", "next_stoch", "next_action"]
         if "ac_h" in s:
             inputs["ac_h"] = s["ac_h"]

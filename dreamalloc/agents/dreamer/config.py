@@ -18,6 +18,7 @@ OPTIMIZERS = ("laprop", "adam")
 PRECISIONS = ("fp32", "bf16")
 RESETS = ("trial", "episode")
 REPLAY_LATENTS = ("float32", "bfloat16", "float16")
+GREEDY_LATENTS = ("mode", "sample")
 
 
 @dataclass
@@ -34,7 +35,8 @@ class DreamerConfig:
         "loss_value": NONNEG, "loss_repval": NONNEG, "optimizer": OneOf(OPTIMIZERS), "lr": POSITIVE,
         "eps": POSITIVE, "beta1": between(0.0, 1.0, hi_open=True), "beta2": between(0.0, 1.0, hi_open=True),
         "agc": FINITE, "warmup": NONNEG, "train_ratio": POSITIVE, "learning_starts": NONNEG,
-        "precision": OneOf(PRECISIONS), "reset_at": OneOf(RESETS), "replay_latents": OneOf(REPLAY_LATENTS)}
+        "precision": OneOf(PRECISIONS), "reset_at": OneOf(RESETS), "replay_latents": OneOf(REPLAY_LATENTS),
+        "greedy_latent": OneOf(GREEDY_LATENTS)}
     name: str = "dreamer"
     # --- sizes (12M preset) ---
     deter: int = 2048
@@ -89,6 +91,8 @@ class DreamerConfig:
     meta: bool = False  # the trial is the unit: inner episode ends are neither is_first nor terminal (see agent.py)
     reset_at: str = "trial"  # trial | episode: where the RSSM state is zeroed, acting and replayed
     ac_gru: int = 0  # > 0: a GRU of this many units between the latent and the actor / critic (RL^2's policy)
+    # --- acting ---
+    greedy_latent: str = "mode"  # deterministic acting (evaluation): the posterior's mode (mode) or a draw (sample)
     # --- speed ---
     compile: bool = False  # torch.compile the RSSM steps and the heads (CUDA only; eager elsewhere)
     precision: str = "fp32"  # fp32 | bf16 (autocast; CUDA only, fp32 elsewhere)
@@ -126,6 +130,8 @@ def check(c: DreamerConfig) -> DreamerConfig:
         bad(f"ac_gru must be >= 0 (0: no recurrent actor-critic), got {c.ac_gru}")
     if c.replay_latents not in REPLAY_LATENTS:
         bad(f"unknown replay_latents {c.replay_latents!r}; choose one of {', '.join(REPLAY_LATENTS)}")
+    if c.greedy_latent not in GREEDY_LATENTS:
+        bad(f"unknown greedy_latent {c.greedy_latent!r}; choose one of {', '.join(GREEDY_LATENTS)}")
     if c.reset_at not in RESETS:
         bad(f"unknown reset_at {c.reset_at!r}; choose one of {', '.join(RESETS)}")
     if not isinstance(c.meta, bool):
@@ -133,4 +139,4 @@ def check(c: DreamerConfig) -> DreamerConfig:
     return c
 
 
-__all__ = ["OPTIMIZERS", "PRECISIONS", "REPLAY_LATENTS", "RESETS", "DreamerConfig", "DreamerRL2Config", "check"]
+__all__ = ["GREEDY_LATENTS", "OPTIMIZERS", "PRECISIONS", "REPLAY_LATENTS", "RESETS", "DreamerConfig", "DreamerRL2Config", "check"]
