@@ -107,8 +107,9 @@ def test_export_policy_script(tmp_path, capsys):
 
 
 def test_bench_latency_exports_take_the_eager_actions(capsys, tmp_path):
-    """A smoke run of scripts/bench_latency.py (the table, not the speed): the TorchScript and ONNX exports of DQN
-    and PPO take the eager agents' action on every timed observation, and --export writes loadable modules."""
+    """A smoke run of scripts/bench_latency.py (the table, not the speed): the TorchScript and ONNX exports of DQN,
+    PPO and Dreamer-RL^2 (greedy on its posterior's mode) take the eager agents' action on every timed observation,
+    and --export writes loadable modules."""
     import importlib.util
     from pathlib import Path
 
@@ -116,12 +117,12 @@ def test_bench_latency_exports_take_the_eager_actions(capsys, tmp_path):
         "bench_latency", Path(__file__).resolve().parents[1] / "scripts" / "bench_latency.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    assert mod.main(["--agents", "heuristic,dqn,ppo", "--calls", "30", "--warmup", "5", "--export",
+    assert mod.main(["--agents", "heuristic,dqn,ppo,dreamer_rl2", "--calls", "30", "--warmup", "5", "--export",
                      str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert out.count("actions differing from eager: 0/30") == 4  # TorchScript and ONNX Runtime, DQN and PPO
+    assert out.count("actions differing from eager: 0/30") == 6  # TorchScript and ONNX Runtime, 3 agents
     lines = [x for x in out.splitlines() if x.startswith("latency_us_median_p99:")]
-    assert [x.split()[1] for x in lines] == ["heuristic", "dqn", "ppo"]
+    assert [x.split()[1] for x in lines] == ["heuristic", "dqn", "ppo", "dreamer_rl2"]
     assert all(" export " in x and " onnx " in x for x in lines[1:])
     q = torch.jit.load(str(tmp_path / "dqn.torchscript.pt"))
     assert q(torch.zeros(1, 65))[0].shape == (1,)  # the acting step returns (action,)
