@@ -139,4 +139,5 @@ def check(c: DreamerConfig) -> DreamerConfig:
     return c
 
 
-__all__ = ["GREEDY_LATENTS", "OPTIMIZERS", "PRECISIONS", "REPLAY_LATENTS", "RESETS", "DreamerConfig", "DreamerRL2Config", "check"]
+__all__ = ["GREEDY_LATENTS", "OPTIMIZERS", "PRECISIONS", "REPLAY_LATENTS", "RESETS", "DreamerConfig",
+           "DreamerRL2Config", "check"]
