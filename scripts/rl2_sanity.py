@@ -27,9 +27,11 @@ from dreamalloc.experiment.checkpoint import load_checkpoint, save_checkpoint
 from dreamalloc.metatasks.baselines import (
     PSRL,
     BanditOracle,
+    BayesBandit,
     MDPOracle,
     RandomPolicy,
     Thompson,
+    bayes_regret,
     evaluate_trials,
     tuned_ucb1,
 )
@@ -94,6 +96,8 @@ def baselines(task: str, make_core, trials: int) -> dict[str, tuple[float, float
     if task.startswith("bandit"):
         core = make_core(1)
         pols.update(Thompson=Thompson(), oracle=BanditOracle())
+        if core.pulls <= BayesBandit.MAX_PULLS:
+            pols["Bayes-optimal"] = BayesBandit()
     else:
         pols.update(PSRL=PSRL(), oracle=MDPOracle())
     out = {k: mean_ci(evaluate_trials(p, make_core(trials), trials, seed=EVAL_SEED)) for k, p in pols.items()}
@@ -149,6 +153,14 @@ def main(argv=None) -> dict:
     for mode, det in (("greedy", True), ("sampled", False)):
         x = evaluate_trials(agent, make_core(a.trials), a.trials, seed=EVAL_SEED, deterministic=det)
         out[mode] = mean_ci(x)
+    core = make_core(a.trials)
+    if a.task.startswith("bandit") and core.pulls <= BayesBandit.MAX_PULLS:
+        # the greedy policy's expected shortfall from the Bayes-optimal one on the same instances, per pull: a
+        # lower-variance view of where it loses than the returns (baselines.bayes_regret)
+        bayes = BayesBandit()
+        bayes.start(core)
+        regret = bayes_regret(agent, core, seed=EVAL_SEED)
+        out["bayes_value"], out["greedy_bayes_regret"] = bayes.value(), regret.tolist()
     out["wall_s"] = time.perf_counter() - t0
     out["baselines"] = baselines(a.task, make_core, a.trials)
     ref = ", ".join(f"{k} {v}" for k, v in paper.items())
@@ -157,6 +169,11 @@ def main(argv=None) -> dict:
     for mode in ("greedy", "sampled"):
         m, lo, hi = out[mode]
         print(f"  {LABELS[a.agent]} {mode:8s} {m:7.2f} [{lo:.2f}, {hi:.2f}] over {a.trials} fresh instances")
+    if "greedy_bayes_regret" in out:
+        r = np.asarray(out["greedy_bayes_regret"])
+        print(f"  {LABELS[a.agent]} greedy: expected shortfall from the Bayes-optimal policy {r.sum():.3f} "
+              f"(expected return {out['bayes_value'] - r.sum():.2f} of {out['bayes_value']:.2f}); per pull "
+              + " ".join(f"{x:.3f}" for x in r))
     same = ", ".join(f"{k} {m:.2f} [{lo:.2f}, {hi:.2f}]" for k, (m, lo, hi) in out["baselines"].items())
     print(f"  same instances: {same}")
     print(f"  paper (Duan et al. 2016, Table 1): {ref}")

@@ -14,9 +14,11 @@ from dreamalloc.metatasks.baselines import (
     PSRL,
     UCB1,
     BanditOracle,
+    BayesBandit,
     MDPOracle,
     RandomPolicy,
     Thompson,
+    bayes_regret,
     evaluate_trials,
     finite_horizon_q,
     tuned_ucb1,
@@ -313,6 +315,38 @@ def test_bandit_reference_numbers(pulls, trials, random_ref, ucb_ref):
     assert mean_ci(rand)[2] < mean_ci(ts)[1] and mean_ci(ts)[2] < lo and mean_ci(ucb)[2] < lo
     assert mean_ci(plain)[2] < mean_ci(ucb)[1]  # textbook UCB1 is far worse at these horizons
     assert 0.0 < best_c < 0.5 and per_c[best_c] == pytest.approx(float(ucb.mean()))
+
+
+def test_bayes_bandit_by_hand_and_on_the_prior():
+    """The exact Bayes-optimal policy: hand-worked values (2 arms: one pull 1/2; two pulls 1/2 (1 + 2/3) + 1/2 1/2
+    = 13/12), its expected return (6.660 for n = 10, k = 5) matched by what it scores on 20,000 instances drawn
+    from the prior and above Thompson's and tuned UCB1's; its own regret 0, and every other policy's summed regret
+    its expected shortfall (random: 6.660 - 5 = 1.660; nothing lost on the first pull, where every arm is alike)."""
+    def value(arms, pulls):
+        b = BayesBandit()
+        b.start(BanditCore(1, arms, pulls))
+        return b.value()
+
+    assert value(2, 1) == pytest.approx(0.5) and value(2, 2) == pytest.approx(13 / 12)
+    bayes = BayesBandit()
+    bayes.start(BanditCore(1, 5, 10))
+    v = bayes.value()
+    assert v == pytest.approx(6.65999, abs=1e-4)
+    q = bayes.q(np.array([[1, 0, 0, 0, 0]]), np.array([[1, 1, 0, 0, 0]]))  # arm 0 won, arm 1 lost, 8 pulls left
+    assert q[0, 2] == q[0, 3] == q[0, 4] and q.argmax() == 0 and q[0, 1] < q[0, 2]
+    n = 20_000
+    x = evaluate_trials(BayesBandit(), BanditCore(n, 5, 10), n, seed=0)
+    m, lo, hi = mean_ci(x)
+    assert lo < v < hi
+    assert float(evaluate_trials(Thompson(), BanditCore(n, 5, 10), n, seed=0).mean()) < m - 0.5
+    ucb = bayes_regret(UCB1(0.2), BanditCore(n, 5, 10), seed=0).sum()  # tuned UCB1: close to optimal, not optimal
+    assert 0.0 < ucb < 0.05 and v - ucb == pytest.approx(evaluate_trials(UCB1(0.2), BanditCore(n, 5, 10), n,
+                                                                          seed=0).mean(), abs=0.04)
+    assert bayes_regret(BayesBandit(), BanditCore(2000, 5, 10), seed=3).sum() == 0.0
+    r = bayes_regret(RandomPolicy(), BanditCore(20_000, 5, 10), seed=3)
+    assert r.shape == (10,) and r[0] == 0.0 and (r[1:] > 0).all() and r.sum() == pytest.approx(v - 5.0, abs=0.02)
+    with pytest.raises(ValueError, match="up to 20 pulls"):
+        BayesBandit().start(BanditCore(1, 5, 100))
 
 
 def test_tabular_mdp_reference_numbers():

@@ -289,6 +289,10 @@ def test_sanity_script_saves_and_resumes(tmp_path):
     assert saved["meta"]["task"] == "bandit10" and saved["agent"]["n_updates"] == first["updates"] > 0
     same = main([*args[:2], "--steps", "0", *args[4:], "--resume", str(tmp_path / "a.pt")])
     assert same["updates"] == first["updates"] and same["greedy"] == first["greedy"]  # the very agent
+    # the bandit's exact reference: the Bayes-optimal policy, and the greedy agent's expected shortfall from it
+    assert same["bayes_value"] == pytest.approx(6.66, abs=0.005) and "Bayes-optimal" in same["baselines"]
+    regret = np.asarray(same["greedy_bayes_regret"])
+    assert regret.shape == (10,) and (regret >= 0).all() and same["greedy_bayes_regret"] == first["greedy_bayes_regret"]
     more = main([*args, "--seed", "1", "--resume", str(tmp_path / "a.pt")])
     assert more["updates"] > first["updates"]  # counted on from the saved agent
     with pytest.raises(CheckpointError, match="task"):

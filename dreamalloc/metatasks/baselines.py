@@ -114,6 +114,88 @@ class BanditOracle(_BanditPolicy):
         return self.core.means.argmax(1)
 
 
+class BayesBandit(_BanditPolicy):
+    """The Bayes-optimal policy for ``BanditCore``'s prior (every arm's mean uniform on [0, 1], i.e. Beta(1, 1)):
+    exact finite-horizon dynamic programming over the posteriors, a state being each arm's (successes, failures);
+    ties go to the lowest arm. ``value()`` is its expected trial return over the prior (6.660 for 5 arms and 10
+    pulls: the most any policy can expect, where the oracle knows the means) and ``q(succ, pulls)`` the optimal
+    action values of posterior rows. Exact, so only for short trials (pulls <= MAX_PULLS)."""
+
+    MAX_PULLS = 20
+
+    def start(self, core, seed=0):
+        super().start(core, seed)
+        if core.pulls > self.MAX_PULLS:
+            raise ValueError(f"BayesBandit: exact dynamic programming covers trials of up to {self.MAX_PULLS} pulls, "
+                             f"got {core.pulls}; use Thompson or UCB1 for longer ones")
+        self.arms, self.horizon = core.arms, core.pulls
+        self._memo: dict[tuple, tuple[float, ...]] = {}
+
+    def _qs(self, state: tuple) -> tuple[float, ...]:
+        """Optimal action values of a posterior ``state`` (sorted (successes, failures) per arm, so arms with
+        the same counts share an entry), in that sorted order."""
+        got = self._memo.get(state)
+        if got is None:
+            left = self.horizon - sum(a + b for a, b in state)
+            got = tuple(0.0 for _ in state)
+            if left > 0:
+                out = []
+                for i, (a, b) in enumerate(state):
+                    p = (a + 1.0) / (a + b + 2.0)
+                    win = state[:i] + ((a + 1, b),) + state[i + 1:]
+                    lose = state[:i] + ((a, b + 1),) + state[i + 1:]
+                    v_win, v_lose = max(self._qs(tuple(sorted(win)))), max(self._qs(tuple(sorted(lose))))
+                    out.append(p * (1.0 + v_win) + (1.0 - p) * v_lose)
+                got = tuple(out)
+            self._memo[state] = got
+        return got
+
+    def q(self, succ: np.ndarray, pulls: np.ndarray) -> np.ndarray:
+        """Optimal action values [R, arms] of posterior rows (successes and pulls per arm, [R, arms] integers)."""
+        out = np.zeros(np.shape(succ), dtype=np.float64)
+        for r, (s_row, n_row) in enumerate(zip(np.asarray(succ, int), np.asarray(pulls, int), strict=True)):
+            counts = [(int(s), int(n - s)) for s, n in zip(s_row, n_row, strict=True)]
+            order = sorted(range(self.arms), key=lambda i: counts[i])
+            for q, i in zip(self._qs(tuple(counts[i] for i in order)), order, strict=True):
+                out[r, i] = q
+        return out
+
+    def value(self) -> float:
+        return max(self._qs(tuple((0, 0) for _ in range(self.arms))))
+
+    def act(self, obs, info):
+        self._update(obs, info)
+        return self._tensor(self.q(self.succ.cpu().numpy(), self.pulls.cpu().numpy()).argmax(1))
+
+
+def bayes_regret(policy, core: BanditCore, seed=0, deterministic: bool = True) -> np.ndarray:
+    """Expected regret of ``policy`` (an agent or a TrialPolicy) against the Bayes-optimal one, per pull: the mean
+    over the core's B rows of max_a Q*(s_t, a) - Q*(s_t, a_t) along one trial of each row from ``core.reset(seed)``,
+    [pulls]. By the performance-difference lemma its sum is the policy's expected shortfall from ``BayesBandit.value``
+    over the prior, an estimate free of the outcome noise in the observed return (the states visited still vary)."""
+    bayes = BayesBandit()
+    bayes.start(core)
+    obs, info = core.reset(seed=seed)
+    agent, state = hasattr(policy, "initial_state"), None
+    if agent:
+        state = policy.initial_state(core.B)
+    else:
+        policy.start(core, int(np.asarray(seed).reshape(-1)[0]))
+    out = np.zeros(core.pulls)
+    with torch.no_grad():
+        for t in range(core.pulls):
+            bayes._update(obs, info)
+            q = bayes.q(bayes.succ.cpu().numpy(), bayes.pulls.cpu().numpy())
+            if agent:
+                action, state = policy.act(obs, state, info, deterministic)
+            else:
+                action = policy.act(obs, info)
+            a = np.asarray(action.cpu()).reshape(-1)
+            out[t] = float((q.max(1) - q[np.arange(core.B), a]).mean())
+            obs, _, _, _, info = core.step(action)
+    return out
+
+
 def tuned_ucb1(arms: int, pulls: int, trials: int = 1000, seed: int = 0, cs=None, prior: bool = True,
                device="cpu") -> tuple[float, np.ndarray, dict[float, float]]:
     """RL^2's UCB1 baseline: every c of ``cs`` (default 0, 0.1, ..., 1) on the same ``trials`` instances
@@ -243,5 +325,5 @@ def evaluate_trials(policy, core, trials: int, seed=0, deterministic: bool = Fal
     return np.asarray(out[:trials], dtype=np.float64)
 
 
-__all__ = ["PSRL", "UCB1", "BanditOracle", "MDPOracle", "RandomPolicy", "Thompson", "TrialPolicy",
-           "evaluate_trials", "finite_horizon_q", "tuned_ucb1"]
+__all__ = ["PSRL", "UCB1", "BanditOracle", "BayesBandit", "MDPOracle", "RandomPolicy", "Thompson", "TrialPolicy",
+           "bayes_regret", "evaluate_trials", "finite_horizon_q", "tuned_ucb1"]
