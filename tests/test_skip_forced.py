@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from dreamalloc.alloc import AllocEnv
 from dreamalloc.alloc.env import AllocCore
 from dreamalloc.alloc.heap import RULES
+from dreamalloc.alloc.heap.heuristics import place_address
 from dreamalloc.core.rollout import run_episodes
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -84,6 +84,41 @@ def test_one_step_can_end_the_episode_and_reports_it():
     assert info["episode"]["r"][1] < 3.0
 
 
-def test_skip_forced_needs_the_heuristic_space():
-    with pytest.raises(ValueError, match="skip_forced needs the heuristic action space"):
-        AllocEnv(action="address", skip_forced=True)
+@pytest.mark.parametrize("action", ["hole", "address"])
+def test_hole_and_address_spaces_are_asked_only_where_the_rules_part(action):
+    """In the hole / address spaces the env places the requests on which the rules agree (as the rules do) and
+    asks the agent where they part, in its own space: every later step is such a request and the rewards add up;
+    playing worst fit's address at every decision gives worst fit's steps and returns (in the hole space worst
+    fit's hole where it is among the 8 visible ones, the largest visible one where not)."""
+    params = {"target": "worst", "blind": ["best", "worst", "first"], "size_min": 1, "size_max": 1}
+    kw = dict(cells=256, stream="adversarial", stream_params=params, heuristics=("best", "worst", "first"),
+              max_allocs=36, holes=8, hole_order="size")
+    core = AllocCore(8, action=action, skip_forced=True, **kw)
+    rules = AllocCore(8, action="heuristic", skip_forced=True, **kw)  # worst fit throughout, for the address space
+    _, info = core.reset(seed=7)
+    rules.reset(seed=7)
+    ret, checked, episodes = torch.zeros(8, dtype=torch.float64), 0, 0
+    for _ in range(200):
+        addrs = torch.stack([place_address(core.runs, core.request, rule, core.heaps.rover) for rule in
+                             ("best", "worst", "first")])
+        later = ~info["episode_start"]
+        assert (addrs != addrs[:1]).any(0)[later].all()
+        checked += int(later.sum())
+        if action == "address":
+            a = addrs[1]
+        else:  # worst fit's hole where visible, else the largest visible one (size order: the last one)
+            start, length = core.runs.first_fitting(core.request, 8, True)
+            at = (start == addrs[1][:, None]) & (length > 0)
+            a = torch.where(at.any(1), at.long().argmax(1), (length > 0).sum(1) - 1)
+            assert torch.equal(core.addresses(a)[0][at.any(1)], addrs[1][at.any(1)])
+        _, r, term, trunc, info = core.step(a)
+        if action == "address":
+            _, r_r, term_r, trunc_r, _ = rules.step(torch.full((8,), 1))
+            assert torch.equal(term | trunc, term_r | trunc_r) and torch.allclose(r, r_r)
+        ret += r
+        done = term | trunc
+        if done.any():
+            assert torch.allclose(ret[done], info["episode"]["r"][done])
+            ret[done] = 0.0
+            episodes += int(done.sum())
+    assert checked > 50 and episodes > 20

@@ -28,11 +28,13 @@ the same device can also drive it directly. Step semantics follow Lim & Maddukur
 * ``step()`` takes an integer tensor or array of shape (B,) with values in [0, n_actions) (see
   ``core.actions``): anything else (None, a rule name, floats, another shape, an out-of-range value) is an
   ``ActionError`` saying what is expected; ``step()`` before ``reset()`` is a ``RuntimeError``.
-* ``skip_forced`` (heuristic action space): after the agent's placement the env itself places every request
-  on which all rules of the action set choose the same address, and the step's reward is the sum of what
-  those placements earn; the agent is asked only where its choice changes the heap (and at each episode's
-  first request). Placements and episode returns are those of the same policy without skipping; an
-  episode just has fewer steps (``info["episode"]["l"]`` counts the agent's decisions).
+* ``skip_forced``: after the agent's placement the env itself places every request on which all rules of
+  ``heuristics`` choose the same address, and the step's reward is the sum of what those placements earn;
+  the agent is asked only where the rules part (and at each episode's first request). In the heuristic
+  action space that is where its choice changes the heap: placements and episode returns are those of the
+  same policy without skipping, an episode just has fewer steps (``info["episode"]["l"]`` counts the agent's
+  decisions). In the ``address`` / ``hole`` spaces the env's placement on the skipped requests is the rules'
+  common one, so the agent places (anywhere its space allows) only the requests on which the rules disagree.
 
 Meta-RL trials (RL^2, docs/reference.md §6): a trial is ``trial_episodes`` consecutive episodes of a heap, and a
 task distribution keeps its task for the whole trial. Every info carries ``trial_start`` (the returned
@@ -135,9 +137,6 @@ class AllocConfig:
             bad("holes must be >= 1 for the hole action space")
         if not isinstance(self.trial_episodes, (int, np.integer)) or self.trial_episodes < 1:
             bad(f"trial_episodes must be an integer >= 1, got {self.trial_episodes!r}")
-        if self.skip_forced and self.action != "heuristic":
-            bad(f"skip_forced needs the heuristic action space (it skips requests on which every rule agrees), "
-                f"not {self.action!r}")
         if self.task_obs and self.n_tasks < 2:
             bad(f"task_obs needs a stream with several tasks (tasks, shift, regimes, ...), not {self.stream!r}")
         if self.max_allocs is None:
