@@ -176,20 +176,13 @@ def bayes_regret(policy, core: BanditCore, seed=0, deterministic: bool = True) -
     bayes = BayesBandit()
     bayes.start(core)
     obs, info = core.reset(seed=seed)
-    agent, state = hasattr(policy, "initial_state"), None
-    if agent:
-        state = policy.initial_state(core.B)
-    else:
-        policy.start(core, int(np.asarray(seed).reshape(-1)[0]))
+    act = _acting(policy, core, seed, deterministic)
     out = np.zeros(core.pulls)
     with torch.no_grad():
         for t in range(core.pulls):
             bayes._update(obs, info)
             q = bayes.q(bayes.succ.cpu().numpy(), bayes.pulls.cpu().numpy())
-            if agent:
-                action, state = policy.act(obs, state, info, deterministic)
-            else:
-                action = policy.act(obs, info)
+            action = act(obs, info)
             a = np.asarray(action.cpu()).reshape(-1)
             out[t] = float((q.max(1) - q[np.arange(core.B), a]).mean())
             obs, _, _, _, info = core.step(action)
@@ -299,6 +292,21 @@ class PSRL(_MDPPolicy):
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
+def _acting(policy, core, seed, deterministic: bool):
+    """``act(obs, info) -> actions`` for a ``TrialPolicy`` (started on ``core`` with the first seed) or an ``Agent``
+    (its recurrent state carried inside; it resets where ``info["trial_start"]`` is set)."""
+    if not hasattr(policy, "initial_state"):
+        policy.start(core, int(np.asarray(seed).reshape(-1)[0]))
+        return policy.act
+    state = [policy.initial_state(core.B)]
+
+    def act(obs, info):
+        action, state[0] = policy.act(obs, state[0], info, deterministic)
+        return action
+
+    return act
+
+
 def evaluate_trials(policy, core, trials: int, seed=0, deterministic: bool = False) -> np.ndarray:
     """Total reward of each of the first ``trials`` trials to finish [trials] float64, from ``core.reset(seed)``
     (rows finishing on the same step in row order; with trials = B, entry b is the trial of seed + b).
@@ -307,19 +315,11 @@ def evaluate_trials(policy, core, trials: int, seed=0, deterministic: bool = Fal
     if isinstance(trials, bool) or not isinstance(trials, (int, np.integer)) or trials < 1:
         raise ValueError(f"evaluate_trials: trials must be an integer >= 1, got {trials!r}")
     obs, info = core.reset(seed=seed)
-    agent = hasattr(policy, "initial_state")
-    if agent:
-        state = policy.initial_state(core.B)
-    else:
-        policy.start(core, int(np.asarray(seed).reshape(-1)[0]))
+    act = _acting(policy, core, seed, deterministic)
     out: list[float] = []
     with torch.no_grad():
         while len(out) < trials:
-            if agent:
-                action, state = policy.act(obs, state, info, deterministic)
-            else:
-                action = policy.act(obs, info)
-            obs, _, _, _, info = core.step(action)
+            obs, _, _, _, info = core.step(act(obs, info))
             if "_trial" in info:
                 out.extend(info["trial"]["r"][info["_trial"]].tolist())
     return np.asarray(out[:trials], dtype=np.float64)
