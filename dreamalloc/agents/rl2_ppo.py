@@ -32,7 +32,7 @@ from dreamalloc.agents.onpolicy import Rollout
 from dreamalloc.agents.ppo import PPOAgent, PPOConfig
 from dreamalloc.agents.returns import gae
 from dreamalloc.core.checks import COUNT
-from dreamalloc.nn.layers import masked_logits, mlp, orthogonal_init
+from dreamalloc.nn.layers import PointerHead, masked_logits, mlp, orthogonal_init
 
 
 @dataclass
@@ -48,13 +48,19 @@ class RL2PPOConfig(PPOConfig):
     rnn_hidden: int = 128  # GRU width
     bptt: int = 32  # steps per replayed chunk (divides n_steps)
     shared: bool = True  # the GRU torso serves policy and value (the only layout)
+    # units of a pointer head that scores each action from the features the observation holds for it
+    # (EnvSpec.action_features, e.g. the allocation env's hole space with hole_features >= holes); 0: a linear head
+    pointer: int = 0
 
 
 class RecurrentActorCritic(nn.Module):
     """obs [.., D] -> MLP encoder -> GRU cell -> (policy logits, value). Orthogonal init as ``ActorCritic``
-    (gain sqrt 2 in the encoder, 0.01 on the policy head, 1 on the value head; gain 1 in the GRU)."""
+    (gain sqrt 2 in the encoder, 0.01 on the policy head, 1 on the value head; gain 1 in the GRU). With
+    ``pointer`` = (units, offset, width) the policy head is a ``PointerHead`` scoring each action from its
+    features in the observation and the GRU state."""
 
-    def __init__(self, obs_dim: int, n_actions: int, hidden, rnn_hidden: int, activation: str = "tanh"):
+    def __init__(self, obs_dim: int, n_actions: int, hidden, rnn_hidden: int, activation: str = "tanh",
+                 pointer: tuple[int, int, int] | None = None):
         super().__init__()
         hidden = [int(h) for h in hidden]
         self.enc = orthogonal_init(mlp(obs_dim, hidden, None, activation))
@@ -64,18 +70,28 @@ class RecurrentActorCritic(nn.Module):
                 nn.init.orthogonal_(p, 1.0)
             else:
                 nn.init.zeros_(p)
-        self.pi = orthogonal_init(nn.Linear(int(rnn_hidden), n_actions), 0.01)
+        if pointer is None:
+            self.pi = orthogonal_init(nn.Linear(int(rnn_hidden), n_actions), 0.01)
+        else:
+            units, offset, width = pointer
+            self.pi = PointerHead(int(rnn_hidden), n_actions, offset, width, units)
         self.v = orthogonal_init(nn.Linear(int(rnn_hidden), 1), 1.0)
 
-    def step(self, obs: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One step of B envs: obs [B, D], h [B, H] (already reset) -> logits [B, A], value [B], h' [B, H]."""
-        h = self.gru(self.enc(obs), h)
-        return self.pi(h), self.v(h).squeeze(-1), h
+    def _logits(self, h: torch.Tensor, obs: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return self.pi(h) if isinstance(self.pi, nn.Linear) else self.pi(h, obs, mask)
 
-    def sequence(self, obs: torch.Tensor, h0: torch.Tensor, reset: torch.Tensor
+    def step(self, obs: torch.Tensor, h: torch.Tensor, mask: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One step of B envs: obs [B, D], h [B, H] (already reset), the action mask [B, A] or None -> logits
+        [B, A] (not masked), value [B], h' [B, H]."""
+        h = self.gru(self.enc(obs), h)
+        return self._logits(h, obs, mask), self.v(h).squeeze(-1), h
+
+    def sequence(self, obs: torch.Tensor, h0: torch.Tensor, reset: torch.Tensor, mask: torch.Tensor | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         """Replay of N sequences: obs [L, N, D], h0 [N, H] (the state fed at the first step), reset [L, N]
-        (zero the state before that step) -> logits [L, N, A], values [L, N]."""
+        (zero the state before that step), masks [L, N, A] or None -> logits [L, N, A] (not masked), values
+        [L, N]."""
         x = self.enc(obs)
         h, out = h0, []
         for t in range(obs.shape[0]):
@@ -83,7 +99,7 @@ class RecurrentActorCritic(nn.Module):
             h = self.gru(x[t], h)
             out.append(h)
         hs = torch.stack(out)
-        return self.pi(hs), self.v(hs).squeeze(-1)
+        return self._logits(hs, obs, mask), self.v(hs).squeeze(-1)
 
 
 class RecurrentRollout(Rollout):
@@ -125,8 +141,9 @@ class _RecurrentGreedyStep(nn.Module):
 
     def forward(self, obs, h, start, *mask):
         h = torch.where(start[:, None], torch.zeros_like(h), h)
-        logits, _, h_next = self.net.step(obs, h)
-        return masked_logits(logits, mask[0] if mask else None).argmax(-1), h_next
+        m = mask[0] if mask else None
+        logits, _, h_next = self.net.step(obs, h, m)
+        return masked_logits(logits, m).argmax(-1), h_next
 
 
 class RL2PPOAgent(PPOAgent):
@@ -159,11 +176,17 @@ class RL2PPOAgent(PPOAgent):
                 f"bptt={c.bptt}")
         if not c.shared:
             bad("shared must be true: policy and value read the same GRU state")
+        if c.pointer < 0:
+            bad(f"pointer must be >= 0 (units of the pointer head; 0: none), got {c.pointer}")
+        if c.pointer and len(getattr(self.env, "action_features", ()) or ()) != 2:
+            bad("pointer > 0 needs an env whose observation holds features for each action (its EnvSpec's "
+                "action_features; the allocation env gives them in the hole space with hole_features >= holes)")
         return c
 
     def _build_net(self) -> nn.Module:
         c = self.cfg
-        return RecurrentActorCritic(self.obs_dim, self.n_actions, c.hidden, c.rnn_hidden, c.activation)
+        pointer = (c.pointer, *self.env.action_features) if c.pointer else None
+        return RecurrentActorCritic(self.obs_dim, self.n_actions, c.hidden, c.rnn_hidden, c.activation, pointer)
 
     def meta(self) -> dict:
         return {**super().meta(), "rnn_hidden": int(self.cfg.rnn_hidden)}
@@ -193,7 +216,7 @@ class RL2PPOAgent(PPOAgent):
         h = torch.zeros(B, self.cfg.rnn_hidden, device=obs.device) if state is None else state
         h = torch.where(start[:, None], torch.zeros_like(h), h)
         with torch.no_grad():
-            logits, value, h_next = self.net.step(obs, h)
+            logits, value, h_next = self.net.step(obs, h, mask)
             logits = masked_logits(logits, mask)
             if deterministic:
                 return logits.argmax(-1), h_next
@@ -283,7 +306,7 @@ class RL2PPOAgent(PPOAgent):
         return mb
 
     def _evaluate(self, mb):
-        logits, values = self.net.sequence(mb["obs"], mb["h0"], mb["first"])
+        logits, values = self.net.sequence(mb["obs"], mb["h0"], mb["first"], mb["masks"])
         return masked_logits(logits, mb["masks"]), values
 
     # --- checkpoints --------------------------------------------------------------------------------------

@@ -172,6 +172,14 @@ class AllocConfig:
         return (self.cells if self.bitmap else 0) + 1 + self.history + 4 * self.summary + 2 * self.hole_features
 
     @property
+    def action_features(self) -> tuple[int, ...]:
+        """``EnvSpec.action_features``: in the hole space with ``hole_features >= holes`` the observation holds
+        each hole action's (start, length), 2 values per hole from this offset; () otherwise."""
+        if self.action != "hole" or self.hole_features < self.holes:
+            return ()
+        return ((self.cells if self.bitmap else 0) + 1 + self.history + 4 * self.summary, 2)
+
+    @property
     def obs_dim(self) -> int:
         return ((self.cells if self.bitmap else 0) + 1 + self.history + 4 * self.summary + 2 * self.hole_features
                 + self.meta_dim + (self.n_tasks if self.task_obs else 0))
@@ -207,6 +215,7 @@ class AllocDomain:
         self.obs_dim, self.n_actions, self.n_tasks = cfg.domain_obs_dim, cfg.n_actions, cfg.n_tasks
         self.masked = cfg.action != "heuristic"
         self.action_space = cfg.action
+        self.action_features = cfg.action_features
         self.max_episode_steps = cfg.max_allocs + (cfg.max_invalid if self.masked else 0)
         self.heaps = HeapBatch(self.B, self.N, dev)
         self.stream = make_stream(cfg.stream, self.B, self.N, dev, **dict(cfg.stream_params))

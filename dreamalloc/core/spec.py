@@ -43,6 +43,10 @@ class EnvSpec:
     max_episode_steps: int = 0  # an upper bound on the steps of an episode (0: none known)
     action_names: tuple[str, ...] = ()  # the meaning of each action, for messages and tables
     action_space: str | None = None  # the family's name for its action space (e.g. "address"), for checkpoints
+    # (offset, width) where the observation describes each action: obs[offset + a * width: offset + (a + 1) *
+    # width] are action a's features for every a < n_actions (a pointer-style policy scores actions from them);
+    # () where it does not
+    action_features: tuple[int, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict, compare=False)  # family-specific, for reports only
 
 

@@ -87,7 +87,8 @@ class Trials:
                             masked=bool(getattr(domain, "masked", False)), meta_obs=self.meta_obs,
                             trial_episodes=self.K, max_episode_steps=int(getattr(domain, "max_episode_steps", 0)),
                             action_names=tuple(getattr(domain.action_spec, "names", ())),
-                            action_space=getattr(domain, "action_space", None))
+                            action_space=getattr(domain, "action_space", None),
+                            action_features=tuple(getattr(domain, "action_features", ())))
 
     @property
     def obs_dim(self) -> int:
