@@ -29,7 +29,8 @@ def test_alloc_spec_points_at_each_hole_features():
     for _ in range(12):
         start, length = core.runs.first_fitting(core.request, 6, by_size=True)
         feats = obs[:, offset: offset + 6 * width].reshape(5, 6, 2)
-        assert torch.allclose(feats[..., 0], start.float() / 128) and torch.allclose(feats[..., 1], length.float() / 128)
+        assert torch.allclose(feats[..., 0], start.float() / 128)
+        assert torch.allclose(feats[..., 1], length.float() / 128)
         assert torch.equal(info["action_mask"], length > 0)  # a listed hole is exactly a valid action
         obs, _, _, _, info = core.step(torch.zeros(5, dtype=torch.long))
     for other in (dict(HOLE, hole_features=5), dict(HOLE, action="heuristic"), dict(HOLE, action="address")):
