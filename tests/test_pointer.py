@@ -120,3 +120,28 @@ def test_pointer_needs_features_per_action():
         make_agent("rl2_ppo", cfg.obs_dim, cfg.n_actions, core.spec, "cpu", **TINY)
     with pytest.raises(ValueError, match="pointer must be >= 0"):
         make_agent("rl2_ppo", cfg.obs_dim, cfg.n_actions, core.spec, "cpu", **dict(TINY, pointer=-1))
+
+
+@pytest.mark.parametrize("agent_name, shared", [("ppo", False), ("ppo", True), ("a2c", False)])
+def test_feed_forward_agents_take_the_pointer_head(agent_name, shared):
+    """PPO / A2C with the pointer head on the hole space: updates run, only valid holes are chosen, and the
+    export's greedy actions are the eager ones."""
+    cfg = AllocConfig(**dict(HOLE, meta_obs=False, trial_episodes=1)).validate()
+    core = AllocCore(8, cfg)
+    torch.manual_seed(0)
+    agent = make_agent(agent_name, cfg.obs_dim, cfg.n_actions, core.spec, "cpu", n_steps=8, hidden=[16],
+                       shared=shared, pointer=16)
+    assert agent.net.pointer is not None
+    obs, info = core.reset(seed=4)
+    for step in range(40):
+        action, _ = agent.act(obs, None, info)
+        assert bool(info["action_mask"].gather(1, action[:, None]).all())
+        next_obs, r, te, tr, info2 = core.step(action)
+        agent.observe(obs, action, r, te, tr, info2.get("final_obs", next_obs), info2)
+        obs, info = next_obs, info2
+        agent.update((step + 1) * 8)
+    assert agent.n_updates >= 4
+    greedy, _ = agent.act(obs, None, info, deterministic=True)
+    mod = agent.acting_step(masked=True).module
+    with torch.no_grad():
+        assert torch.equal(mod(obs, info["action_mask"])[0], greedy)

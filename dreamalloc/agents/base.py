@@ -100,7 +100,8 @@ class GreedyStep(nn.Module):
         self.net, self.first = net, first
 
     def forward(self, obs: torch.Tensor, *mask: torch.Tensor) -> tuple[torch.Tensor]:
-        out = self.net(obs)
+        # a net with ``reads_mask`` takes the mask too (a pointer head rescales action features over valid ones)
+        out = self.net(obs, mask[0] if mask else None) if getattr(self.net, "reads_mask", False) else self.net(obs)
         return (masked_logits(out[0] if self.first else out, mask[0] if mask else None).argmax(-1),)
 
     @staticmethod

@@ -27,7 +27,7 @@ from torch.nn import functional as F
 from dreamalloc.agents.base import ActingStep, Agent, GreedyStep, NonFiniteLossError, optimizer_step, same_action
 from dreamalloc.agents.returns import gae, nstep_returns
 from dreamalloc.core.checks import COUNT, FINITE, NONNEG, POSITIVE, UNIT, OneOf, Range, between
-from dreamalloc.nn.layers import ACTIVATIONS, masked_logits, mlp, orthogonal_init
+from dreamalloc.nn.layers import ACTIVATIONS, PointerHead, masked_logits, mlp, orthogonal_init
 
 OPTIMIZERS = ("adam", "rmsprop")
 
@@ -58,29 +58,42 @@ class OnPolicyConfig:
     optimizer: str = "adam"  # adam | rmsprop
     opt_eps: float = 1e-5
     rms_alpha: float = 0.99
+    # units of a pointer head scoring each action from the features the observation holds for it and the torso's
+    # output (EnvSpec.action_features: the allocation env's hole space with hole_features >= holes); 0: a linear
+    # head over the torso
+    pointer: int = 0
 
 
 class ActorCritic(nn.Module):
     """Policy logits and state value from an observation [..., D]; orthogonal init with the usual gains
-    (sqrt 2 in the torsos, 0.01 on the policy head so the first policy is near uniform, 1 on the value)."""
+    (sqrt 2 in the torsos, 0.01 on the policy head so the first policy is near uniform, 1 on the value). With
+    ``pointer`` = (units, offset, width) the policy's last layer is a ``PointerHead`` over its torso's output
+    and each action's features in the observation."""
 
-    def __init__(self, obs_dim: int, n_actions: int, hidden, activation: str = "tanh", shared: bool = False):
+    reads_mask = True  # forward takes the action mask (the pointer head rescales features over valid actions)
+
+    def __init__(self, obs_dim: int, n_actions: int, hidden, activation: str = "tanh", shared: bool = False,
+                 pointer: tuple[int, int, int] | None = None):
         super().__init__()
         hidden = [int(h) for h in hidden]
         self.shared = bool(shared)
+        d = hidden[-1] if hidden else obs_dim
+        self.pointer = None if pointer is None else PointerHead(d, n_actions, pointer[1], pointer[2], pointer[0])
         if self.shared:
             self.torso = orthogonal_init(mlp(obs_dim, hidden, None, activation))
-            d = hidden[-1] if hidden else obs_dim
-            self.pi = orthogonal_init(nn.Linear(d, n_actions), 0.01)
+            self.pi = orthogonal_init(nn.Linear(d, n_actions), 0.01) if pointer is None else nn.Identity()
             self.v = orthogonal_init(nn.Linear(d, 1), 1.0)
         else:
             self.torso = nn.Identity()
-            self.pi = orthogonal_init(mlp(obs_dim, hidden, n_actions, activation), last_gain=0.01)
+            self.pi = orthogonal_init(mlp(obs_dim, hidden, n_actions if pointer is None else None, activation),
+                                      last_gain=0.01 if pointer is None else None)
             self.v = orthogonal_init(mlp(obs_dim, hidden, 1, activation), last_gain=1.0)
 
-    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, obs: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits [..., A] (not masked), value [...]) of observations [..., D]; ``mask`` [..., A] or None."""
         h = self.torso(obs)
-        return self.pi(h), self.v(h).squeeze(-1)
+        logits = self.pi(h) if self.pointer is None else self.pointer(self.pi(h), obs, mask)
+        return logits, self.v(h).squeeze(-1)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.v(self.torso(obs)).squeeze(-1)
@@ -233,6 +246,11 @@ class OnPolicyAgent(Agent):
             bad(f"unknown optimizer {c.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         if any(h < 1 for h in c.hidden):
             bad(f"hidden widths must be >= 1, got {c.hidden}")
+        if c.pointer < 0:
+            bad(f"pointer must be >= 0 (units of the pointer head; 0: none), got {c.pointer}")
+        if c.pointer and len(getattr(self.env, "action_features", ()) or ()) != 2:
+            bad("pointer > 0 needs an env whose observation holds features for each action (its EnvSpec's "
+                "action_features; the allocation env gives them in the hole space with hole_features >= holes)")
         if self._anneals(c) and c.total_steps < 1:
             bad("annealing needs the run's length: set total_steps (total_steps: ${steps} in conf/agent/"
                 f"{self.name}.yaml) or turn annealing off")
@@ -243,7 +261,11 @@ class OnPolicyAgent(Agent):
 
     def _build_net(self) -> nn.Module:
         c = self.cfg
-        return ActorCritic(self.obs_dim, self.n_actions, c.hidden, c.activation, c.shared)
+        return ActorCritic(self.obs_dim, self.n_actions, c.hidden, c.activation, c.shared, self._pointer())
+
+    def _pointer(self) -> tuple[int, int, int] | None:
+        """(units, offset, width) of the pointer head, or None without one."""
+        return (self.cfg.pointer, *self.env.action_features) if self.cfg.pointer else None
 
     def meta(self) -> dict:
         c = self.cfg
@@ -258,7 +280,7 @@ class OnPolicyAgent(Agent):
     def act(self, obs, state, info, deterministic=False):
         mask = info.get("action_mask") if info else None
         with torch.no_grad():
-            logits, value = self.net(obs)
+            logits, value = self.net(obs, mask)
             logits = masked_logits(logits, mask)
             if deterministic:
                 return logits.argmax(-1), state
@@ -278,7 +300,7 @@ class OnPolicyAgent(Agent):
             # Not the action of our latest act (e.g. an external driver): recompute what act would have kept.
             mask = self._next_mask
             with torch.no_grad():
-                logits, value = self.net(obs)
+                logits, value = self.net(obs, mask)
                 logp, _ = policy_terms(masked_logits(logits, mask), action.long())
             pend = (action, logp, value, mask, None)
         _, logp, value, mask, state = pend
@@ -378,7 +400,7 @@ class OnPolicyAgent(Agent):
 
     def _evaluate(self, mb: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Masked logits and values of a minibatch, with gradients."""
-        logits, values = self.net(mb["obs"])
+        logits, values = self.net(mb["obs"], mb["masks"])
         return masked_logits(logits, mb["masks"]), values
 
     def _step(self, loss: torch.Tensor) -> torch.Tensor:

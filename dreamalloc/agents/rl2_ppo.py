@@ -48,9 +48,6 @@ class RL2PPOConfig(PPOConfig):
     rnn_hidden: int = 128  # GRU width
     bptt: int = 32  # steps per replayed chunk (divides n_steps)
     shared: bool = True  # the GRU torso serves policy and value (the only layout)
-    # units of a pointer head that scores each action from the features the observation holds for it
-    # (EnvSpec.action_features, e.g. the allocation env's hole space with hole_features >= holes); 0: a linear head
-    pointer: int = 0
 
 
 class RecurrentActorCritic(nn.Module):
@@ -176,17 +173,12 @@ class RL2PPOAgent(PPOAgent):
                 f"bptt={c.bptt}")
         if not c.shared:
             bad("shared must be true: policy and value read the same GRU state")
-        if c.pointer < 0:
-            bad(f"pointer must be >= 0 (units of the pointer head; 0: none), got {c.pointer}")
-        if c.pointer and len(getattr(self.env, "action_features", ()) or ()) != 2:
-            bad("pointer > 0 needs an env whose observation holds features for each action (its EnvSpec's "
-                "action_features; the allocation env gives them in the hole space with hole_features >= holes)")
         return c
 
     def _build_net(self) -> nn.Module:
         c = self.cfg
-        pointer = (c.pointer, *self.env.action_features) if c.pointer else None
-        return RecurrentActorCritic(self.obs_dim, self.n_actions, c.hidden, c.rnn_hidden, c.activation, pointer)
+        return RecurrentActorCritic(self.obs_dim, self.n_actions, c.hidden, c.rnn_hidden, c.activation,
+                                    self._pointer())
 
     def meta(self) -> dict:
         return {**super().meta(), "rnn_hidden": int(self.cfg.rnn_hidden)}
