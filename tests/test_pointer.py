@@ -81,6 +81,21 @@ def test_pointer_head_learns_to_point_at_an_extreme_of_tiny_features(which):
         assert float((head(h, x).argmax(1) == y).float().mean()) > 0.95
 
 
+def _train_valid_only(agent, core, steps: int, seed: int):
+    """``steps`` steps of the training cycle on ``core``, asserting every sampled hole is a valid one; returns
+    where it stopped (obs, info, recurrent state)."""
+    obs, info = core.reset(seed=seed)
+    state = agent.initial_state(core.B)
+    for step in range(steps):
+        action, state = agent.act(obs, state, info)
+        assert bool(info["action_mask"].gather(1, action[:, None]).all())
+        next_obs, r, te, tr, info2 = core.step(action)
+        agent.observe(obs, action, r, te, tr, info2.get("final_obs", next_obs), info2)
+        obs, info = next_obs, info2
+        agent.update((step + 1) * core.B)
+    return obs, info, state
+
+
 def test_rl2_ppo_with_pointer_trains_acts_exports_and_resumes(tmp_path):
     """The pointer head in RL^2-PPO on the hole space: learning updates run, no invalid hole is ever chosen,
     the exported acting step takes the eager greedy actions, and a checkpoint restores the same policy."""
@@ -89,15 +104,7 @@ def test_rl2_ppo_with_pointer_trains_acts_exports_and_resumes(tmp_path):
     torch.manual_seed(0)
     agent = make_agent("rl2_ppo", cfg.obs_dim, cfg.n_actions, core.spec, "cpu", **TINY)
     assert type(agent.net.pi).__name__ == "PointerHead"
-    obs, info = core.reset(seed=1)
-    state = agent.initial_state(8)
-    for step in range(60):
-        action, state = agent.act(obs, state, info)
-        assert bool(info["action_mask"].gather(1, action[:, None]).all())
-        next_obs, r, te, tr, info2 = core.step(action)
-        agent.observe(obs, action, r, te, tr, info2.get("final_obs", next_obs), info2)
-        obs, info = next_obs, info2
-        agent.update((step + 1) * 8)
+    obs, info, state = _train_valid_only(agent, core, 60, seed=1)
     assert agent.n_updates >= 4
     greedy, _ = agent.act(obs, state, info, deterministic=True)
     step_mod = agent.acting_step(masked=True)
@@ -132,14 +139,7 @@ def test_feed_forward_agents_take_the_pointer_head(agent_name, shared):
     agent = make_agent(agent_name, cfg.obs_dim, cfg.n_actions, core.spec, "cpu", n_steps=8, hidden=[16],
                        shared=shared, pointer=16)
     assert agent.net.pointer is not None
-    obs, info = core.reset(seed=4)
-    for step in range(40):
-        action, _ = agent.act(obs, None, info)
-        assert bool(info["action_mask"].gather(1, action[:, None]).all())
-        next_obs, r, te, tr, info2 = core.step(action)
-        agent.observe(obs, action, r, te, tr, info2.get("final_obs", next_obs), info2)
-        obs, info = next_obs, info2
-        agent.update((step + 1) * 8)
+    obs, info, _ = _train_valid_only(agent, core, 40, seed=4)
     assert agent.n_updates >= 4
     greedy, _ = agent.act(obs, None, info, deterministic=True)
     mod = agent.acting_step(masked=True).module
