@@ -177,7 +177,7 @@ class AllocConfig:
         each hole action's (start, length), 2 values per hole from this offset; () otherwise."""
         if self.action != "hole" or self.hole_features < self.holes:
             return ()
-        return ((self.cells if self.bitmap else 0) + 1 + self.history + 4 * self.summary, 2)
+        return (self.domain_obs_dim - 2 * self.hole_features, 2)  # the hole features close the heap's own part
 
     @property
     def obs_dim(self) -> int:
