@@ -28,7 +28,7 @@ def replay(path, cells, rule, granularity=16):
 
 def test_rules_replayed_together_equal_each_replayed_alone():
     setup = peak_setup("sqlite_join", max_cells=4096)
-    cfg = setup.env_config(heuristics=RULES, bitmap=False, max_allocs=3000)  # the first 3,000 allocations
+    cfg = setup.env_config(heuristics=RULES, bitmap=False, max_allocs=1000)  # the first 1,000 allocations
     every = torch.arange(len(RULES))
     together = replay_peak(AllocCore(len(RULES), cfg), lambda obs, info: every)
     keys = ("extent_over_live", "frag_at_peak", "failures", "peak_live", "peak_extent", "decisions", "complete")
