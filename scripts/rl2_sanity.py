@@ -9,6 +9,11 @@ RL^2 and classic baselines. Results and commands: docs/rl2.md.
 
 ``--agent dreamer_rl2`` trains the meta-RL DreamerV3 instead (the small preset DREAMER_HP below, the same
 evaluation); ``--agent dreamer`` with ``--hp reset_at='"episode"'`` is its non-meta control.
+
+``--extra-updates N`` (Dreamer agents) adds N gradient updates on the replay after training and before the
+evaluation, with no env steps: the run's env-step count (the sample-efficiency budget) is unchanged, only the
+compute grows. ``--extra-log K`` prints, every K of them, the greedy agent's Bayes-expected return on 1,000
+*monitoring* instances (seeds disjoint from the evaluation's, so nothing is chosen on the evaluation set).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from dreamalloc.metatasks.baselines import (
 from dreamalloc.metatasks.env import BanditCore, TabularMDPCore
 
 EVAL_SEED = 10**9  # far from the training seeds (seed .. seed + envs - 1, then their later trials)
+MONITOR_SEED = 2 * 10**9  # --extra-log's instances: neither training's nor the evaluation's
 
 # task -> (env factory, paper numbers, agent hyperparameters); one chunk = one trial where it fits
 TASKS = {
@@ -84,6 +90,31 @@ def train(agent, core, steps: int, seed: int, minutes: float | None, log_every: 
     return done[0], returns
 
 
+def extra_updates(agent, n: int, log_every: int, make_core, pulls_ok: bool, curve: list) -> float:
+    """``n`` gradient updates of a Dreamer agent on its replay (no env steps); every ``log_every`` of them (when
+    the task has the exact Bayes reference) the greedy agent's expected return on 1,000 monitoring instances is
+    printed and appended to ``curve`` as (extra updates, expected return, seconds). Returns the seconds taken."""
+    if n and getattr(agent, "replay", None) is None:
+        raise SystemExit("--extra-updates: the agent has no replay (train first, or --resume a checkpoint saved "
+                         "with its replay; Dreamer agents only)")
+    t0 = time.perf_counter()
+    bayes_value = None
+    for i in range(1, n + 1):
+        agent.train_step()
+        if pulls_ok and log_every and (i % log_every == 0 or i == n):
+            core = make_core(1000)
+            if bayes_value is None:
+                ref = BayesBandit()
+                ref.start(core)
+                bayes_value = ref.value()
+            r = float(bayes_regret(agent, core, seed=MONITOR_SEED).sum())
+            dt = time.perf_counter() - t0
+            print(f"  extra update {i:>7,}  greedy expected return (monitoring instances) {bayes_value - r:.3f}  "
+                  f"{dt:.0f} s", flush=True)
+            curve.append((i, bayes_value - r, dt))
+    return time.perf_counter() - t0
+
+
 def mean_ci(x: np.ndarray) -> tuple[float, float, float]:
     """Mean and its normal-approximation 95% interval."""
     m, half = float(x.mean()), 1.96 * float(x.std(ddof=1)) / np.sqrt(len(x))
@@ -119,6 +150,9 @@ def main(argv=None) -> dict:
     p.add_argument("--trials", type=int, default=1000, help="fresh instances to evaluate on")
     p.add_argument("--hp", nargs="*", default=[], metavar="KEY=VALUE",
                    help="agent hyperparameter overrides (JSON values), e.g. lr=1e-3 hidden=[64]")
+    p.add_argument("--extra-updates", type=int, default=0,
+                   help="Dreamer agents: gradient updates on the replay after training, no env steps")
+    p.add_argument("--extra-log", type=int, default=0, help="print the monitoring expected return every K of them")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--save", help="write the trained agent here (a dreamalloc checkpoint)")
     p.add_argument("--resume", help="start from an agent saved with --save (its networks and optimiser; the "
@@ -145,16 +179,21 @@ def main(argv=None) -> dict:
     curve: list = []
     steps, returns = train(agent, core, a.steps, a.seed, a.minutes, a.log_every, curve)
     train_s = time.perf_counter() - t0
+    extra_curve: list = []
+    pulls_ok = a.task.startswith("bandit") and make_core(1).pulls <= BayesBandit.MAX_PULLS
+    extra_s = extra_updates(agent, a.extra_updates, a.extra_log, make_core, pulls_ok, extra_curve) \
+        if a.extra_updates else 0.0
     if a.save:
         save_checkpoint(a.save, {"meta": expected, "agent": agent.state_dict(), "hp": hp})
     out = {"agent": a.agent, "task": a.task, "steps": steps, "envs": a.envs, "seed": a.seed, "hp": hp,
-           "train_s": train_s, "curve": curve,
+           "train_s": train_s, "curve": curve, "extra_updates": a.extra_updates, "extra_s": extra_s,
+           "extra_curve": extra_curve,
            "updates": agent.n_updates, "train_last_1000_trials": float(np.mean(returns[-1000:])) if returns else None}
     for mode, det in (("greedy", True), ("sampled", False)):
         x = evaluate_trials(agent, make_core(a.trials), a.trials, seed=EVAL_SEED, deterministic=det)
         out[mode] = mean_ci(x)
     core = make_core(a.trials)
-    if a.task.startswith("bandit") and core.pulls <= BayesBandit.MAX_PULLS:
+    if pulls_ok:
         # the greedy policy's expected shortfall from the Bayes-optimal one on the same instances, per pull: a
         # lower-variance view of where it loses than the returns (baselines.bayes_regret)
         bayes = BayesBandit()
@@ -164,7 +203,8 @@ def main(argv=None) -> dict:
     out["wall_s"] = time.perf_counter() - t0
     out["baselines"] = baselines(a.task, make_core, a.trials)
     ref = ", ".join(f"{k} {v}" for k, v in paper.items())
-    print(f"{a.task}: {steps:,} env steps ({a.envs} envs, {agent.n_updates} updates), "
+    extra = f" of which {a.extra_updates} after training, {extra_s:.0f} s" if a.extra_updates else ""
+    print(f"{a.task}: {steps:,} env steps ({a.envs} envs, {agent.n_updates} updates{extra}), "
           f"train {train_s:.0f} s, total {out['wall_s']:.0f} s")
     for mode in ("greedy", "sampled"):
         m, lo, hi = out[mode]
