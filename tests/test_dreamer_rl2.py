@@ -264,6 +264,23 @@ def _sanity():
     return mod
 
 
+def test_sanity_extra_updates_add_updates_not_env_steps(tmp_path):
+    """rl2_sanity --extra-updates: the updates after training are counted, the env steps are not, the monitoring
+    curve is written, and a resumed agent continues from its saved update count (and refuses without a replay)."""
+    san = _sanity()
+    common = ["--agent", "dreamer_rl2", "--task", "bandit10", "--seed", "0", "--trials", "64", "--envs", "16",
+              "--hp", "learning_starts=256", "batch_size=4", "batch_length=8", "imag_last=2"]
+    base = san.main([*common, "--steps", "512", "--save", str(tmp_path / "a.pt")])
+    out = san.main([*common, "--steps", "512", "--extra-updates", "3", "--extra-log", "2"])
+    assert out["steps"] == base["steps"] and out["updates"] == base["updates"] + 3
+    assert [i for i, _, _ in out["extra_curve"]] == [2, 3]
+    assert all(0.0 < r <= 6.66 for _, r, _ in out["extra_curve"])
+    res = san.main([*common, "--steps", "0", "--resume", str(tmp_path / "a.pt"), "--extra-updates", "2"])
+    assert res["steps"] == 0 and res["updates"] == base["updates"] + 2
+    with pytest.raises(SystemExit, match="no replay"):
+        san.extra_updates(type("NoReplay", (), {"replay": None})(), 1, 0, None, False, [])
+
+
 @pytest.mark.slow
 def test_bandit10_dreamer_rl2_beats_random_clearly():
     """Acceptance 1 at a reduced threshold: the docs/rl2.md run (seed 0, 150,000 env steps, greedy 5.94
