@@ -192,14 +192,24 @@ def main(argv=None) -> dict:
     for mode, det in (("greedy", True), ("sampled", False)):
         x = evaluate_trials(agent, make_core(a.trials), a.trials, seed=EVAL_SEED, deterministic=det)
         out[mode] = mean_ci(x)
-    core = make_core(a.trials)
     if pulls_ok:
         # the greedy policy's expected shortfall from the Bayes-optimal one on the same instances, per pull: a
         # lower-variance view of where it loses than the returns (baselines.bayes_regret)
         bayes = BayesBandit()
-        bayes.start(core)
-        regret = bayes_regret(agent, core, seed=EVAL_SEED)
-        out["bayes_value"], out["greedy_bayes_regret"] = bayes.value(), regret.tolist()
+        bayes.start(make_core(1))
+        out["bayes_value"] = bayes.value()
+        out["greedy_bayes_regret"] = bayes_regret(agent, make_core(a.trials), seed=EVAL_SEED).tolist()
+    ema = getattr(agent, "ema", None)
+    if ema is not None:  # greedy_ema: the same greedy evaluation with the trained (not averaged) weights, paired
+        agent.ema = None
+        try:
+            x = evaluate_trials(agent, make_core(a.trials), a.trials, seed=EVAL_SEED, deterministic=True)
+            out["greedy_trained_weights"] = mean_ci(x)
+            if pulls_ok:
+                out["greedy_trained_weights_bayes_regret"] = bayes_regret(agent, make_core(a.trials),
+                                                                          seed=EVAL_SEED).tolist()
+        finally:
+            agent.ema = ema
     out["wall_s"] = time.perf_counter() - t0
     out["baselines"] = baselines(a.task, make_core, a.trials)
     ref = ", ".join(f"{k} {v}" for k, v in paper.items())
@@ -209,6 +219,13 @@ def main(argv=None) -> dict:
     for mode in ("greedy", "sampled"):
         m, lo, hi = out[mode]
         print(f"  {LABELS[a.agent]} {mode:8s} {m:7.2f} [{lo:.2f}, {hi:.2f}] over {a.trials} fresh instances")
+    if "greedy_trained_weights" in out:
+        m, lo, hi = out["greedy_trained_weights"]
+        print(f"  {LABELS[a.agent]} greedy on the trained weights (the greedy rows act on their average, "
+              f"greedy_ema) {m:.2f} [{lo:.2f}, {hi:.2f}]")
+        if "greedy_trained_weights_bayes_regret" in out:
+            r = float(np.sum(out["greedy_trained_weights_bayes_regret"]))
+            print(f"  ... expected shortfall {r:.3f} (expected return {out['bayes_value'] - r:.2f})")
     if "greedy_bayes_regret" in out:
         r = np.asarray(out["greedy_bayes_regret"])
         print(f"  {LABELS[a.agent]} greedy: expected shortfall from the Bayes-optimal policy {r.sum():.3f} "

@@ -19,6 +19,7 @@ and imagination starts from every state of a window, in late episodes of a trial
 
 from __future__ import annotations
 
+import copy
 import warnings
 from contextlib import nullcontext
 from dataclasses import asdict, fields
@@ -47,7 +48,8 @@ class _DreamerActStep(torch.nn.Module):
 
     def __init__(self, agent: DreamerAgent, masked: bool):
         super().__init__()
-        self.wm, self.ac, self.space, self.masked = agent.wm, agent.ac, agent.space, masked
+        self.wm, self.ac = agent.greedy_nets()
+        self.space, self.masked = agent.space, masked
         self.gru = agent.ac.gru is not None
         self.noisy = agent.cfg.greedy_latent == "sample"  # else the latent's mode: no noise input
 
@@ -85,6 +87,13 @@ class DreamerAgent(Agent):
         self.space = ActionSpace(n_actions)
         self.wm = WorldModel(obs_dim, self.space, c).to(self.device)
         self.ac = ActorCritic(self.wm.rssm.feat_dim, self.space, c).to(self.device)
+        # greedy_ema: averaged copies of the networks for deterministic acting (the critics and heads come along,
+        # unused; a few hundred kB at the small presets)
+        self.ema: tuple[WorldModel, ActorCritic] | None = None
+        if c.greedy_ema > 0:
+            self.ema = (copy.deepcopy(self.wm).requires_grad_(False), copy.deepcopy(self.ac).requires_grad_(False))
+            self._ema_pairs = [(e, p) for net, enet in zip((self.wm, self.ac), self.ema, strict=True)
+                               for p, e in zip(net.parameters(), enet.parameters(), strict=True) if p.requires_grad]
         self._img_step = None
         self._imag_buf: torch.Tensor | None = None  # imagined features, kept between updates
         if c.compile and not cuda:
@@ -129,6 +138,17 @@ class DreamerAgent(Agent):
             state["ac_h"] = torch.zeros(batch, self.cfg.ac_gru, device=self.device)
         return state
 
+    def greedy_nets(self) -> tuple[WorldModel, ActorCritic]:
+        """The world model and actor-critic that deterministic acting uses: the averaged copies with
+        ``greedy_ema`` > 0, else the trained networks themselves."""
+        return self.ema if self.ema is not None else (self.wm, self.ac)
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.ema is not None:
+            ema, params = zip(*self._ema_pairs, strict=True)
+            torch._foreach_lerp_(list(ema), list(params), 1.0 - self.cfg.greedy_ema)
+
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
 
@@ -141,18 +161,18 @@ class DreamerAgent(Agent):
         if starts is not None:
             first |= starts
         mask = info.get("action_mask") if info else None
+        wm, ac = self.greedy_nets() if deterministic else (self.wm, self.ac)
         with torch.no_grad(), self._autocast():
-            token = self.wm.encode(obs.to(self.device).float())
+            token = wm.encode(obs.to(self.device).float())
             noise = None  # a draw from the posterior; its mode (no noise) when acting greedily with greedy_latent: mode
             if deterministic and self.cfg.greedy_latent == "mode":
-                noise = torch.zeros(B, self.wm.rssm.stoch, self.wm.rssm.classes, device=self.device)
-            deter, stoch, _ = self.wm.rssm.obs_step(state["deter"], state["stoch"], state["action"], token, first,
-                                                    noise)
-            feat = self.wm.rssm.feat(deter, stoch)
+                noise = torch.zeros(B, wm.rssm.stoch, wm.rssm.classes, device=self.device)
+            deter, stoch, _ = wm.rssm.obs_step(state["deter"], state["stoch"], state["action"], token, first, noise)
+            feat = wm.rssm.feat(deter, stoch)
             h = None
-            if self.ac.gru is not None:  # the recurrent actor-critic resets where the latent does
-                h = self.ac.recur(feat, state["ac_h"] * (~first).float().unsqueeze(-1))
-            logp = self.ac.logp(self.ac.inputs(feat, h), mask)
+            if ac.gru is not None:  # the recurrent actor-critic resets where the latent does
+                h = ac.recur(feat, state["ac_h"] * (~first).float().unsqueeze(-1))
+            logp = ac.logp(ac.inputs(feat, h), mask)
             action, onehot = self.space.sample(logp, deterministic)
         deter, stoch = deter.float(), stoch.float()
         new = {"deter": deter, "stoch": stoch, "action": onehot.float(),
@@ -326,6 +346,7 @@ class DreamerAgent(Agent):
             g["lr"] = lr
         self.opt.step()
         self.ac.update_slow()
+        self._update_ema()
         self.n_updates += 1
         if c.replay_context and "env" in data:
             self.replay.write_latents(data, deter, stoch)
@@ -356,11 +377,16 @@ class DreamerAgent(Agent):
                 "metrics": dict(self.metrics),
                 "replay": self.replay.state_dict() if include_replay and self.replay is not None else None,
                 "replay_envs": self.replay.B if self.replay is not None else None,
-                "carry": self._last_state}
+                "carry": self._last_state,
+                "ema": None if self.ema is None else {"wm": self.ema[0].state_dict(), "ac": self.ema[1].state_dict()}}
 
     def load_state_dict(self, state: dict) -> None:
         self.wm.load_state_dict(state["wm"])
         self.ac.load_state_dict(state["ac"])
+        if self.ema is not None:  # a checkpoint saved without the average starts it from its trained weights
+            ema = state.get("ema") or {"wm": state["wm"], "ac": state["ac"]}
+            self.ema[0].load_state_dict(ema["wm"])
+            self.ema[1].load_state_dict(ema["ac"])
         self.opt.load_state_dict(state["opt"])
         self.n_updates, self.env_steps = int(state["n_updates"]), int(state["env_steps"])
         self._credit = float(state["credit"])

@@ -36,7 +36,7 @@ class DreamerConfig:
         "eps": POSITIVE, "beta1": between(0.0, 1.0, hi_open=True), "beta2": between(0.0, 1.0, hi_open=True),
         "agc": FINITE, "warmup": NONNEG, "train_ratio": POSITIVE, "learning_starts": NONNEG,
         "precision": OneOf(PRECISIONS), "reset_at": OneOf(RESETS), "replay_latents": OneOf(REPLAY_LATENTS),
-        "greedy_latent": OneOf(GREEDY_LATENTS)}
+        "greedy_latent": OneOf(GREEDY_LATENTS), "greedy_ema": between(0.0, 1.0, hi_open=True)}
     name: str = "dreamer"
     # --- sizes (12M preset) ---
     deter: int = 2048
@@ -93,6 +93,9 @@ class DreamerConfig:
     ac_gru: int = 0  # > 0: a GRU of this many units between the latent and the actor / critic (RL^2's policy)
     # --- acting ---
     greedy_latent: str = "mode"  # deterministic acting (evaluation): the posterior's mode (mode) or a draw (sample)
+    # > 0: deterministic acting (evaluation, exports) uses an exponential moving average of the acting weights
+    # (encoder, RSSM, actor, GRU) with this decay per update (0.999: about the last 1,000 updates); 0: off
+    greedy_ema: float = 0.0
     # --- speed ---
     compile: bool = False  # torch.compile the RSSM steps and the heads (CUDA only; eager elsewhere)
     precision: str = "fp32"  # fp32 | bf16 (autocast; CUDA only, fp32 elsewhere)
@@ -132,6 +135,8 @@ def check(c: DreamerConfig) -> DreamerConfig:
         bad(f"unknown replay_latents {c.replay_latents!r}; choose one of {', '.join(REPLAY_LATENTS)}")
     if c.greedy_latent not in GREEDY_LATENTS:
         bad(f"unknown greedy_latent {c.greedy_latent!r}; choose one of {', '.join(GREEDY_LATENTS)}")
+    if not 0.0 <= c.greedy_ema < 1.0:
+        bad(f"greedy_ema must be in [0, 1) (0: off), got {c.greedy_ema}")
     if c.reset_at not in RESETS:
         bad(f"unknown reset_at {c.reset_at!r}; choose one of {', '.join(RESETS)}")
     if not isinstance(c.meta, bool):
