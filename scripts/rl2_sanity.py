@@ -199,9 +199,9 @@ def main(argv=None) -> dict:
         bayes.start(make_core(1))
         out["bayes_value"] = bayes.value()
         out["greedy_bayes_regret"] = bayes_regret(agent, make_core(a.trials), seed=EVAL_SEED).tolist()
-    ema = getattr(agent, "ema", None)
-    if ema is not None:  # greedy_ema: the same greedy evaluation with the trained (not averaged) weights, paired
-        agent.ema = None
+    ema = getattr(agent, "ema_wm", None), getattr(agent, "ema_ac", None)
+    if ema[0] is not None:  # greedy_ema: the same greedy evaluation with the trained (not averaged) weights, paired
+        agent.ema_wm = agent.ema_ac = None
         try:
             x = evaluate_trials(agent, make_core(a.trials), a.trials, seed=EVAL_SEED, deterministic=True)
             out["greedy_trained_weights"] = mean_ci(x)
@@ -209,7 +209,7 @@ def main(argv=None) -> dict:
                 out["greedy_trained_weights_bayes_regret"] = bayes_regret(agent, make_core(a.trials),
                                                                           seed=EVAL_SEED).tolist()
         finally:
-            agent.ema = ema
+            agent.ema_wm, agent.ema_ac = ema
     out["wall_s"] = time.perf_counter() - t0
     out["baselines"] = baselines(a.task, make_core, a.trials)
     ref = ", ".join(f"{k} {v}" for k, v in paper.items())

@@ -600,6 +600,63 @@ def test_greedy_acting_takes_the_posteriors_mode_unless_told_to_sample():
         tiny(greedy_latent="argmax")
 
 
+def test_greedy_ema_averages_the_weights_and_acts_greedily_on_them(tmp_path):
+    """``greedy_ema: d``: after every update each averaged parameter is d * itself + (1 - d) * the trained one;
+    deterministic acting (and the export) runs on the averaged networks, sampled acting on the trained ones; the
+    average survives a checkpoint file, and a checkpoint without one starts it from its trained weights."""
+    from dreamalloc.experiment.checkpoint import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    a = tiny(greedy_ema=0.9)
+    assert tiny().ema_wm is None and tiny().greedy_nets()[0] is not None
+    drive(a, Chain(B=2), 30)
+    assert a.n_updates > 2
+    before = [e.clone() for e, _ in a._ema_pairs]
+    a.train_step()
+    for (e, p), old in zip(a._ema_pairs, before, strict=True):
+        assert torch.allclose(e, 0.9 * old + 0.1 * p, atol=1e-7)
+    assert any(not torch.equal(e, p) for e, p in a._ema_pairs)
+    assert all(not e.requires_grad for e, _ in a._ema_pairs)
+    # an agent whose trained weights are a's averaged ones acts greedily as a does; sampling uses the trained ones
+    avg, raw = tiny(), tiny()
+    avg.wm.load_state_dict(a.ema_wm.state_dict())
+    avg.ac.load_state_dict(a.ema_ac.state_dict())
+    raw.wm.load_state_dict(a.wm.state_dict())
+    raw.ac.load_state_dict(a.ac.state_dict())
+    obs, mask = torch.eye(3)[:2], {"action_mask": torch.tensor([[True, True, False]] * 2)}
+    zeros = a.initial_state(2)  # (a loaded agent's initial_state hands out its saved carry once)
+
+    def step(agent, det, seed=3):
+        torch.manual_seed(seed)
+        action, st = agent.act(obs, {k: v.clone() for k, v in zeros.items()}, mask, det)
+        return action, st["deter"]
+
+    for x, y in zip(step(a, True), step(avg, True), strict=True):
+        assert torch.equal(x, y)
+    assert not torch.equal(step(a, True)[1], step(raw, True)[1])
+    for x, y in zip(step(a, False), step(raw, False), strict=True):
+        assert torch.equal(x, y)
+    export = a.acting_step()
+    assert export.module.wm is a.ema_wm and export.module.ac is a.ema_ac
+    assert sorted(a.policy_state()) == ["ac", "ema_ac", "ema_wm", "wm"]  # a policy export keeps the average
+    p = tiny(greedy_ema=0.9)
+    p.load_policy_state(a.policy_state())
+    for x, y in zip(step(a, True), step(p, True), strict=True):
+        assert torch.equal(x, y)
+    # through a checkpoint file (no pickle): the average comes back
+    save_checkpoint(tmp_path / "a.pt", {"agent": a.state_dict()})
+    b = tiny(greedy_ema=0.9)
+    b.load_state_dict(load_checkpoint(tmp_path / "a.pt")["agent"])
+    for x, y in zip(step(a, True), step(b, True), strict=True):
+        assert torch.equal(x, y)
+    c = tiny(greedy_ema=0.9)  # from a checkpoint of an agent without the average
+    c.load_state_dict(raw.state_dict())
+    for x, y in zip(step(c, True), step(raw, True), strict=True):
+        assert torch.equal(x, y)
+    with pytest.raises(ValueError, match="greedy_ema"):
+        tiny(greedy_ema=1.0)
+
+
 def test_checkpoint_round_trip():
     torch.manual_seed(0)
     a = tiny()

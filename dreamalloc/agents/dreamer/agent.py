@@ -88,11 +88,13 @@ class DreamerAgent(Agent):
         self.wm = WorldModel(obs_dim, self.space, c).to(self.device)
         self.ac = ActorCritic(self.wm.rssm.feat_dim, self.space, c).to(self.device)
         # greedy_ema: averaged copies of the networks for deterministic acting (the critics and heads come along,
-        # unused; a few hundred kB at the small presets)
-        self.ema: tuple[WorldModel, ActorCritic] | None = None
+        # unused; a few hundred kB at the small presets); nn.Module attributes, so policy exports carry them
+        self.ema_wm: WorldModel | None = None
+        self.ema_ac: ActorCritic | None = None
         if c.greedy_ema > 0:
-            self.ema = (copy.deepcopy(self.wm).requires_grad_(False), copy.deepcopy(self.ac).requires_grad_(False))
-            self._ema_pairs = [(e, p) for net, enet in zip((self.wm, self.ac), self.ema, strict=True)
+            self.ema_wm = copy.deepcopy(self.wm).requires_grad_(False)
+            self.ema_ac = copy.deepcopy(self.ac).requires_grad_(False)
+            self._ema_pairs = [(e, p) for net, enet in ((self.wm, self.ema_wm), (self.ac, self.ema_ac))
                                for p, e in zip(net.parameters(), enet.parameters(), strict=True) if p.requires_grad]
         self._img_step = None
         self._imag_buf: torch.Tensor | None = None  # imagined features, kept between updates
@@ -141,11 +143,11 @@ class DreamerAgent(Agent):
     def greedy_nets(self) -> tuple[WorldModel, ActorCritic]:
         """The world model and actor-critic that deterministic acting uses: the averaged copies with
         ``greedy_ema`` > 0, else the trained networks themselves."""
-        return self.ema if self.ema is not None else (self.wm, self.ac)
+        return (self.ema_wm, self.ema_ac) if self.ema_wm is not None else (self.wm, self.ac)
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        if self.ema is not None:
+        if self.ema_wm is not None:
             ema, params = zip(*self._ema_pairs, strict=True)
             torch._foreach_lerp_(list(ema), list(params), 1.0 - self.cfg.greedy_ema)
 
@@ -378,15 +380,16 @@ class DreamerAgent(Agent):
                 "replay": self.replay.state_dict() if include_replay and self.replay is not None else None,
                 "replay_envs": self.replay.B if self.replay is not None else None,
                 "carry": self._last_state,
-                "ema": None if self.ema is None else {"wm": self.ema[0].state_dict(), "ac": self.ema[1].state_dict()}}
+                "ema": None if self.ema_wm is None else {"wm": self.ema_wm.state_dict(),
+                                                         "ac": self.ema_ac.state_dict()}}
 
     def load_state_dict(self, state: dict) -> None:
         self.wm.load_state_dict(state["wm"])
         self.ac.load_state_dict(state["ac"])
-        if self.ema is not None:  # a checkpoint saved without the average starts it from its trained weights
+        if self.ema_wm is not None:  # a checkpoint saved without the average starts it from its trained weights
             ema = state.get("ema") or {"wm": state["wm"], "ac": state["ac"]}
-            self.ema[0].load_state_dict(ema["wm"])
-            self.ema[1].load_state_dict(ema["ac"])
+            self.ema_wm.load_state_dict(ema["wm"])
+            self.ema_ac.load_state_dict(ema["ac"])
         self.opt.load_state_dict(state["opt"])
         self.n_updates, self.env_steps = int(state["n_updates"]), int(state["env_steps"])
         self._credit = float(state["credit"])
