@@ -123,6 +123,9 @@ class Agent(ABC):
     # then refills it)
     replay_by_default: ClassVar[bool] = True
     training_modules: ClassVar[tuple[str, ...]] = ()  # nn.Module attributes acting never uses (target nets)
+    # hyperparameters that change only how a trained agent acts greedily: evaluate.py takes them from the command
+    # line (agent.KEY=...) where every other agent key comes from the checkpoint
+    acting_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, obs_dim: int, n_actions: int, env: EnvSpec | None, device: torch.device, **hparams):
         """``env`` is the env's ``EnvSpec`` (None for an env without one, e.g. CartPole through the gymnasium

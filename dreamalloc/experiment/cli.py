@@ -63,6 +63,17 @@ def _overridden(name: str) -> bool:
         return False
 
 
+def _acting_overrides(stored: dict) -> set[str]:
+    """The ``agent.KEY`` overrides on the command line that evaluation may apply to a checkpoint's agent: its
+    class's ``acting_keys`` (how it acts greedily, e.g. Dreamer's ``greedy_latent`` / ``greedy_ema``)."""
+    from dreamalloc.agents import agent_classes
+
+    name = (stored.get("agent") or {}).get("name") if isinstance(stored.get("agent"), dict) else None
+    cls = agent_classes().get(name)
+    allowed = {f"agent.{k}" for k in getattr(cls, "acting_keys", ())}
+    return {k for k in override_keys(task_overrides()) if k in allowed}
+
+
 def _trained_config(ckpt: Path, payload: dict, cfg: DictConfig) -> DictConfig:
     """The checkpoint's config, checked against the schemas; an env / agent / seed override on the command line
     that differs from it is refused (the agent is evaluated as it was trained), naming every such key."""
@@ -74,7 +85,10 @@ def _trained_config(ckpt: Path, payload: dict, cfg: DictConfig) -> DictConfig:
     except Exception as e:  # OmegaConf's errors name the key
         raise CheckpointError(f"checkpoint {ckpt}: its stored config does not fit this dreamalloc's schema: "
                               f"{e}") from e
-    keys = [k for k in override_keys(task_overrides()) if k.split(".")[0] in ("env", "agent", "seed")]
+    acting = _acting_overrides(stored)
+    # agent=NAME only selects the agent (its schema, for agent.KEY overrides): it must name the checkpoint's
+    keys = ["agent.name" if k == "agent" else k for k in override_keys(task_overrides())
+            if k.split(".")[0] in ("env", "agent", "seed") and k not in acting]
     problems = config_differences(stored, OmegaConf.to_container(cfg, resolve=True), keys)
     if problems:
         raise CheckpointError(f"checkpoint {ckpt}: the command line asks for another env or agent than the one it "
@@ -107,10 +121,15 @@ def evaluate_main(cfg: DictConfig) -> float | None:
                 raise FileNotFoundError(f"checkpoint={cfg.checkpoint}: no ckpt_*.safetensors file in that folder")
             ckpt, payload = found
             trained = _trained_config(ckpt, payload, cfg)
-            # the agent and its env come from the checkpoint; the suite too unless given on the command line
+            acting = {k: OmegaConf.select(cfg, k) for k in _acting_overrides(payload["config"])}
+            # the agent and its env come from the checkpoint (but how it acts greedily, where the command line says);
+            # the suite too unless given on the command line
             keep_suite = cfg.suite if _overridden("suite") else trained.suite
             cfg = with_nodes(cfg, {"env": trained.env, "agent": trained.agent, "seed": trained.seed,
                                    "suite": keep_suite, "eval": _trained_eval(trained, cfg)})
+            for key, value in acting.items():
+                OmegaConf.update(cfg, key, value, merge=True)
+                print(f"evaluate: {key}={value} (the checkpoint's agent, acting as the command line says)")
             step = int(payload["step"])
         validate(cfg)
         device = select_device(cfg.device)

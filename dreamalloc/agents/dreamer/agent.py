@@ -72,6 +72,7 @@ class DreamerAgent(Agent):
     learns = True
     multi_discrete = True
     replay_by_default = False  # checkpoints leave the replay out unless save_replay=true
+    acting_keys = ("greedy_latent", "greedy_ema")
 
     def __init__(self, obs_dim, n_actions, env, device, **hparams):
         super().__init__(obs_dim, n_actions, env, torch.device(device))
