@@ -90,24 +90,19 @@ def train(agent, core, steps: int, seed: int, minutes: float | None, log_every: 
     return done[0], returns
 
 
-def extra_updates(agent, n: int, log_every: int, make_core, pulls_ok: bool, curve: list) -> float:
+def extra_updates(agent, n: int, log_every: int, make_core, bayes_value: float | None, curve: list) -> float:
     """``n`` gradient updates of a Dreamer agent on its replay (no env steps); every ``log_every`` of them (when
-    the task has the exact Bayes reference) the greedy agent's expected return on 1,000 monitoring instances is
-    printed and appended to ``curve`` as (extra updates, expected return, seconds). Returns the seconds taken."""
+    the task has the exact Bayes reference, ``bayes_value``) the greedy agent's expected return on 1,000 monitoring
+    instances is printed and appended to ``curve`` as (extra updates, expected return, seconds). Returns the
+    seconds taken."""
     if n and getattr(agent, "replay", None) is None:
         raise SystemExit("--extra-updates: the agent has no replay (train first, or --resume a checkpoint saved "
                          "with its replay; Dreamer agents only)")
     t0 = time.perf_counter()
-    bayes_value = None
     for i in range(1, n + 1):
         agent.train_step()
-        if pulls_ok and log_every and (i % log_every == 0 or i == n):
-            core = make_core(1000)
-            if bayes_value is None:
-                ref = BayesBandit()
-                ref.start(core)
-                bayes_value = ref.value()
-            r = float(bayes_regret(agent, core, seed=MONITOR_SEED).sum())
+        if bayes_value is not None and log_every and (i % log_every == 0 or i == n):
+            r = float(bayes_regret(agent, make_core(1000), seed=MONITOR_SEED).sum())
             dt = time.perf_counter() - t0
             print(f"  extra update {i:>7,}  greedy expected return (monitoring instances) {bayes_value - r:.3f}  "
                   f"{dt:.0f} s", flush=True)
@@ -179,9 +174,13 @@ def main(argv=None) -> dict:
     curve: list = []
     steps, returns = train(agent, core, a.steps, a.seed, a.minutes, a.log_every, curve)
     train_s = time.perf_counter() - t0
+    bayes_value = None  # the Bayes-optimal policy's expected return, where the exact reference exists
+    if a.task.startswith("bandit") and make_core(1).pulls <= BayesBandit.MAX_PULLS:
+        bayes = BayesBandit()
+        bayes.start(make_core(1))
+        bayes_value = bayes.value()
     extra_curve: list = []
-    pulls_ok = a.task.startswith("bandit") and make_core(1).pulls <= BayesBandit.MAX_PULLS
-    extra_s = extra_updates(agent, a.extra_updates, a.extra_log, make_core, pulls_ok, extra_curve) \
+    extra_s = extra_updates(agent, a.extra_updates, a.extra_log, make_core, bayes_value, extra_curve) \
         if a.extra_updates else 0.0
     if a.save:
         save_checkpoint(a.save, {"meta": expected, "agent": agent.state_dict(), "hp": hp})
@@ -189,27 +188,23 @@ def main(argv=None) -> dict:
            "train_s": train_s, "curve": curve, "extra_updates": a.extra_updates, "extra_s": extra_s,
            "extra_curve": extra_curve,
            "updates": agent.n_updates, "train_last_1000_trials": float(np.mean(returns[-1000:])) if returns else None}
-    for mode, det in (("greedy", True), ("sampled", False)):
-        x = evaluate_trials(agent, make_core(a.trials), a.trials, seed=EVAL_SEED, deterministic=det)
-        out[mode] = mean_ci(x)
-    if pulls_ok:
-        # the greedy policy's expected shortfall from the Bayes-optimal one on the same instances, per pull: a
-        # lower-variance view of where it loses than the returns (baselines.bayes_regret)
-        bayes = BayesBandit()
-        bayes.start(make_core(1))
-        out["bayes_value"] = bayes.value()
-        out["greedy_bayes_regret"] = bayes_regret(agent, make_core(a.trials), seed=EVAL_SEED).tolist()
-    ema = getattr(agent, "ema_wm", None), getattr(agent, "ema_ac", None)
-    if ema[0] is not None:  # greedy_ema: the same greedy evaluation with the trained (not averaged) weights, paired
-        agent.ema_wm = agent.ema_ac = None
-        try:
-            x = evaluate_trials(agent, make_core(a.trials), a.trials, seed=EVAL_SEED, deterministic=True)
-            out["greedy_trained_weights"] = mean_ci(x)
-            if pulls_ok:
-                out["greedy_trained_weights_bayes_regret"] = bayes_regret(agent, make_core(a.trials),
-                                                                          seed=EVAL_SEED).tolist()
-        finally:
-            agent.ema_wm, agent.ema_ac = ema
+
+    def score(deterministic: bool):
+        return mean_ci(evaluate_trials(agent, make_core(a.trials), a.trials, seed=EVAL_SEED,
+                                       deterministic=deterministic))
+
+    def regret():  # the greedy policy's expected shortfall from the Bayes-optimal one on the same instances, per
+        # pull: a lower-variance view of where it loses than the returns (baselines.bayes_regret)
+        return bayes_regret(agent, make_core(a.trials), seed=EVAL_SEED).tolist()
+
+    out["greedy"], out["sampled"] = score(True), score(False)
+    if bayes_value is not None:
+        out["bayes_value"], out["greedy_bayes_regret"] = bayes_value, regret()
+    if getattr(agent, "ema_wm", None) is not None:  # greedy_ema: the same greedy evaluation on the trained weights
+        with agent.greedy_on_trained_weights():
+            out["greedy_trained_weights"] = score(True)
+            if bayes_value is not None:
+                out["greedy_trained_weights_bayes_regret"] = regret()
     out["wall_s"] = time.perf_counter() - t0
     out["baselines"] = baselines(a.task, make_core, a.trials)
     ref = ", ".join(f"{k} {v}" for k, v in paper.items())

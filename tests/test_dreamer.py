@@ -634,6 +634,10 @@ def test_greedy_ema_averages_the_weights_and_acts_greedily_on_them(tmp_path):
     for x, y in zip(step(a, True), step(avg, True), strict=True):
         assert torch.equal(x, y)
     assert not torch.equal(step(a, True)[1], step(raw, True)[1])
+    with a.greedy_on_trained_weights():  # the comparison the scripts make on one checkpoint
+        for x, y in zip(step(a, True), step(raw, True), strict=True):
+            assert torch.equal(x, y)
+    assert a.greedy_nets()[0] is a.ema_wm is not None
     for x, y in zip(step(a, False), step(raw, False), strict=True):
         assert torch.equal(x, y)
     export = a.acting_step()

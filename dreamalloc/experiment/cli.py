@@ -9,6 +9,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from dreamalloc.agents import agent_classes
 from dreamalloc.agents.base import NonFiniteLossError
 from dreamalloc.experiment.checkpoint import (
     CheckpointError,
@@ -63,20 +64,20 @@ def _overridden(name: str) -> bool:
         return False
 
 
-def _acting_overrides(stored: dict) -> set[str]:
-    """The ``agent.KEY`` overrides on the command line that evaluation may apply to a checkpoint's agent: its
-    class's ``acting_keys`` (how it acts greedily, e.g. Dreamer's ``greedy_latent`` / ``greedy_ema``)."""
-    from dreamalloc.agents import agent_classes
-
-    name = (stored.get("agent") or {}).get("name") if isinstance(stored.get("agent"), dict) else None
-    cls = agent_classes().get(name)
+def _acting_overrides(stored) -> set[str]:
+    """The ``agent.KEY`` overrides on the command line that evaluation may apply to a checkpoint's agent (its
+    stored config ``stored``): its class's ``acting_keys`` (how it acts greedily, e.g. Dreamer's
+    ``greedy_latent`` / ``greedy_ema``)."""
+    agent = stored.get("agent") if isinstance(stored, dict) else None
+    cls = agent_classes().get(agent.get("name")) if isinstance(agent, dict) else None
     allowed = {f"agent.{k}" for k in getattr(cls, "acting_keys", ())}
     return {k for k in override_keys(task_overrides()) if k in allowed}
 
 
-def _trained_config(ckpt: Path, payload: dict, cfg: DictConfig) -> DictConfig:
+def _trained_config(ckpt: Path, payload: dict, cfg: DictConfig, acting: set[str]) -> DictConfig:
     """The checkpoint's config, checked against the schemas; an env / agent / seed override on the command line
-    that differs from it is refused (the agent is evaluated as it was trained), naming every such key."""
+    that differs from it is refused (the agent is evaluated as it was trained), naming every such key, but for
+    the agent's ``acting`` keys (``_acting_overrides``)."""
     stored = payload.get("config")
     if not isinstance(stored, dict):
         raise CheckpointError(f"checkpoint {ckpt} records no config")
@@ -85,7 +86,6 @@ def _trained_config(ckpt: Path, payload: dict, cfg: DictConfig) -> DictConfig:
     except Exception as e:  # OmegaConf's errors name the key
         raise CheckpointError(f"checkpoint {ckpt}: its stored config does not fit this dreamalloc's schema: "
                               f"{e}") from e
-    acting = _acting_overrides(stored)
     # agent=NAME only selects the agent (its schema, for agent.KEY overrides): it must name the checkpoint's
     keys = ["agent.name" if k == "agent" else k for k in override_keys(task_overrides())
             if k.split(".")[0] in ("env", "agent", "seed") and k not in acting]
@@ -120,8 +120,8 @@ def evaluate_main(cfg: DictConfig) -> float | None:
             if found is None:
                 raise FileNotFoundError(f"checkpoint={cfg.checkpoint}: no ckpt_*.safetensors file in that folder")
             ckpt, payload = found
-            trained = _trained_config(ckpt, payload, cfg)
-            acting = {k: OmegaConf.select(cfg, k) for k in _acting_overrides(payload["config"])}
+            acting = {k: OmegaConf.select(cfg, k) for k in _acting_overrides(payload.get("config"))}
+            trained = _trained_config(ckpt, payload, cfg, set(acting))
             # the agent and its env come from the checkpoint (but how it acts greedily, where the command line says);
             # the suite too unless given on the command line
             keep_suite = cfg.suite if _overridden("suite") else trained.suite

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, fields
 
 import torch
@@ -145,6 +145,16 @@ class DreamerAgent(Agent):
         """The world model and actor-critic that deterministic acting uses: the averaged copies with
         ``greedy_ema`` > 0, else the trained networks themselves."""
         return (self.ema_wm, self.ema_ac) if self.ema_wm is not None else (self.wm, self.ac)
+
+    @contextmanager
+    def greedy_on_trained_weights(self):
+        """Within the block deterministic acting uses the trained weights even with ``greedy_ema`` (to compare the
+        two on one checkpoint)."""
+        ema, self.ema_wm, self.ema_ac = (self.ema_wm, self.ema_ac), None, None
+        try:
+            yield self
+        finally:
+            self.ema_wm, self.ema_ac = ema
 
     @torch.no_grad()
     def _update_ema(self) -> None:
