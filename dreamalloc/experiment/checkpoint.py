@@ -38,6 +38,7 @@ FORMAT_VERSION = 2
 SUFFIX = ".safetensors"
 _NAME = re.compile(r"^ckpt_(\d+)\.safetensors$")
 _LEGACY_NAME = re.compile(r"^ckpt_(\d+)\.pt$")
+_BEST_NAME = re.compile(r"^best_(\d+)\.safetensors$")  # model selection's kept weights (never listed, pruned, resumed)
 _MAX_HEADER = 1 << 30  # safetensors' own readers refuse far smaller headers; ours holds replay-free JSON
 
 
@@ -275,6 +276,17 @@ def checkpoint_path(directory: str | Path, step: int) -> Path:
     if step < 0:
         raise ValueError(f"checkpoint step must be >= 0, got {step}")
     return Path(directory) / f"ckpt_{step:012d}{SUFFIX}"
+
+
+def best_path(directory: str | Path, step: int) -> Path:
+    """``directory/best_{step:012d}.safetensors``: the weights model selection kept (``eval.select_every``), a
+    checkpoint like the others that ``evaluate.py checkpoint=FILE`` reads, but never resumed from or pruned."""
+    return Path(directory) / f"best_{int(step):012d}{SUFFIX}"
+
+
+def list_best(directory: str | Path) -> list[Path]:
+    """The ``best_*`` files of ``directory`` sorted by step."""
+    return _matching(directory, _BEST_NAME)
 
 
 def list_checkpoints(directory: str | Path) -> list[Path]:

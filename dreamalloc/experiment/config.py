@@ -59,7 +59,8 @@ class LoggerConf:
 
 @dataclass
 class EvalConf:
-    RANGES: ClassVar[dict] = {"every": NONNEG, "trials": COUNT, "episodes_per_trial": COUNT, "seed": NONNEG}
+    RANGES: ClassVar[dict] = {"every": NONNEG, "trials": COUNT, "episodes_per_trial": COUNT, "seed": NONNEG,
+                              "select_every": NONNEG, "select_trials": COUNT, "select_seed": NONNEG}
     every: int = 0  # env steps between evaluations during training (0: only at the end)
     trials: int = 16  # trials per held-out task
     episodes_per_trial: int = 3  # K; the recurrent state is kept across the K episodes of a trial
@@ -71,6 +72,12 @@ class EvalConf:
     # evaluate.py: suite (the held-out sets) or an env family's own mode (alloc: peak, whole traces at their peak)
     mode: str = "suite"
     mode_params: dict[str, Any] = field(default_factory=dict)  # the mode's options (alloc/peak.py: traces, ...)
+    # model selection (training.py): every select_every env steps (0: off) the agent acts greedily on
+    # select_trials trials of the *training* tasks (stream seeds select_seed + t, disjoint from the evaluation's
+    # and training's); the best-scoring weights are kept (checkpoint best_STEP) and the final evaluation scores them
+    select_every: int = 0
+    select_trials: int = 16
+    select_seed: int = 1_500_000_000
 
 
 @dataclass
@@ -189,6 +196,9 @@ def validate(cfg: DictConfig) -> None:
             raise ValueError(f"config error: protocol=forgetting needs suite.train_b (the tasks of phase B); "
                              f"suite {cfg.suite.name!r} has none")
         env_config(cfg.env, cfg.suite.train_b)
+        if int(cfg.eval.select_every):
+            raise ValueError("config error: eval.select_every keeps the weights that score best on the training "
+                             "tasks, which protocol=forgetting changes half-way; use eval.select_every=0 there")
     if cfg.protocol == "adaptive" and cfg.eval.episodes_per_trial < 2:
         raise ValueError("config error: protocol=adaptive evaluates per episode of a trial: set "
                          f"eval.episodes_per_trial >= 2, got {cfg.eval.episodes_per_trial}")

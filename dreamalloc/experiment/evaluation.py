@@ -150,6 +150,18 @@ def evaluate_suite(agent: Agent, env, suite, eval_cfg, device, method: str, seed
     return results
 
 
+def validation_return(agent: Agent, env, suite, eval_cfg, device: torch.device) -> float:
+    """Model selection's score (``eval.select_every``): the agent's mean return, acting as the evaluation does,
+    over ``eval.select_trials`` trials of K episodes on each of the suite's *training* tasks (never a held-out
+    set), on stream seeds ``eval.select_seed + t``, which neither training nor the evaluation uses. No
+    references are computed (the score only ranks the agent's own weights against each other)."""
+    trials, k, seed = int(eval_cfg.select_trials), int(eval_cfg.episodes_per_trial), int(eval_cfg.select_seed)
+    means = [float(np.mean(evaluate_task(agent, env, task, trials, k, seed, device, bool(eval_cfg.deterministic),
+                                         baselines="off")["returns"]))
+             for task in tasks_of(suite.train)]
+    return float(np.mean(means))
+
+
 def evaluate_mode(agent: Agent, env, eval_cfg, device, method: str, seed: int, step: int,
                   label: str | None = None) -> dict:
     """``eval.mode`` other than ``suite`` (checked by ``config.validate``): the env family's own evaluation

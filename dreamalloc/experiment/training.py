@@ -38,19 +38,23 @@ from dreamalloc.core.driver import Driver
 from dreamalloc.core.spec import FINAL_INFO
 from dreamalloc.experiment.checkpoint import (
     CheckpointError,
+    best_path,
     check_meta,
     check_writable,
     checkpoint_path,
     config_differences,
+    list_best,
     list_checkpoints,
+    load_checkpoint,
     newest_readable,
     prune_checkpoints,
     save_checkpoint,
 )
 from dreamalloc.experiment.config import family_of, from_container, make_core, validate
-from dreamalloc.experiment.evaluation import evaluate_suite, set_progress, summary
+from dreamalloc.experiment.evaluation import evaluate_suite, set_progress, summary, validation_return
 from dreamalloc.experiment.logging import Logger
 from dreamalloc.experiment.seeding import rng_state, seed_everything, select_device, set_rng_state
+from dreamalloc.report.results import write_json
 
 TRAIN_SEED_STRIDE = 100_003  # heap b of a run with seed s trains on stream seed s * stride + b
 # Keys a resumed run may change (each change is printed); any other difference from the checkpoint is refused.
@@ -402,8 +406,9 @@ class Run:
         self.core = make_core(cfg.env, self.phases[self.phase].tasks, self.B, self.device)
         self.agent = build_agent(cfg, self.core, self.device)
         self.ckpt_dir = resume_from.parent if payload else fresh_checkpoint_dir(cfg, run_name(cfg, overrides))
-        for stale in self.ckpt_dir.glob(".ckpt_*.tmp-*") if payload else ():  # a write killed half-way
-            stale.unlink(missing_ok=True)
+        for pattern in (".ckpt_*.tmp-*", ".best_*.tmp-*") if payload else ():  # a write killed half-way
+            for stale in self.ckpt_dir.glob(pattern):
+                stale.unlink(missing_ok=True)
         try:
             check_writable(self.run_dir, "the run directory")
             check_writable(self.ckpt_dir, "the checkpoint folder")
@@ -440,6 +445,12 @@ class Run:
         else:
             self.driver.reset(seed=int(cfg.seed) * TRAIN_SEED_STRIDE)
         self.next_eval, self.next_ckpt = self._next_after("eval.every"), self._next_after("checkpoint_every")
+        self.next_select = self._next_after("eval.select_every")
+        # model selection: every validation score so far and the step of the best (whose weights are best_STEP)
+        self.selection = dict(loop.get("selection") or {"history": [], "best_step": None, "best_return": None})
+        for lost in list_best(self.ckpt_dir) if payload else ():  # kept by a run killed after this checkpoint
+            if lost.name != self._best_name():
+                lost.unlink(missing_ok=True)
         self.next_log = int(loop.get("next_log", self.step + self._every("logger.every")))
         self.resolved = OmegaConf.to_container(cfg, resolve=True)
         self.logger = Logger(self.run_dir, self.resolved, mode=cfg.logger.mode, project=cfg.logger.project,
@@ -525,7 +536,11 @@ class Run:
         return line
 
     def periodic(self) -> None:
-        """The evaluations and checkpoints due at this step (those of the last step come with ``finish``)."""
+        """The selections, evaluations and checkpoints due at this step (those of the last step come with
+        ``finish``)."""
+        if self.next_select is not None and self.total > self.step >= self.next_select:
+            self.next_select += self._every("eval.select_every")
+            self.select(self.step)
         if self.next_eval is not None and self.total > self.step >= self.next_eval:
             self.next_eval += self._every("eval.every")
             self.evaluate(self.step)
@@ -553,16 +568,19 @@ class Run:
         keep = self.cfg.save_replay
         return type(self.agent).replay_by_default if keep is None else bool(keep)
 
-    def save(self, at: int) -> Path:
-        path = checkpoint_path(self.ckpt_dir, at)
-        names = self.written + ([path.name] if path.name not in self.written else [])
-        payload = {
+    def _payload(self, at: int, names: list[str]) -> dict:
+        return {
             "config": self.resolved, "run_dir": str(self.run_dir), "step": at, "episodes": self.episodes,
             "agent": self.agent.state_dict(include_replay=self._keep_replay()), "env": self.core.state_dict(),
             "rng": rng_state(), "meta": self.agent.meta(), "wandb_id": self.logger.wandb_run_id,
             "loop": {"recent": list(self.recent), "next_log": self.next_log,
                      "recent_metrics": {k: list(w) for k, w in self.recent_metrics.items()},
-                     "metric_lines": self.logger.lines, "written": names}}
+                     "metric_lines": self.logger.lines, "written": names, "selection": self.selection}}
+
+    def save(self, at: int) -> Path:
+        path = checkpoint_path(self.ckpt_dir, at)
+        names = self.written + ([path.name] if path.name not in self.written else [])
+        payload = self._payload(at, names)
         try:
             save_checkpoint(path, payload)
         except OSError as e:
@@ -573,22 +591,76 @@ class Run:
         self.written[:] = [n for n in self.written if self.ckpt_dir / n not in gone]
         return path
 
-    def evaluate(self, at: int) -> dict:
+    def _best_name(self) -> str | None:
+        step = self.selection["best_step"]
+        return None if step is None else best_path(self.ckpt_dir, step).name
+
+    def select(self, at: int) -> float:
+        """Model selection (``eval.select_every``): score the agent on the training tasks' validation streams; a new
+        best is written as ``best_STEP`` (the previous best file is then removed) and recorded in
+        ``selection.json``."""
+        rng = rng_state()  # scoring must not move training: the same run without selection trains the same weights
+        try:
+            score = validation_return(self.agent, self.cfg.env, self.cfg.suite, self.cfg.eval, self.device)
+        finally:
+            set_rng_state(rng)
+        sel = self.selection
+        sel["history"] = [*sel["history"], [int(at), score]]
+        if sel["best_return"] is None or score >= sel["best_return"]:  # a tie goes to the more trained weights
+            old = self._best_name()
+            sel["best_step"], sel["best_return"] = int(at), score
+            try:
+                save_checkpoint(best_path(self.ckpt_dir, at), self._payload(at, list(self.written)))
+            except OSError as e:
+                raise CheckpointWriteError(e.errno, e.strerror or str(e)) from e
+            if old is not None and old != self._best_name():
+                (self.ckpt_dir / old).unlink(missing_ok=True)
+        write_json(self.run_dir / "selection.json", {"every": self._every("eval.select_every"),
+                                                     "trials": int(self.cfg.eval.select_trials),
+                                                     "best_file": str(self.ckpt_dir / self._best_name()), **sel})
+        self.logger.log({"select/return": score, "select/best_return": sel["best_return"]}, step=at)
+        log.info("selection at step %d: validation return %.3f (best %.3f at step %d)", at, score,
+                 sel["best_return"], sel["best_step"])
+        return score
+
+    def evaluate(self, at: int, label_suffix: str = "", selected: dict | None = None) -> dict:
+        """The held-out evaluation of the agent as it is, written to ``eval/step_AT`` (``label_suffix`` " (last)":
+        ``eval/step_AT_last``, the final weights of a run with model selection; ``selected``: what model selection
+        chose, recorded in the results)."""
         cfg = self.cfg
         set_progress(show_progress(cfg))
         res = evaluate_suite(self.agent, cfg.env, cfg.suite, cfg.eval, self.device, method_name(cfg), int(cfg.seed),
                              at)  # the signature the fault tests wrap (tests/test_faults.py)
-        res["label"] = run_label(cfg, self.overrides)
+        res["label"] = run_label(cfg, self.overrides) + label_suffix
+        if selected is not None:
+            res["selected"] = selected
         from dreamalloc.experiment.reporting import write_evaluation
-        write_evaluation(res, self.run_dir / "eval" / f"step_{at:012d}", self.logger, at)
-        self.logger.log(summary(res), step=at)
+        out = self.run_dir / "eval" / (f"step_{at:012d}" + ("_last" if label_suffix else ""))
+        write_evaluation(res, out, None if label_suffix else self.logger, at)
+        if not label_suffix:
+            self.logger.log(summary(res), step=at)
         return res
 
     def finish(self) -> tuple[Path, dict, dict]:
-        """The final checkpoint and evaluation (and the forgetting report); returns (checkpoint, results, extra)."""
+        """The final checkpoint and evaluation (and the forgetting report); returns (checkpoint, results, extra).
+        With model selection the final weights are scored too, then evaluated under the label ``LABEL (last)``,
+        and the run's evaluation is that of the selected weights (its results say which step they are from)."""
+        selecting = bool(self._every("eval.select_every"))
+        if selecting and (not self.selection["history"] or self.selection["history"][-1][0] != self.step):
+            self.select(self.step)
         path = self.save(self.step)
         self.final = path
-        last_eval = self.evaluate(self.step)
+        if selecting:
+            self.evaluate(self.step, label_suffix=" (last)")
+            best = load_checkpoint(self.ckpt_dir / self._best_name(), expected=self.agent.meta(),
+                                   map_location=self.device)
+            self.agent.load_state_dict(best["agent"])
+            last_eval = self.evaluate(self.step, selected={"step": self.selection["best_step"],
+                                                           "validation_return": self.selection["best_return"],
+                                                           "every": self._every("eval.select_every"),
+                                                           "trials": int(self.cfg.eval.select_trials)})
+        else:
+            last_eval = self.evaluate(self.step)
         extra: dict = {}
         if self.cfg.protocol == "forgetting" and "A" in self.phase_evals:
             extra = forgetting_report(self.phase_evals["A"], last_eval)
