@@ -165,6 +165,90 @@ def test_resume_continues_like_an_uninterrupted_run(tmp_path):
     assert (tmp_path / "part" / "run" / "metrics.jsonl").read_bytes() == same  # one run, as if never stopped
 
 
+# --- model selection ------------------------------------------------------------------------------------
+# PPO seed 1 on this budget scores best early (validation 4.27 at 512 steps, 3.69 at the end): best != last
+SELECT = QUICK + ["agent=ppo", "seed=1", "steps=4096", "logger.every=512", "eval.select_trials=4"]
+
+
+def _training_lines(run_dir: Path) -> list[dict]:
+    """The training lines of metrics.jsonl (not those of model selection or of the evaluation)."""
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [x for x in lines if any(k.startswith("train/") for k in x)]
+
+
+def test_model_selection_keeps_the_best_weights_and_leaves_training_alone(tmp_path):
+    import torch
+
+    from dreamalloc.experiment.checkpoint import flatten
+    from dreamalloc.experiment.config import make_core
+    from dreamalloc.experiment.evaluation import evaluate_suite, validation_return
+    from dreamalloc.experiment.training import build_agent, protocol_phases
+
+    plain = train(cfg_of(SELECT, tmp_path / "plain"))
+    cfg = cfg_of(SELECT + ["eval.select_every=512"], tmp_path / "sel")
+    out = train(cfg)
+    sel = json.loads((tmp_path / "sel" / "run" / "selection.json").read_text())
+    steps = [s for s, _ in sel["history"]]
+    scores = [r for _, r in sel["history"]]
+    assert steps == list(range(512, 4097, 512)) and len(set(scores)) > 1
+    assert sel["best_return"] == max(scores)
+    assert sel["best_step"] == max(s for s, r in sel["history"] if r == max(scores))  # a tie: the later weights
+    # scoring does not move training: the same env stream, metrics and final weights as the run without it
+    assert _training_lines(tmp_path / "sel" / "run") == _training_lines(tmp_path / "plain" / "run")
+    ckdir = Path(out["checkpoint"]).parent
+    a, b = flatten(load_checkpoint(out["checkpoint"])["agent"]), flatten(load_checkpoint(plain["checkpoint"])["agent"])
+    assert a.keys() == b.keys() and any(isinstance(v, torch.Tensor) for v in a.values())
+    for k, v in a.items():
+        assert torch.equal(v, b[k]) if isinstance(v, torch.Tensor) else v == b[k], k
+    # exactly one best file, of the recorded step, and its weights score what selection recorded
+    best = sorted(p.name for p in ckdir.glob("best_*"))
+    assert best == [f"best_{sel['best_step']:012d}.safetensors"] and Path(sel["best_file"]).name == best[0]
+    payload = load_checkpoint(ckdir / best[0])
+    assert payload["step"] == sel["best_step"]
+    # the run's evaluation is of the selected weights, the last weights' beside it under "(last)"
+    res = json.loads((Path(out["run_dir"]) / "eval" / "step_000000004096" / "results.json").read_text())
+    last = json.loads((Path(out["run_dir"]) / "eval" / "step_000000004096_last" / "results.json").read_text())
+    assert res["selected"]["step"] == sel["best_step"] and res["selected"]["validation_return"] == sel["best_return"]
+    assert last["label"] == res["label"] + " (last)" and "selected" not in last
+    assert sel["best_step"] < 4096 and res["sets"] != last["sets"]
+    plain_res = json.loads((Path(plain["run_dir"]) / "eval" / "step_000000004096" / "results.json").read_text())
+    assert last["sets"] == plain_res["sets"]  # the last weights are the plain run's weights
+    core = make_core(cfg.env, protocol_phases(cfg)[0].tasks, int(cfg.env.num_envs), torch.device("cpu"))
+    agent = build_agent(cfg, core, torch.device("cpu"))
+    agent.load_state_dict(payload["agent"])
+    assert validation_return(agent, cfg.env, cfg.suite, cfg.eval, torch.device("cpu")) == sel["best_return"]
+    again = evaluate_suite(agent, cfg.env, cfg.suite, cfg.eval, torch.device("cpu"), "ppo", 1, 4096)
+    assert {n: {t: v["returns"] for t, v in s["tasks"].items()} for n, s in again["sets"].items()} == \
+        {n: {t: v["returns"] for t, v in s["tasks"].items()} for n, s in res["sets"].items()}
+
+
+def test_model_selection_resumes_exactly_and_drops_a_lost_best(tmp_path):
+    full = train(cfg_of(SELECT + ["eval.select_every=1024"], tmp_path / "full"))
+    part = cfg_of(SELECT + ["eval.select_every=1024", "steps=2048", "agent.total_steps=4096"], tmp_path / "part")
+    ckdir = Path(train(part)["checkpoint"]).parent
+    (ckdir / "best_000000003072.safetensors").write_bytes(b"from a run killed after its last checkpoint")
+    more = [f"resume={ckdir}", "steps=4096"]
+    out = train(cfg_of(SELECT + ["eval.select_every=1024"] + more, tmp_path / "part"),
+                overrides=SELECT + ["eval.select_every=1024"] + more)
+    a = json.loads((tmp_path / "part" / "run" / "selection.json").read_text())
+    b = json.loads((tmp_path / "full" / "run" / "selection.json").read_text())
+    assert {k: v for k, v in a.items() if k != "best_file"} == {k: v for k, v in b.items() if k != "best_file"}
+    assert len(list(ckdir.glob("best_*"))) == 1
+    assert (tmp_path / "part" / "run" / "metrics.jsonl").read_bytes() == \
+        (tmp_path / "full" / "run" / "metrics.jsonl").read_bytes()
+    ra = json.loads((Path(out["run_dir"]) / "eval" / "step_000000004096" / "results.json").read_text())
+    rb = json.loads((Path(full["run_dir"]) / "eval" / "step_000000004096" / "results.json").read_text())
+    assert ra["sets"] == rb["sets"] and ra["selected"] == rb["selected"]
+
+
+@pytest.mark.parametrize("override,match", [
+    (QUICK + ["eval.select_trials=0"], "eval.select_trials"), (QUICK + ["eval.select_every=-5"], "eval.select_every"),
+    (["experiment=redovian2025_forgetting", "eval.select_every=100"], "protocol=forgetting")])
+def test_model_selection_bad_config(override, match, tmp_path):
+    with pytest.raises(ValueError, match=match):
+        validate(cfg_of(override, tmp_path))
+
+
 # --- sweeps --------------------------------------------------------------------------------------------
 def test_two_job_multirun(tmp_path):
     r = run_cli("train.py", ["-m", "seed=0,1", *QUICK, "steps=128", f"checkpoint_dir={tmp_path}/ckpt",
