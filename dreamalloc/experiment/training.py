@@ -448,8 +448,11 @@ class Run:
         self.next_select = self._next_after("eval.select_every")
         # model selection: every validation score so far and the step of the best (whose weights are best_STEP)
         self.selection = dict(loop.get("selection") or {"history": [], "best_step": None, "best_return": None})
-        for lost in list_best(self.ckpt_dir) if payload else ():  # kept by a run killed after this checkpoint
-            if lost.name != self._best_name():
+        # the best file the newest checkpoint records: kept until a newer checkpoint records another, so a resume
+        # from that checkpoint always finds it; any other is from a run killed after its last checkpoint
+        self.saved_best = self._best_name()
+        for lost in list_best(self.ckpt_dir) if payload else ():
+            if lost.name != self.saved_best:
                 lost.unlink(missing_ok=True)
         self.next_log = int(loop.get("next_log", self.step + self._every("logger.every")))
         self.resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -586,6 +589,10 @@ class Run:
         except OSError as e:
             raise CheckpointWriteError(e.errno, e.strerror or str(e)) from e
         self.written[:] = names
+        if self.saved_best != self._best_name():  # the checkpoint now records the current best file
+            if self.saved_best is not None:
+                (self.ckpt_dir / self.saved_best).unlink(missing_ok=True)
+            self.saved_best = self._best_name()
         gone = prune_checkpoints(self.ckpt_dir, int(self.cfg.keep_checkpoints),
                                  [self.ckpt_dir / n for n in self.written], protect=path)
         self.written[:] = [n for n in self.written if self.ckpt_dir / n not in gone]
@@ -597,8 +604,8 @@ class Run:
 
     def select(self, at: int) -> float:
         """Model selection (``eval.select_every``): score the agent on the training tasks' validation streams; a new
-        best is written as ``best_STEP`` (the previous best file is then removed) and recorded in
-        ``selection.json``."""
+        best is written as ``best_STEP`` and recorded in ``selection.json`` (the previous best file is removed,
+        unless the newest checkpoint still records it: then ``save`` removes it once a newer one does not)."""
         rng = rng_state()  # scoring must not move training: the same run without selection trains the same weights
         try:
             score = validation_return(self.agent, self.cfg.env, self.cfg.suite, self.cfg.eval, self.device)
@@ -613,7 +620,7 @@ class Run:
                 save_checkpoint(best_path(self.ckpt_dir, at), self._payload(at, list(self.written)))
             except OSError as e:
                 raise CheckpointWriteError(e.errno, e.strerror or str(e)) from e
-            if old is not None and old != self._best_name():
+            if old is not None and old not in (self._best_name(), self.saved_best):
                 (self.ckpt_dir / old).unlink(missing_ok=True)
         write_json(self.run_dir / "selection.json", {"every": self._every("eval.select_every"),
                                                      "trials": int(self.cfg.eval.select_trials),
