@@ -735,6 +735,32 @@ def test_train_ratio_sets_the_number_of_updates():
     assert a.env_steps == 120 and a.n_updates == 1 + (120 - 64) * 8 // 32
 
 
+def test_entropy_scale_falls_linearly_over_actent_decay_env_steps():
+    """actent_decay > 0: the entropy scale goes from actent to actent_end over that many env steps, then stays;
+    the actor loss uses it (a larger scale pushes the policy's entropy up more) and updates log it."""
+    a = tiny(actent=1e-2, actent_end=1e-3, actent_decay=100)
+    assert tiny().actent() == tiny().cfg.actent  # off: the constant scale
+    for env_steps, want in ((0, 1e-2), (50, 5.5e-3), (100, 1e-3), (400, 1e-3)):
+        a.env_steps = env_steps
+        assert a.actent() == pytest.approx(want)
+    torch.manual_seed(0)
+    N, H = 6, 4
+    feat = torch.randn(N, H + 1, a.wm.rssm.feat_dim)
+    acts = torch.nn.functional.one_hot(torch.randint(0, 3, (N, H + 1)), 3).float()
+    rew, cont = torch.zeros(N, H + 1), torch.ones(N, H + 1)
+    norm0 = {k: v.clone() for k, v in a.ac.retnorm.state_dict().items()}
+    policy = {}
+    for scale in (0.0, 1.0):
+        a.ac.retnorm.load_state_dict(norm0)
+        losses, metrics = a.ac.loss(feat, acts, rew, cont, None, None, None, actent=scale)
+        policy[scale] = float(losses["policy"].detach())
+    ent = float(metrics["entropy"])  # the policy loss is -(logpi * adv + scale * entropy), weighted by cont = 1
+    assert policy[0.0] - policy[1.0] == pytest.approx(ent, rel=1e-4)
+    b = tiny(actent_decay=200, learning_starts=16)
+    drive(b, Chain(B=2, masked=False), 60)
+    assert b.n_updates > 0 and b.metrics["actent"] == pytest.approx(b.actent())
+
+
 # --- learning (slow) ------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_cartpole_1m_reaches_450():

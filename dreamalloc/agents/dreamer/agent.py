@@ -290,6 +290,15 @@ class DreamerAgent(Agent):
             self.metrics = {k: v / n for k, v in sums.items()}
         return self.metrics
 
+    def actent(self) -> float:
+        """The entropy scale at this point of training: ``actent``, or with ``actent_decay`` > 0 a linear fall to
+        ``actent_end`` over the first ``actent_decay`` env steps."""
+        c = self.cfg
+        if c.actent_decay <= 0:
+            return c.actent
+        f = min(self.env_steps / c.actent_decay, 1.0)
+        return c.actent + f * (c.actent_end - c.actent)
+
     def _lr(self) -> float:
         c = self.cfg
         return c.lr * min(1.0, (self.n_updates + 1) / c.warmup) if c.warmup > 0 else c.lr
@@ -335,7 +344,9 @@ class DreamerAgent(Agent):
             rep = {"feat": rfeat, "reward": data["reward"][:, -K:],
                    "terminal": data["terminal"][:, -K:], "last": data["last"][:, -K:], "discount": self.wm.discount}
             ac_losses, metrics = self.ac.loss(ifeat, iact, irew, icont, mask0, rep if c.loss_repval > 0 else None,
-                                              torch.stack(logps, 1))
+                                              torch.stack(logps, 1), actent=self.actent())
+            if c.actent_decay > 0:
+                metrics["actent"] = self.actent()
         scales = {"dyn": c.kl_dyn, "rep": c.kl_rep, "rec": c.loss_rec, "rew": c.loss_rew, "con": c.loss_con,
                   "policy": c.loss_policy, "value": c.loss_value, "repval": c.loss_repval}
         losses = {**wm_losses, **ac_losses}

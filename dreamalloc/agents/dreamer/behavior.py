@@ -84,12 +84,14 @@ class ActorCritic(nn.Module):
         torch._foreach_lerp_(list(self.slow_critic.parameters()), list(self.critic.parameters()), self.c.slow_rate)
 
     def loss(self, feat: torch.Tensor, actions: torch.Tensor, reward: torch.Tensor, cont: torch.Tensor,
-             mask0: torch.Tensor | None, rep: dict | None = None, logp: torch.Tensor | None = None):
+             mask0: torch.Tensor | None, rep: dict | None = None, logp: torch.Tensor | None = None,
+             actent: float | None = None):
         """Imagination losses from detached imagined features [N, H+1, F], one-hot actions [N, H+1, A],
         predicted rewards and continues [N, H+1] and the start states' action masks [N, A] (or None).
         ``rep`` (optional) holds replayed features [B, T, F] with reward / terminal / last [B, T] for the
         replay value loss, where B x T = N in the order of the imagination starts. ``logp`` [N, H+1, A]: the
-        policy's log-probabilities (with their graph) if imagination already computed them."""
+        policy's log-probabilities (with their graph) if imagination already computed them. ``actent``: the
+        entropy scale of this update (default: the config's ``actent``)."""
         c = self.c
         # heads run on every step (the last one only bootstraps) and are sliced after: slicing the input would
         # copy the whole [N, H, F] batch of features
@@ -113,7 +115,7 @@ class ActorCritic(nn.Module):
         logpi = (logp * actions[:, :-1]).sum(-1)
         ent = -(logp.exp() * logp).sum(-1)
         w = weight[:, :-1]
-        policy = (w * -(logpi * adv + c.actent * ent)).mean()
+        policy = (w * -(logpi * adv + (c.actent if actent is None else actent) * ent)).mean()
         value = (w * twohot_ce(critic_lp, ret, slow[:, :-1], c.slowreg, self.bins)).mean()
         losses = {"policy": policy, "value": value}
         metrics = {"ret": ret.mean(), "ret_scale": scale, "adv": adv.mean(), "entropy": ent.detach().mean(),

@@ -30,7 +30,8 @@ class DreamerConfig:
         "unimix": between(0.0, 1.0, hi_open=True), "free_nats": NONNEG, "kl_dyn": NONNEG, "kl_rep": NONNEG,
         "loss_rec": NONNEG, "loss_rew": NONNEG, "loss_con": NONNEG, "imag_last": NONNEG, "ac_gru": NONNEG,
         "lam": UNIT,
-        "actent": NONNEG, "slowreg": NONNEG, "slow_rate": between(0.0, 1.0, lo_open=True),
+        "actent": NONNEG, "actent_end": NONNEG, "actent_decay": NONNEG, "slowreg": NONNEG,
+        "slow_rate": between(0.0, 1.0, lo_open=True),
         "retnorm_rate": between(0.0, 1.0, lo_open=True), "retnorm_limit": POSITIVE, "loss_policy": NONNEG,
         "loss_value": NONNEG, "loss_repval": NONNEG, "optimizer": OneOf(OPTIMIZERS), "lr": POSITIVE,
         "eps": POSITIVE, "beta1": between(0.0, 1.0, hi_open=True), "beta2": between(0.0, 1.0, hi_open=True),
@@ -64,6 +65,10 @@ class DreamerConfig:
     horizon: int = 333  # discount = 1 - 1 / horizon (folded into the continue target)
     lam: float = 0.95
     actent: float = 3e-4
+    # > 0: the entropy scale falls linearly from actent to actent_end over this many env steps, then stays there
+    # (a broad policy early against collapse onto one action, a sharper one late); 0: constant actent
+    actent_decay: int = 0
+    actent_end: float = 3e-4
     slowreg: float = 1.0  # critic regulariser towards the slow EMA critic
     slow_rate: float = 0.02
     retnorm_rate: float = 0.01
