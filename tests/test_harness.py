@@ -205,14 +205,14 @@ def test_model_selection_keeps_the_best_weights_and_leaves_training_alone(tmp_pa
     assert best == [f"best_{sel['best_step']:012d}.safetensors"] and Path(sel["best_file"]).name == best[0]
     payload = load_checkpoint(ckdir / best[0])
     assert payload["step"] == sel["best_step"]
-    # the run's evaluation is of the selected weights, the last weights' beside it under "(last)"
-    res = json.loads((Path(out["run_dir"]) / "eval" / "step_000000004096" / "results.json").read_text())
-    last = json.loads((Path(out["run_dir"]) / "eval" / "step_000000004096_last" / "results.json").read_text())
+    # the final weights are evaluated as without selection; the kept weights beside them, "(selected)"
+    res = json.loads((Path(out["run_dir"]) / "eval" / "step_000000004096_selected" / "results.json").read_text())
+    last = json.loads((Path(out["run_dir"]) / "eval" / "step_000000004096" / "results.json").read_text())
     assert res["selected"]["step"] == sel["best_step"] and res["selected"]["validation_return"] == sel["best_return"]
-    assert last["label"] == res["label"] + " (last)" and "selected" not in last
-    assert sel["best_step"] < 4096 and res["sets"] != last["sets"]
+    assert res["label"] == last["label"] + " (selected)" and "selected" not in last
+    assert sel["best_step"] < 4096 and res["sets"] != last["sets"] and out["results"]["sets"] == res["sets"]
     plain_res = json.loads((Path(plain["run_dir"]) / "eval" / "step_000000004096" / "results.json").read_text())
-    assert last["sets"] == plain_res["sets"]  # the last weights are the plain run's weights
+    assert last["sets"] == plain_res["sets"] and last["label"] == plain_res["label"]  # the plain run's weights
     core = make_core(cfg.env, protocol_phases(cfg)[0].tasks, int(cfg.env.num_envs), torch.device("cpu"))
     agent = build_agent(cfg, core, torch.device("cpu"))
     agent.load_state_dict(payload["agent"])
@@ -252,8 +252,8 @@ def test_model_selection_survives_a_kill_between_checkpoints(tmp_path, monkeypat
     assert [p.name for p in ckdir.glob("best_*")] == [Path(b["best_file"]).name]
     assert (tmp_path / "part" / "run" / "metrics.jsonl").read_bytes() == \
         (tmp_path / "full" / "run" / "metrics.jsonl").read_bytes()
-    ra = json.loads((Path(out["run_dir"]) / "eval" / "step_000000004096" / "results.json").read_text())
-    rb = json.loads((Path(full["run_dir"]) / "eval" / "step_000000004096" / "results.json").read_text())
+    ra = json.loads((Path(out["run_dir"]) / "eval" / "step_000000004096_selected" / "results.json").read_text())
+    rb = json.loads((Path(full["run_dir"]) / "eval" / "step_000000004096_selected" / "results.json").read_text())
     assert ra["sets"] == rb["sets"] and ra["selected"] == rb["selected"]
 
 

@@ -630,54 +630,58 @@ class Run:
                  sel["best_return"], sel["best_step"])
         return score
 
-    def evaluate(self, at: int, label_suffix: str = "", selected: dict | None = None) -> dict:
-        """The held-out evaluation of the agent as it is, written to ``eval/step_AT`` (``label_suffix`` " (last)":
-        ``eval/step_AT_last``, the final weights of a run with model selection; ``selected``: what model selection
-        chose, recorded in the results)."""
+    def evaluate(self, at: int, selected: dict | None = None) -> dict:
+        """The held-out evaluation of the agent as it is, written to ``eval/step_AT``. ``selected`` (what model
+        selection chose): the agent holds the kept weights; the results go to ``eval/step_AT_selected`` under the
+        label ``LABEL (selected)``, carry the record and are logged as ``eval_selected/...``."""
         cfg = self.cfg
         set_progress(show_progress(cfg))
         res = evaluate_suite(self.agent, cfg.env, cfg.suite, cfg.eval, self.device, method_name(cfg), int(cfg.seed),
                              at)  # the signature the fault tests wrap (tests/test_faults.py)
-        res["label"] = run_label(cfg, self.overrides) + label_suffix
+        res["label"] = run_label(cfg, self.overrides) + (" (selected)" if selected is not None else "")
         if selected is not None:
             res["selected"] = selected
         from dreamalloc.experiment.reporting import write_evaluation
-        out = self.run_dir / "eval" / (f"step_{at:012d}" + ("_last" if label_suffix else ""))
-        write_evaluation(res, out, None if label_suffix else self.logger, at)
-        if not label_suffix:
-            self.logger.log(summary(res), step=at)
+        out = self.run_dir / "eval" / (f"step_{at:012d}" + ("_selected" if selected is not None else ""))
+        write_evaluation(res, out, self.logger if selected is None else None, at)
+        self.logger.log(_selected_keys(summary(res)) if selected is not None else summary(res), step=at)
         return res
 
     def finish(self) -> tuple[Path, dict, dict]:
         """The final checkpoint and evaluation (and the forgetting report); returns (checkpoint, results, extra).
-        With model selection the final weights are scored too, then evaluated under the label ``LABEL (last)``,
-        and the run's evaluation is that of the selected weights (its results say which step they are from)."""
+        With model selection the final weights are scored too and evaluated as without selection (``eval/step_N``,
+        the run's label), then the kept weights beside them (``eval/step_N_selected``, ``LABEL (selected)``);
+        the results returned are the kept weights'."""
         selecting = bool(self._every("eval.select_every"))
         if selecting and (not self.selection["history"] or self.selection["history"][-1][0] != self.step):
             self.select(self.step)
         path = self.save(self.step)
         self.final = path
+        last_eval = self.evaluate(self.step)
+        chosen: dict = {}
         if selecting:
-            self.evaluate(self.step, label_suffix=" (last)")
             best = load_checkpoint(self.ckpt_dir / self._best_name(), expected=self.agent.meta(),
                                    map_location=self.device)
             self.agent.load_state_dict(best["agent"])
-            last_eval = self.evaluate(self.step, selected={"step": self.selection["best_step"],
-                                                           "validation_return": self.selection["best_return"],
-                                                           "every": self._every("eval.select_every"),
-                                                           "trials": int(self.cfg.eval.select_trials)})
-        else:
-            last_eval = self.evaluate(self.step)
+            chosen = self.evaluate(self.step, selected={"step": self.selection["best_step"],
+                                                        "validation_return": self.selection["best_return"],
+                                                        "every": self._every("eval.select_every"),
+                                                        "trials": int(self.cfg.eval.select_trials)})
         extra: dict = {}
         if self.cfg.protocol == "forgetting" and "A" in self.phase_evals:
             extra = forgetting_report(self.phase_evals["A"], last_eval)
             (self.run_dir / "forgetting.json").write_text(json.dumps(extra, indent=1) + "\n")
             self.logger.log(extra, step=self.step)
         self.logger.log_summary({"steps": self.step, "episodes": self.episodes, "checkpoint": str(path),
-                                 **summary(last_eval), **extra})
-        return path, last_eval, extra
+                                 **summary(last_eval), **(_selected_keys(summary(chosen)) if chosen else {}), **extra})
+        return path, chosen or last_eval, extra
 
     final: Path | None = None  # the final checkpoint, once written
+
+
+def _selected_keys(flat: dict[str, float]) -> dict[str, float]:
+    """``eval/...`` -> ``eval_selected/...``: the kept weights' scalars beside the final weights'."""
+    return {"eval_selected/" + k.removeprefix("eval/"): v for k, v in flat.items()}
 
 
 def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
