@@ -447,7 +447,8 @@ class Run:
         self.next_eval, self.next_ckpt = self._next_after("eval.every"), self._next_after("checkpoint_every")
         self.next_select = self._next_after("eval.select_every")
         # model selection: every validation score so far and the step of the best (whose weights are best_STEP)
-        self.selection = dict(loop.get("selection") or {"history": [], "best_step": None, "best_return": None})
+        saved = loop.get("selection") or {"history": [], "best_step": None, "best_return": None}
+        self.selection = {**saved, "history": list(saved["history"])}
         # the best file the newest checkpoint records: kept until a newer checkpoint records another, so a resume
         # from that checkpoint always finds it; any other is from a run killed after its last checkpoint
         self.saved_best = self._best_name()
@@ -580,14 +581,17 @@ class Run:
                      "recent_metrics": {k: list(w) for k, w in self.recent_metrics.items()},
                      "metric_lines": self.logger.lines, "written": names, "selection": self.selection}}
 
-    def save(self, at: int) -> Path:
-        path = checkpoint_path(self.ckpt_dir, at)
-        names = self.written + ([path.name] if path.name not in self.written else [])
-        payload = self._payload(at, names)
+    @staticmethod
+    def _write(path: Path, payload: dict) -> None:
         try:
             save_checkpoint(path, payload)
         except OSError as e:
             raise CheckpointWriteError(e.errno, e.strerror or str(e)) from e
+
+    def save(self, at: int) -> Path:
+        path = checkpoint_path(self.ckpt_dir, at)
+        names = self.written + ([path.name] if path.name not in self.written else [])
+        self._write(path, self._payload(at, names))
         self.written[:] = names
         if self.saved_best != self._best_name():  # the checkpoint now records the current best file
             if self.saved_best is not None:
@@ -612,14 +616,11 @@ class Run:
         finally:
             set_rng_state(rng)
         sel = self.selection
-        sel["history"] = [*sel["history"], [int(at), score]]
+        sel["history"].append([int(at), score])
         if sel["best_return"] is None or score >= sel["best_return"]:  # a tie goes to the more trained weights
             old = self._best_name()
             sel["best_step"], sel["best_return"] = int(at), score
-            try:
-                save_checkpoint(best_path(self.ckpt_dir, at), self._payload(at, list(self.written)))
-            except OSError as e:
-                raise CheckpointWriteError(e.errno, e.strerror or str(e)) from e
+            self._write(best_path(self.ckpt_dir, at), self._payload(at, list(self.written)))
             if old is not None and old not in (self._best_name(), self.saved_best):
                 (self.ckpt_dir / old).unlink(missing_ok=True)
         write_json(self.run_dir / "selection.json", {"every": self._every("eval.select_every"),

@@ -343,10 +343,11 @@ class DreamerAgent(Agent):
                 rfeat = self.ac.inputs(rfeat, rep_h[:, -K:])
             rep = {"feat": rfeat, "reward": data["reward"][:, -K:],
                    "terminal": data["terminal"][:, -K:], "last": data["last"][:, -K:], "discount": self.wm.discount}
+            actent = self.actent()
             ac_losses, metrics = self.ac.loss(ifeat, iact, irew, icont, mask0, rep if c.loss_repval > 0 else None,
-                                              torch.stack(logps, 1), actent=self.actent())
+                                              torch.stack(logps, 1), actent=actent)
             if c.actent_decay > 0:
-                metrics["actent"] = self.actent()
+                metrics["actent"] = actent
         scales = {"dyn": c.kl_dyn, "rep": c.kl_rep, "rec": c.loss_rec, "rew": c.loss_rew, "con": c.loss_con,
                   "policy": c.loss_policy, "value": c.loss_value, "repval": c.loss_repval}
         losses = {**wm_losses, **ac_losses}
