@@ -10,6 +10,12 @@ RL^2 and classic baselines. Results and commands: docs/rl2.md.
 ``--agent dreamer_rl2`` trains the meta-RL DreamerV3 instead (the small preset DREAMER_HP below, the same
 evaluation); ``--agent dreamer`` with ``--hp reset_at='"episode"'`` is its non-meta control.
 
+``--select-every N`` keeps the best weights (model selection): every N env steps the greedy agent is scored on
+``--select-trials`` *monitoring* instances (seeds disjoint from training's and the evaluation's; on bandits its exact
+Bayes-expected return, elsewhere its mean return) with every random generator restored afterwards, so training is
+the same as without it; the best weights (a tie goes to the later ones) are evaluated at the end beside the final
+weights, on the same 1,000 fresh instances (``greedy_selected`` in the JSON).
+
 ``--extra-updates N`` (Dreamer agents) adds N gradient updates on the replay after training and before the
 evaluation, with no env steps: the run's env-step count (the sample-efficiency budget) is unchanged, only the
 compute grows. ``--extra-log K`` prints, every K of them, the greedy agent's Bayes-expected return on 1,000
@@ -19,6 +25,7 @@ compute grows. ``--extra-log K`` prints, every K of them, the greedy agent's Bay
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 
@@ -29,6 +36,7 @@ from dreamalloc.agents.dreamer import DreamerAgent, DreamerRL2Agent
 from dreamalloc.agents.rl2_ppo import RL2PPOAgent
 from dreamalloc.core.driver import drive
 from dreamalloc.experiment.checkpoint import load_checkpoint, save_checkpoint
+from dreamalloc.experiment.seeding import rng_state, set_rng_state
 from dreamalloc.metatasks.baselines import (
     PSRL,
     BanditOracle,
@@ -67,17 +75,49 @@ AGENTS = {"rl2_ppo": RL2PPOAgent, "dreamer_rl2": DreamerRL2Agent, "dreamer": Dre
 LABELS = {"rl2_ppo": "RL^2-PPO", "dreamer_rl2": "Dreamer-RL^2", "dreamer": "Dreamer"}
 
 
+class Selection:
+    """Model selection: ``score(agent)`` every ``every`` env steps (every random generator restored afterwards, so
+    training is unchanged); the best-scoring weights are kept in memory (ties go to the later ones)."""
+
+    def __init__(self, every: int, score):
+        self.every, self.score, self.next = int(every), score, int(every)
+        self.history: list[tuple[int, float]] = []
+        self.best_step, self.best_score, self.best_state = None, None, None
+
+    def __call__(self, agent, step: int) -> None:
+        rng = rng_state()
+        try:
+            with torch.no_grad():
+                value = float(self.score(agent))
+        finally:
+            set_rng_state(rng)
+        self.history.append((int(step), value))
+        if self.best_score is None or value >= self.best_score:
+            self.best_step, self.best_score = int(step), value
+            self.best_state = copy.deepcopy(agent.state_dict(include_replay=False))
+        print(f"  {step:>10,} steps  selection score {value:.4f} (best {self.best_score:.4f} at "
+              f"{self.best_step:,})", flush=True)
+
+    def maybe(self, agent, step: int) -> None:
+        if self.every and step >= self.next:
+            self.next = (step // self.every + 1) * self.every
+            self(agent, step)
+
+
 def train(agent, core, steps: int, seed: int, minutes: float | None, log_every: int,
-          curve: list | None = None) -> tuple[int, list[float]]:
+          curve: list | None = None, selection: Selection | None = None) -> tuple[int, list[float]]:
     """core.driver.drive's act / observe / update cycle, stopped at ``steps`` env steps or after ``minutes`` of
     wall-clock (whichever comes first); prints the mean trial return now and then (and appends (step, mean,
-    seconds) to ``curve``). Returns (steps done, trial returns)."""
+    seconds) to ``curve``); ``selection`` scores the agent as it goes (and once more at the end). Returns (steps
+    done, trial returns)."""
     t0 = time.perf_counter()
     deadline = None if minutes is None else t0 + 60.0 * minutes
     done, next_log = [0], [log_every]
 
     def on_step(step: int, returns: list[float]) -> bool:
         done[0] = step
+        if selection is not None:
+            selection.maybe(agent, step)
         if step >= next_log[0]:
             next_log[0] += log_every
             m = float(np.mean(returns[-1000:]))
@@ -87,6 +127,8 @@ def train(agent, core, steps: int, seed: int, minutes: float | None, log_every: 
         return deadline is not None and time.perf_counter() >= deadline
 
     returns = drive(agent, core, steps, seed=seed, on_step=on_step, returns_key="trial")
+    if selection is not None and done[0] and (not selection.history or selection.history[-1][0] != done[0]):
+        selection(agent, done[0])  # the final weights compete too
     return done[0], returns
 
 
@@ -145,6 +187,10 @@ def main(argv=None) -> dict:
     p.add_argument("--trials", type=int, default=1000, help="fresh instances to evaluate on")
     p.add_argument("--hp", nargs="*", default=[], metavar="KEY=VALUE",
                    help="agent hyperparameter overrides (JSON values), e.g. lr=1e-3 hidden=[64]")
+    p.add_argument("--select-every", type=int, default=0, metavar="N",
+                   help="model selection: score the greedy agent on monitoring instances every N env steps and "
+                        "evaluate the best weights too (0: off)")
+    p.add_argument("--select-trials", type=int, default=1000, help="monitoring instances per selection score")
     p.add_argument("--extra-updates", type=int, default=0,
                    help="Dreamer agents: gradient updates on the replay after training, no env steps")
     p.add_argument("--extra-log", type=int, default=0, help="print the monitoring expected return every K of them")
@@ -154,6 +200,8 @@ def main(argv=None) -> dict:
                                     "hyperparameters are this run's, so e.g. --hp ent_coef=0.003 continues with less "
                                     "entropy; pass a new --seed for new training instances)")
     a = p.parse_args(argv)
+    if a.select_every < 0 or a.select_trials < 2:
+        p.error("--select-every must be >= 0 and --select-trials >= 2")
     make_core, paper, hp = TASKS[a.task]
     if a.agent == "rl2_ppo":
         hp = dict(hp, hidden=[64], rnn_hidden=64, lr=1e-3, clip=0.1, ent_coef=0.01, n_epochs=8,
@@ -171,14 +219,22 @@ def main(argv=None) -> dict:
     if a.resume:
         agent.load_state_dict(load_checkpoint(a.resume, expected)["agent"])
     t0 = time.perf_counter()
-    curve: list = []
-    steps, returns = train(agent, core, a.steps, a.seed, a.minutes, a.log_every, curve)
-    train_s = time.perf_counter() - t0
     bayes_value = None  # the Bayes-optimal policy's expected return, where the exact reference exists
     if a.task.startswith("bandit") and make_core(1).pulls <= BayesBandit.MAX_PULLS:
         bayes = BayesBandit()
         bayes.start(make_core(1))
         bayes_value = bayes.value()
+
+    def monitor(agent) -> float:  # the greedy agent on the monitoring instances (never the evaluation's)
+        n = a.select_trials
+        if bayes_value is not None:
+            return bayes_value - float(bayes_regret(agent, make_core(n), seed=MONITOR_SEED).sum())
+        return float(evaluate_trials(agent, make_core(n), n, seed=MONITOR_SEED, deterministic=True).mean())
+
+    selection = Selection(a.select_every, monitor) if a.select_every else None
+    curve: list = []
+    steps, returns = train(agent, core, a.steps, a.seed, a.minutes, a.log_every, curve, selection)
+    train_s = time.perf_counter() - t0
     extra_curve: list = []
     extra_s = extra_updates(agent, a.extra_updates, a.extra_log, make_core, bayes_value, extra_curve) \
         if a.extra_updates else 0.0
@@ -205,6 +261,13 @@ def main(argv=None) -> dict:
             out["greedy_trained_weights"] = score(True)
             if bayes_value is not None:
                 out["greedy_trained_weights_bayes_regret"] = regret()
+    if selection is not None and selection.best_state is not None:  # the kept weights, on the same instances
+        agent.load_state_dict(selection.best_state)
+        out["selection"] = {"every": a.select_every, "trials": a.select_trials, "history": selection.history,
+                            "best_step": selection.best_step, "best_score": selection.best_score}
+        out["greedy_selected"] = score(True)
+        if bayes_value is not None:
+            out["greedy_selected_bayes_regret"] = regret()
     out["wall_s"] = time.perf_counter() - t0
     out["baselines"] = baselines(a.task, make_core, a.trials)
     ref = ", ".join(f"{k} {v}" for k, v in paper.items())
@@ -220,6 +283,14 @@ def main(argv=None) -> dict:
               f"greedy_ema) {m:.2f} [{lo:.2f}, {hi:.2f}]")
         if "greedy_trained_weights_bayes_regret" in out:
             r = float(np.sum(out["greedy_trained_weights_bayes_regret"]))
+            print(f"  ... expected shortfall {r:.3f} (expected return {out['bayes_value'] - r:.2f})")
+    if "greedy_selected" in out:
+        m, lo, hi = out["greedy_selected"]
+        sel = out["selection"]
+        print(f"  {LABELS[a.agent]} greedy, selected weights (step {sel['best_step']:,}, monitoring score "
+              f"{sel['best_score']:.3f}) {m:.2f} [{lo:.2f}, {hi:.2f}]")
+        if "greedy_selected_bayes_regret" in out:
+            r = float(np.sum(out["greedy_selected_bayes_regret"]))
             print(f"  ... expected shortfall {r:.3f} (expected return {out['bayes_value'] - r:.2f})")
     if "greedy_bayes_regret" in out:
         r = np.asarray(out["greedy_bayes_regret"])

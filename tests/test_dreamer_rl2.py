@@ -281,6 +281,44 @@ def test_sanity_extra_updates_add_updates_not_env_steps(tmp_path):
         san.extra_updates(type("NoReplay", (), {"replay": None})(), 1, 0, None, None, [])
 
 
+
+def test_sanity_model_selection_keeps_the_best_weights_and_leaves_training_alone():
+    """rl2_sanity --select-every: the agent is scored every N env steps and at the end on monitoring instances;
+    training and the final weights' evaluation are those of the same run without selection; the kept weights are
+    the best-scoring ones (a tie goes to the later) and re-score their recorded value; bad values are refused."""
+    san = _sanity()
+    common = ["--agent", "dreamer_rl2", "--task", "bandit10", "--seed", "1", "--trials", "64", "--envs", "16",
+              "--steps", "640", "--hp", "learning_starts=256", "batch_size=4", "batch_length=8", "imag_last=2",
+              "train_ratio=4"]
+    base = san.main(common)
+    out = san.main([*common, "--select-every", "256", "--select-trials", "50"])
+    for k in ("greedy", "sampled", "curve", "train_last_1000_trials", "updates", "greedy_bayes_regret"):
+        assert out[k] == base[k], k
+    sel = out["selection"]
+    steps = [s for s, _ in sel["history"]]
+    assert steps == [256, 512, 640]  # every 256 env steps (16 envs: 16-step strides), then the final weights
+    scores = [v for _, v in sel["history"]]
+    best = max(scores)
+    assert sel["best_score"] == best and sel["best_step"] == max(s for s, v in sel["history"] if v == best)
+    assert all(0.0 < v <= 6.66 for v in scores)
+    # the kept weights, loaded into a fresh agent, score what selection recorded on the same instances
+    make_core = san.TASKS["bandit10"][0]
+    hp = dict(san.DREAMER_HP, learning_starts=256, batch_size=4, batch_length=8, imag_last=2, train_ratio=4)
+    core = make_core(16)
+
+    def monitor(ag):
+        return float(san.evaluate_trials(ag, make_core(50), 50, seed=san.MONITOR_SEED, deterministic=True).mean())
+
+    torch.manual_seed(1)
+    agent = san.DreamerRL2Agent(core.obs_dim, core.n_actions, core.spec, "cpu", **hp)
+    selection = san.Selection(256, monitor)
+    san.train(agent, core, 640, 1, None, 10**9, None, selection)
+    fresh = san.DreamerRL2Agent(core.obs_dim, core.n_actions, core.spec, "cpu", **hp)
+    fresh.load_state_dict(selection.best_state)
+    assert monitor(fresh) == selection.best_score
+    assert len(selection.history) == 3 and selection.best_score == max(v for _, v in selection.history)
+    with pytest.raises(SystemExit):
+        san.main([*common, "--select-every", "-1"])
 @pytest.mark.slow
 def test_bandit10_dreamer_rl2_beats_random_clearly():
     """Acceptance 1 at a reduced threshold: the docs/rl2.md run (seed 0, 150,000 env steps, greedy 5.94
