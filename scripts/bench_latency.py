@@ -23,7 +23,9 @@ that export is checked against the torch module before it is timed, and its acti
 Untrained weights: latency depends on the network's shape, not on its values. The observations are those of a
 real env stepped with the eager agent's own actions (episodes reset as they end). One torch thread unless
 ``--threads`` says otherwise. The last lines are ``latency_us_median_p99: AGENT eager M P [export M P] [onnx M P]``
-per agent.
+per agent, then ``weights_floor_mb_us: AGENT MB US`` for each ONNX export: the megabytes of weight matrices one
+decision reads and the median time one thread takes to stream them alone (each matrix times a vector, numpy),
+a floor under any float32 decision of that network on this machine.
 """
 
 from __future__ import annotations
@@ -165,6 +167,31 @@ def time_onnx(name: str, agent, policy, seen: list, warmup: int) -> tuple[list[i
     return times, differ
 
 
+def weights_floor(data: bytes, calls: int, warmup: int) -> tuple[float, float]:
+    """The weights an exported decision reads, and the time one thread takes just to stream them: every weight
+    matrix of the ONNX model (its initializers of two or more dimensions), each multiplied by a vector, in one call
+    after another (numpy's BLAS, float32). Returns (megabytes, median microseconds): a floor for any fp32 decision
+    of that model at batch 1 on this machine (the model also has the nonlinearities, normalisations and the
+    latent's argmax between those products)."""
+    import onnx
+    from onnx import numpy_helper
+
+    mats = []
+    for init in onnx.load_from_string(data).graph.initializer:
+        w = numpy_helper.to_array(init)
+        if w.ndim >= 2 and w.dtype == np.float32:
+            w = np.ascontiguousarray(w.reshape(-1, w.shape[-1]))
+            mats.append((w, np.ones(w.shape[-1], np.float32)))
+    times = []
+    for i in range(warmup + calls):
+        t0 = time.perf_counter_ns()
+        for w, x in mats:
+            w @ x
+        if i >= warmup:
+            times.append(time.perf_counter_ns() - t0)
+    return sum(w.nbytes for w, _ in mats) / 1e6, percentiles(times)[0]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--agents", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
@@ -213,7 +240,7 @@ def main(argv=None) -> int:
             if args.export:
                 Path(args.export).mkdir(parents=True, exist_ok=True)
                 mod.save(str(Path(args.export) / f"{name}.torchscript.pt"))
-        om = op = None
+        om = op = floor = None
         if mod is not None and OnnxPolicy is not None:
             data = onnx_model(agent, make_core(cfg.env, cfg.suite.train, 1, torch.device("cpu")))
             policy = OnnxPolicy(data, threads=args.threads)
@@ -222,29 +249,35 @@ def main(argv=None) -> int:
             om, op = percentiles(ot)
             if args.export:
                 (Path(args.export) / f"{name}.onnx").write_bytes(data)
-        rows.append((name, n_params, em, ep, xm, xp, om, op))
+            floor = weights_floor(data, args.calls, min(args.warmup, args.calls))
+        rows.append((name, n_params, em, ep, xm, xp, om, op, floor))
         if args.row_json:
             print("ROW " + json.dumps(rows[-1]))
         print(f"  {name}: {n_params:,} policy parameters; eager median {em:.1f} us, p99 {ep:.1f} us"
               + ("" if xm is None else f"; TorchScript median {xm:.1f} us, p99 {xp:.1f} us, actions differing "
                  f"from eager: {differ}/{args.calls}")
               + ("" if om is None else f"; ONNX Runtime median {om:.1f} us, p99 {op:.1f} us"
-                 + (f", actions differing from eager: {odiffer}/{args.calls}" if odiffer is not None else "")),
+                 + (f", actions differing from eager: {odiffer}/{args.calls}" if odiffer is not None else ""))
+              + ("" if floor is None else f"; its {floor[0]:.2f} MB of weight matrices streamed alone: median "
+                 f"{floor[1]:.1f} us"),
               flush=True)
     print(f"load average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print()
     print("| agent | policy parameters | eager median us | eager p99 us | TorchScript median us | TorchScript p99 us "
           "| ONNX Runtime median us | ONNX Runtime p99 us |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for name, n, em, ep, xm, xp, om, op in rows:
+    for name, n, em, ep, xm, xp, om, op, _ in rows:
         x = ("-", "-") if xm is None else (f"{xm:.1f}", f"{xp:.1f}")
         o = ("-", "-") if om is None else (f"{om:.1f}", f"{op:.1f}")
         print(f"| {name} | {n:,} | {em:.1f} | {ep:.1f} | {x[0]} | {x[1]} | {o[0]} | {o[1]} |")
     print()
-    for name, _, em, ep, xm, xp, om, op in rows:
+    for name, _, em, ep, xm, xp, om, op, _ in rows:
         print(f"latency_us_median_p99: {name} eager {em:.1f} {ep:.1f}"
               + ("" if xm is None else f" export {xm:.1f} {xp:.1f}")
               + ("" if om is None else f" onnx {om:.1f} {op:.1f}"))
+    for name, *_, floor in rows:  # the distance to the limit: the weights alone, streamed once per decision
+        if floor is not None:
+            print(f"weights_floor_mb_us: {name} {floor[0]:.2f} {floor[1]:.1f}")
     return 0
 
 
