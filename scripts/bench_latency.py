@@ -14,8 +14,9 @@ that export is checked against the torch module before it is timed, and its acti
 (MLP and GRU agents).
 
     python scripts/bench_latency.py                      # heuristic, dqn, ppo, rl2_ppo, dreamer_1m, dreamer (12M),
-                                                         # dreamer_rl2 (the small meta preset), dreamer_rl2_gru
-                                                         # (the same with its GRU actor-critic, ac_gru=64)
+                                                         # dreamer_rl2 (the small meta preset, latent-only actor:
+                                                         # ac_gru=0), dreamer_rl2_gru (with its GRU actor-critic,
+                                                         # ac_gru=64, the preset's default since 2026-12-07)
     python scripts/bench_latency.py --agents dqn,ppo --calls 5000
     python scripts/bench_latency.py --export DIR         # also writes DIR/AGENT.torchscript.pt and DIR/AGENT.onnx
     python scripts/bench_latency.py --fresh-process      # each agent timed in a new Python process
@@ -67,9 +68,10 @@ CASES = {
     "rl2_ppo": ENV + ["agent=rl2_ppo", "env.meta_obs=true", "env.trial_episodes=3"],
     "dreamer_1m": ENV + ["agent=dreamer_1m"],
     "dreamer": ENV + ["agent=dreamer"],  # the 12M preset, the default
-    "dreamer_rl2": ENV + ["agent=dreamer_rl2", "env.meta_obs=true", "env.trial_episodes=3"],  # the meta preset
+    "dreamer_rl2": ENV + ["agent=dreamer_rl2", "env.meta_obs=true", "env.trial_episodes=3",
+                          "agent.ac_gru=0"],  # the meta preset with a latent-only actor
     "dreamer_rl2_gru": ENV + ["agent=dreamer_rl2", "env.meta_obs=true", "env.trial_episodes=3",
-                              "agent.ac_gru=64"],  # + the GRU actor-critic
+                              "agent.ac_gru=64"],  # + the GRU actor-critic (the preset since 2026-12-07)
 }
 
 

@@ -218,7 +218,6 @@ def main(argv=None) -> dict:
     expected = {"agent": agent.name, "task": a.task, "obs_dim": core.obs_dim, "n_actions": core.n_actions}
     if a.resume:
         agent.load_state_dict(load_checkpoint(a.resume, expected)["agent"])
-    t0 = time.perf_counter()
     bayes_value = None  # the Bayes-optimal policy's expected return, where the exact reference exists
     if a.task.startswith("bandit") and make_core(1).pulls <= BayesBandit.MAX_PULLS:
         bayes = BayesBandit()
@@ -232,6 +231,7 @@ def main(argv=None) -> dict:
         return float(evaluate_trials(agent, make_core(n), n, seed=MONITOR_SEED, deterministic=True).mean())
 
     selection = Selection(a.select_every, monitor) if a.select_every else None
+    t0 = time.perf_counter()
     curve: list = []
     steps, returns = train(agent, core, a.steps, a.seed, a.minutes, a.log_every, curve, selection)
     train_s = time.perf_counter() - t0
