@@ -132,23 +132,22 @@ def train(agent, core, steps: int, seed: int, minutes: float | None, log_every: 
     return done[0], returns
 
 
-def extra_updates(agent, n: int, log_every: int, make_core, bayes_value: float | None, curve: list) -> float:
+def extra_updates(agent, n: int, log_every: int, monitor, curve: list) -> float:
     """``n`` gradient updates of a Dreamer agent on its replay (no env steps); every ``log_every`` of them (when
-    the task has the exact Bayes reference, ``bayes_value``) the greedy agent's expected return on 1,000 monitoring
-    instances is printed and appended to ``curve`` as (extra updates, expected return, seconds). Returns the
-    seconds taken."""
+    there is a ``monitor``: the greedy agent's exact expected return on the monitoring instances, bandits only) its
+    score is printed and appended to ``curve`` as (extra updates, expected return, seconds). Returns the seconds
+    taken."""
     if n and getattr(agent, "replay", None) is None:
         raise SystemExit("--extra-updates: the agent has no replay (train first, or --resume a checkpoint saved "
                          "with its replay; Dreamer agents only)")
     t0 = time.perf_counter()
     for i in range(1, n + 1):
         agent.train_step()
-        if bayes_value is not None and log_every and (i % log_every == 0 or i == n):
-            r = float(bayes_regret(agent, make_core(1000), seed=MONITOR_SEED).sum())
-            dt = time.perf_counter() - t0
-            print(f"  extra update {i:>7,}  greedy expected return (monitoring instances) {bayes_value - r:.3f}  "
-                  f"{dt:.0f} s", flush=True)
-            curve.append((i, bayes_value - r, dt))
+        if monitor is not None and log_every and (i % log_every == 0 or i == n):
+            value, dt = monitor(agent), time.perf_counter() - t0
+            print(f"  extra update {i:>7,}  greedy expected return (monitoring instances) {value:.3f}  {dt:.0f} s",
+                  flush=True)
+            curve.append((i, value, dt))
     return time.perf_counter() - t0
 
 
@@ -190,7 +189,8 @@ def main(argv=None) -> dict:
     p.add_argument("--select-every", type=int, default=0, metavar="N",
                    help="model selection: score the greedy agent on monitoring instances every N env steps and "
                         "evaluate the best weights too (0: off)")
-    p.add_argument("--select-trials", type=int, default=1000, help="monitoring instances per selection score")
+    p.add_argument("--select-trials", type=int, default=1000,
+                   help="monitoring instances per selection score (and per --extra-log score)")
     p.add_argument("--extra-updates", type=int, default=0,
                    help="Dreamer agents: gradient updates on the replay after training, no env steps")
     p.add_argument("--extra-log", type=int, default=0, help="print the monitoring expected return every K of them")
@@ -236,7 +236,8 @@ def main(argv=None) -> dict:
     steps, returns = train(agent, core, a.steps, a.seed, a.minutes, a.log_every, curve, selection)
     train_s = time.perf_counter() - t0
     extra_curve: list = []
-    extra_s = extra_updates(agent, a.extra_updates, a.extra_log, make_core, bayes_value, extra_curve) \
+    extra_s = extra_updates(agent, a.extra_updates, a.extra_log, monitor if bayes_value is not None else None,
+                            extra_curve) \
         if a.extra_updates else 0.0
     if a.save:
         save_checkpoint(a.save, {"meta": expected, "agent": agent.state_dict(), "hp": hp})

@@ -278,7 +278,7 @@ def test_sanity_extra_updates_add_updates_not_env_steps(tmp_path):
     res = san.main([*common, "--steps", "0", "--resume", str(tmp_path / "a.pt"), "--extra-updates", "2"])
     assert res["steps"] == 0 and res["updates"] == base["updates"] + 2
     with pytest.raises(SystemExit, match="no replay"):
-        san.extra_updates(type("NoReplay", (), {"replay": None})(), 1, 0, None, None, [])
+        san.extra_updates(type("NoReplay", (), {"replay": None})(), 1, 0, None, [])
 
 
 
