@@ -36,7 +36,7 @@ from dreamalloc.agents.dreamer import DreamerAgent, DreamerRL2Agent
 from dreamalloc.agents.rl2_ppo import RL2PPOAgent
 from dreamalloc.core.driver import drive
 from dreamalloc.experiment.checkpoint import load_checkpoint, save_checkpoint
-from dreamalloc.experiment.seeding import rng_state, set_rng_state
+from dreamalloc.experiment.seeding import rng_preserved
 from dreamalloc.metatasks.baselines import (
     PSRL,
     BanditOracle,
@@ -85,12 +85,8 @@ class Selection:
         self.best_step, self.best_score, self.best_state = None, None, None
 
     def __call__(self, agent, step: int) -> None:
-        rng = rng_state()
-        try:
-            with torch.no_grad():
-                value = float(self.score(agent))
-        finally:
-            set_rng_state(rng)
+        with rng_preserved(), torch.no_grad():
+            value = float(self.score(agent))
         self.history.append((int(step), value))
         if self.best_score is None or value >= self.best_score:
             self.best_step, self.best_score = int(step), value
@@ -98,8 +94,9 @@ class Selection:
         print(f"  {step:>10,} steps  selection score {value:.4f} (best {self.best_score:.4f} at "
               f"{self.best_step:,})", flush=True)
 
-    def maybe(self, agent, step: int) -> None:
-        if self.every and step >= self.next:
+    def maybe(self, agent, step: int, last: bool = False) -> None:
+        """Score at the first step at or past each multiple of ``every``, and at the ``last`` step (once)."""
+        if step >= self.next or (last and (not self.history or self.history[-1][0] != step)):
             self.next = (step // self.every + 1) * self.every
             self(agent, step)
 
@@ -127,8 +124,8 @@ def train(agent, core, steps: int, seed: int, minutes: float | None, log_every: 
         return deadline is not None and time.perf_counter() >= deadline
 
     returns = drive(agent, core, steps, seed=seed, on_step=on_step, returns_key="trial")
-    if selection is not None and done[0] and (not selection.history or selection.history[-1][0] != done[0]):
-        selection(agent, done[0])  # the final weights compete too
+    if selection is not None and done[0]:
+        selection.maybe(agent, done[0], last=True)  # the final weights compete too
     return done[0], returns
 
 

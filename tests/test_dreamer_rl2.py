@@ -281,7 +281,6 @@ def test_sanity_extra_updates_add_updates_not_env_steps(tmp_path):
         san.extra_updates(type("NoReplay", (), {"replay": None})(), 1, 0, None, [])
 
 
-
 def test_sanity_model_selection_keeps_the_best_weights_and_leaves_training_alone():
     """rl2_sanity --select-every: the agent is scored every N env steps and at the end on monitoring instances;
     training and the final weights' evaluation are those of the same run without selection; the kept weights are

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from dreamalloc.experiment.seeding import rng_state, seed_everything, select_device, set_rng_state
+from dreamalloc.experiment.seeding import rng_preserved, rng_state, seed_everything, select_device, set_rng_state
 
 
 @pytest.fixture(autouse=True)
@@ -131,3 +131,17 @@ def test_select_device_cuda_index_out_of_range(monkeypatch):
 def test_select_device_unknown_name_lists_choices(name):
     with pytest.raises(ValueError, match=r"auto\|cpu\|cuda"):
         select_device(name)
+
+
+def test_rng_preserved_puts_every_generator_back_even_after_an_error():
+    """After the block (which draws from every generator, then raises) the next draws are those without it."""
+    seed_everything(7)
+    expected = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    seed_everything(7)
+    try:
+        with rng_preserved():
+            random.random(), np.random.rand(3), torch.rand(5)
+            raise RuntimeError("scoring failed")
+    except RuntimeError:
+        pass
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected

@@ -2,12 +2,14 @@
 
 ``seed_everything`` seeds the three global generators the code base draws from (Python ``random``,
 numpy's global generator, torch's CPU and CUDA generators). ``rng_state`` / ``set_rng_state`` snapshot and
-restore them, so a checkpoint taken at step t resumes with the same random draws as an uninterrupted run.
+restore them, so a checkpoint taken at step t resumes with the same random draws as an uninterrupted run;
+``rng_preserved`` puts them back after a block (scoring in the middle of training leaves training unchanged).
 Environments own their generators (seeded through ``reset(seed=...)``) and are not covered here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -72,6 +74,16 @@ def set_rng_state(state: dict) -> None:
                           f"CUDA device(s); CUDA draws will differ from the original run", stacklevel=2)
         for i, s in enumerate(cuda_states[:have]):
             torch.cuda.set_rng_state(s.cpu(), device=i)
+
+
+@contextlib.contextmanager
+def rng_preserved():
+    """Every global generator is where it was before the block, whatever the block drew (or raised)."""
+    state = rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
 
 
 def select_device(name: str) -> torch.device:

@@ -53,7 +53,7 @@ from dreamalloc.experiment.checkpoint import (
 from dreamalloc.experiment.config import family_of, from_container, make_core, validate
 from dreamalloc.experiment.evaluation import evaluate_suite, set_progress, summary, validation_return
 from dreamalloc.experiment.logging import Logger
-from dreamalloc.experiment.seeding import rng_state, seed_everything, select_device, set_rng_state
+from dreamalloc.experiment.seeding import rng_preserved, rng_state, seed_everything, select_device, set_rng_state
 from dreamalloc.report.results import write_json
 
 TRAIN_SEED_STRIDE = 100_003  # heap b of a run with seed s trains on stream seed s * stride + b
@@ -610,11 +610,8 @@ class Run:
         """Model selection (``eval.select_every``): score the agent on the training tasks' validation streams; a new
         best is written as ``best_STEP`` and recorded in ``selection.json`` (the previous best file is removed,
         unless the newest checkpoint still records it: then ``save`` removes it once a newer one does not)."""
-        rng = rng_state()  # scoring must not move training: the same run without selection trains the same weights
-        try:
+        with rng_preserved():  # scoring must not move training: the run without selection trains the same weights
             score = validation_return(self.agent, self.cfg.env, self.cfg.suite, self.cfg.eval, self.device)
-        finally:
-            set_rng_state(rng)
         sel = self.selection
         sel["history"].append([int(at), score])
         if sel["best_return"] is None or score >= sel["best_return"]:  # a tie goes to the more trained weights
