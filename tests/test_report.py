@@ -388,3 +388,31 @@ def test_adaptation_script_prints_the_table(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| ppo" in out and "| True" in out and "4.00 [" in out
     assert adaptation.main([str(tmp_path / "missing")]) == 2
+
+
+def test_dreamer_rl2_curves_plots_training_and_selection_series(tmp_path, capsys):
+    """scripts/dreamer_rl2_curves.py reads the training curve or the model-selection scores, from an rl2_sanity
+    JSON or a train.py run folder; a result without the asked-for series is one clear error, no picture."""
+    spec = importlib.util.spec_from_file_location("curves_script", ROOT / "scripts" / "dreamer_rl2_curves.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    sanity = tmp_path / "b100.json"
+    sanity.write_text(json.dumps({"curve": [[100, 50.0, 1.0], [200, 55.5, 2.0]],
+                                  "selection": {"every": 100, "history": [[100, 51.0], [200, 57.25]]}}))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"step": 64, "train/return": -30.0}, {"step": 128, "select/return": -25.5, "select/best_return": -25.5},
+        {"step": 192, "train/return": -28.0}, {"step": 256, "select/return": -24.0, "select/best_return": -24.0}]))
+    assert mod.curve(sanity) == ([100, 200], [50.0, 55.5])
+    assert mod.curve(sanity, "selection") == ([100, 200], [51.0, 57.25])
+    assert mod.curve(run) == ([64, 192], [-30.0, -28.0])
+    assert mod.curve(run, "selection") == ([128, 256], [-25.5, -24.0])
+    out = tmp_path / "sel.png"
+    assert mod.main(["--series", "selection", "--out", str(out), f"a={sanity}", f"b={run}"]) == 0
+    assert matplotlib.image.imread(out).shape[0] > 100
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps({"curve": [[100, 50.0, 1.0]]}))
+    bad = tmp_path / "bad.png"
+    assert mod.main(["--series", "selection", "--out", str(bad), f"a={plain}"]) == 2
+    assert "no selection scores" in capsys.readouterr().err and not bad.exists()
