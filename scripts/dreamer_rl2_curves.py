@@ -72,7 +72,8 @@ def main(argv=None) -> int:
         print(f"dreamer_rl2_curves: error: {e}", file=sys.stderr)
         return 2
     ax.set_xlabel("env steps")
-    ax.set_ylabel(a.ylabel or ("mean training return" if a.series == "train" else "greedy return (selection instances)"))
+    default_label = "mean training return" if a.series == "train" else "greedy return (selection instances)"
+    ax.set_ylabel(a.ylabel or default_label)
     ax.set_title(a.title)
     ax.legend(fontsize=7)
     fig.tight_layout()
