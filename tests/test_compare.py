@@ -1,5 +1,6 @@
 """Comparing variants of one agent: a sweep's points are told apart by their label, its seeds merged."""
 
+import copy
 import importlib.util
 import json
 from pathlib import Path
@@ -186,3 +187,15 @@ def test_set_table_compares_each_set_with_its_best_fixed_rule(tmp_path, capsys):
     assert "Per held-out set" in out and (tmp_path / "out" / "compare_sets.md").exists()
     header = (tmp_path / "out" / "compare_sets.csv").read_text().splitlines()[0].split(",")
     assert header[:3] == ["suite", "label", "set"] and "rule_first" in header and "beats_best_rule" in header
+
+
+def test_set_table_keeps_the_suites_order_of_sets():
+    """Per-set rows come in the order the results list the sets (the suite's), not alphabetically."""
+    from dreamalloc.report.tables import set_rows
+
+    def two_sets(seed):
+        res = _set_results(seed, (4.0, 3.0))
+        res["sets"] = {"zeta": res["sets"]["h"], "alpha": copy.deepcopy(res["sets"]["h"])}
+        return res
+
+    assert [r["set"] for r in set_rows([two_sets(0), two_sets(1)])] == ["zeta", "alpha"]

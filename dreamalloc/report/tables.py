@@ -195,11 +195,13 @@ def set_rows(found: Iterable[Results]) -> list[dict]:
     ``capacity_bound``, what any placement could. Rows of sets evaluated without the rules (``eval.baselines=off``)
     carry only the return."""
     groups: dict[tuple[str, str, str], dict[int, list[tuple[str, dict]]]] = {}
+    order: dict[str, int] = {}  # sets in the order the results list them (the suite's), not alphabetical
     for res in found:
         for sname, tname, t in _task_rows(res):
+            order.setdefault(sname, len(order))
             groups.setdefault((res["suite"], sname, label_of(res)), {}).setdefault(res["seed"], []).append((tname, t))
     rows = []
-    for (suite, sname, label), by_seed in sorted(groups.items()):
+    for (suite, sname, label), by_seed in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][2], order[kv[0][1]])):
         tasks = [sorted(t for t, _ in members) for members in by_seed.values()]
         if any(t != tasks[0] for t in tasks):
             raise ValueError(f"label {label!r} set {sname!r}: seeds evaluated different tasks {tasks}")
