@@ -33,9 +33,10 @@ def curve(path: Path, series: str = "train") -> tuple[list[int], list[float]]:
         return xs, ys
     data = json.loads(path.read_text())
     if series == "selection":
-        if not (data.get("selection") or {}).get("history"):
+        history = (data.get("selection") or {}).get("history")
+        if not history:
             raise ValueError(f"{path}: no selection scores (run scripts/rl2_sanity.py with --select-every)")
-        return [int(s) for s, _ in data["selection"]["history"]], [float(v) for _, v in data["selection"]["history"]]
+        return [int(s) for s, _ in history], [float(v) for _, v in history]
     if "curve" not in data:
         raise ValueError(f"{path}: no 'curve' (not written by scripts/rl2_sanity.py --json?)")
     return [int(s) for s, _, _ in data["curve"]], [float(m) for _, m, _ in data["curve"]]

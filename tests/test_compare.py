@@ -190,8 +190,8 @@ def test_set_table_compares_each_set_with_its_best_fixed_rule(tmp_path, capsys):
 
 
 def test_set_table_keeps_the_suites_order_of_sets():
-    """Per-set rows come in the order the results list the sets (the suite's), not alphabetically."""
-    from dreamalloc.report.tables import set_rows
+    """Per-set and per-task rows come in the order the results list the sets (the suite's), not alphabetically."""
+    from dreamalloc.report.tables import compare_rows, set_rows
 
     def two_sets(seed):
         res = _set_results(seed, (4.0, 3.0))
@@ -199,3 +199,5 @@ def test_set_table_keeps_the_suites_order_of_sets():
         return res
 
     assert [r["set"] for r in set_rows([two_sets(0), two_sets(1)])] == ["zeta", "alpha"]
+    assert [(r["set"], r["task"]) for r in compare_rows([two_sets(0), two_sets(1)])] == [
+        ("zeta", "a"), ("zeta", "b"), ("alpha", "a"), ("alpha", "b")]

@@ -130,6 +130,15 @@ def _group(found: Iterable[Results]) -> dict[tuple[str, str, str, str], list[tup
     return groups
 
 
+def _seen(items: Iterable) -> dict:
+    """Each item's first-seen index: tables list sets and tasks in the suite's order (as the results hold them),
+    not alphabetically."""
+    order: dict = {}
+    for x in items:
+        order.setdefault(x, len(order))
+    return order
+
+
 def step_warnings(found: Iterable[Results]) -> list[str]:
     """One warning per label whose seeds were evaluated at different training steps (kept, not dropped: the
     table's step column shows the range)."""
@@ -161,7 +170,9 @@ def compare_rows(found: Iterable[Results]) -> list[dict]:
     see ``results.latest_per_run``.
     """
     rows = []
-    for key, members in sorted(_group(found).items()):
+    groups = _group(found)
+    sets, tasks = _seen(k[1] for k in groups), _seen(k[1:3] for k in groups)
+    for key, members in sorted(groups.items(), key=lambda kv: (kv[0][0], sets[kv[0][1]], tasks[kv[0][1:3]], kv[0][3])):
         _check_one_per_seed(key, members)
         suite, sname, tname, label = key
         rets = [_matrix(t["returns"]) for _, t in members]
@@ -195,13 +206,12 @@ def set_rows(found: Iterable[Results]) -> list[dict]:
     ``capacity_bound``, what any placement could. Rows of sets evaluated without the rules (``eval.baselines=off``)
     carry only the return."""
     groups: dict[tuple[str, str, str], dict[int, list[tuple[str, dict]]]] = {}
-    order: dict[str, int] = {}  # sets in the order the results list them (the suite's), not alphabetical
     for res in found:
         for sname, tname, t in _task_rows(res):
-            order.setdefault(sname, len(order))
             groups.setdefault((res["suite"], sname, label_of(res)), {}).setdefault(res["seed"], []).append((tname, t))
     rows = []
-    for (suite, sname, label), by_seed in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][2], order[kv[0][1]])):
+    sets = _seen(k[1] for k in groups)
+    for (suite, sname, label), by_seed in sorted(groups.items(), key=lambda kv: (kv[0][0], sets[kv[0][1]], kv[0][2])):
         tasks = [sorted(t for t, _ in members) for members in by_seed.values()]
         if any(t != tasks[0] for t in tasks):
             raise ValueError(f"label {label!r} set {sname!r}: seeds evaluated different tasks {tasks}")
