@@ -661,6 +661,70 @@ def test_greedy_ema_averages_the_weights_and_acts_greedily_on_them(tmp_path):
         tiny(greedy_ema=1.0)
 
 
+def test_greedy_plan_acts_on_a_one_step_lookahead():
+    """``greedy_plan: N``: deterministic acting takes argmax_a mean_draws [r + c V] of one prior step per action
+    (the batched computation equals a loop over actions and draws with the same noise), masked actions are never
+    taken, it overrules an actor that prefers an action paying less, sampled acting is unchanged, and the
+    settings it cannot serve are refused by name."""
+    from dreamalloc.agents.dreamer.plan import lookahead_q
+    from dreamalloc.agents.dreamer.rssm import gumbel_like
+
+    torch.manual_seed(0)
+    a = tiny(greedy_plan=8, ac_gru=6, lr=3e-3, train_ratio=32.0)
+    drive(a, Chain(B=2), 300)
+    wm, ac = a.greedy_nets()
+    st = {k: v.clone() for k, v in a.initial_state(2).items()}
+    obs = torch.eye(3)[:2]
+    with torch.no_grad():
+        token = wm.encode(obs)
+        deter, stoch, _ = wm.rssm.obs_step(st["deter"], st["stoch"], st["action"], token, st["first"],
+                                           torch.zeros(2, 4, 4))
+        h = ac.recur(wm.rssm.feat(deter, stoch), st["ac_h"])
+        torch.manual_seed(5)
+        q = lookahead_q(wm, ac, deter, stoch, h, 8)
+        torch.manual_seed(5)
+        noise = gumbel_like(torch.empty(8, 4, 4))
+        ref = torch.zeros(2, 3)
+        for b in range(2):
+            for act in range(3):
+                nxt = wm.rssm.core(deter[b:b + 1], stoch[b:b + 1], torch.eye(3)[act:act + 1])
+                for n in range(8):
+                    z = torch.nn.functional.one_hot((wm.rssm.prior(nxt) + noise[n]).argmax(-1), 4).float()
+                    f = wm.rssm.feat(nxt, z)
+                    v = ac.critic(ac.inputs(f, ac.recur(f, h[b:b + 1])), post=ac._mean)
+                    ref[b, act] += float(wm.reward_mean(f) + wm.cont_prob(f) * v) / 8
+    assert torch.allclose(q, ref, rtol=1e-3, atol=1e-4)  # (two-hot means over symexp bins: float32 rounding)
+    # acting: the masked argmax of the lookahead (action 2 is forbidden by Chain's mask, whatever its Q)
+    info = {"action_mask": torch.tensor([[True, True, False]] * 2)}
+    torch.manual_seed(5)
+    action, new = a.act(obs, {k: v.clone() for k, v in st.items()}, info, True)
+    assert torch.equal(action, q[:, :2].argmax(-1))
+    assert torch.equal(new["action"], torch.nn.functional.one_hot(action, 3).float())
+    # the model learnt that action 1 pays: an actor pushed towards action 0 is overruled by the lookahead
+    assert bool((q[:, 1] > q[:, 0] + 0.2).all()), q
+    with torch.no_grad():
+        a.ac.actor[-1].bias.copy_(torch.tensor([50.0, -50.0, 0.0]))
+    torch.manual_seed(5)
+    assert bool((a.act(obs, {k: v.clone() for k, v in st.items()}, info, True)[0] == 1).all())
+    a.cfg.greedy_plan = 0
+    assert bool((a.act(obs, {k: v.clone() for k, v in st.items()}, info, True)[0] == 0).all())
+    # sampled acting does not plan: the same draws with and without greedy_plan
+    b = tiny(greedy_plan=0, ac_gru=6, lr=3e-3, train_ratio=32.0)
+    b.load_state_dict(a.state_dict())
+    a.cfg.greedy_plan = 8
+    torch.manual_seed(9)
+    x = a.act(obs, {k: v.clone() for k, v in st.items()}, info, False)[0]
+    torch.manual_seed(9)
+    assert torch.equal(x, b.act(obs, {k: v.clone() for k, v in st.items()}, info, False)[0])
+    with pytest.raises(NotImplementedError, match="greedy_plan"):
+        a.acting_step()
+    with pytest.raises(ValueError, match="greedy_plan needs a single Discrete"):
+        tiny(n_actions=[3, 4], greedy_plan=4)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="greedy_plan"):
+            tiny(greedy_plan=bad)
+
+
 def test_checkpoint_round_trip():
     torch.manual_seed(0)
     a = tiny()

@@ -327,18 +327,18 @@ def test_evaluate_cli_keeps_the_runs_evaluation_protocol(tmp_path):
 
 def test_evaluate_takes_how_the_agent_acts_from_the_command_line(tmp_path):
     """evaluate.py checkpoint=... applies an agent's acting keys given on the command line (Dreamer's
-    greedy_ema / greedy_latent: the same trained agent acting greedily another way) and still refuses any other
-    agent key that differs from the checkpoint's."""
+    greedy_ema / greedy_latent / greedy_plan: the same trained agent acting greedily another way) and still
+    refuses any other agent key that differs from the checkpoint's."""
     small = ["agent=dreamer_rl2", "agent.deter=32", "agent.hidden=16", "agent.units=16", "agent.blocks=2",
              "agent.greedy_ema=0.9", "env.meta_obs=true"]
     train(cfg_of(QUICK + small + ["steps=64"], tmp_path))
     ck = next((tmp_path / "ckpt").iterdir())
     base = [o for o in QUICK if not o.startswith("env")] + [f"checkpoint={ck}", "eval.trials=2",
                                                             "agent=dreamer_rl2"]  # agent=: the schema of agent.KEY
-    r = run_cli("evaluate.py", base + ["agent.greedy_ema=0", "agent.greedy_latent=sample",
+    r = run_cli("evaluate.py", base + ["agent.greedy_ema=0", "agent.greedy_latent=sample", "agent.greedy_plan=2",
                                        f"hydra.run.dir={tmp_path}/ev"], tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "agent.greedy_ema=0" in r.stdout and "agent.greedy_latent=sample" in r.stdout
+    assert all(k in r.stdout for k in ("agent.greedy_ema=0", "agent.greedy_latent=sample", "agent.greedy_plan=2"))
     assert json.loads((tmp_path / "ev" / "eval" / "results.json").read_text())["step"] == 64
     r = run_cli("evaluate.py", base + ["agent.lr=0.1", f"hydra.run.dir={tmp_path}/bad"], tmp_path)
     assert r.returncode != 0 and "agent.lr" in r.stderr and "greedy" not in r.stderr

@@ -31,8 +31,10 @@ from dreamalloc.agents.base import ActingStep, Agent, NonFiniteLossError
 from dreamalloc.agents.dreamer.actions import ActionSpace
 from dreamalloc.agents.dreamer.behavior import ActorCritic
 from dreamalloc.agents.dreamer.config import DreamerConfig, DreamerRL2Config, check
+from dreamalloc.agents.dreamer.plan import lookahead_q
 from dreamalloc.agents.dreamer.replay import SequenceReplay
 from dreamalloc.agents.dreamer.world_model import WorldModel
+from dreamalloc.nn.layers import masked_logits
 from dreamalloc.nn.optim import LaProp, adaptive_clip_
 
 START_KEYS = ("trial_start", "episode_start", "_final_obs")  # info flags: the obs opens an episode (or trial)
@@ -72,7 +74,7 @@ class DreamerAgent(Agent):
     learns = True
     multi_discrete = True
     replay_by_default = False  # checkpoints leave the replay out unless save_replay=true
-    acting_keys = ("greedy_latent", "greedy_ema")
+    acting_keys = ("greedy_latent", "greedy_ema", "greedy_plan")
 
     def __init__(self, obs_dim, n_actions, env, device, **hparams):
         super().__init__(obs_dim, n_actions, env, torch.device(device))
@@ -86,10 +88,14 @@ class DreamerAgent(Agent):
         if c.precision == "bf16" and not cuda:
             warnings.warn("agent=dreamer: precision=bf16 needs CUDA; running in fp32", stacklevel=2)
         self.space = ActionSpace(n_actions)
+        if c.greedy_plan > 0 and self.space.multi:
+            raise ValueError(f"agent=dreamer: greedy_plan needs a single Discrete action space (it enumerates the "
+                             f"actions), not {self.space}; use greedy_plan=0")
         self.wm = WorldModel(obs_dim, self.space, c).to(self.device)
         self.ac = ActorCritic(self.wm.rssm.feat_dim, self.space, c).to(self.device)
-        # greedy_ema: averaged copies of the networks for deterministic acting (the critics and heads come along,
-        # unused; a few hundred kB at the small presets); nn.Module attributes, so policy exports carry them
+        # greedy_ema: averaged copies of the networks for deterministic acting (the critic and heads come along:
+        # greedy_plan reads them; a few hundred kB at the small presets); nn.Module attributes, so policy exports
+        # carry them
         self.ema_wm: WorldModel | None = None
         self.ema_ac: ActorCritic | None = None
         if c.greedy_ema > 0:
@@ -185,8 +191,13 @@ class DreamerAgent(Agent):
             h = None
             if ac.gru is not None:  # the recurrent actor-critic resets where the latent does
                 h = ac.recur(feat, state["ac_h"] * (~first).float().unsqueeze(-1))
-            logp = ac.logp(ac.inputs(feat, h), mask)
-            action, onehot = self.space.sample(logp, deterministic)
+            if deterministic and self.cfg.greedy_plan > 0:  # argmax of a one-step lookahead (plan.py)
+                q = lookahead_q(wm, ac, deter, stoch, h, self.cfg.greedy_plan)
+                action = masked_logits(q, mask).argmax(-1)
+                onehot = self.space.onehot(action)
+            else:
+                logp = ac.logp(ac.inputs(feat, h), mask)
+                action, onehot = self.space.sample(logp, deterministic)
         deter, stoch = deter.float(), stoch.float()
         new = {"deter": deter, "stoch": stoch, "action": onehot.float(),
                "first": torch.zeros_like(first)}
@@ -203,6 +214,9 @@ class DreamerAgent(Agent):
         (pass the trial starts, or the episode starts with ``reset_at: episode``); ``noise`` is the Gumbel noise
         of the latent's draw [1, stoch, classes], an input only with ``greedy_latent: sample`` (with ``mode`` the
         step takes the posterior's mode and is a function of its inputs alone)."""
+        if self.cfg.greedy_plan > 0:
+            raise NotImplementedError("agent=dreamer: greedy_plan (a lookahead over drawn latents) has no exported "
+                                      "acting step; export or time the agent with agent.greedy_plan=0")
         s = {k: v.cpu() for k, v in self.initial_state(1).items()}
         rssm = self.wm.rssm
         inputs = {"obs": torch.zeros(1, self.obs_dim), "deter": s["deter"], "stoch": s["stoch"],

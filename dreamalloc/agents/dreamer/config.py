@@ -37,7 +37,7 @@ class DreamerConfig:
         "eps": POSITIVE, "beta1": between(0.0, 1.0, hi_open=True), "beta2": between(0.0, 1.0, hi_open=True),
         "agc": FINITE, "warmup": NONNEG, "train_ratio": POSITIVE, "learning_starts": NONNEG,
         "precision": OneOf(PRECISIONS), "reset_at": OneOf(RESETS), "replay_latents": OneOf(REPLAY_LATENTS),
-        "greedy_latent": OneOf(GREEDY_LATENTS), "greedy_ema": between(0.0, 1.0, hi_open=True)}
+        "greedy_latent": OneOf(GREEDY_LATENTS), "greedy_ema": between(0.0, 1.0, hi_open=True), "greedy_plan": NONNEG}
     name: str = "dreamer"
     # --- sizes (12M preset) ---
     deter: int = 2048
@@ -101,6 +101,10 @@ class DreamerConfig:
     # > 0: deterministic acting (evaluation, exports) uses an exponential moving average of the acting weights
     # (encoder, RSSM, actor, GRU) with this decay per update (0.999: about the last 1,000 updates); 0: off
     greedy_ema: float = 0.0
+    # > 0: deterministic acting takes the argmax over actions of a one-step lookahead through the world model,
+    # reward + continue x value averaged over this many draws of the prior's latent (plan.py; single Discrete
+    # action spaces); 0: the actor's mode
+    greedy_plan: int = 0
     # --- speed ---
     compile: bool = False  # torch.compile the RSSM steps and the heads (CUDA only; eager elsewhere)
     precision: str = "fp32"  # fp32 | bf16 (autocast; CUDA only, fp32 elsewhere)
@@ -142,6 +146,8 @@ def check(c: DreamerConfig) -> DreamerConfig:
         bad(f"unknown greedy_latent {c.greedy_latent!r}; choose one of {', '.join(GREEDY_LATENTS)}")
     if not 0.0 <= c.greedy_ema < 1.0:
         bad(f"greedy_ema must be in [0, 1) (0: off), got {c.greedy_ema}")
+    if isinstance(c.greedy_plan, bool) or int(c.greedy_plan) != c.greedy_plan or c.greedy_plan < 0:
+        bad(f"greedy_plan must be an integer >= 0 (draws per action; 0: act on the actor), got {c.greedy_plan!r}")
     if c.reset_at not in RESETS:
         bad(f"unknown reset_at {c.reset_at!r}; choose one of {', '.join(RESETS)}")
     if not isinstance(c.meta, bool):
