@@ -694,6 +694,10 @@ def test_greedy_plan_acts_on_a_one_step_lookahead():
                     v = ac.critic(ac.inputs(f, ac.recur(f, h[b:b + 1])), post=ac._mean)
                     ref[b, act] += float(wm.reward_mean(f) + wm.cont_prob(f) * v) / 8
     assert torch.allclose(q, ref, rtol=1e-3, atol=1e-4)  # (two-hot means over symexp bins: float32 rounding)
+    with pytest.MonkeyPatch.context() as mp:  # in chunks of (row, action) pairs: the same values
+        mp.setattr("dreamalloc.agents.dreamer.plan.CHUNK_ROWS", 16)
+        torch.manual_seed(5)
+        assert torch.allclose(lookahead_q(wm, ac, deter, stoch, h, 8), q, rtol=1e-5, atol=1e-5)
     # acting: the masked argmax of the lookahead (action 2 is forbidden by Chain's mask, whatever its Q)
     info = {"action_mask": torch.tensor([[True, True, False]] * 2)}
     torch.manual_seed(5)

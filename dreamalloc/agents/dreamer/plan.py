@@ -25,25 +25,40 @@ from dreamalloc.agents.dreamer.rssm import gumbel_like
 from dreamalloc.agents.dreamer.world_model import WorldModel
 
 
+CHUNK_ROWS = 1 << 14  # (row, action, draw) triples per pass through the networks: bounds memory for large A x N
+
+
 @torch.no_grad()
 def lookahead_q(wm: WorldModel, ac: ActorCritic, deter: torch.Tensor, stoch: torch.Tensor,
                 ac_h: torch.Tensor | None, draws: int) -> torch.Tensor:
     """Q [B, A] of every action from the posterior state (deter [B, D], stoch [B, S, K]) and the recurrent
-    actor-critic's state ``ac_h`` [B, G] (None without ``ac_gru``), averaged over ``draws`` prior samples."""
+    actor-critic's state ``ac_h`` [B, G] (None without ``ac_gru``), averaged over ``draws`` prior samples. The
+    (row, action) pairs go through the networks in chunks of about CHUNK_ROWS rows; the draws are the same for all."""
     B, A = deter.shape[0], wm.space.dim
-    actions = torch.eye(A, device=deter.device, dtype=deter.dtype).repeat(B, 1)  # [B A, A]: row b, action a
-    nxt = wm.rssm.core(deter.repeat_interleave(A, 0), stoch.repeat_interleave(A, 0), actions)  # [B A, D]
-    logp = wm.rssm.prior(nxt)  # [B A, S, K]
-    noise = gumbel_like(logp.new_empty(draws, *logp.shape[1:]))  # [N, S, K], shared by every row and action
-    drawn = F.one_hot((logp.unsqueeze(1) + noise).argmax(-1), logp.shape[-1]).to(nxt.dtype)  # [B A, N, S, K]
-    feat = wm.rssm.feat(nxt.unsqueeze(1).expand(-1, draws, -1), drawn)  # [B A, N, F]
+    noise = gumbel_like(deter.new_empty(draws, wm.rssm.stoch, wm.rssm.classes))  # shared by every row and action
+    rows = torch.arange(B, device=deter.device).repeat_interleave(A)  # pair p = (row p // A, action p % A)
+    actions = torch.eye(A, device=deter.device, dtype=deter.dtype).repeat(B, 1)
+    step = max(1, CHUNK_ROWS // draws)
+    q = []
+    for i in range(0, B * A, step):
+        r = rows[i:i + step]
+        q.append(_pair_values(wm, ac, deter[r], stoch[r], None if ac_h is None else ac_h[r], actions[i:i + step],
+                              noise))
+    return torch.cat(q).view(B, A)
+
+
+def _pair_values(wm, ac, deter, stoch, ac_h, action, noise) -> torch.Tensor:
+    """mean over the draws of r + c V after taking ``action`` [P, A] from (deter [P, D], stoch [P, S, K]): [P]."""
+    P, N = deter.shape[0], noise.shape[0]
+    nxt = wm.rssm.core(deter, stoch, action)  # [P, D]
+    logp = wm.rssm.prior(nxt)  # [P, S, K]
+    drawn = F.one_hot((logp.unsqueeze(1) + noise).argmax(-1), logp.shape[-1]).to(nxt.dtype)  # [P, N, S, K]
+    feat = wm.rssm.feat(nxt.unsqueeze(1).expand(-1, N, -1), drawn)  # [P, N, F]
     h = None
     if ac.gru is not None:
-        h0 = ac_h.repeat_interleave(A, 0).unsqueeze(1).expand(-1, draws, -1)
-        h = ac.recur(feat.flatten(0, 1), h0.flatten(0, 1)).view(B * A, draws, -1)
-    value = ac.critic(ac.inputs(feat, h), post=ac._mean)  # [B A, N]
-    q = wm.reward_mean(feat) + wm.cont_prob(feat) * value
-    return q.float().mean(-1).view(B, A)
+        h = ac.recur(feat.flatten(0, 1), ac_h.unsqueeze(1).expand(-1, N, -1).flatten(0, 1)).view(P, N, -1)
+    value = ac.critic(ac.inputs(feat, h), post=ac._mean)  # [P, N]
+    return (wm.reward_mean(feat) + wm.cont_prob(feat) * value).float().mean(-1)
 
 
 __all__ = ["lookahead_q"]
