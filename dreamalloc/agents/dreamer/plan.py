@@ -24,7 +24,6 @@ from dreamalloc.agents.dreamer.behavior import ActorCritic
 from dreamalloc.agents.dreamer.rssm import gumbel_like
 from dreamalloc.agents.dreamer.world_model import WorldModel
 
-
 CHUNK_ROWS = 1 << 14  # (row, action, draw) triples per pass through the networks: bounds memory for large A x N
 
 
