@@ -698,8 +698,13 @@ def test_greedy_plan_acts_on_a_one_step_lookahead():
         mp.setattr("dreamalloc.agents.dreamer.plan.CHUNK_ROWS", 16)
         torch.manual_seed(5)
         assert torch.allclose(lookahead_q(wm, ac, deter, stoch, h, 8), q, rtol=1e-5, atol=1e-5)
-    # acting: the masked argmax of the lookahead (action 2 is forbidden by Chain's mask, whatever its Q)
+    # acting: the masked argmax of the lookahead (action 2 is forbidden by Chain's mask, whatever its Q); masked
+    # actions are not looked at (the lowest float), a row with no valid action is looked at whole
     info = {"action_mask": torch.tensor([[True, True, False]] * 2)}
+    torch.manual_seed(5)
+    qm = lookahead_q(wm, ac, deter, stoch, h, 8, torch.tensor([[True, True, False], [False, False, False]]))
+    assert torch.allclose(qm[0, :2], q[0, :2], rtol=1e-5, atol=1e-5) and qm[0, 2] == torch.finfo(torch.float32).min
+    assert torch.allclose(qm[1], q[1], rtol=1e-5, atol=1e-5)
     torch.manual_seed(5)
     action, new = a.act(obs, {k: v.clone() for k, v in st.items()}, info, True)
     assert torch.equal(action, q[:, :2].argmax(-1))

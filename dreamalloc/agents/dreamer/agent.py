@@ -34,7 +34,6 @@ from dreamalloc.agents.dreamer.config import DreamerConfig, DreamerRL2Config, ch
 from dreamalloc.agents.dreamer.plan import lookahead_q
 from dreamalloc.agents.dreamer.replay import SequenceReplay
 from dreamalloc.agents.dreamer.world_model import WorldModel
-from dreamalloc.nn.layers import masked_logits
 from dreamalloc.nn.optim import LaProp, adaptive_clip_
 
 START_KEYS = ("trial_start", "episode_start", "_final_obs")  # info flags: the obs opens an episode (or trial)
@@ -192,8 +191,7 @@ class DreamerAgent(Agent):
             if ac.gru is not None:  # the recurrent actor-critic resets where the latent does
                 h = ac.recur(feat, state["ac_h"] * (~first).float().unsqueeze(-1))
             if deterministic and self.cfg.greedy_plan > 0:  # argmax of a one-step lookahead (plan.py)
-                q = lookahead_q(wm, ac, deter, stoch, h, self.cfg.greedy_plan)
-                action = masked_logits(q, mask).argmax(-1)
+                action = lookahead_q(wm, ac, deter, stoch, h, self.cfg.greedy_plan, mask).argmax(-1)
                 onehot = self.space.onehot(action)
             else:
                 logp = ac.logp(ac.inputs(feat, h), mask)

@@ -29,21 +29,27 @@ CHUNK_ROWS = 1 << 14  # (row, action, draw) triples per pass through the network
 
 @torch.no_grad()
 def lookahead_q(wm: WorldModel, ac: ActorCritic, deter: torch.Tensor, stoch: torch.Tensor,
-                ac_h: torch.Tensor | None, draws: int) -> torch.Tensor:
+                ac_h: torch.Tensor | None, draws: int, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Q [B, A] of every action from the posterior state (deter [B, D], stoch [B, S, K]) and the recurrent
-    actor-critic's state ``ac_h`` [B, G] (None without ``ac_gru``), averaged over ``draws`` prior samples. The
-    (row, action) pairs go through the networks in chunks of about CHUNK_ROWS rows; the draws are the same for all."""
+    actor-critic's state ``ac_h`` [B, G] (None without ``ac_gru``), averaged over ``draws`` prior samples. With
+    ``mask`` [B, A] only the valid actions are looked at and the others get the lowest float (a row with no valid
+    action is looked at whole, as ``masked_logits`` leaves it). The (row, action) pairs go through the networks in
+    chunks of about CHUNK_ROWS rows; the draws are the same for all."""
     B, A = deter.shape[0], wm.space.dim
     noise = gumbel_like(deter.new_empty(draws, wm.rssm.stoch, wm.rssm.classes))  # shared by every row and action
-    rows = torch.arange(B, device=deter.device).repeat_interleave(A)  # pair p = (row p // A, action p % A)
-    actions = torch.eye(A, device=deter.device, dtype=deter.dtype).repeat(B, 1)
+    look = torch.ones(B, A, dtype=torch.bool, device=deter.device)
+    if mask is not None:
+        mask = mask.to(device=deter.device, dtype=torch.bool)
+        look = mask | ~mask.any(-1, keepdim=True)
+    pairs = look.flatten().nonzero().squeeze(1)  # pair p = (row p // A, action p % A)
+    q = torch.full((B * A,), torch.finfo(torch.float32).min, device=deter.device)
     step = max(1, CHUNK_ROWS // draws)
-    q = []
-    for i in range(0, B * A, step):
-        r = rows[i:i + step]
-        q.append(_pair_values(wm, ac, deter[r], stoch[r], None if ac_h is None else ac_h[r], actions[i:i + step],
-                              noise))
-    return torch.cat(q).view(B, A)
+    for i in range(0, pairs.numel(), step):
+        p = pairs[i:i + step]
+        r = p // A
+        action = F.one_hot(p % A, A).to(deter.dtype)
+        q[p] = _pair_values(wm, ac, deter[r], stoch[r], None if ac_h is None else ac_h[r], action, noise)
+    return q.view(B, A)
 
 
 def _pair_values(wm, ac, deter, stoch, ac_h, action, noise) -> torch.Tensor:
