@@ -292,6 +292,60 @@ def test_shift_rules_experiment_reports_the_oracle_and_recovery_plots(tmp_path):
     assert "switching_oracle" in (ev / "results.md").read_text()
 
 
+def test_rule_agreement_breaks_an_agents_choices_down_by_regime(tmp_path, capsys):
+    """scripts/rule_agreement.py on a trained checkpoint (a best-fit agent): every decision of every trial is
+    counted once, by regime and window since the switch, and the agent's address is best fit's in every split
+    decision; a non-switching suite and an unknown set are refused with exit status 2."""
+    import importlib.util
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    from dreamalloc.experiment.cli import register_configs  # noqa: F401  (registers the schemas)
+    from dreamalloc.experiment.training import train
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("rule_agreement", root / "scripts" / "rule_agreement.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    def run(name, *extra):
+        overrides = ["agent=heuristic", "agent.rule=best", "steps=64", "env.num_envs=2", "eval.trials=2",
+                     "eval.baselines=off", "logger=disabled", "progress=off", f"run_dir={tmp_path}/{name}",
+                     f"checkpoint_dir={tmp_path}/{name}_ckpt", *extra]
+        with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
+            cfg = compose("config", overrides=overrides)
+        train(cfg, overrides=overrides)
+        return str(tmp_path / f"{name}_ckpt")
+
+    ckpt = run("best", "experiment=shift_rules", "env.max_allocs=160")
+    capsys.readouterr()
+    assert script.main([ckpt, "--sets", "seen,short", "--trials", "3", "--markdown"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| ") and "---" not in ln]
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = [dict(zip(head, (c.strip() for c in ln.strip("|").split("|")), strict=True)) for ln in lines[1:]]
+    assert {r["set"] for r in rows} == {"seen", "short"}
+    assert {r["regime"] for r in rows} == {"queue", "smallkeep"}
+    # every decision of the 3 trials in exactly one window: as many as best fit makes on the same streams (fewer than
+    # the 160 requests of an episode: a request that fits nowhere is dropped without a decision)
+    from dreamalloc.experiment.config import make_core, tasks_of
+    from dreamalloc.experiment.inference import load_agent
+
+    cfg = load_agent(ckpt).config
+    for s in ("seen", "short"):
+        core = make_core(cfg.env, tasks_of(cfg.suite.heldout[s]), 3, "cpu", trial_episodes=1)
+        best = run_episodes(core, constant_policy(core, list(cfg.env.heuristics).index("best")), int(cfg.eval.seed))
+        assert sum(int(r["decisions"]) for r in rows if r["set"] == s) == int(best["length"].sum()) <= 3 * 160
+    split = [r for r in rows if float(r["split"]) > 0]
+    assert split and all(r["best"] == "1.00" for r in split)
+    assert any(float(r["next"]) < 1.0 for r in split)  # the rules do disagree, and the table says so
+    assert script.main([ckpt, "--sets", "nope"]) == 2
+    assert "unknown held-out set" in capsys.readouterr().err
+    plain = run("plain", "suite=lim2024", "env.heuristics=[first,next,best,worst]")
+    assert script.main([plain]) == 2
+    assert "does not switch regime" in capsys.readouterr().err
+
+
 def test_a_request_dropped_at_the_start_is_charged_at_the_first_step():
     """A pre-filled heap (Mandal & Rohil's layout) whose first request fits nowhere: the drop happens at reset and is
     charged at the episode's first step, so the return is still minus every dropped request."""
