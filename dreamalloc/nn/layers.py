@@ -45,14 +45,19 @@ def orthogonal_init(module: nn.Module, gain: float = 2 ** 0.5, last_gain: float 
     return module
 
 
+def choosable(mask: torch.Tensor) -> torch.Tensor:
+    """The actions a policy may pick under an action mask [..., A]: the valid ones, or every action of a row
+    that has no valid one (the env then answers with its invalid-action penalty)."""
+    mask = mask.to(torch.bool)
+    return mask | ~mask.any(-1, keepdim=True)
+
+
 def masked_logits(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Logits (or Q-values) with invalid actions at the dtype's lowest value. A row with no valid action
-    keeps its logits unchanged (the env then answers with its invalid-action penalty)."""
+    """Logits (or Q-values) with the actions ``choosable`` leaves out at the dtype's lowest value (a row with no
+    valid action keeps its logits unchanged)."""
     if mask is None:
         return logits
-    mask = mask.to(torch.bool)
-    any_valid = mask.any(-1, keepdim=True)
-    return torch.where(mask | ~any_valid, logits, torch.finfo(logits.dtype).min)
+    return torch.where(choosable(mask), logits, torch.finfo(logits.dtype).min)
 
 
 class PointerHead(nn.Module):

@@ -23,6 +23,7 @@ from torch.nn import functional as F
 from dreamalloc.agents.dreamer.behavior import ActorCritic
 from dreamalloc.agents.dreamer.rssm import gumbel_like
 from dreamalloc.agents.dreamer.world_model import WorldModel
+from dreamalloc.nn.layers import choosable
 
 CHUNK_ROWS = 1 << 14  # (row, action, draw) triples per pass through the networks: bounds memory for large A x N
 
@@ -32,15 +33,13 @@ def lookahead_q(wm: WorldModel, ac: ActorCritic, deter: torch.Tensor, stoch: tor
                 ac_h: torch.Tensor | None, draws: int, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Q [B, A] of every action from the posterior state (deter [B, D], stoch [B, S, K]) and the recurrent
     actor-critic's state ``ac_h`` [B, G] (None without ``ac_gru``), averaged over ``draws`` prior samples. With
-    ``mask`` [B, A] only the valid actions are looked at and the others get the lowest float (a row with no valid
-    action is looked at whole, as ``masked_logits`` leaves it). The (row, action) pairs go through the networks in
+    ``mask`` [B, A] only the actions ``choosable`` keeps are looked at (the valid ones; a whole row that has none)
+    and the others get the lowest float. The (row, action) pairs go through the networks in
     chunks of about CHUNK_ROWS rows; the draws are the same for all."""
     B, A = deter.shape[0], wm.space.dim
     noise = gumbel_like(deter.new_empty(draws, wm.rssm.stoch, wm.rssm.classes))  # shared by every row and action
-    look = torch.ones(B, A, dtype=torch.bool, device=deter.device)
-    if mask is not None:
-        mask = mask.to(device=deter.device, dtype=torch.bool)
-        look = mask | ~mask.any(-1, keepdim=True)
+    look = torch.ones(B, A, dtype=torch.bool, device=deter.device) if mask is None else \
+        choosable(mask.to(deter.device))
     pairs = look.flatten().nonzero().squeeze(1)  # pair p = (row p // A, action p % A)
     q = torch.full((B * A,), torch.finfo(torch.float32).min, device=deter.device)
     step = max(1, CHUNK_ROWS // draws)
