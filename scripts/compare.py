@@ -1,6 +1,7 @@
 """Compare methods across seeds from their evaluation results.
 
     python scripts/compare.py RUN_DIR_OR_RESULTS_JSON ... [--out DIR] [--markdown] [--digits N] [--metrics NAME ...]
+                              [--versus LABEL]
 
 Finds every results.json under the given paths (recursively; for a run evaluated at several steps, the
 largest step), groups by (label, set, task) (the label is the method plus the run's overrides, e.g.
@@ -12,7 +13,10 @@ compare.csv, compare.md, adaptation_<set>_<task>.png (return by episode index wi
 label, band across seeds), compare_sets.csv / compare_sets.md (per held-out set: the mean over its tasks per seed
 against every fixed rule's, the best rule's and the bound; ``beats_best_rule`` where the seeds' interval of the
 difference lies above 0) and learning_<suite>.png (each run's training return and the family's metrics, e.g.
-mean job time, against env steps from its metrics.jsonl; band across seeds) into --out.
+mean job time, against env steps from its metrics.jsonl; band across seeds) into --out. With ``--versus LABEL``
+also compare_versus.csv / compare_versus.md: per held-out set, every other label's set return minus LABEL's, the
+seeds of the two as independent groups (Welch's 95 % interval), ``beats`` / ``behind`` where that interval lies
+above / below 0: does a method beat another across reruns, not just in the mean.
 
 By default it prints what it read, the table and what it wrote; --markdown prints only the markdown table
 (to paste or pipe). Exit status 2 with one message naming the path or file on a user error.
@@ -34,11 +38,14 @@ from dreamalloc.report.tables import (
     markdown_table,
     set_rows,
     step_warnings,
+    versus_rows,
     write_csv,
 )
 
 COLUMNS = ["label", "method", "set", "task", "n_seeds", "step", "return", "first_ep", "last_ep", "hindsight_rule",
            "hindsight_best", "capacity_bound"]
+VERSUS_COLUMNS = ["label", "versus", "set", "n_seeds", "n_seeds_versus", "return", "return_versus", "difference",
+                  "beats", "behind"]
 SET_COLUMNS = ["label", "set", "tasks", "n_seeds", "return", "best_rule", "best_rule_return", "vs_best_rule",
                "beats_best_rule", "rule_per_task", "capacity_bound"]
 
@@ -55,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--digits", type=int, default=2, help="decimals in the printed table")
     ap.add_argument("--metrics", nargs="*", default=[], help="per-episode metrics to add as columns (e.g. "
                     "mean_job_time): per-seed means, 95 %% interval across seeds")
+    ap.add_argument("--versus", default=None, metavar="LABEL", help="also compare every label with this one per "
+                    "held-out set (difference of seed means, Welch's 95 %% interval)")
     args = ap.parse_args(argv)
 
     try:
@@ -63,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         results = [r for _, r in found]
         rows = compare_rows(results)
         srows = set_rows(results)
+        vrows = versus_rows(results, args.versus) if args.versus is not None else None
         curves, curve_warnings = compare_curves(results)
         metrics = tuple(sorted({m for r in results for s in r["sets"].values() for t in s["tasks"].values()
                                 for m in t.get("metrics", {})}))
@@ -82,6 +92,14 @@ def main(argv: list[str] | None = None) -> int:
                  "lies above 0; rule_per_task: each task's own best rule (a selector told the task), the most "
                  "a policy that plays one fixed rule per task could reach.\n")
 
+    versus_table = None
+    if vrows is not None:
+        versus_columns = (["suite"] if len(suites) > 1 else []) + VERSUS_COLUMNS
+        versus_table = (markdown_table(vrows, versus_columns, digits=args.digits) + "\n" + CI_NOTE_SEEDS
+                        + " difference: the label's seed means minus the versus label's, Welch's interval (the two "
+                        "labels' seeds are independent runs, not pairs); beats / behind: that interval lies above / "
+                        "below 0.\n")
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "compare.csv", ["suite", *COLUMNS[:5], "seeds", *COLUMNS[5:], *args.metrics])
@@ -89,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     rule_columns = sorted({k for r in srows for k in r if k.startswith("rule_")})
     write_csv(srows, out / "compare_sets.csv", ["suite", *[c for c in set_columns if c != "suite"], *rule_columns])
     (out / "compare_sets.md").write_text(set_table)
+    if versus_table is not None:
+        write_csv(vrows, out / "compare_versus.csv", ["suite", *VERSUS_COLUMNS])
+        (out / "compare_versus.md").write_text(versus_table)
     # imported here: the table needs no matplotlib, and a plotting problem should not cost the table
     from dreamalloc.report.plots import plot_adaptation, plot_learning
 
@@ -111,8 +132,12 @@ def main(argv: list[str] | None = None) -> int:
         print(table)
         print("Per held-out set (the mean over its tasks), against every fixed rule:\n")
         print(set_table)
+        if versus_table is not None:
+            print(f"Per held-out set, against {args.versus!r}:\n")
+            print(versus_table)
+        versus = f", {out / 'compare_versus.csv'}, {out / 'compare_versus.md'}" if versus_table is not None else ""
         print(f"wrote {out / 'compare.csv'}, {out / 'compare.md'}, {out / 'compare_sets.csv'}, "
-              f"{out / 'compare_sets.md'} and {len(pngs)} plot(s) in {out}")
+              f"{out / 'compare_sets.md'}{versus} and {len(pngs)} plot(s) in {out}")
     for w in warnings:
         print(f"compare: warning: {w}", file=sys.stderr)
     return 0

@@ -3,6 +3,7 @@
 import copy
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -201,3 +202,58 @@ def test_set_table_keeps_the_suites_order_of_sets():
     assert [r["set"] for r in set_rows([two_sets(0), two_sets(1)])] == ["zeta", "alpha"]
     assert [(r["set"], r["task"]) for r in compare_rows([two_sets(0), two_sets(1)])] == [
         ("zeta", "a"), ("zeta", "b"), ("alpha", "a"), ("alpha", "b")]
+
+
+def test_welch_interval_is_scipys_and_refuses_one_seed():
+    from scipy import stats
+
+    from dreamalloc.report.stats import welch_ci
+
+    a, b = [1.0, 2.0, 3.5], [0.0, 0.4, 1.0, 0.2]
+    d, lo, hi = welch_ci(a, b)
+    ref = stats.ttest_ind(a, b, equal_var=False).confidence_interval()
+    assert d == pytest.approx(np.mean(a) - np.mean(b)) and (lo, hi) == pytest.approx((ref.low, ref.high))
+    assert welch_ci([2.0, 2.0], [1.0, 1.0]) == (1.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        welch_ci([1.0], [1.0, 2.0])
+
+
+def _labelled(label, seed, values):
+    res = _set_results(seed, values)
+    res["label"] = label
+    return res
+
+
+def test_versus_table_compares_two_methods_seed_groups_per_set(tmp_path, capsys):
+    """--versus: per set, a label's seed means minus the reference's with Welch's interval; beats / behind only
+    where the interval clears 0; an unknown reference or a single seed is one clear error."""
+    from scipy import stats
+
+    from dreamalloc.report.tables import versus_rows
+
+    meta = [_labelled("meta", s, v) for s, v in enumerate([(4.0, 3.0), (4.4, 3.2), (4.2, 3.1)])]  # 3.5, 3.8, 3.65
+    ctl = [_labelled("ctl", s, v) for s, v in enumerate([(3.0, 2.0), (3.2, 2.2), (2.8, 2.4), (3.1, 2.1)])]
+    tie = [_labelled("tie", s, v) for s, v in enumerate([(4.0, 1.0), (2.0, 1.0)])]  # 2.5, 1.5: straddles ctl
+    rows = versus_rows(meta + ctl + tie, "ctl")
+    assert [(r["label"], r["set"]) for r in rows] == [("meta", "h"), ("tie", "h")]
+    m, t = rows
+    mine, ref = [3.5, 3.8, 3.65], [2.5, 2.7, 2.6, 2.6]
+    want = stats.ttest_ind(mine, ref, equal_var=False).confidence_interval()
+    assert m["difference"] == pytest.approx((np.mean(mine) - np.mean(ref), want.low, want.high))
+    assert (m["n_seeds"], m["n_seeds_versus"]) == (3, 4) and m["beats"] and not m["behind"]
+    assert not t["beats"] and not t["behind"]
+    behind = versus_rows(meta + ctl, "meta")
+    assert behind[0]["label"] == "ctl" and behind[0]["behind"] and not behind[0]["beats"]
+    with pytest.raises(ValueError, match="no evaluation has that label; labels: ctl, meta"):
+        versus_rows(meta + ctl, "nope")
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        versus_rows(meta + ctl[:1], "ctl")
+    for i, res in enumerate(meta + ctl):
+        save_results(tmp_path / "runs" / f"r{i}" / "eval" / "step_000000000010" / "results.json", res)
+    code, out, err = _compare(tmp_path, capsys, "--versus", "ctl")
+    assert code == 0, err
+    assert "against 'ctl'" in out and re.search(r"\| meta +\| ctl +\| h +\| +3 \| +4 \|", out)
+    header = (tmp_path / "out" / "compare_versus.csv").read_text().splitlines()[0].split(",")
+    assert header[:4] == ["suite", "label", "versus", "set"] and "difference_low" in header
+    code, out, err = _compare(tmp_path, capsys, "--versus", "nope")
+    assert code == 2 and "no evaluation has that label" in err

@@ -16,3 +16,20 @@ def mean_ci(x, confidence: float = 0.95) -> tuple[float, float, float]:
         return m, m, m
     half = float(x.std(ddof=1) / np.sqrt(x.size) * stats.t.ppf((1 + confidence) / 2, x.size - 1))
     return m, m - half, m + half
+
+
+def welch_ci(a, b, confidence: float = 0.95) -> tuple[float, float, float]:
+    """(difference, low, high): mean(a) - mean(b) with Welch's t-interval, for two independent groups of samples
+    (e.g. the seeds of two methods: seed i of one has nothing to do with seed i of the other, so no pairing).
+    Needs at least 2 samples in each group."""
+    a, b = (np.asarray(x, dtype=np.float64).reshape(-1) for x in (a, b))
+    if a.size < 2 or b.size < 2:
+        raise ValueError(f"welch_ci needs at least 2 samples in each group, got {a.size} and {b.size}")
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    d = float(a.mean() - b.mean())
+    se2 = va + vb
+    if se2 == 0:
+        return d, d, d
+    df = se2 ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1))  # Welch-Satterthwaite
+    half = float(np.sqrt(se2) * stats.t.ppf((1 + confidence) / 2, df))
+    return d, d - half, d + half

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from dreamalloc.report.results import Results, label_of
-from dreamalloc.report.stats import mean_ci
+from dreamalloc.report.stats import mean_ci, welch_ci
 
 CI = tuple[float, float, float]  # (mean, low, high)
 # One line under every table, saying what its intervals are over (n/a: fewer than 2 samples, no interval).
@@ -194,6 +194,24 @@ def compare_rows(found: Iterable[Results]) -> list[dict]:
     return rows
 
 
+def _set_groups(found: Iterable[Results]):
+    """(suite, set, label) -> {seed: [(task, task result)]}, and the sets' first-seen order."""
+    groups: dict[tuple[str, str, str], dict[int, list[tuple[str, dict]]]] = {}
+    for res in found:
+        for sname, tname, t in _task_rows(res):
+            groups.setdefault((res["suite"], sname, label_of(res)), {}).setdefault(res["seed"], []).append((tname, t))
+    return groups, _seen(k[1] for k in groups)
+
+
+def _set_returns(sname: str, label: str, by_seed: dict) -> tuple[list[str], list[float]]:
+    """The set's task names and each seed's set return: the mean over the set's tasks of its mean return per task."""
+    tasks = [sorted(t for t, _ in members) for members in by_seed.values()]
+    if any(t != tasks[0] for t in tasks):
+        raise ValueError(f"label {label!r} set {sname!r}: seeds evaluated different tasks {tasks}")
+    return tasks[0], [float(np.mean([_matrix(t["returns"]).mean() for _, t in members]))
+                      for members in by_seed.values()]
+
+
 def set_rows(found: Iterable[Results]) -> list[dict]:
     """One row per (suite, held-out set, label): the method against every fixed rule on the set as a whole.
 
@@ -205,18 +223,11 @@ def set_rows(found: Iterable[Results]) -> list[dict]:
     selector told the task): the most a policy that plays one fixed rule per task could reach, against
     ``capacity_bound``, what any placement could. Rows of sets evaluated without the rules (``eval.baselines=off``)
     carry only the return."""
-    groups: dict[tuple[str, str, str], dict[int, list[tuple[str, dict]]]] = {}
-    for res in found:
-        for sname, tname, t in _task_rows(res):
-            groups.setdefault((res["suite"], sname, label_of(res)), {}).setdefault(res["seed"], []).append((tname, t))
+    groups, sets = _set_groups(found)
     rows = []
-    sets = _seen(k[1] for k in groups)
     for (suite, sname, label), by_seed in sorted(groups.items(), key=lambda kv: (kv[0][0], sets[kv[0][1]], kv[0][2])):
-        tasks = [sorted(t for t, _ in members) for members in by_seed.values()]
-        if any(t != tasks[0] for t in tasks):
-            raise ValueError(f"label {label!r} set {sname!r}: seeds evaluated different tasks {tasks}")
-        per_seed = [float(np.mean([_matrix(t["returns"]).mean() for _, t in members])) for members in by_seed.values()]
-        row = {"suite": suite, "label": label, "set": sname, "tasks": len(tasks[0]), "n_seeds": len(per_seed),
+        tasks, per_seed = _set_returns(sname, label, by_seed)
+        row = {"suite": suite, "label": label, "set": sname, "tasks": len(tasks), "n_seeds": len(per_seed),
                "return": ci(per_seed)}
         every = [t for members in by_seed.values() for _, t in members]
         if all("heuristics" in t for t in every):
@@ -226,13 +237,43 @@ def set_rows(found: Iterable[Results]) -> list[dict]:
             gap = ci([x - rules[best] for x in per_seed])
             named = [(tn, t) for members in by_seed.values() for tn, t in members]
             per_task = [max(float(np.mean([t["heuristics"][r] for tn, t in named if tn == task])) for r in rules)
-                        for task in tasks[0]]
+                        for task in tasks]
             row.update(best_rule=best, best_rule_return=rules[best], vs_best_rule=gap,
                        rule_per_task=float(np.mean(per_task)),
                        beats_best_rule=bool(gap[1] > 0),
                        capacity_bound=float(np.mean([np.mean(t["capacity_bound"]) for t in every])),
                        **{f"rule_{r}": v for r, v in rules.items()})
         rows.append(row)
+    return rows
+
+
+def versus_rows(found: Iterable[Results], reference: str) -> list[dict]:
+    """One row per (suite, held-out set, label other than ``reference``): the label's set return minus the
+    reference label's, seed means against seed means with Welch's 95 % interval (independent groups: seed i of one
+    method is not paired with seed i of the other), ``beats`` where that interval lies wholly above 0 and ``behind``
+    where it lies below. ``reference`` is a label as the tables print it; an unknown one, or one with fewer than 2
+    seeds on a set, is an error naming what there is."""
+    groups, sets = _set_groups(found)
+    labels = sorted({k[2] for k in groups})
+    if reference not in labels:
+        raise ValueError(f"--versus {reference!r}: no evaluation has that label; labels: {', '.join(labels)}")
+    per = {k: _set_returns(k[1], k[2], by_seed) for k, by_seed in groups.items()}
+    rows = []
+    order = sorted(per.items(), key=lambda kv: (kv[0][0], sets[kv[0][1]], kv[0][2]))
+    for (suite, sname, label), (tasks, mine) in order:
+        ref = per.get((suite, sname, reference))
+        if label == reference or ref is None:
+            continue
+        if ref[0] != tasks:
+            raise ValueError(f"set {sname!r}: {label!r} and {reference!r} were evaluated on different tasks "
+                             f"({tasks} and {ref[0]})")
+        if len(mine) < 2 or len(ref[1]) < 2:
+            raise ValueError(f"set {sname!r}: --versus needs at least 2 seeds of each label; {label!r} has "
+                             f"{len(mine)}, {reference!r} {len(ref[1])}")
+        diff = welch_ci(mine, ref[1])
+        rows.append({"suite": suite, "label": label, "versus": reference, "set": sname, "n_seeds": len(mine),
+                     "n_seeds_versus": len(ref[1]), "return": ci(mine), "return_versus": ci(ref[1]),
+                     "difference": diff, "beats": bool(diff[1] > 0), "behind": bool(diff[2] < 0)})
     return rows
 
 
