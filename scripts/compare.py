@@ -13,7 +13,9 @@ compare.csv, compare.md, adaptation_<set>_<task>.png (return by episode index wi
 label, band across seeds), compare_sets.csv / compare_sets.md (per held-out set: the mean over its tasks per seed
 against every fixed rule's, the best rule's and the bound; ``beats_best_rule`` where the seeds' interval of the
 difference lies above 0) and learning_<suite>.png (each run's training return and the family's metrics, e.g.
-mean job time, against env steps from its metrics.jsonl; band across seeds) into --out. With ``--versus LABEL``
+mean job time, against env steps from its metrics.jsonl; band across seeds) and, for suites that switch inside an
+episode, recovery_<set>_<task>.png (mean reward per decision by decisions since a switch, one curve per label with
+its band across seeds, beside the best fixed rule and the switching oracle) into --out. With ``--versus LABEL``
 also compare_versus.csv / compare_versus.md: per held-out set, every other label's set return minus LABEL's, the
 seeds of the two as independent groups (Welch's 95 % interval), ``beats`` / ``behind`` where that interval lies
 above / below 0: does a method beat another across reruns, not just in the mean.
@@ -34,6 +36,7 @@ from dreamalloc.report.results import find_results, label_of, latest_per_run
 from dreamalloc.report.tables import (
     CI_NOTE_SEEDS,
     compare_curves,
+    compare_recovery,
     compare_rows,
     markdown_table,
     set_rows,
@@ -74,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         srows = set_rows(results)
         vrows = versus_rows(results, args.versus) if args.versus is not None else None
         curves, curve_warnings = compare_curves(results)
+        recovery = compare_recovery(results)
         metrics = tuple(sorted({m for r in results for s in r["sets"].values() for t in s["tasks"].values()
                                 for m in t.get("metrics", {})}))
         learning, learning_warnings = learning_curves(found, metrics)
@@ -111,13 +115,17 @@ def main(argv: list[str] | None = None) -> int:
         write_csv(vrows, out / "compare_versus.csv", ["suite", *VERSUS_COLUMNS])
         (out / "compare_versus.md").write_text(versus_table)
     # imported here: the table needs no matplotlib, and a plotting problem should not cost the table
-    from dreamalloc.report.plots import plot_adaptation, plot_learning
+    from dreamalloc.report.plots import plot_adaptation, plot_learning, plot_recovery
 
     pngs = []
     for (suite, sname, tname), by_method in curves.items():
         prefix = f"{_slug(suite)}_" if len(suites) > 1 else ""
         title = f"{sname} / {tname}" + (f" ({suite})" if len(suites) > 1 else "") + ": mean across seeds, 95 % CI"
         pngs.append(plot_adaptation(by_method, out / f"adaptation_{prefix}{_slug(sname)}_{_slug(tname)}.png", title))
+    for (suite, sname, tname), by_name in recovery.items():
+        prefix = f"{_slug(suite)}_" if len(suites) > 1 else ""
+        title = f"{sname} / {tname}" + (f" ({suite})" if len(suites) > 1 else "") + ": mean across seeds"
+        pngs.append(plot_recovery(by_name, out / f"recovery_{prefix}{_slug(sname)}_{_slug(tname)}.png", title))
     for suite, by_metric in learning.items():
         pngs.append(plot_learning(by_metric, out / f"learning_{_slug(suite)}.png",
                                   f"{suite}: training episodes, mean across seeds, 95 % CI"))

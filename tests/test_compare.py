@@ -257,3 +257,40 @@ def test_versus_table_compares_two_methods_seed_groups_per_set(tmp_path, capsys)
     assert header[:4] == ["suite", "label", "versus", "set"] and "difference_low" in header
     code, out, err = _compare(tmp_path, capsys, "--versus", "nope")
     assert code == 2 and "no evaluation has that label" in err
+
+
+def _with_recovery(label, seed, agent_sum):
+    """One set, one task, recovery over 16 decisions since a switch: the agent's per-decision sums (count 2 per
+    decision), best fit and the oracle as references."""
+    res = _labelled(label, seed, (4.0, 3.0))
+    res["sets"] = {"h": {"tasks": {"a": res["sets"]["h"]["tasks"]["a"]}}}
+    count = [2] * 16
+    res["sets"]["h"]["tasks"]["a"]["recovery"] = {
+        "agent": {"sum": list(agent_sum), "count": count}, "best": {"sum": [-1.0] * 16, "count": count},
+        "first": {"sum": [-2.0] * 16, "count": count}, "switching oracle": {"sum": [0.0] * 16, "count": count}}
+    return res
+
+
+def test_recovery_curves_merge_seeds_per_window_beside_the_references(tmp_path, capsys):
+    """compare_recovery: per label, each seed's mean reward per decision in windows of 8 decisions since a switch,
+    with the interval across seeds; the hindsight-best rule (best: 5 > 2 on task a) and the oracle beside them;
+    compare.py draws it to recovery_<set>_<task>.png."""
+    from dreamalloc.report.tables import compare_recovery
+
+    runs = [_with_recovery("m", 0, [-2.0] * 8 + [0.0] * 8), _with_recovery("m", 1, [-1.0] * 8 + [-0.5] * 8),
+            _with_recovery("k", 0, [-1.0] * 16)]
+    (key,) = compare_recovery(runs)
+    curves = compare_recovery(runs)[key]
+    assert key == ("s", "h", "a") and list(curves) == ["k", "m", "best fixed rule (best)", "switching oracle"]
+    x, y = curves["m"]
+    assert x == [0, 8]
+    assert y[0] == pytest.approx(mean_ci([-1.0, -0.5])) and y[1] == pytest.approx(mean_ci([0.0, -0.25]))
+    assert np.isnan(curves["k"][1][0][1])  # one seed: no interval
+    assert [v[0] for v in curves["best fixed rule (best)"][1]] == [-0.5, -0.5]
+    assert [v[0] for v in curves["switching oracle"][1]] == [0.0, 0.0]
+    assert compare_recovery([_set_results(0, (4.0, 3.0))]) == {}  # no in-episode switches: nothing to draw
+    for i, res in enumerate(runs):
+        save_results(tmp_path / "runs" / f"r{i}" / "eval" / "step_000000000010" / "results.json", res)
+    code, out, err = _compare(tmp_path, capsys)
+    assert code == 0, err
+    assert (tmp_path / "out" / "recovery_h_a.png").stat().st_size > 1000

@@ -87,13 +87,17 @@ def _finish_lines(fig: Figure, ax, path, xlabel: str, ylabel: str, title: str) -
 def plot_recovery(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str | os.PathLike,
                   title: str = "", ylabel: str = "mean reward per decision") -> Path:
     """Reward against decisions since an in-episode switch (how fast each method recovers after a shift): one
-    line per method, ``curves[name] = (x, y)`` as from ``core.rollout.recovery_curve``."""
+    line per method, ``curves[name] = (x, y)`` as from ``core.rollout.recovery_curve``; where y holds (mean, low,
+    high) triples (across seeds, ``report.tables.compare_recovery``) the interval is drawn as a band."""
     if not curves:
         raise ValueError("plot_recovery needs at least one curve")
     fig = Figure(figsize=(6.4, 4.0))
     ax = fig.add_subplot()
     for name, (x, y) in curves.items():
-        ax.plot(np.asarray(x), np.asarray(y), marker=".", label=name)
+        x, y = np.asarray(x), np.asarray(y, dtype=np.float64)
+        (line,) = ax.plot(x, y if y.ndim == 1 else y[:, 0], marker=".", label=name)
+        if y.ndim == 2 and np.isfinite(y[:, 1:]).any():
+            ax.fill_between(x, y[:, 1], y[:, 2], color=line.get_color(), alpha=0.2, linewidth=0)
     return _finish_lines(fig, ax, path, "decisions since the switch", ylabel, title)
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dreamalloc.core.rollout import recovery_curve
 from dreamalloc.report.results import Results, label_of
 from dreamalloc.report.stats import mean_ci, welch_ci
 
@@ -275,6 +276,39 @@ def versus_rows(found: Iterable[Results], reference: str) -> list[dict]:
                      "n_seeds_versus": len(ref[1]), "return": ci(mine), "return_versus": ci(ref[1]),
                      "difference": diff, "beats": bool(diff[1] > 0), "behind": bool(diff[2] < 0)})
     return rows
+
+
+def compare_recovery(found: Iterable[Results], window: int = 8) -> dict[tuple[str, str, str], dict[str, tuple]]:
+    """Recovery after an in-episode switch across seeds: {(suite, set, task): {name: (x, [(mean, low, high)])}}.
+
+    For each label, each seed's mean reward per decision in windows of ``window`` decisions since the switch
+    (``core.rollout.recovery_curve``), merged per window with a 95 % interval across seeds (windows every seed
+    has). Beside the labels, the task's hindsight-best fixed rule and the switching oracle, from the first seed's
+    results (the references play the same streams for every seed; no interval). Tasks without recovery curves
+    (suites that do not switch inside an episode) are left out."""
+    out: dict[tuple[str, str, str], dict[str, tuple]] = {}
+    groups = _group(found)
+    sets, tasks = _seen(k[1] for k in groups), _seen(k[1:3] for k in groups)
+    for key, members in sorted(groups.items(), key=lambda kv: (kv[0][0], sets[kv[0][1]], tasks[kv[0][1:3]], kv[0][3])):
+        if not all("recovery" in t for _, t in members):
+            continue
+        suite, sname, tname, label = key
+        per_seed = [dict(zip(*recovery_curve(t["recovery"]["agent"]["sum"], t["recovery"]["agent"]["count"], window),
+                             strict=True)) for _, t in members]
+        xs = sorted(set.intersection(*[set(c) for c in per_seed]))
+        entry = out.setdefault((suite, sname, tname), {})
+        entry[label] = (xs, [ci([c[x] for c in per_seed]) for x in xs])
+        first = members[0][1]
+        for name, shown in ((first.get("hindsight_best", {}).get("rule"), "best fixed rule ({})"),
+                            ("switching oracle", "{}")):
+            c = first["recovery"].get(name) if name else None
+            if c is not None and shown.format(name) not in entry:
+                x, y = recovery_curve(c["sum"], c["count"], window)
+                entry[shown.format(name)] = (x, [(v, float("nan"), float("nan")) for v in y])
+    refs = ("best fixed rule (", "switching oracle")
+    for key, entry in out.items():  # the references after the labels, whatever order the labels came in
+        out[key] = dict(sorted(entry.items(), key=lambda kv: kv[0].startswith(refs)))
+    return out
 
 
 def compare_curves(found: Iterable[Results]) -> tuple[dict[tuple[str, str, str], dict[str, list[CI]]], list[str]]:
