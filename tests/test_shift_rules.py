@@ -14,7 +14,8 @@ from dreamalloc.alloc import AllocCore
 from dreamalloc.alloc.heap import RULES
 from dreamalloc.alloc.references import heuristic_returns, switching_oracle
 from dreamalloc.alloc.workloads import make_stream
-from dreamalloc.core.rollout import RECOVERY_STEPS, constant_policy, recovery_curve, run_episodes
+from dreamalloc.core.rollout import RECOVERY_STEPS, constant_policy, run_episodes
+from dreamalloc.report.stats import recovery_curve
 
 QUEUE = {"name": "queue", "life": 6, "dist": "fixed"}
 SMALLKEEP = {"name": "smallkeep", "life": 3.4, "dist": "exponential", "by_size": -3}

@@ -84,17 +84,4 @@ def constant_policy(core, action: int) -> Policy:
     return lambda obs, info: a
 
 
-def recovery_curve(total, count, window: int = 8) -> tuple[list[int], list[float]]:
-    """Mean reward per step against steps since a switch, averaged over windows of ``window`` steps (bins with
-    no decision left out): x = the window's first step, y = its mean reward per decision."""
-    total, count = np.asarray(total, dtype=np.float64), np.asarray(count, dtype=np.float64)
-    xs, ys = [], []
-    for lo in range(0, len(total), window):
-        n = count[lo: lo + window].sum()
-        if n > 0:
-            xs.append(lo)
-            ys.append(float(total[lo: lo + window].sum() / n))
-    return xs, ys
-
-
-__all__ = ["RECOVERY_STEPS", "Policy", "constant_policy", "recovery_curve", "run_episodes"]
+__all__ = ["RECOVERY_STEPS", "Policy", "constant_policy", "run_episodes"]

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dreamalloc.core.rollout import recovery_curve
 from dreamalloc.report.plots import plot_adaptation, plot_heap_timeline, plot_recovery
 from dreamalloc.report.results import save_results, write_json
+from dreamalloc.report.stats import recovery_curve
 from dreamalloc.report.tables import CI_NOTE_TRIALS, episode_curve, markdown_table, results_table, write_csv
 
 COLUMNS = ["set", "task", "method", "return", "first_ep", "last_ep"]  # then the family's metrics, then:

@@ -87,7 +87,7 @@ def _finish_lines(fig: Figure, ax, path, xlabel: str, ylabel: str, title: str) -
 def plot_recovery(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str | os.PathLike,
                   title: str = "", ylabel: str = "mean reward per decision") -> Path:
     """Reward against decisions since an in-episode switch (how fast each method recovers after a shift): one
-    line per method, ``curves[name] = (x, y)`` as from ``core.rollout.recovery_curve``; where y holds (mean, low,
+    line per method, ``curves[name] = (x, y)`` as from ``report.stats.recovery_curve``; where y holds (mean, low,
     high) triples (across seeds, ``report.tables.compare_recovery``) the interval is drawn as a band."""
     if not curves:
         raise ValueError("plot_recovery needs at least one curve")

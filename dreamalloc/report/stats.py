@@ -1,4 +1,5 @@
-"""Confidence intervals for the tables: every reported mean carries its 95 % t-interval."""
+"""Confidence intervals for the tables (every reported mean carries its 95 % t-interval), and the recovery curve
+after an in-episode switch from the sums the rollout loop records."""
 
 from __future__ import annotations
 
@@ -33,3 +34,16 @@ def welch_ci(a, b, confidence: float = 0.95) -> tuple[float, float, float]:
     df = se2 ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1))  # Welch-Satterthwaite
     half = float(np.sqrt(se2) * stats.t.ppf((1 + confidence) / 2, df))
     return d, d - half, d + half
+
+
+def recovery_curve(total, count, window: int = 8) -> tuple[list[int], list[float]]:
+    """Mean reward per step against steps since a switch, averaged over windows of ``window`` steps (bins with
+    no decision left out): x = the window's first step, y = its mean reward per decision."""
+    total, count = np.asarray(total, dtype=np.float64), np.asarray(count, dtype=np.float64)
+    xs, ys = [], []
+    for lo in range(0, len(total), window):
+        n = count[lo: lo + window].sum()
+        if n > 0:
+            xs.append(lo)
+            ys.append(float(total[lo: lo + window].sum() / n))
+    return xs, ys

@@ -21,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dreamalloc.core.rollout import recovery_curve
 from dreamalloc.report.results import Results, label_of
-from dreamalloc.report.stats import mean_ci, welch_ci
+from dreamalloc.report.stats import mean_ci, recovery_curve, welch_ci
 
 CI = tuple[float, float, float]  # (mean, low, high)
 # One line under every table, saying what its intervals are over (n/a: fewer than 2 samples, no interval).
@@ -282,7 +281,7 @@ def compare_recovery(found: Iterable[Results], window: int = 8) -> dict[tuple[st
     """Recovery after an in-episode switch across seeds: {(suite, set, task): {name: (x, [(mean, low, high)])}}.
 
     For each label, each seed's mean reward per decision in windows of ``window`` decisions since the switch
-    (``core.rollout.recovery_curve``), merged per window with a 95 % interval across seeds (windows every seed
+    (``report.stats.recovery_curve``), merged per window with a 95 % interval across seeds (windows every seed
     has). Beside the labels, the task's hindsight-best fixed rule and the switching oracle, from the first seed's
     results (the references play the same streams for every seed; no interval). Tasks without recovery curves
     (suites that do not switch inside an episode) are left out."""
