@@ -59,7 +59,11 @@ def test_lr_sweep_compares_into_one_row_per_point(tmp_path, capsys):
         m, lo, hi = mean_ci([returns[lr, 0], returns[lr, 1]])
         assert row[6] == f"{m:.2f} [{lo:.2f}, {hi:.2f}]"
     assert CI_NOTE_SEEDS in out
-    assert err == ""  # no warning: equal steps
+    # no step warning (equal steps); runs of 128 steps log their metrics once: one line per label says so
+    assert "differ in steps" not in err
+    assert err.splitlines() == [f"compare: warning: lim2024 ppo__agent.lr-{lr}: none of its 2 runs logged training "
+                                "metrics at two steps or more (metrics.jsonl; see logger.every), so it has no learning "
+                                "curve" for lr in ("0.0003", "0.001")]
 
     # a third seed of one point trained longer: kept (3 seeds in its row, step range), and warned about
     _train(tmp_path, ["agent.lr=0.001"], 2, steps=256)
@@ -294,3 +298,20 @@ def test_recovery_curves_merge_seeds_per_window_beside_the_references(tmp_path, 
     code, out, err = _compare(tmp_path, capsys)
     assert code == 0, err
     assert (tmp_path / "out" / "recovery_h_a.png").stat().st_size > 1000
+
+
+def test_find_results_follows_a_folder_of_links_once_each(tmp_path):
+    """A folder of symlinks to the runs to compare works; a second link to the same run and a link back up to the
+    folder itself are read once and cannot loop."""
+    for i in range(2):
+        save_results(tmp_path / "runs" / f"r{i}" / "eval" / "step_000000000010" / "results.json",
+                     _labelled("m", i, (4.0, 3.0)))
+    pick = tmp_path / "pick"
+    pick.mkdir()
+    (pick / "a").symlink_to(tmp_path / "runs" / "r0", target_is_directory=True)
+    (pick / "b").symlink_to(tmp_path / "runs" / "r1", target_is_directory=True)
+    (pick / "again").symlink_to(tmp_path / "runs" / "r1", target_is_directory=True)
+    (pick / "loop").symlink_to(pick, target_is_directory=True)
+    found = find_results([pick])
+    assert sorted(res["seed"] for _, res in found) == [0, 1]
+    assert all(f.name == "results.json" for f, _ in found)

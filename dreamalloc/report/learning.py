@@ -40,14 +40,20 @@ def learning_curves(found: list[tuple[Path, Results]], metrics: tuple[str, ...] 
         groups.setdefault((r["suite"], label_of(r)), []).append(run_of(f))
     out: dict[str, dict[str, dict[str, tuple[np.ndarray, list[CI]]]]] = {}
     for (suite, label), dirs in sorted(groups.items()):
-        series = [run_series(d, ("return", *metrics)) for d in dirs]
+        # a curve needs a metric logged at two steps or more
+        series = [{k: v for k, v in run_series(d, ("return", *metrics)).items() if len(v[0]) > 1} for d in dirs]
+        if not any(series):  # one line, not one per metric: the runs were too short for their logging interval
+            warnings.append(f"{suite} {label}: none of its {len(series)} runs logged training metrics at two steps "
+                            f"or more (metrics.jsonl; see logger.every), so it has no learning curve")
+            continue
         for metric in ("return", *metrics):
-            have = [s[metric] for s in series if metric in s and len(s[metric][0]) > 1]
+            have = [s[metric] for s in series if metric in s]
+            if not have:
+                warnings.append(f"{suite} {label}: no run logged train/{metric}; no curve of it")
+                continue
             if len(have) < len(series):
                 warnings.append(f"{suite} {label}: {len(series) - len(have)} of {len(series)} runs logged no "
                                 f"train/{metric}; its curve uses the other {len(have)}")
-            if not have:
-                continue
             lo = max(s[0][0] for s in have)
             hi = min(s[0][-1] for s in have)
             grid = np.linspace(lo, hi, points) if hi > lo else np.array([hi], dtype=np.float64)

@@ -214,11 +214,28 @@ def write_json(path: str | os.PathLike, doc) -> Path:
     return path
 
 
+def _results_under(top: Path) -> list[Path]:
+    """Every results file under ``top``, following linked folders, each real folder walked once."""
+    files, walked = [], set()
+    for root, dirs, names in os.walk(top, followlinks=True):
+        real = os.path.realpath(root)
+        if real in walked:
+            dirs[:] = []
+            continue
+        walked.add(real)
+        dirs.sort()
+        if RESULTS_NAME in names:
+            files.append(Path(root) / RESULTS_NAME)
+    return sorted(files)
+
+
 def find_results(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, Results]]:
     """Every ``results.json`` under the given files or folders (recursively), loaded and validated.
 
     A path with no results is an error naming it: a typo in a run dir should not silently drop a method
-    from the comparison. Files reached twice (a run dir and a file inside it) are read once.
+    from the comparison. Folders linked into a folder are followed (a folder of symlinks to the runs to compare
+    works), each real folder once, so a link back up cannot loop. Files reached twice (a run dir and a file inside
+    it, or two links to one run) are read once.
     """
     seen: set[Path] = set()
     out: list[tuple[Path, Results]] = []
@@ -226,7 +243,7 @@ def find_results(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, Results
         if p.is_file():
             files = [p]
         elif p.is_dir():
-            files = sorted(p.rglob(RESULTS_NAME))
+            files = _results_under(p)
             if not files:
                 raise ValueError(f"{p}: no {RESULTS_NAME} found under this folder")
         else:
