@@ -375,14 +375,21 @@ CARTPOLE = dict(lr=2.3e-3, batch_size=64, buffer_size=100_000, learning_starts=1
 
 @pytest.mark.slow
 def test_cartpole_reaches_400():
-    """rl-baselines3-zoo's hyperparams/dqn.yml CartPole-v1 entry (1 env, 5e4 steps): mean return >= 400 over
-    100 deterministic episodes."""
-    torch.manual_seed(0)
-    core = GymVecCore("CartPole-v1", 1)
-    agent = make_agent("dqn", core.obs_dim, core.n_actions, None, "cpu", **CARTPOLE)
-    t0 = time.perf_counter()
-    drive(agent, core, CARTPOLE["total_steps"], seed=0)
-    wall = time.perf_counter() - t0
-    returns = evaluate(agent, GymVecCore("CartPole-v1", 10), 100)
-    print(f"dqn: {CARTPOLE['total_steps']} env steps in {wall:.1f} s, mean evaluation return {returns.mean():.1f}")
-    assert len(returns) == 100 and returns.mean() >= 400
+    """rl-baselines3-zoo's hyperparams/dqn.yml CartPole-v1 entry (1 env, 5e4 steps): mean return >= 400 over 100
+    deterministic episodes on the median of three seeds. One seed is not a test of it: DQN with these settings
+    collapses late on some seeds (measured 2026-12-07, seeds 0-4: 31 / 500 / 500 / 500 / 138 with the fused Adam step
+    the agent takes since 2026-12-06, 500 / 500 / 174 / 136 / 500 with the per-tensor one: 3 of 5 either way)."""
+    means = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        core = GymVecCore("CartPole-v1", 1)
+        agent = make_agent("dqn", core.obs_dim, core.n_actions, None, "cpu", **CARTPOLE)
+        t0 = time.perf_counter()
+        drive(agent, core, CARTPOLE["total_steps"], seed=seed)
+        wall = time.perf_counter() - t0
+        returns = evaluate(agent, GymVecCore("CartPole-v1", 10), 100)
+        print(f"dqn seed {seed}: {CARTPOLE['total_steps']} env steps in {wall:.1f} s, mean evaluation return "
+              f"{returns.mean():.1f}")
+        assert len(returns) == 100
+        means.append(float(returns.mean()))
+    assert sorted(means)[1] >= 400, means
