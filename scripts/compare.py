@@ -117,15 +117,18 @@ def main(argv: list[str] | None = None) -> int:
     # imported here: the table needs no matplotlib, and a plotting problem should not cost the table
     from dreamalloc.report.plots import plot_adaptation, plot_learning, plot_recovery
 
+    def named(kind: str, suite: str, sname: str, tname: str) -> tuple[Path, str]:  # a per-task plot's file, title
+        many = len(suites) > 1
+        path = out / f"{kind}_{_slug(suite) + '_' if many else ''}{_slug(sname)}_{_slug(tname)}.png"
+        return path, f"{sname} / {tname}" + (f" ({suite})" if many else "")
+
     pngs = []
-    for (suite, sname, tname), by_method in curves.items():
-        prefix = f"{_slug(suite)}_" if len(suites) > 1 else ""
-        title = f"{sname} / {tname}" + (f" ({suite})" if len(suites) > 1 else "") + ": mean across seeds, 95 % CI"
-        pngs.append(plot_adaptation(by_method, out / f"adaptation_{prefix}{_slug(sname)}_{_slug(tname)}.png", title))
-    for (suite, sname, tname), by_name in recovery.items():
-        prefix = f"{_slug(suite)}_" if len(suites) > 1 else ""
-        title = f"{sname} / {tname}" + (f" ({suite})" if len(suites) > 1 else "") + ": mean across seeds"
-        pngs.append(plot_recovery(by_name, out / f"recovery_{prefix}{_slug(sname)}_{_slug(tname)}.png", title))
+    for key, by_method in curves.items():
+        path, title = named("adaptation", *key)
+        pngs.append(plot_adaptation(by_method, path, title + ": mean across seeds, 95 % CI"))
+    for key, by_name in recovery.items():
+        path, title = named("recovery", *key)
+        pngs.append(plot_recovery(by_name, path, title + ": mean across seeds"))
     for suite, by_metric in learning.items():
         pngs.append(plot_learning(by_metric, out / f"learning_{_slug(suite)}.png",
                                   f"{suite}: training episodes, mean across seeds, 95 % CI"))

@@ -130,6 +130,13 @@ def _group(found: Iterable[Results]) -> dict[tuple[str, str, str, str], list[tup
     return groups
 
 
+def _ordered_groups(found: Iterable[Results]) -> list[tuple[tuple[str, str, str, str], list[tuple[Results, dict]]]]:
+    """``_group``'s items in the suite's order of sets and tasks (as the results hold them), then by label."""
+    groups = _group(found)
+    sets, tasks = _seen(k[1] for k in groups), _seen(k[1:3] for k in groups)
+    return sorted(groups.items(), key=lambda kv: (kv[0][0], sets[kv[0][1]], tasks[kv[0][1:3]], kv[0][3]))
+
+
 def _seen(items: Iterable) -> dict:
     """Each item's first-seen index: tables list sets and tasks in the suite's order (as the results hold them),
     not alphabetically."""
@@ -170,9 +177,7 @@ def compare_rows(found: Iterable[Results]) -> list[dict]:
     see ``results.latest_per_run``.
     """
     rows = []
-    groups = _group(found)
-    sets, tasks = _seen(k[1] for k in groups), _seen(k[1:3] for k in groups)
-    for key, members in sorted(groups.items(), key=lambda kv: (kv[0][0], sets[kv[0][1]], tasks[kv[0][1:3]], kv[0][3])):
+    for key, members in _ordered_groups(found):
         _check_one_per_seed(key, members)
         suite, sname, tname, label = key
         rets = [_matrix(t["returns"]) for _, t in members]
@@ -194,13 +199,14 @@ def compare_rows(found: Iterable[Results]) -> list[dict]:
     return rows
 
 
-def _set_groups(found: Iterable[Results]):
-    """(suite, set, label) -> {seed: [(task, task result)]}, and the sets' first-seen order."""
+def _set_groups(found: Iterable[Results]) -> list[tuple[tuple[str, str, str], dict[int, list[tuple[str, dict]]]]]:
+    """[((suite, set, label), {seed: [(task, task result)]})] in the suite's order of sets, then by label."""
     groups: dict[tuple[str, str, str], dict[int, list[tuple[str, dict]]]] = {}
     for res in found:
         for sname, tname, t in _task_rows(res):
             groups.setdefault((res["suite"], sname, label_of(res)), {}).setdefault(res["seed"], []).append((tname, t))
-    return groups, _seen(k[1] for k in groups)
+    sets = _seen(k[1] for k in groups)
+    return sorted(groups.items(), key=lambda kv: (kv[0][0], sets[kv[0][1]], kv[0][2]))
 
 
 def _set_returns(sname: str, label: str, by_seed: dict) -> tuple[list[str], list[float]]:
@@ -223,9 +229,8 @@ def set_rows(found: Iterable[Results]) -> list[dict]:
     selector told the task): the most a policy that plays one fixed rule per task could reach, against
     ``capacity_bound``, what any placement could. Rows of sets evaluated without the rules (``eval.baselines=off``)
     carry only the return."""
-    groups, sets = _set_groups(found)
     rows = []
-    for (suite, sname, label), by_seed in sorted(groups.items(), key=lambda kv: (kv[0][0], sets[kv[0][1]], kv[0][2])):
+    for (suite, sname, label), by_seed in _set_groups(found):
         tasks, per_seed = _set_returns(sname, label, by_seed)
         row = {"suite": suite, "label": label, "set": sname, "tasks": len(tasks), "n_seeds": len(per_seed),
                "return": ci(per_seed)}
@@ -253,14 +258,12 @@ def versus_rows(found: Iterable[Results], reference: str) -> list[dict]:
     method is not paired with seed i of the other), ``beats`` where that interval lies wholly above 0 and ``behind``
     where it lies below. ``reference`` is a label as the tables print it; an unknown one, or one with fewer than 2
     seeds on a set, is an error naming what there is."""
-    groups, sets = _set_groups(found)
-    labels = sorted({k[2] for k in groups})
+    per = {k: _set_returns(k[1], k[2], by_seed) for k, by_seed in _set_groups(found)}  # in the suite's order
+    labels = sorted({k[2] for k in per})
     if reference not in labels:
         raise ValueError(f"--versus {reference!r}: no evaluation has that label; labels: {', '.join(labels)}")
-    per = {k: _set_returns(k[1], k[2], by_seed) for k, by_seed in groups.items()}
     rows = []
-    order = sorted(per.items(), key=lambda kv: (kv[0][0], sets[kv[0][1]], kv[0][2]))
-    for (suite, sname, label), (tasks, mine) in order:
+    for (suite, sname, label), (tasks, mine) in per.items():
         ref = per.get((suite, sname, reference))
         if label == reference or ref is None:
             continue
@@ -285,29 +288,25 @@ def compare_recovery(found: Iterable[Results], window: int = 8) -> dict[tuple[st
     has). Beside the labels, the task's hindsight-best fixed rule and the switching oracle, from the first seed's
     results (the references play the same streams for every seed; no interval). Tasks without recovery curves
     (suites that do not switch inside an episode) are left out."""
-    out: dict[tuple[str, str, str], dict[str, tuple]] = {}
-    groups = _group(found)
-    sets, tasks = _seen(k[1] for k in groups), _seen(k[1:3] for k in groups)
-    for key, members in sorted(groups.items(), key=lambda kv: (kv[0][0], sets[kv[0][1]], tasks[kv[0][1:3]], kv[0][3])):
+    labels: dict[tuple[str, str, str], dict[str, tuple]] = {}
+    refs: dict[tuple[str, str, str], dict[str, tuple]] = {}
+    for key, members in _ordered_groups(found):
         if not all("recovery" in t for _, t in members):
             continue
-        suite, sname, tname, label = key
+        _check_one_per_seed(key, members)
         per_seed = [dict(zip(*recovery_curve(t["recovery"]["agent"]["sum"], t["recovery"]["agent"]["count"], window),
                              strict=True)) for _, t in members]
         xs = sorted(set.intersection(*[set(c) for c in per_seed]))
-        entry = out.setdefault((suite, sname, tname), {})
-        entry[label] = (xs, [ci([c[x] for c in per_seed]) for x in xs])
-        first = members[0][1]
-        for name, shown in ((first.get("hindsight_best", {}).get("rule"), "best fixed rule ({})"),
-                            ("switching oracle", "{}")):
-            c = first["recovery"].get(name) if name else None
-            if c is not None and shown.format(name) not in entry:
-                x, y = recovery_curve(c["sum"], c["count"], window)
-                entry[shown.format(name)] = (x, [(v, float("nan"), float("nan")) for v in y])
-    refs = ("best fixed rule (", "switching oracle")
-    for key, entry in out.items():  # the references after the labels, whatever order the labels came in
-        out[key] = dict(sorted(entry.items(), key=lambda kv: kv[0].startswith(refs)))
-    return out
+        labels.setdefault(key[:3], {})[key[3]] = (xs, [ci([c[x] for c in per_seed]) for x in xs])
+        first = members[0][1]  # the references: no interval
+        named = {"switching oracle": "switching oracle"}
+        if "hindsight_best" in first:
+            named = {first["hindsight_best"]["rule"]: f"best fixed rule ({first['hindsight_best']['rule']})", **named}
+        for name, shown in named.items():
+            if name in first["recovery"]:
+                x, y = recovery_curve(first["recovery"][name]["sum"], first["recovery"][name]["count"], window)
+                refs.setdefault(key[:3], {})[shown] = (x, [(v, float("nan"), float("nan")) for v in y])
+    return {k: {**by_label, **refs.get(k, {})} for k, by_label in labels.items()}  # the references after the labels
 
 
 def compare_curves(found: Iterable[Results]) -> tuple[dict[tuple[str, str, str], dict[str, list[CI]]], list[str]]:
