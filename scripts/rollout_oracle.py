@@ -66,25 +66,38 @@ def tile_state(src, like):
     return src
 
 
-def _rest_of_episode(sim: AllocCore, first: torch.Tensor) -> torch.Tensor:
-    """Return-to-go of every row of ``sim``: ``first`` now, best fit (hole 0) after, each row until its episode
-    ends (later steps of a row that has ended are not counted)."""
+def _rest_of_episode(sim: AllocCore, first: torch.Tensor, valid: torch.Tensor, stop_early: bool) -> torch.Tensor:
+    """Return-to-go of every ``valid`` row of ``sim``: ``first`` now, best fit (hole 0) after, each row until its
+    episode ends (later steps of a row that has ended are not counted). With ``stop_early`` (rewards that cannot
+    be negative), the rollouts stop once a single row is still alive and already ahead of every row that ended:
+    its score is then +inf (it wins whatever it adds), the choice the same as playing it out."""
     K = sim.B
     total = torch.zeros(K, dtype=torch.float64)
-    live = torch.ones(K, dtype=torch.bool)
+    live = valid.clone()
     action = first
     while bool(live.any()):
         _, reward, term, trunc, _ = sim.step(action)
         total += torch.where(live, reward.double(), torch.zeros(K, dtype=torch.float64))
         live &= ~(term | trunc)
         action = torch.zeros(K, dtype=torch.long)
+        if stop_early and int(live.sum()) == 1:
+            ended = valid & ~live
+            row = int(live.nonzero()[0, 0])
+            if not bool(ended.any()) or float(total[row]) > float(total[ended].max()):
+                total[row] = np.inf
+                break
+    total[~valid] = -np.inf
     return total
 
 
-def play(env, seed: int, episodes: int, lookahead: bool = True) -> dict:
+def play(env, seed: int, episodes: int, lookahead: bool = True, stop_early: bool | None = None) -> dict:
     """One trial (stream seed ``seed``, ``episodes`` episodes) on a one-heap core of ``env`` (an AllocConfig in the
     hole space), the lookahead's choices or best fit's (``lookahead=False``). Returns per-episode returns and how
-    many decisions had more than one open hole / took another hole than best fit."""
+    many decisions had more than one open hole / took another hole than best fit. ``stop_early`` (default: when no
+    reward can be negative, i.e. episodes end at the first failure and an allocation earns >= 0) cuts rollouts
+    whose winner is already known."""
+    if stop_early is None:
+        stop_early = env.on_fail == "end" and env.alloc_reward >= 0
     real = AllocCore(1, env)
     sim = AllocCore(int(env.holes), env) if lookahead else None
     like = sim.state_dict() if lookahead else None
@@ -96,8 +109,7 @@ def play(env, seed: int, episodes: int, lookahead: bool = True) -> dict:
         if lookahead and mask is not None and int(mask[0].sum()) > 1:
             branched += 1
             sim.load_state_dict(tile_state(real.state_dict(), like))
-            score = _rest_of_episode(sim, torch.arange(sim.B))
-            score[~mask[0]] = -np.inf
+            score = _rest_of_episode(sim, torch.arange(sim.B), mask[0].clone(), stop_early)
             best = int(torch.argmax(score))  # the first maximum: ties go to the shorter hole
             moved += best != 0
             a[0] = best

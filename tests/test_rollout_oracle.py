@@ -66,6 +66,7 @@ def test_lookahead_is_never_below_best_fit_and_finds_longer_episodes():
         base = oracle.play(env, seed, episodes=2, lookahead=False)
         look = oracle.play(env, seed, episodes=2)
         assert look["branched"] > 0
+        assert oracle.play(env, seed, episodes=2, stop_early=False) == look  # cutting decided rollouts: same play
         for b, o in zip(base["returns"], look["returns"], strict=True):
             assert o >= b - 1e-6
             gains.append(o - b)
