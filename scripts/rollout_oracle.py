@@ -1,21 +1,27 @@
-"""A hindsight reference that does not compact: one-step lookahead over the visible holes, best fit after.
+"""A hindsight reference that does not compact: one-step lookahead over the visible holes, a fixed rule after.
 
 The capacity bound (a heap that compacts) says how far up any allocator could go, but no placement policy can
 move blocks, so on most pattern sets it overstates the room a policy has over the fixed rules by far (at 4,096
 cells `shift_lifetimes`' families: bound 41.5 against the best rule's 16.1). This script measures a tighter
 reference in the learners' own action space. At every decision where more than one of the ``holes`` shortest
 fitting runs is open, it copies the env (heap and stream, exactly) into one row per hole, places the request in
-that row's hole, lets best fit play the rest of the episode on the known future stream, and then takes the hole
-whose row lived longest (ties: the shortest hole, i.e. best fit). It is a rollout policy in Bertsekas' sense with
-best fit as the base policy: on a deterministic env its return is never below best fit's, episode for episode, and
-it sees the future, so it is a reference, not a policy a learner could match. If it gains little over best fit, a
-set leaves a placement policy little to gain; if it gains a lot, the room is there for a learner to look for.
+that row's hole, lets a base rule play the rest of the episode on the known future stream, and then takes the hole
+whose row lived longest (ties: the base rule's own hole). It is a rollout policy in Bertsekas' sense: on a
+deterministic env its return is never below the base rule's, episode for episode, and it sees the future, so it is
+a reference, not a policy a learner could match. If it gains little over the best rule, a set leaves a placement
+policy little to gain; if it gains a lot, the room is there for a learner to look for.
+
+Base rules (``--base``), each one a hole of the hole space: ``best`` (holes listed shortest first, hole 0: best
+fit), ``first`` (holes in address order, hole 0: first fit) and ``second`` (address order, hole 1 where two or
+more runs fit, else hole 0: second fit). The order is also the order in which the lookahead sees the holes.
 
 Same streams as ``evaluate.py`` (trial t on stream seed ``eval.seed + t``, ``eval.episodes_per_trial`` episodes
-each), so the figures pair with the tables of ``scripts/compare.py``; the same size-free hole space as the
-learners of docs/peak.md (holes listed shortest first: hole 0 is best fit's run).
+each), so the figures pair with the tables of ``scripts/compare.py``; the size-free hole space of the learners of
+docs/peak.md (in the base rule's hole order).
 
     python scripts/rollout_oracle.py --suite shift_lifetimes --cells 4096 --trials 16 --sets ranges families shifts
+    python scripts/rollout_oracle.py --suite shift_lifetimes --cells 4096 --trials 16 --sets families \
+        --tasks fixed fifo ramp --base second
 
 Cost: a decision replays the rest of its episode once per open hole (batched), so an episode of L decisions costs
 about L^2 / 2 batched steps: seconds for the pattern sets' episodes of a few hundred requests, hours for a trace
@@ -45,6 +51,14 @@ from dreamalloc.report.stats import mean_ci  # noqa: E402
 from dreamalloc.report.tables import markdown_table  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
+BASES = {"best": "size", "first": "address", "second": "address"}  # base rule -> the hole order it is a hole of
+
+
+def base_action(base: str, mask: torch.Tensor) -> torch.Tensor:
+    """The base rule's hole per row, from the rows' action masks [B, holes] (in the rule's hole order)."""
+    if base == "second":
+        return (mask.sum(1) >= 2).long()
+    return torch.zeros(mask.shape[0], dtype=torch.long)
 
 
 def tile_state(src, like):
@@ -66,8 +80,9 @@ def tile_state(src, like):
     return src
 
 
-def _rest_of_episode(sim: AllocCore, first: torch.Tensor, valid: torch.Tensor, stop_early: bool) -> torch.Tensor:
-    """Return-to-go of every ``valid`` row of ``sim``: ``first`` now, best fit (hole 0) after, each row until its
+def _rest_of_episode(sim: AllocCore, first: torch.Tensor, valid: torch.Tensor, base: str,
+                     stop_early: bool) -> torch.Tensor:
+    """Return-to-go of every ``valid`` row of ``sim``: ``first`` now, the ``base`` rule after, each row until its
     episode ends (later steps of a row that has ended are not counted). With ``stop_early`` (rewards that cannot
     be negative), the rollouts stop once a single row is still alive and already ahead of every row that ended:
     its score is then +inf (it wins whatever it adds), the choice the same as playing it out."""
@@ -76,10 +91,10 @@ def _rest_of_episode(sim: AllocCore, first: torch.Tensor, valid: torch.Tensor, s
     live = valid.clone()
     action = first
     while bool(live.any()):
-        _, reward, term, trunc, _ = sim.step(action)
+        _, reward, term, trunc, info = sim.step(action)
         total += torch.where(live, reward.double(), torch.zeros(K, dtype=torch.float64))
         live &= ~(term | trunc)
-        action = torch.zeros(K, dtype=torch.long)
+        action = base_action(base, info[ACTION_MASK]) if ACTION_MASK in info else torch.zeros(K, dtype=torch.long)
         if stop_early and int(live.sum()) == 1:
             ended = valid & ~live
             row = int(live.nonzero()[0, 0])
@@ -90,12 +105,17 @@ def _rest_of_episode(sim: AllocCore, first: torch.Tensor, valid: torch.Tensor, s
     return total
 
 
-def play(env, seed: int, episodes: int, lookahead: bool = True, stop_early: bool | None = None) -> dict:
+def play(env, seed: int, episodes: int, lookahead: bool = True, base: str = "best",
+         stop_early: bool | None = None) -> dict:
     """One trial (stream seed ``seed``, ``episodes`` episodes) on a one-heap core of ``env`` (an AllocConfig in the
-    hole space), the lookahead's choices or best fit's (``lookahead=False``). Returns per-episode returns and how
-    many decisions had more than one open hole / took another hole than best fit. ``stop_early`` (default: when no
-    reward can be negative, i.e. episodes end at the first failure and an allocation earns >= 0) cuts rollouts
-    whose winner is already known."""
+    hole space, holes in the ``base`` rule's order), the lookahead's choices or the base rule's
+    (``lookahead=False``). Returns per-episode returns and how many decisions had more than one open hole / took
+    another hole than the base rule. ``stop_early`` (default: when no reward can be negative, i.e. episodes end at
+    the first failure and an allocation earns >= 0) cuts rollouts whose winner is already known."""
+    if base not in BASES:
+        raise ValueError(f"base rule {base!r}: choose one of {', '.join(BASES)}")
+    if env.hole_order != BASES[base]:
+        raise ValueError(f"base rule {base} is a hole of hole_order={BASES[base]}, the env lists {env.hole_order}")
     if stop_early is None:
         stop_early = env.on_fail == "end" and env.alloc_reward >= 0
     real = AllocCore(1, env)
@@ -104,15 +124,16 @@ def play(env, seed: int, episodes: int, lookahead: bool = True, stop_early: bool
     _, info = real.reset(seed=seed)
     returns, ret, branched, moved = [], 0.0, 0, 0
     while len(returns) < episodes:
-        a = torch.zeros(1, dtype=torch.long)
         mask = info.get(ACTION_MASK)
+        a = base_action(base, mask) if mask is not None else torch.zeros(1, dtype=torch.long)
         if lookahead and mask is not None and int(mask[0].sum()) > 1:
             branched += 1
             sim.load_state_dict(tile_state(real.state_dict(), like))
-            score = _rest_of_episode(sim, torch.arange(sim.B), mask[0].clone(), stop_early)
-            best = int(torch.argmax(score))  # the first maximum: ties go to the shorter hole
-            moved += best != 0
-            a[0] = best
+            score = _rest_of_episode(sim, torch.arange(sim.B), mask[0].clone(), base, stop_early)
+            top = score == score.max()
+            choice = int(a[0]) if bool(top[a[0]]) else int(top.nonzero()[0, 0])  # ties: the base rule's hole
+            moved += choice != int(a[0])
+            a[0] = choice
         _, reward, term, trunc, info = real.step(a)
         ret += float(reward[0])
         if bool(term[0] or trunc[0]):
@@ -128,14 +149,16 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--holes", type=int, default=8)
     p.add_argument("--trials", type=int, default=16, help="trials per task (eval.trials of the runs to pair with)")
     p.add_argument("--sets", nargs="*", default=[], help="held-out sets to play (default: all)")
+    p.add_argument("--tasks", nargs="*", default=[], help="tasks to play within those sets (default: all)")
+    p.add_argument("--base", choices=list(BASES), default="best", help="the rule the rollouts play after the hole")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="further config overrides")
     p.add_argument("--json", help="write the rows here")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     register_configs()
     overrides = [f"suite={a.suite}", f"env.cells={a.cells}", "env.action=hole", f"env.holes={a.holes}",
-                 "env.hole_order=size", "env.bitmap=false", "env.summary=true", f"env.hole_features={a.holes}",
-                 "env.size_scale=fraction", f"eval.trials={a.trials}", *a.set]
+                 f"env.hole_order={BASES[a.base]}", "env.bitmap=false", "env.summary=true",
+                 f"env.hole_features={a.holes}", "env.size_scale=fraction", f"eval.trials={a.trials}", *a.set]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     validate(cfg)
@@ -148,28 +171,30 @@ def main(argv=None) -> list[dict]:
         if a.sets and set_name not in a.sets:
             continue
         for task in tasks_of(tasks):
+            if a.tasks and task["name"] not in a.tasks:
+                continue
             env = replace(env_config(cfg.env, [task]), trial_episodes=k)  # a trial keeps its task for K episodes
             t0 = time.time()
-            base = [play(env, seed0 + t, k, lookahead=False) for t in range(a.trials)]
-            look = [play(env, seed0 + t, k) for t in range(a.trials)]
-            b = np.array([np.mean(r["returns"]) for r in base])
+            ref = [play(env, seed0 + t, k, lookahead=False, base=a.base) for t in range(a.trials)]
+            look = [play(env, seed0 + t, k, base=a.base) for t in range(a.trials)]
+            b = np.array([np.mean(r["returns"]) for r in ref])
             o = np.array([np.mean(r["returns"]) for r in look])
             _, lo, hi = mean_ci(o - b)
-            rows.append({"set": set_name, "task": task["name"], "best_fit": float(b.mean()),
+            rows.append({"set": set_name, "task": task["name"], "base": a.base, "base_return": float(b.mean()),
                          "lookahead": float(o.mean()), "gain": float((o - b).mean()), "gain_lo": lo, "gain_hi": hi,
                          "decisions_branched": int(sum(r["branched"] for r in look)),
-                         "moved_off_best_fit": int(sum(r["moved"] for r in look)),
+                         "moved_off_base": int(sum(r["moved"] for r in look)),
                          "seconds": round(time.time() - t0, 1)})
             print(json.dumps(rows[-1]), flush=True)
     sets = []
     for s in dict.fromkeys(r["set"] for r in rows):
         mine = [r for r in rows if r["set"] == s]
-        bf, lk = np.mean([r["best_fit"] for r in mine]), np.mean([r["lookahead"] for r in mine])
-        sets.append({"set": s, "tasks": len(mine), "best_fit": bf, "lookahead": lk, "gain": lk - bf,
+        bf, lk = np.mean([r["base_return"] for r in mine]), np.mean([r["lookahead"] for r in mine])
+        sets.append({"set": s, "tasks": len(mine), "base": a.base, "base_return": bf, "lookahead": lk, "gain": lk - bf,
                      "gain_pct": 100.0 * (lk - bf) / bf if bf else float("nan")})
-    print(markdown_table(rows, ["set", "task", "best_fit", "lookahead", "gain", "gain_lo", "gain_hi",
-                                "decisions_branched", "moved_off_best_fit", "seconds"], digits=3))
-    print(markdown_table(sets, ["set", "tasks", "best_fit", "lookahead", "gain", "gain_pct"], digits=3))
+    print(markdown_table(rows, ["set", "task", "base", "base_return", "lookahead", "gain", "gain_lo", "gain_hi",
+                                "decisions_branched", "moved_off_base", "seconds"], digits=3))
+    print(markdown_table(sets, ["set", "tasks", "base", "base_return", "lookahead", "gain", "gain_pct"], digits=3))
     if a.json:
         Path(a.json).write_text(json.dumps({"tasks": rows, "sets": sets}, indent=1))
     return rows
