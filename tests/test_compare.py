@@ -1,7 +1,6 @@
 """Comparing variants of one agent: a sweep's points are told apart by their label, its seeds merged."""
 
 import copy
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -9,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
+from script_module import load_script
 
 from dreamalloc.experiment.cli import register_configs  # noqa: F401  (registers the schemas)
 from dreamalloc.experiment.training import run_label, train
@@ -31,9 +31,7 @@ def _train(tmp_path: Path, point: list[str], seed: int, steps: int = 128) -> dic
 
 
 def _compare(tmp_path, capsys, *args):
-    spec = importlib.util.spec_from_file_location("compare_script", ROOT / "scripts" / "compare.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("compare")
     code = mod.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), *args])
     out = capsys.readouterr()
     return code, out.out, out.err

@@ -5,7 +5,6 @@ Duan et al.'s bandit at a reduced threshold."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from script_module import load_script
 
 from dreamalloc.agents import agent_classes, make_agent
 from dreamalloc.agents.dreamer import DreamerRL2Agent
@@ -257,10 +257,7 @@ def test_recurrent_actor_critic_resets_with_the_latent_and_trains():
 
 
 def _sanity():
-    spec = importlib.util.spec_from_file_location("rl2_sanity", ROOT / "scripts" / "rl2_sanity.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["rl2_sanity"] = mod
-    spec.loader.exec_module(mod)
+    mod = load_script("rl2_sanity")
     return mod
 
 

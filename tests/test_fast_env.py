@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from script_module import load_script
 
 from dreamalloc.alloc import AllocCore, AllocEnv
 from dreamalloc.alloc.fast import FastAllocCore, _fast_stream
@@ -244,13 +245,8 @@ def test_fast_rules_masks_and_decoding_on_random_heaps(align):
 
 
 def _bench_env():
-    import importlib.util
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_env.py"
-    spec = importlib.util.spec_from_file_location("bench_env", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench_env")
     return bench
 
 

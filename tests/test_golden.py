@@ -7,17 +7,13 @@ them)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from script_module import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("golden_runs", ROOT / "scripts" / "golden_runs.py")
-golden = importlib.util.module_from_spec(_spec)
-sys.modules["golden_runs"] = golden
-_spec.loader.exec_module(golden)
+golden = load_script("golden_runs")
 
 
 @pytest.mark.parametrize("name", list(golden.CASES) + list(golden.META_CASES))

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from script_module import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "hole_policies.py"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("hole_policies", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("hole_policies")
 
 
 def test_best_hole_is_best_fit_and_top_policy_places_differently(tmp_path):

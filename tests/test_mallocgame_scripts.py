@@ -3,12 +3,11 @@ program of a set and agrees with the solvers' checks."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from script_module import load_script
 
 from dreamalloc.mallocgame import program_set
 from dreamalloc.mallocgame.solvers import check_placement, first_fit
@@ -17,11 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(name)
 
 
 def test_game_policies_on_a_held_out_set():

@@ -10,6 +10,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from script_module import load_script
 from test_harness import QUICK, cfg_of, run_cli
 from test_inference import BASE, CASES, _evaluation_steps
 
@@ -92,14 +93,9 @@ def test_a_policy_cannot_be_named_as_a_checkpoint_nor_loaded_into_another_agent(
 
 
 def test_export_policy_script(tmp_path, capsys):
-    import importlib.util
-    from pathlib import Path
 
     _, out = _trained("heuristic", tmp_path)
-    spec = importlib.util.spec_from_file_location(
-        "export_policy", Path(__file__).resolve().parents[1] / "scripts" / "export_policy.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("export_policy")
     assert mod.main([out["run_dir"], "--out", str(tmp_path / "h.safetensors")]) == 0
     assert "bytes" in capsys.readouterr().out and (tmp_path / "h.safetensors").is_file()
     with pytest.raises((CheckpointError, FileNotFoundError)):
@@ -110,13 +106,8 @@ def test_bench_latency_exports_take_the_eager_actions(capsys, tmp_path):
     """A smoke run of scripts/bench_latency.py (the table, not the speed): the TorchScript and ONNX exports of DQN,
     PPO and Dreamer-RL^2 (greedy on its posterior's mode) take the eager agents' action on every timed observation,
     and --export writes loadable modules."""
-    import importlib.util
-    from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location(
-        "bench_latency", Path(__file__).resolve().parents[1] / "scripts" / "bench_latency.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("bench_latency")
     assert mod.main(["--agents", "heuristic,dqn,ppo,dreamer_rl2", "--calls", "30", "--warmup", "5", "--export",
                      str(tmp_path)]) == 0
     out = capsys.readouterr().out

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,6 +14,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 from scipy import stats
+from script_module import load_script
 
 from dreamalloc.report import (
     CI_NOTE_SEEDS,
@@ -320,9 +320,7 @@ def test_compare_end_to_end(tmp_path):
 
 @pytest.fixture(scope="module")
 def compare_main():
-    spec = importlib.util.spec_from_file_location("compare_script", ROOT / "scripts" / "compare.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("compare")
     return mod.main
 
 
@@ -393,9 +391,7 @@ def test_adaptation_script_prints_the_table(tmp_path, capsys):
 def test_dreamer_rl2_curves_plots_training_and_selection_series(tmp_path, capsys):
     """scripts/dreamer_rl2_curves.py reads the training curve or the model-selection scores, from an rl2_sanity
     JSON or a train.py run folder; a result without the asked-for series is one clear error, no picture."""
-    spec = importlib.util.spec_from_file_location("curves_script", ROOT / "scripts" / "dreamer_rl2_curves.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("dreamer_rl2_curves")
     sanity = tmp_path / "b100.json"
     sanity.write_text(json.dumps({"curve": [[100, 50.0, 1.0], [200, 55.5, 2.0]],
                                   "selection": {"every": 100, "history": [[100, 51.0], [200, 57.25]]}}))

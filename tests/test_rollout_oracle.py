@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from script_module import load_script
 
 from dreamalloc.alloc import AllocCore
 from dreamalloc.alloc.env import AllocConfig
@@ -17,10 +17,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "rollout_oracle.py"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("rollout_oracle", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("rollout_oracle")
 
 
 def _env(hole_order="size", **kw):

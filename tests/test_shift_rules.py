@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from invariants import check_heaps
+from script_module import load_script
 
 from dreamalloc.alloc import AllocCore
 from dreamalloc.alloc.heap import RULES
@@ -297,7 +298,6 @@ def test_rule_agreement_breaks_an_agents_choices_down_by_regime(tmp_path, capsys
     """scripts/rule_agreement.py on a trained checkpoint (a best-fit agent): every decision of every trial is
     counted once, by regime and window since the switch, and the agent's address is best fit's in every split
     decision; a non-switching suite and an unknown set are refused with exit status 2."""
-    import importlib.util
     from pathlib import Path
 
     from hydra import compose, initialize_config_dir
@@ -306,9 +306,7 @@ def test_rule_agreement_breaks_an_agents_choices_down_by_regime(tmp_path, capsys
     from dreamalloc.experiment.training import train
 
     root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("rule_agreement", root / "scripts" / "rule_agreement.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("rule_agreement")
 
     def run(name, *extra):
         overrides = ["agent=heuristic", "agent.rule=best", "steps=64", "env.num_envs=2", "eval.trials=2",

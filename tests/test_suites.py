@@ -9,6 +9,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from invariants import check_heaps
+from script_module import load_script
 
 from dreamalloc.alloc import AllocCore
 from dreamalloc.core.rollout import run_episodes
@@ -90,12 +91,8 @@ def test_adversarial_rotation_experiment_gives_every_rule_as_an_action():
 
 
 def test_workload_report_writes_the_table(tmp_path, capsys):
-    import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "workload_report.py"
-    spec = importlib.util.spec_from_file_location("workload_report", path)
-    wr = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(wr)
+    wr = load_script("workload_report")
     assert wr.is_alloc_suite("adversarial_all") and not wr.is_alloc_suite("lb_standard")
     out = tmp_path / "w.md"
     wr.main(["--env", "alloc64", "--suites", "lim2024_mixed", "--trials", "3", "--out", str(out)])

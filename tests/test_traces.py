@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from invariants import check_heaps
+from script_module import load_script
 
 from dreamalloc.alloc import AllocCore
 from dreamalloc.alloc.workloads import ALLOC, FREE, FREE_ALL, STREAMS
@@ -276,13 +277,8 @@ def test_bad_params():
 # recording
 # --------------------------------------------------------------------------------------------------
 def _recorder():
-    import importlib.util
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "record_trace.py"
-    spec = importlib.util.spec_from_file_location("record_trace", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("record_trace")
     return mod
 
 
@@ -310,13 +306,8 @@ def test_record_a_real_program(tmp_path):
 def test_bench_env_measures_trace_replay_against_the_random_stream(capsys):
     """The benchmark row the README quotes: the native env on shipped traces, as a ratio to the random stream
     measured in the same run (a smoke run here: correctness of the table, not speed)."""
-    import importlib.util
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_env.py"
-    spec = importlib.util.spec_from_file_location("bench_env", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench_env")
     assert bench.main(["--quick", "--seconds", "0.05", "--streams", "random,trace:sort_gpl"]) == 0
     out = capsys.readouterr().out
     assert "| 64 | random |" in out and "| 64 | trace:sort_gpl |" in out
