@@ -62,9 +62,10 @@ def base_action(base: str, mask: torch.Tensor) -> torch.Tensor:
 
 
 def tile_state(src, like):
-    """``src`` (a batched core's ``state_dict`` with one row) spread over the rows of ``like`` (the state of a
-    core with K rows): every tensor whose first dimension is 1 in ``src`` and K in ``like`` is repeated K times;
-    everything else (tables shared by the rows) is taken as it is. Anything else that differs is an error."""
+    """``src`` (a fresh ``state_dict`` of a batched core with one row) spread over the rows of ``like`` (the state
+    of a core with K rows): every tensor whose first dimension is 1 in ``src`` and K in ``like`` is repeated K times;
+    everything else (tables shared by the rows) is passed on as it is (``state_dict`` already copied it, and
+    ``load_state_dict`` copies again). Anything else that differs is an error."""
     if isinstance(src, dict):
         if set(src) != set(like):
             raise ValueError(f"state keys differ: {sorted(set(src) ^ set(like))}")
@@ -73,7 +74,7 @@ def tile_state(src, like):
         return type(src)(tile_state(s, t) for s, t in zip(src, like, strict=True))
     if isinstance(src, torch.Tensor):
         if src.shape == like.shape:
-            return src.clone()
+            return src
         if src.dim() >= 1 and src.shape[0] == 1 and src.shape[1:] == like.shape[1:]:
             return src.expand(like.shape).clone()
         raise ValueError(f"state tensor of shape {tuple(src.shape)} cannot fill one of shape {tuple(like.shape)}")
@@ -94,7 +95,7 @@ def _rest_of_episode(sim: AllocCore, first: torch.Tensor, valid: torch.Tensor, b
         _, reward, term, trunc, info = sim.step(action)
         total += torch.where(live, reward.double(), torch.zeros(K, dtype=torch.float64))
         live &= ~(term | trunc)
-        action = base_action(base, info[ACTION_MASK]) if ACTION_MASK in info else torch.zeros(K, dtype=torch.long)
+        action = base_action(base, info[ACTION_MASK])
         if stop_early and int(live.sum()) == 1:
             ended = valid & ~live
             row = int(live.nonzero()[0, 0])
@@ -112,6 +113,8 @@ def play(env, seed: int, episodes: int, lookahead: bool = True, base: str = "bes
     (``lookahead=False``). Returns per-episode returns and how many decisions had more than one open hole / took
     another hole than the base rule. ``stop_early`` (default: when no reward can be negative, i.e. episodes end at
     the first failure and an allocation earns >= 0) cuts rollouts whose winner is already known."""
+    if env.action != "hole":
+        raise ValueError(f"the lookahead chooses among holes: env.action=hole, got {env.action!r}")
     if base not in BASES:
         raise ValueError(f"base rule {base!r}: choose one of {', '.join(BASES)}")
     if env.hole_order != BASES[base]:
@@ -124,9 +127,9 @@ def play(env, seed: int, episodes: int, lookahead: bool = True, base: str = "bes
     _, info = real.reset(seed=seed)
     returns, ret, branched, moved = [], 0.0, 0, 0
     while len(returns) < episodes:
-        mask = info.get(ACTION_MASK)
-        a = base_action(base, mask) if mask is not None else torch.zeros(1, dtype=torch.long)
-        if lookahead and mask is not None and int(mask[0].sum()) > 1:
+        mask = info[ACTION_MASK]  # the hole space always reports which holes fit
+        a = base_action(base, mask)
+        if lookahead and int(mask[0].sum()) > 1:
             branched += 1
             sim.load_state_dict(tile_state(real.state_dict(), like))
             score = _rest_of_episode(sim, torch.arange(sim.B), mask[0].clone(), base, stop_early)

@@ -77,6 +77,8 @@ def test_base_rule_mismatching_the_hole_order_is_refused():
         _script().play(_env("size"), 0, 1, base="second")
     with pytest.raises(ValueError, match="choose one of"):
         _script().play(_env("size"), 0, 1, base="worst")
+    with pytest.raises(ValueError, match="env.action=hole"):
+        _script().play(AllocConfig(cells=64, action="heuristic"), 0, 1)
 
 
 @pytest.mark.parametrize("base", ["best", "second"])
