@@ -222,6 +222,12 @@ def alloc(algos, steps, n_envs, seed, episodes, cells, stream, routes):
     rows = []
     for algo in algos:
         hp = agent_hparams(algo, steps)
+        # A short throwaway run of each side first (two updates' worth of steps): one-off costs (numba loading
+        # our compiled kernels from its cache, torch's first calls) are not per-step throughput.
+        warm = min(steps, max(4096, 2 * int(hp.get("n_steps", 1)) * n_envs))
+        train_ours(algo, AllocCore(n_envs, cfg), hp, warm, seed)
+        for route in routes:
+            train_sb3(algo, make[route](), hp, warm, seed)
         agent, c = train_ours(algo, AllocCore(n_envs, cfg), hp, steps, seed)
         row = dict(algo=algo, steps=steps, envs=n_envs, sps_ours=steps / c.cpu, t_ours=c.wall, sps_env=env_sps,
                    r_ours=evaluate(agent, AllocCore(16, cfg), episodes).mean())

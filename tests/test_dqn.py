@@ -224,7 +224,9 @@ def test_replay_grows_then_wraps():
                       torch.zeros(3, dtype=torch.bool), torch.zeros(3, dtype=torch.bool), o, {})
         assert rp.rows <= 12 and rp.size == min(3 * (i + 1), 12)
         if i == 0:
-            assert rp.rows == 5  # min(buffer_size, total_steps) at first, not buffer_size
+            # min(buffer_size, total_steps) at first, not buffer_size, in whole batches: a 5-step run of 3 envs
+            # makes 2 calls, and a 5-row buffer would double (and copy) at the second
+            assert rp.rows == 6
     assert rp.pos == 0 and rp.obs[:, 0].tolist() == [4.0] * 3 + [5.0] * 3 + [6.0] * 3 + [7.0] * 3
     big = DQNAgent(2, 2, None, "cpu", total_steps=100)  # buffer 1e6: nothing allocated up front
     assert big.replay.rows == 0 and big.replay.obs is None

@@ -58,14 +58,17 @@ def die():
     os.kill(os.getpid(), signal.SIGKILL)
 if point == "update":
     from dreamalloc.agents.onpolicy import OnPolicyAgent
-    real, seen = OnPolicyAgent._step, []
-    def step(self, loss):
-        if self.env_steps >= at:
-            seen.append(1)
-            if len(seen) == 2:
-                die()  # one optimiser step of this update applied, the rest not
-        return real(self, loss)
-    OnPolicyAgent._step = step
+    seen = []
+    def dying(real):
+        def step(self, loss):
+            if self.env_steps >= at:
+                seen.append(1)
+                if len(seen) == 2:
+                    die()  # one optimiser step of this update applied, the rest not
+            return real(self, loss)
+        return step
+    # both optimiser steps: torch autograd's and the compiled path's
+    OnPolicyAgent._step, OnPolicyAgent._fast_step = dying(OnPolicyAgent._step), dying(OnPolicyAgent._fast_step)
 elif point == "checkpoint":
     real_replace = os.replace
     def replace(a, b):

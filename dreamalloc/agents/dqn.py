@@ -25,11 +25,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
 from dreamalloc.agents.base import ActingStep, Agent, GreedyStep, NonFiniteLossError, optimizer_step
 from dreamalloc.core.checks import COUNT, FINITE, NONNEG, POSITIVE, UNIT, OneOf, Range, between, ge
+from dreamalloc.nn import fastmlp
 from dreamalloc.nn.layers import ACTIVATIONS, masked_logits, mlp
 
 
@@ -61,6 +63,9 @@ class DQNConfig:
     hidden: list[int] = field(default_factory=lambda: [32, 32])
     activation: str = "relu"
     total_steps: int = 0  # env steps of the whole run (``${steps}`` in the yaml): the epsilon schedule needs it
+    # the compiled CPU path (dreamalloc/nn/fastmlp.py: same update, gradients written by hand) where the Q-net is
+    # a relu / tanh MLP on the CPU; false: torch autograd everywhere
+    fast: bool = True
 
 
 class Replay:
@@ -103,7 +108,9 @@ class Replay:
         if self.masked is None:
             self.masked = next_mask is not None
         if self.rows < self.capacity and self.pos + B > self.rows:
-            rows = self.initial if self.rows == 0 else 2 * self.rows
+            # the first allocation holds whole batches: a run of ``initial`` env steps takes ceil(initial / B)
+            # calls, and one row short would double the buffer (and copy it) at the run's last step
+            rows = -(-self.initial // B) * B if self.rows == 0 else 2 * self.rows
             self._allocate(min(self.capacity, max(rows, self.pos + B)))
         p = self.pos
         idx = slice(p, p + B) if p + B <= self.capacity else torch.arange(p, p + B, device=self.device) % self.capacity
@@ -165,6 +172,7 @@ class DQNAgent(Agent):
         self.gen = torch.Generator(device=self.device)
         self.gen.manual_seed(int(torch.randint(0, 2**62, ())))
         self.replay = self._new_replay()
+        self.fast = self._fast_path()
         self.env_steps = 0  # SB3's num_timesteps
         self.calls = 0  # SB3's _n_calls: batched env steps observed
         self.n_updates = 0  # gradient steps taken
@@ -220,6 +228,15 @@ class DQNAgent(Agent):
     def meta(self) -> dict:
         return {**super().meta(), "hidden": list(self.cfg.hidden), "activation": self.cfg.activation}
 
+    def _fast_path(self) -> tuple[fastmlp.FlatMLPs, fastmlp.FlatMLPs] | None:
+        """(online, target) nets laid out for the compiled kernels, or None where they do not apply."""
+        if not (self.cfg.fast and fastmlp.AVAILABLE and self.device.type == "cpu"
+                and fastmlp.plain_mlp(self.q) is not None):
+            return None
+        online, target = fastmlp.FlatMLPs([self.q]), fastmlp.FlatMLPs([self.q_target])
+        online.bind(self.opt)
+        return online, target
+
     # --- acting ---------------------------------------------------------------------------------------
     def epsilon(self, env_steps: int | None = None) -> float:
         """SB3's linear schedule at ``env_steps`` (default: the steps observed so far)."""
@@ -235,8 +252,12 @@ class DQNAgent(Agent):
         mask = info.get("action_mask") if info else None
         eps = 0.0 if deterministic else 1.0 if self.env_steps < self.cfg.learning_starts else self.epsilon()
         if eps < 1.0:
-            with torch.no_grad():
-                greedy = masked_logits(self.q(obs), mask).argmax(-1)
+            if self.fast is not None:
+                f = self.fast[0]
+                greedy = torch.from_numpy(fastmlp.greedy(f.p, f.specs[0], f.act, _np(obs), *_np_mask(mask)))
+            else:
+                with torch.no_grad():
+                    greedy = masked_logits(self.q(obs), mask).argmax(-1)
             if eps <= 0.0:
                 return greedy, state
         # Uniform over the valid actions: argmax of masked uniform noise.
@@ -300,6 +321,9 @@ class DQNAgent(Agent):
         self._train_due = 0
         loss = q_mean = None
         for i in range(n):
+            if self.fast is not None:
+                loss, q_mean = self._fast_step(i)
+                continue
             batch = self.replay.sample(c.batch_size, self.gen)
             target = self.targets(batch)
             q = self.q(batch["obs"]).gather(1, batch["actions"][:, None]).squeeze(1)
@@ -317,6 +341,21 @@ class DQNAgent(Agent):
             self.metrics.update(loss=loss.detach(), q=q_mean)
         return self.metrics
 
+    def _fast_step(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The gradient step above in the compiled kernel: the same minibatch draw, loss, clipping and Adam."""
+        online, target = self.fast
+        rp, c = self.replay, self.cfg
+        idx = torch.randint(0, rp.size, (c.batch_size,), generator=self.gen, device=self.device).numpy()
+        loss, q_mean = _dqn_grad(online.p, online.g, online.specs[0], target.p, target.specs[0], online.act, idx,
+                                 _np(rp.obs), rp.actions.numpy(), rp.rewards.numpy(), rp.terminated.numpy(),
+                                 _np(rp.next_obs), *_np_mask(rp.next_mask), c.gamma, c.double_q)
+        norm = online.step(c.max_grad_norm) if np.isfinite(loss) else float("nan")
+        if not np.isfinite(norm):
+            self.n_updates += i
+            raise NonFiniteLossError(f"agent=dqn q: the loss ({loss:g}) or the gradient norm ({norm:g}) is NaN or "
+                                     "infinite; the update was not applied")
+        return torch.tensor(loss, dtype=torch.float32), torch.tensor(q_mean, dtype=torch.float32)
+
     # --- checkpoints ----------------------------------------------------------------------------------
     def state_dict(self, include_replay: bool = True) -> dict:
         return {"config": asdict(self.cfg), "q": self.q.state_dict(), "q_target": self.q_target.state_dict(),
@@ -331,6 +370,8 @@ class DQNAgent(Agent):
         self.q.load_state_dict(state["q"])
         self.q_target.load_state_dict(state["q_target"])
         self.opt.load_state_dict(state["opt"])
+        if self.fast is not None:
+            self.fast[0].bind(self.opt)  # load_state_dict replaced the optimiser's state tensors
         self.gen.set_state(state["gen"].cpu())
         self.env_steps, self.calls = int(state["env_steps"]), int(state["calls"])
         self.n_updates, self.target_syncs = int(state["n_updates"]), int(state["target_syncs"])
@@ -339,6 +380,55 @@ class DQNAgent(Agent):
         self.replay = self._new_replay()
         if state.get("replay") is not None:
             self.replay.load_state_dict(state["replay"])
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    """A CPU tensor's numbers as a C-contiguous numpy array (no copy when it already is one)."""
+    return np.ascontiguousarray(t.detach().numpy())
+
+
+_NO_MASK = np.ones((1, 1), dtype=np.bool_)
+
+
+def _np_mask(mask: torch.Tensor | None) -> tuple[np.ndarray, bool]:
+    """(mask as numpy, True), or a placeholder and False without one."""
+    return (_NO_MASK, False) if mask is None else (_np(mask), True)
+
+
+@fastmlp.njit
+def _dqn_grad(p, g, spec, pt, spec_t, act, idx, obs, actions, rewards, terminated, next_obs, next_mask, has_mask,
+              gamma, double_q):
+    """``update``'s loss on transitions ``idx`` of the replay arrays: writes dLoss/dparams into ``g``; returns
+    (Huber loss, mean Q(s, a))."""
+    n = idx.size
+    x, nx = obs[idx], next_obs[idx]
+    nmask = next_mask[idx] if has_mask else next_mask
+    _, next_q = fastmlp.masked_log_softmax(fastmlp.forward(pt, spec_t, act, nx)[0], nmask, has_mask)
+    if double_q:
+        a_next = fastmlp.greedy(p, spec, act, nx, nmask, has_mask)
+    q_all, hs = fastmlp.forward(p, spec, act, x)
+    dq = np.zeros_like(q_all)
+    loss, q_sum = 0.0, 0.0
+    for i in range(n):
+        if double_q:
+            best = next_q[i, a_next[i]]
+        else:
+            best = next_q[i, 0]
+            for k in range(1, next_q.shape[1]):
+                best = max(best, next_q[i, k])
+        j = idx[i]
+        y = rewards[j] + (0.0 if terminated[j] else 1.0) * gamma * best
+        a = actions[j]
+        d = q_all[i, a] - np.float32(y)
+        q_sum += q_all[i, a]
+        if abs(d) < 1.0:  # smooth_l1 with beta 1
+            loss += 0.5 * d * d
+            dq[i, a] = d / n
+        else:
+            loss += abs(d) - 0.5
+            dq[i, a] = (1.0 if d > 0 else -1.0) / n
+    fastmlp.backward(p, g, spec, act, hs, dq)
+    return loss / n, q_sum / n
 
 
 __all__ = ["DQNAgent", "DQNConfig", "Replay"]

@@ -20,6 +20,7 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -27,6 +28,7 @@ from torch.nn import functional as F
 from dreamalloc.agents.base import ActingStep, Agent, GreedyStep, NonFiniteLossError, optimizer_step, same_action
 from dreamalloc.agents.returns import gae, nstep_returns
 from dreamalloc.core.checks import COUNT, FINITE, NONNEG, POSITIVE, UNIT, OneOf, Range, between
+from dreamalloc.nn import fastmlp
 from dreamalloc.nn.layers import ACTIVATIONS, PointerHead, masked_logits, mlp, orthogonal_init
 
 OPTIMIZERS = ("adam", "rmsprop")
@@ -62,6 +64,9 @@ class OnPolicyConfig:
     # output (EnvSpec.action_features: the allocation env's hole space with hole_features >= holes); 0: a linear
     # head over the torso
     pointer: int = 0
+    # the compiled CPU path (dreamalloc/nn/fastmlp.py: same acting and losses, gradients written by hand) where
+    # the net is two separate relu / tanh MLPs on the CPU without a pointer head; false: torch autograd everywhere
+    fast: bool = True
 
 
 class ActorCritic(nn.Module):
@@ -191,8 +196,11 @@ def gumbel_argmax(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 
 def explained_variance(pred: torch.Tensor, target: torch.Tensor) -> float:
-    var = target.var()
-    return float("nan") if var == 0 else float(1.0 - (target - pred).var() / var)
+    """1 - Var(target - pred) / Var(target) (unbiased variances, as torch's ``var``), NaN for a constant target;
+    in numpy, a tenth of torch's per-call cost at rollout sizes."""
+    t = target.detach().cpu().numpy().ravel()
+    var = t.var(ddof=1)
+    return float("nan") if var == 0 else float(1.0 - (t - pred.detach().cpu().numpy().ravel()).var(ddof=1) / var)
 
 
 class OnPolicyAgent(Agent):
@@ -214,6 +222,7 @@ class OnPolicyAgent(Agent):
         # Our own generator: sampling and minibatch order continue exactly after a checkpoint is loaded.
         self.gen = torch.Generator(device=self.device)
         self.gen.manual_seed(int(torch.randint(0, 2**62, ())))
+        self.fast = self._fast_path()
         self.rollout: Rollout | None = None
         self._pending: tuple | None = None  # (action, logp, value, mask, state) of the latest stochastic act
         self._first: torch.Tensor | None = None  # the next obs opens an episode, per env
@@ -267,6 +276,17 @@ class OnPolicyAgent(Agent):
         """(units, offset, width) of the pointer head, or None without one."""
         return (self.cfg.pointer, *self.env.action_features) if self.cfg.pointer else None
 
+    def _fast_path(self) -> fastmlp.FlatMLPs | None:
+        """The policy and value MLPs laid out for the compiled kernels, or None where they do not apply."""
+        net = self.net
+        if not (self.cfg.fast and fastmlp.AVAILABLE and self.device.type == "cpu" and type(net) is ActorCritic
+                and not net.shared and net.pointer is None
+                and fastmlp.plain_mlp(net.pi) is not None and fastmlp.plain_mlp(net.pi) == fastmlp.plain_mlp(net.v)):
+            return None
+        flat = fastmlp.FlatMLPs([net.pi, net.v])
+        flat.bind(self.opt)
+        return flat
+
     def meta(self) -> dict:
         c = self.cfg
         return {**super().meta(), "hidden": list(c.hidden), "shared": bool(c.shared), "activation": c.activation}
@@ -279,6 +299,15 @@ class OnPolicyAgent(Agent):
 
     def act(self, obs, state, info, deterministic=False):
         mask = info.get("action_mask") if info else None
+        if self.fast is not None:
+            f = self.fast
+            u = _NO_U if deterministic else torch.rand((obs.shape[0], self.n_actions), generator=self.gen).numpy()
+            a, logp, value = _ac_act(f.p, f.specs[0], f.specs[1], f.act, _np(obs), *_np_mask(mask), u, deterministic)
+            action = torch.from_numpy(a)
+            if deterministic:
+                return action, state
+            self._pending = (action, torch.from_numpy(logp), torch.from_numpy(value), mask, state)
+            return action, state
         with torch.no_grad():
             logits, value = self.net(obs, mask)
             logits = masked_logits(logits, mask)
@@ -370,6 +399,10 @@ class OnPolicyAgent(Agent):
 
     def _targets(self, ro: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
         """Advantages and value targets [T, B] (n-step returns when gae_lambda is 1)."""
+        if self.fast is not None:  # the same recursion compiled (_ac_targets)
+            adv, ret = _ac_targets(ro.rewards.numpy(), ro.values.numpy(), ro.boot.numpy(), ro.terminated.numpy(),
+                                   ro.ended.numpy(), self.cfg.gamma, self.cfg.gae_lambda)
+            return torch.from_numpy(adv), torch.from_numpy(ret)
         c, nv = self.cfg, ro.next_values()
         if c.gae_lambda == 1.0:
             ret = nstep_returns(ro.rewards, ro.values, nv, ro.terminated, ro.ended, c.gamma)
@@ -403,6 +436,27 @@ class OnPolicyAgent(Agent):
         logits, values = self.net(mb["obs"], mb["masks"])
         return masked_logits(logits, mb["masks"]), values
 
+    def _fast_loss(self, idx: torch.Tensor, adv: torch.Tensor, ret: torch.Tensor, ppo: bool, clip: float = 0.0,
+                   ) -> dict[str, torch.Tensor]:
+        """The compiled kernel's loss on rollout samples ``idx`` (PPO's clipped surrogate, else A2C's policy
+        gradient), with its gradient left in the flat buffer for ``_fast_step``; the statistics ``ppo_loss`` gives."""
+        ro, c, f = self.rollout, self.cfg, self.fast
+        n = ro.T * ro.B
+        out = _ac_grad(f.p, f.g, f.specs[0], f.specs[1], f.act, _np(ro.obs.view(n, -1)), ro.actions.view(n).numpy(),
+                       ro.logp.view(n).numpy(), ro.values.view(n).numpy(), _np(adv.reshape(n)), _np(ret.reshape(n)),
+                       *_np_mask(ro.masks.view(n, -1) if ro.masks is not None else None), idx.numpy(), ppo,
+                       float(clip), -1.0 if getattr(c, "clip_vf", None) is None else float(c.clip_vf),
+                       float(c.ent_coef), float(c.vf_coef), bool(c.normalize_advantage))
+        return dict(zip(_AC_STATS, torch.from_numpy(out).unbind(), strict=True))
+
+    def _fast_step(self, loss: torch.Tensor) -> torch.Tensor:
+        """``_step`` for the gradient ``_fast_loss`` left: the same clipping, optimiser and NaN / inf guard."""
+        norm = self.fast.step(self.cfg.max_grad_norm) if bool(torch.isfinite(loss)) else float("nan")
+        if not np.isfinite(norm):
+            raise NonFiniteLossError(f"agent={self.name} net: the loss ({float(loss):g}) or the gradient norm "
+                                     f"({norm:g}) is NaN or infinite; the update was not applied")
+        return torch.tensor(norm if self.cfg.max_grad_norm > 0 else 0.0, dtype=torch.float32)
+
     def _step(self, loss: torch.Tensor) -> torch.Tensor:
         """One optimiser step; ``NonFiniteLossError`` (nothing changed) for a NaN / inf loss or gradient."""
         return optimizer_step(self.opt, self.net.parameters(), loss, self.cfg.max_grad_norm, f"agent={self.name} net",
@@ -422,6 +476,8 @@ class OnPolicyAgent(Agent):
     def load_state_dict(self, state: dict) -> None:
         self.net.load_state_dict(state["net"])
         self.opt.load_state_dict(state["opt"])
+        if self.fast is not None:
+            self.fast.bind(self.opt)  # load_state_dict replaced the optimiser's state tensors
         self.gen.set_state(state["gen"].cpu())
         self.n_updates, self.env_steps = int(state["n_updates"]), int(state["env_steps"])
         self.metrics = dict(state.get("metrics", {}))
@@ -434,6 +490,141 @@ class OnPolicyAgent(Agent):
         else:
             self.rollout, self._first, self._next_mask = None, None, None
         self._pending = None
+
+
+# --- the compiled path ---------------------------------------------------------------------------------------
+_AC_STATS = ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
+_NO_MASK = np.ones((1, 1), dtype=np.bool_)
+_NO_U = np.zeros((1, 1), dtype=np.float32)
+_TINY = np.float32(np.finfo(np.float32).tiny)
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    """A CPU tensor's numbers as a C-contiguous numpy array (no copy when it already is one)."""
+    return np.ascontiguousarray(t.detach().numpy())
+
+
+def _np_mask(mask: torch.Tensor | None) -> tuple[np.ndarray, bool]:
+    """(mask as numpy, True), or a placeholder and False without one."""
+    return (_NO_MASK, False) if mask is None else (_np(mask), True)
+
+
+@fastmlp.njit
+def _ac_targets(rewards, values, boot, terminated, ended, gamma, lam):
+    """``_targets`` in one pass: ``Rollout.next_values`` and returns.py's ``gae`` (``nstep_returns`` at lambda 1)
+    over [T, B] arrays, in float32 as torch computes them; (advantages, value targets)."""
+    T, B = rewards.shape
+    adv = np.empty((T, B), dtype=np.float32)
+    g, gl = np.float32(gamma), np.float32(gamma * lam)
+    for b in range(B):
+        last = np.float32(0.0)
+        for t in range(T - 1, -1, -1):
+            # V(s_{t+1}): the next stored value, or the bootstrap kept where a time limit cut the episode / at T-1
+            nv = boot[t, b] if (t == T - 1 or (ended[t, b] and not terminated[t, b])) else values[t + 1, b]
+            delta = rewards[t, b] + g * (np.float32(0.0) if terminated[t, b] else np.float32(1.0)) * nv - values[t, b]
+            last = delta + (np.float32(0.0) if ended[t, b] else gl) * last
+            adv[t, b] = last
+    if lam == 1.0:  # n-step returns first, advantages from them, as _targets does it
+        ret = adv + values
+        return ret - values, ret
+    return adv, adv + values
+
+
+@fastmlp.njit
+def _ac_act(p, spec_pi, spec_v, act, obs, mask, has_mask, u, deterministic):
+    """``act``: (action, log-probability, value) per row; the draw is ``gumbel_argmax`` with uniforms ``u``."""
+    logits, _ = fastmlp.forward(p, spec_pi, act, obs)
+    logp_all, z = fastmlp.masked_log_softmax(logits, mask, has_mask)
+    n, A = z.shape
+    action = np.empty(n, dtype=np.int64)
+    logp = np.empty(n, dtype=np.float32)
+    for i in range(n):
+        k, best = 0, np.float32(-np.inf)
+        for j in range(A):
+            s = z[i, j] if deterministic else z[i, j] - np.log(-np.log(max(u[i, j], _TINY)))
+            if s > best or j == 0:
+                k, best = j, s
+        action[i] = k
+        logp[i] = logp_all[i, k]
+    if deterministic:
+        return action, logp, logp
+    values, _ = fastmlp.forward(p, spec_v, act, obs)
+    return action, logp, values[:, 0].copy()
+
+
+@fastmlp.njit
+def _ac_grad(p, g, spec_pi, spec_v, act, obs, actions, old_logp, old_values, adv, ret, mask, has_mask, idx, ppo, clip,
+             clip_vf, ent_coef, vf_coef, normalize_advantage):
+    """PPO's ``ppo_loss`` (``ppo``) or A2C's loss on samples ``idx`` of the flattened rollout, gradient into ``g``.
+    Returns [loss, policy loss, value loss, entropy, approx KL, clip fraction] (the last two 0 for A2C)."""
+    n = idx.size
+    identity = n == obs.shape[0]  # A2C's whole rollout in order: no gather
+    for i in range(n if identity else 0):
+        identity = identity and idx[i] == i
+    x = obs if identity else obs[idx]
+    a = np.empty(n, dtype=np.float32)
+    for i in range(n):
+        a[i] = adv[idx[i]]
+    if normalize_advantage and n > 1:
+        mean = a.astype(np.float64).mean()
+        std = np.sqrt(((a.astype(np.float64) - mean) ** 2).sum() / (n - 1))
+        for i in range(n):
+            a[i] = (a[i] - mean) / (std + 1e-8)
+    logits, hs_pi = fastmlp.forward(p, spec_pi, act, x)
+    values, hs_v = fastmlp.forward(p, spec_v, act, x)
+    logp_all, _ = fastmlp.masked_log_softmax(logits, mask[idx] if has_mask else mask, has_mask)
+    A = logits.shape[1]
+    dz = np.zeros_like(logits)
+    dv = np.zeros_like(values)
+    prob = np.empty(A, dtype=np.float32)
+    pl = vl = ent = kl = cf = 0.0
+    for i in range(n):
+        j = idx[i]
+        act_i = actions[j]
+        lp = logp_all[i, act_i]
+        h = 0.0
+        for k in range(A):
+            prob[k] = np.exp(logp_all[i, k])
+            h -= prob[k] * logp_all[i, k]
+        ent += h
+        if ppo:
+            log_ratio = lp - old_logp[j]
+            r = np.exp(log_ratio)
+            rc = min(max(r, 1.0 - clip), 1.0 + clip)
+            s1, s2 = a[i] * r, a[i] * rc
+            pl -= min(s1, s2)
+            inside = 1.0 if (1.0 - clip <= r <= 1.0 + clip) else 0.0
+            # torch.min's gradient: to the smaller term, split evenly on a tie (clamp passes it only inside)
+            d = a[i] * r if s1 < s2 else a[i] * r * inside if s2 < s1 else 0.5 * a[i] * r * (1.0 + inside)
+            g_lp = -d / n
+            kl += (r - 1.0) - log_ratio
+            cf += 1.0 if abs(r - 1.0) > clip else 0.0
+        else:
+            pl -= a[i] * lp
+            g_lp = -a[i] / n
+        v, R = values[i, 0], ret[j]
+        if clip_vf < 0:
+            vl += (v - R) ** 2
+            dv[i, 0] = vf_coef * 2.0 * (v - R) / n
+        else:
+            delta = v - old_values[j]
+            vc = old_values[j] + min(max(delta, -clip_vf), clip_vf)
+            e1, e2 = (v - R) ** 2, (vc - R) ** 2
+            inside_v = 1.0 if -clip_vf <= delta <= clip_vf else 0.0
+            vl += max(e1, e2)
+            d1, d2 = 2.0 * (v - R), 2.0 * (vc - R) * inside_v
+            dv[i, 0] = vf_coef * (d1 if e1 > e2 else d2 if e2 > e1 else 0.5 * (d1 + d2)) / n
+        for k in range(A):
+            pk = prob[k]
+            # d(-ent_coef * mean H)/dz_k = ent_coef / n * p_k (log p_k + H); d logp_a / dz_k = [k == a] - p_k
+            dz[i, k] = ent_coef / n * pk * (logp_all[i, k] + h) + g_lp * ((1.0 if k == act_i else 0.0) - pk)
+    fastmlp.backward(p, g, spec_pi, act, hs_pi, dz)
+    fastmlp.backward(p, g, spec_v, act, hs_v, dv)
+    out = np.empty(6, dtype=np.float32)
+    out[1], out[2], out[3] = pl / n, vl / n, ent / n
+    out[0] = out[1] + vf_coef * out[2] - ent_coef * out[3]
+    out[4], out[5] = kl / n, cf / n
+    return out
 
 
 __all__ = ["ActorCritic", "OnPolicyAgent", "OnPolicyConfig", "Rollout", "explained_variance", "gumbel_argmax",

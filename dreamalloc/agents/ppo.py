@@ -83,15 +83,19 @@ class PPOAgent(OnPolicyAgent):
         n, stopped = 0, False
         for _ in range(c.n_epochs):
             for idx in self._minibatches(c.batch_size):
-                mb = self._take(idx, adv, ret)
-                logits, values = self._evaluate(mb)
-                logp, entropy = policy_terms(logits, mb["actions"])
-                loss, stats = ppo_loss(logp, mb["logp"], mb["adv"], values, mb["values"], mb["ret"], entropy, clip,
-                                       c.clip_vf, c.ent_coef, c.vf_coef, c.normalize_advantage)
+                if self.fast is not None:  # the same loss in the compiled kernel (onpolicy.py, _ac_grad)
+                    stats = self._fast_loss(idx, adv, ret, True, clip)
+                    loss = stats.pop("loss")
+                else:
+                    mb = self._take(idx, adv, ret)
+                    logits, values = self._evaluate(mb)
+                    logp, entropy = policy_terms(logits, mb["actions"])
+                    loss, stats = ppo_loss(logp, mb["logp"], mb["adv"], values, mb["values"], mb["ret"], entropy,
+                                           clip, c.clip_vf, c.ent_coef, c.vf_coef, c.normalize_advantage)
                 if c.target_kl is not None and float(stats["approx_kl"]) > 1.5 * c.target_kl:
                     stopped = True
                     break
-                stats["grad_norm"] = self._step(loss)
+                stats["grad_norm"] = self._fast_step(loss) if self.fast is not None else self._step(loss)
                 for k, v in stats.items():
                     sums[k] = sums[k] + v if k in sums else v.clone()
                 n += 1
