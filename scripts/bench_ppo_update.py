@@ -1,9 +1,10 @@
-"""One PPO minibatch step, eager against ``torch.compile``: is compiling the update a way to a faster learner?
+"""One PPO minibatch step three ways: torch eager, ``torch.compile``, and the compiled CPU kernel the agent takes by
+default (``agent.fast``: nn/fastmlp.py, ``_ac_grad`` in agents/onpolicy.py).
 
 The step is the one ``PPOAgent._learn`` takes per minibatch (the agent's own ``ActorCritic``, ``policy_terms``
 and ``ppo_loss``, backward, gradient clipping, fused Adam) on the benchmark's shapes: ``--batch`` rows of the
 257-wide observation of a 256-cell heap, two [64, 64] tanh MLPs, 3 actions. It prints the time of the first call
-(the compile), the median per step after a warm-up, and ``compiled_speedup_vs_eager``.
+(the compile), the median per step after a warm-up, ``compiled_speedup_vs_eager`` and ``kernel_speedup_vs_eager``.
 
     python scripts/bench_ppo_update.py [--batch 256] [--steps 300] [--threads 1]
 """
@@ -16,12 +17,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dreamalloc.agents.onpolicy import ActorCritic, policy_terms  # noqa: E402
+from dreamalloc.agents.onpolicy import ActorCritic, _ac_grad, policy_terms  # noqa: E402
 from dreamalloc.agents.ppo import ppo_loss  # noqa: E402
+from dreamalloc.nn.fastmlp import FlatMLPs  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -38,10 +41,25 @@ def main(argv=None) -> dict:
             torch.randn(B, generator=g) * 0.1 - 1.1, torch.randn(B, generator=g), torch.randn(B, generator=g),
             torch.randn(B, generator=g))
     out = {}
-    for name in ("eager", "compiled"):
+    for name in ("eager", "compiled", "kernel"):
         torch.manual_seed(0)
         net = ActorCritic(a.obs, 3, [64, 64], "tanh", False)
         opt = torch.optim.Adam(net.parameters(), lr=3e-4, eps=1e-5, fused=True)
+        if name == "kernel":
+            flat = FlatMLPs([net.pi, net.v])
+            flat.bind(opt)
+            obs, act, old_logp, adv, old_values, ret = (np.ascontiguousarray(x.numpy()) for x in data)
+            # _ac_grad's arguments after the nets: the minibatch (all rows, in order), no mask, PPO's loss with
+            # clip 0.2, no value clipping, ent_coef 0.01, vf_coef 0.5, normalised advantages (as loss_of below)
+            args = (obs, act, old_logp, old_values, adv, ret, np.ones((1, 1), dtype=np.bool_), False, np.arange(B),
+                    True, 0.2, -1.0, 0.01, 0.5, True)
+
+            def step(flat=flat, args=args):
+                _ac_grad(flat.p, flat.g, flat.specs[0], flat.specs[1], flat.act, *args)
+                flat.step(0.5)
+
+            out[name] = _time(name, step, a.steps)
+            continue
 
         def loss_of(obs, act, old_logp, adv, old_values, ret, net=net):
             logits, values = net(obs)
@@ -57,21 +75,29 @@ def main(argv=None) -> dict:
             torch.nn.utils.clip_grad_norm_(net.parameters(), 0.5, foreach=True)
             opt.step()
 
+        out[name] = _time(name, step, a.steps)
+    out["speedup"] = out["eager"] / out["compiled"]
+    out["kernel_speedup"] = out["eager"] / out["kernel"]
+    print(f"compiled_speedup_vs_eager: {out['speedup']:.2f}")
+    print(f"kernel_speedup_vs_eager: {out['kernel_speedup']:.2f}")
+    return out
+
+
+def _time(name: str, step, steps: int) -> float:
+    """Median milliseconds of ``step`` after the first call (printed: a compile) and 20 warm-up calls."""
+    t = time.perf_counter()
+    step()
+    first = time.perf_counter() - t
+    for _ in range(20):
+        step()
+    times = []
+    for _ in range(steps):
         t = time.perf_counter()
         step()
-        first = time.perf_counter() - t
-        for _ in range(20):
-            step()
-        times = []
-        for _ in range(a.steps):
-            t = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - t)
-        out[name] = statistics.median(times) * 1e3
-        print(f"{name:9s} first call {first:7.2f} s, median step {out[name]:.3f} ms", flush=True)
-    out["speedup"] = out["eager"] / out["compiled"]
-    print(f"compiled_speedup_vs_eager: {out['speedup']:.2f}")
-    return out
+        times.append(time.perf_counter() - t)
+    ms = statistics.median(times) * 1e3
+    print(f"{name:9s} first call {first:7.2f} s, median step {ms:.3f} ms", flush=True)
+    return ms
 
 
 if __name__ == "__main__":
