@@ -32,6 +32,7 @@ from torch.nn import functional as F
 from dreamalloc.agents.base import ActingStep, Agent, GreedyStep, NonFiniteLossError, optimizer_step
 from dreamalloc.core.checks import COUNT, FINITE, NONNEG, POSITIVE, UNIT, OneOf, Range, between, ge
 from dreamalloc.nn import fastmlp
+from dreamalloc.nn.fastmlp import as_numpy, mask_args
 from dreamalloc.nn.layers import ACTIVATIONS, masked_logits, mlp
 
 
@@ -254,7 +255,7 @@ class DQNAgent(Agent):
         if eps < 1.0:
             if self.fast is not None:
                 f = self.fast[0]
-                greedy = torch.from_numpy(fastmlp.greedy(f.p, f.specs[0], f.act, _np(obs), *_np_mask(mask)))
+                greedy = torch.from_numpy(fastmlp.greedy(f.p, f.specs[0], f.act, as_numpy(obs), *mask_args(mask)))
             else:
                 with torch.no_grad():
                     greedy = masked_logits(self.q(obs), mask).argmax(-1)
@@ -347,8 +348,9 @@ class DQNAgent(Agent):
         rp, c = self.replay, self.cfg
         idx = torch.randint(0, rp.size, (c.batch_size,), generator=self.gen, device=self.device).numpy()
         loss, q_mean = _dqn_grad(online.p, online.g, online.specs[0], target.p, target.specs[0], online.act, idx,
-                                 _np(rp.obs), rp.actions.numpy(), rp.rewards.numpy(), rp.terminated.numpy(),
-                                 _np(rp.next_obs), *_np_mask(rp.next_mask), c.gamma, c.double_q)
+                                 as_numpy(rp.obs), rp.actions.numpy(), rp.rewards.numpy(),
+                                 rp.terminated.numpy(), as_numpy(rp.next_obs), *mask_args(rp.next_mask), c.gamma,
+                                 c.double_q)
         norm = online.step(c.max_grad_norm) if np.isfinite(loss) else float("nan")
         if not np.isfinite(norm):
             self.n_updates += i
@@ -380,19 +382,6 @@ class DQNAgent(Agent):
         self.replay = self._new_replay()
         if state.get("replay") is not None:
             self.replay.load_state_dict(state["replay"])
-
-
-def _np(t: torch.Tensor) -> np.ndarray:
-    """A CPU tensor's numbers as a C-contiguous numpy array (no copy when it already is one)."""
-    return np.ascontiguousarray(t.detach().numpy())
-
-
-_NO_MASK = np.ones((1, 1), dtype=np.bool_)
-
-
-def _np_mask(mask: torch.Tensor | None) -> tuple[np.ndarray, bool]:
-    """(mask as numpy, True), or a placeholder and False without one."""
-    return (_NO_MASK, False) if mask is None else (_np(mask), True)
 
 
 @fastmlp.njit

@@ -29,6 +29,7 @@ from dreamalloc.agents.base import ActingStep, Agent, GreedyStep, NonFiniteLossE
 from dreamalloc.agents.returns import gae, nstep_returns
 from dreamalloc.core.checks import COUNT, FINITE, NONNEG, POSITIVE, UNIT, OneOf, Range, between
 from dreamalloc.nn import fastmlp
+from dreamalloc.nn.fastmlp import as_numpy, mask_args
 from dreamalloc.nn.layers import ACTIVATIONS, PointerHead, masked_logits, mlp, orthogonal_init
 
 OPTIMIZERS = ("adam", "rmsprop")
@@ -302,7 +303,8 @@ class OnPolicyAgent(Agent):
         if self.fast is not None:
             f = self.fast
             u = _NO_U if deterministic else torch.rand((obs.shape[0], self.n_actions), generator=self.gen).numpy()
-            a, logp, value = _ac_act(f.p, f.specs[0], f.specs[1], f.act, _np(obs), *_np_mask(mask), u, deterministic)
+            a, logp, value = _ac_act(f.p, f.specs[0], f.specs[1], f.act, as_numpy(obs), *mask_args(mask), u,
+                                     deterministic)
             action = torch.from_numpy(a)
             if deterministic:
                 return action, state
@@ -442,9 +444,10 @@ class OnPolicyAgent(Agent):
         gradient), with its gradient left in the flat buffer for ``_fast_step``; the statistics ``ppo_loss`` gives."""
         ro, c, f = self.rollout, self.cfg, self.fast
         n = ro.T * ro.B
-        out = _ac_grad(f.p, f.g, f.specs[0], f.specs[1], f.act, _np(ro.obs.view(n, -1)), ro.actions.view(n).numpy(),
-                       ro.logp.view(n).numpy(), ro.values.view(n).numpy(), _np(adv.reshape(n)), _np(ret.reshape(n)),
-                       *_np_mask(ro.masks.view(n, -1) if ro.masks is not None else None), idx.numpy(), ppo,
+        out = _ac_grad(f.p, f.g, f.specs[0], f.specs[1], f.act, as_numpy(ro.obs.view(n, -1)),
+                       ro.actions.view(n).numpy(), ro.logp.view(n).numpy(), ro.values.view(n).numpy(),
+                       as_numpy(adv.reshape(n)), as_numpy(ret.reshape(n)),
+                       *mask_args(ro.masks.view(n, -1) if ro.masks is not None else None), idx.numpy(), ppo,
                        float(clip), -1.0 if getattr(c, "clip_vf", None) is None else float(c.clip_vf),
                        float(c.ent_coef), float(c.vf_coef), bool(c.normalize_advantage))
         return dict(zip(_AC_STATS, torch.from_numpy(out).unbind(), strict=True))
@@ -494,19 +497,8 @@ class OnPolicyAgent(Agent):
 
 # --- the compiled path ---------------------------------------------------------------------------------------
 _AC_STATS = ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
-_NO_MASK = np.ones((1, 1), dtype=np.bool_)
 _NO_U = np.zeros((1, 1), dtype=np.float32)
 _TINY = np.float32(np.finfo(np.float32).tiny)
-
-
-def _np(t: torch.Tensor) -> np.ndarray:
-    """A CPU tensor's numbers as a C-contiguous numpy array (no copy when it already is one)."""
-    return np.ascontiguousarray(t.detach().numpy())
-
-
-def _np_mask(mask: torch.Tensor | None) -> tuple[np.ndarray, bool]:
-    """(mask as numpy, True), or a placeholder and False without one."""
-    return (_NO_MASK, False) if mask is None else (_np(mask), True)
 
 
 @fastmlp.njit

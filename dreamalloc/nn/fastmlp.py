@@ -56,6 +56,19 @@ def one_blas_thread() -> None:
     _BLAS_PINNED = True
 
 
+NO_MASK = np.ones((1, 1), dtype=np.bool_)  # the placeholder a kernel gets with has_mask False
+
+
+def as_numpy(t: torch.Tensor) -> np.ndarray:
+    """A CPU tensor's numbers as a C-contiguous numpy array (no copy when it already is one), as kernels take them."""
+    return np.ascontiguousarray(t.detach().numpy())
+
+
+def mask_args(mask: torch.Tensor | None) -> tuple[np.ndarray, bool]:
+    """A kernel's (mask, has_mask) arguments for an action mask or None."""
+    return (NO_MASK, False) if mask is None else (as_numpy(mask), True)
+
+
 def plain_mlp(net: nn.Module) -> int | None:
     """The activation code of ``net`` if it is a stack these kernels run (Linear, act, ..., Linear, all Linear
     with bias, one activation kind), else None."""
@@ -357,5 +370,5 @@ def rmsprop_step(p, g, v, steps, lr, alpha, eps, max_grad_norm):
     return norm
 
 
-__all__ = ["AVAILABLE", "FlatMLPs", "adam_step", "backward", "forward", "grad_norm", "greedy",
-           "masked_log_softmax", "njit", "one_blas_thread", "plain_mlp", "relu_", "rmsprop_step", "tanh_"]
+__all__ = ["AVAILABLE", "NO_MASK", "FlatMLPs", "adam_step", "as_numpy", "backward", "forward", "grad_norm", "greedy",
+           "mask_args", "masked_log_softmax", "njit", "one_blas_thread", "plain_mlp", "relu_", "rmsprop_step", "tanh_"]
