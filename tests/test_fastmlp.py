@@ -84,6 +84,18 @@ def test_optimiser_steps_match_torch(opt_name):
         assert float(opt.state[p]["step"]) == float(ropt.state[q]["step"]) == 5
 
 
+def test_optimisers_the_kernels_do_not_step_are_refused():
+    net = mlp(3, [4], 2, "relu")
+    flat = fastmlp.FlatMLPs([net])
+    for opt, what in ((torch.optim.Adam(net.parameters(), amsgrad=True), "amsgrad"),
+                      (torch.optim.RMSprop(net.parameters(), momentum=0.9), "momentum"),
+                      (torch.optim.SGD(net.parameters(), lr=0.1), "Adam or RMSprop")):
+        with pytest.raises(ValueError, match=what):
+            flat.bind(opt)
+    with pytest.raises(ValueError, match="exactly these"):
+        flat.bind(torch.optim.Adam(list(net.parameters())[:1]))
+
+
 def test_a_nan_gradient_changes_nothing():
     net = mlp(3, [4], 2, "relu")
     opt = torch.optim.Adam(list(net.parameters()), lr=0.1)

@@ -1,7 +1,7 @@
 """Plain MLPs' forward, backward and optimiser steps compiled with numba, for the small nets of PPO, A2C and DQN on
 the CPU.
 
-At these sizes (a few thousand to a few tens of thousands of weights, minibatches of 32-256) torch spends most of
+At these sizes (a few thousand to a few tens of thousands of weights, minibatches of 32-320) torch spends most of
 a gradient step in per-op dispatch and autograd bookkeeping, not in arithmetic. ``FlatMLPs`` lays the weights of
 one or more ``mlp(...)`` stacks (Linear / activation / ... / Linear) end to end in one float32 buffer, with every
 ``nn.Parameter`` a view into it, so the torch modules (checkpoints, acting exports, evaluation) and the compiled
@@ -113,22 +113,15 @@ class FlatMLPs:
         self.size = off
         self.specs = specs
         self.flat = torch.empty(off, dtype=torch.float32)
-        self._views(self.flat, self.params, copy=True)
+        off = 0
+        for t in self.params:  # each parameter becomes a view of its slice, keeping its values
+            view = self.flat[off:off + t.numel()].view(t.shape)
+            view.copy_(t.detach())
+            t.data = view
+            off += t.numel()
         self.p = self.flat.numpy()
         self.g = np.zeros(off, dtype=np.float32)  # the gradient buffer the kernels write
         self.opt: torch.optim.Optimizer | None = None
-
-    @staticmethod
-    def _views(flat: torch.Tensor, tensors, copy: bool) -> list[torch.Tensor]:
-        out, off = [], 0
-        for t in tensors:
-            v = flat[off:off + t.numel()].view(t.shape)
-            if copy:
-                v.copy_(t.detach())
-                t.data = v
-            out.append(v)
-            off += t.numel()
-        return out
 
     def bind(self, opt: torch.optim.Optimizer) -> None:
         """Point ``opt``'s state for our parameters at flat buffers (keeping what it holds): Adam's ``exp_avg`` /
@@ -136,9 +129,15 @@ class FlatMLPs:
         parameter, all equal."""
         if set(map(id, (p for g in opt.param_groups for p in g["params"]))) != set(map(id, self.params)):
             raise ValueError("FlatMLPs.bind: the optimiser must hold exactly these nets' parameters")
+        if not isinstance(opt, (torch.optim.Adam, torch.optim.RMSprop)) or len(opt.param_groups) != 1:
+            raise ValueError(f"FlatMLPs.bind: one param group of Adam or RMSprop only, got {type(opt).__name__} with "
+                             f"{len(opt.param_groups)}")
+        g = opt.param_groups[0]
+        extras = [k for k in ("weight_decay", "momentum") if g.get(k, 0)] + \
+            [k for k in ("amsgrad", "centered", "maximize") if g.get(k, False)]
+        if extras:
+            raise ValueError(f"FlatMLPs.bind: the kernels step plain Adam / RMSprop; this optimiser sets {extras}")
         keys = ("exp_avg", "exp_avg_sq") if isinstance(opt, torch.optim.Adam) else ("square_avg",)
-        if not isinstance(opt, (torch.optim.Adam, torch.optim.RMSprop)):
-            raise ValueError(f"FlatMLPs.bind: Adam or RMSprop only, got {type(opt).__name__}")
         bufs = {k: torch.zeros(self.size, dtype=torch.float32) for k in keys}
         steps = torch.zeros(len(self.params), dtype=torch.float32)
         for i, p in enumerate(self.params):
