@@ -50,6 +50,17 @@ def optimizer_step(opt: torch.optim.Optimizer, params, loss: torch.Tensor, max_g
     return norm
 
 
+def flat_optimizer_step(flat, loss: torch.Tensor, max_grad_norm: float, who: str) -> torch.Tensor:
+    """``optimizer_step`` for the compiled path (``dreamalloc.nn.fastmlp.FlatMLPs``, its gradient already in
+    ``flat.g``): the same clipping, the bound optimiser's step and the same guard (``NonFiniteLossError`` before
+    anything changed). Returns the norm before clipping (0 when ``max_grad_norm`` is 0)."""
+    norm = flat.step(max_grad_norm) if bool(torch.isfinite(loss)) else float("nan")
+    if not np.isfinite(norm):
+        raise NonFiniteLossError(f"{who}: the loss ({float(loss):g}) or the gradient norm ({norm:g}) is NaN or "
+                                 "infinite; the update was not applied")
+    return torch.tensor(norm if max_grad_norm > 0 else 0.0, dtype=torch.float32)
+
+
 def nonfinite_parameter(agent: Agent) -> str | None:
     """The name (``module.param``) of the first NaN / infinite parameter of the agent's networks, or None.
 

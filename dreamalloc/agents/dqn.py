@@ -29,7 +29,14 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from dreamalloc.agents.base import ActingStep, Agent, GreedyStep, NonFiniteLossError, optimizer_step
+from dreamalloc.agents.base import (
+    ActingStep,
+    Agent,
+    GreedyStep,
+    NonFiniteLossError,
+    flat_optimizer_step,
+    optimizer_step,
+)
 from dreamalloc.core.checks import COUNT, FINITE, NONNEG, POSITIVE, UNIT, OneOf, Range, between, ge
 from dreamalloc.nn import fastmlp
 from dreamalloc.nn.fastmlp import as_numpy, mask_args
@@ -125,9 +132,13 @@ class Replay:
         self.pos = (p + B) % self.capacity
         self.size = min(self.size + B, self.capacity)
 
+    def draw(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        """Rows of ``n`` transitions drawn uniformly with replacement (SB3's sampling)."""
+        return torch.randint(0, self.size, (n,), generator=gen, device=self.device)
+
     def sample(self, n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
-        """``n`` transitions drawn uniformly with replacement (SB3's sampling)."""
-        i = torch.randint(0, self.size, (n,), generator=gen, device=self.device)
+        """``n`` transitions (``draw``)."""
+        i = self.draw(n, gen)
         return {k: getattr(self, k)[i] if getattr(self, k) is not None else None for k in self.KEYS}
 
     def state_dict(self) -> dict:
@@ -346,17 +357,17 @@ class DQNAgent(Agent):
         """The gradient step above in the compiled kernel: the same minibatch draw, loss, clipping and Adam."""
         online, target = self.fast
         rp, c = self.replay, self.cfg
-        idx = torch.randint(0, rp.size, (c.batch_size,), generator=self.gen, device=self.device).numpy()
-        loss, q_mean = _dqn_grad(online.p, online.g, online.specs[0], target.p, target.specs[0], online.act, idx,
-                                 as_numpy(rp.obs), rp.actions.numpy(), rp.rewards.numpy(),
-                                 rp.terminated.numpy(), as_numpy(rp.next_obs), *mask_args(rp.next_mask), c.gamma,
-                                 c.double_q)
-        norm = online.step(c.max_grad_norm) if np.isfinite(loss) else float("nan")
-        if not np.isfinite(norm):
-            self.n_updates += i
-            raise NonFiniteLossError(f"agent=dqn q: the loss ({loss:g}) or the gradient norm ({norm:g}) is NaN or "
-                                     "infinite; the update was not applied")
-        return torch.tensor(loss, dtype=torch.float32), torch.tensor(q_mean, dtype=torch.float32)
+        loss, q_mean = _dqn_grad(online.p, online.g, online.specs[0], target.p, target.specs[0], online.act,
+                                 rp.draw(c.batch_size, self.gen).numpy(), as_numpy(rp.obs), rp.actions.numpy(),
+                                 rp.rewards.numpy(), rp.terminated.numpy(), as_numpy(rp.next_obs),
+                                 *mask_args(rp.next_mask), c.gamma, c.double_q)
+        loss = torch.tensor(loss, dtype=torch.float32)
+        try:
+            flat_optimizer_step(online, loss, c.max_grad_norm, "agent=dqn q")
+        except NonFiniteLossError:
+            self.n_updates += i  # the gradient steps of this round that were applied
+            raise
+        return loss, torch.tensor(q_mean, dtype=torch.float32)
 
     # --- checkpoints ----------------------------------------------------------------------------------
     def state_dict(self, include_replay: bool = True) -> dict:
@@ -392,7 +403,7 @@ def _dqn_grad(p, g, spec, pt, spec_t, act, idx, obs, actions, rewards, terminate
     n = idx.size
     x, nx = obs[idx], next_obs[idx]
     nmask = next_mask[idx] if has_mask else next_mask
-    _, next_q = fastmlp.masked_log_softmax(fastmlp.forward(pt, spec_t, act, nx)[0], nmask, has_mask)
+    next_q = fastmlp.masked(fastmlp.forward(pt, spec_t, act, nx)[0], nmask, has_mask)
     if double_q:
         a_next = fastmlp.greedy(p, spec, act, nx, nmask, has_mask)
     q_all, hs = fastmlp.forward(p, spec, act, x)

@@ -25,7 +25,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dreamalloc.agents.base import ActingStep, Agent, GreedyStep, NonFiniteLossError, optimizer_step, same_action
+from dreamalloc.agents.base import (
+    ActingStep,
+    Agent,
+    GreedyStep,
+    NonFiniteLossError,
+    flat_optimizer_step,
+    optimizer_step,
+    same_action,
+)
 from dreamalloc.agents.returns import gae, nstep_returns
 from dreamalloc.core.checks import COUNT, FINITE, NONNEG, POSITIVE, UNIT, OneOf, Range, between
 from dreamalloc.nn import fastmlp
@@ -282,7 +290,7 @@ class OnPolicyAgent(Agent):
         net = self.net
         if not (self.cfg.fast and fastmlp.AVAILABLE and self.device.type == "cpu" and type(net) is ActorCritic
                 and not net.shared and net.pointer is None
-                and fastmlp.plain_mlp(net.pi) is not None and fastmlp.plain_mlp(net.pi) == fastmlp.plain_mlp(net.v)):
+                and fastmlp.plain_mlp(net.pi) == fastmlp.plain_mlp(net.v) is not None):
             return None
         flat = fastmlp.FlatMLPs([net.pi, net.v])
         flat.bind(self.opt)
@@ -454,11 +462,7 @@ class OnPolicyAgent(Agent):
 
     def _fast_step(self, loss: torch.Tensor) -> torch.Tensor:
         """``_step`` for the gradient ``_fast_loss`` left: the same clipping, optimiser and NaN / inf guard."""
-        norm = self.fast.step(self.cfg.max_grad_norm) if bool(torch.isfinite(loss)) else float("nan")
-        if not np.isfinite(norm):
-            raise NonFiniteLossError(f"agent={self.name} net: the loss ({float(loss):g}) or the gradient norm "
-                                     f"({norm:g}) is NaN or infinite; the update was not applied")
-        return torch.tensor(norm if self.cfg.max_grad_norm > 0 else 0.0, dtype=torch.float32)
+        return flat_optimizer_step(self.fast, loss, self.cfg.max_grad_norm, f"agent={self.name} net")
 
     def _step(self, loss: torch.Tensor) -> torch.Tensor:
         """One optimiser step; ``NonFiniteLossError`` (nothing changed) for a NaN / inf loss or gradient."""
@@ -538,7 +542,7 @@ def _ac_act(p, spec_pi, spec_v, act, obs, mask, has_mask, u, deterministic):
                 k, best = j, s
         action[i] = k
         logp[i] = logp_all[i, k]
-    if deterministic:
+    if deterministic:  # no value needed; numba wants one return type, so logp stands in for it
         return action, logp, logp
     values, _ = fastmlp.forward(p, spec_v, act, obs)
     return action, logp, values[:, 0].copy()

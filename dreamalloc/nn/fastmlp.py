@@ -244,9 +244,7 @@ def forward(p, spec, act, x):
 @njit
 def greedy(p, spec, act, x, mask, has_mask):
     """argmax over the net's outputs on x, invalid actions left out as ``masked_logits`` does."""
-    out, _ = forward(p, spec, act, x)
-    if has_mask:
-        _, out = masked_log_softmax(out, mask, True)
+    out = masked(forward(p, spec, act, x)[0], mask, has_mask)
     n, A = out.shape
     best = np.empty(n, dtype=np.int64)
     for i in range(n):
@@ -287,9 +285,9 @@ def backward(p, g, spec, act, hs, dy):
 
 
 @njit
-def masked_log_softmax(logits, mask, has_mask):
-    """log-softmax over masked logits (masked_logits' rule: invalid actions at the float32 minimum unless a
-    row has no valid action) and the masked logits themselves."""
+def masked(logits, mask, has_mask):
+    """A copy of ``logits`` with ``masked_logits``' rule applied: invalid actions at the float32 minimum unless a row
+    has no valid action."""
     n, A = logits.shape
     z = logits.copy()
     if has_mask:
@@ -301,6 +299,14 @@ def masked_log_softmax(logits, mask, has_mask):
                 for k in range(A):
                     if not mask[i, k]:
                         z[i, k] = FMIN
+    return z
+
+
+@njit
+def masked_log_softmax(logits, mask, has_mask):
+    """log-softmax over ``masked`` logits, and the masked logits themselves."""
+    z = masked(logits, mask, has_mask)
+    n, A = z.shape
     out = np.empty_like(z)
     for i in range(n):
         mx = z[i, 0]
@@ -370,4 +376,5 @@ def rmsprop_step(p, g, v, steps, lr, alpha, eps, max_grad_norm):
 
 
 __all__ = ["AVAILABLE", "NO_MASK", "FlatMLPs", "adam_step", "as_numpy", "backward", "forward", "grad_norm", "greedy",
-           "mask_args", "masked_log_softmax", "njit", "one_blas_thread", "plain_mlp", "relu_", "rmsprop_step", "tanh_"]
+           "mask_args", "masked", "masked_log_softmax", "njit", "one_blas_thread", "plain_mlp", "relu_",
+           "rmsprop_step", "tanh_"]
