@@ -20,7 +20,14 @@ from dreamalloc.agents.base import NonFiniteLossError
 from dreamalloc.agents.dreamer import DreamerAgent
 from dreamalloc.agents.dreamer.behavior import lambda_return, twohot_ce
 from dreamalloc.agents.dreamer.replay import SequenceReplay
-from dreamalloc.agents.dreamer.rssm import RSSM, BlockLinear, categorical_kl, unimix_logits
+from dreamalloc.agents.dreamer.rssm import (
+    RSSM,
+    BlockLinear,
+    argmax_onehot,
+    categorical_kl,
+    sample_onehot,
+    unimix_logits,
+)
 from dreamalloc.agents.dreamer.world_model import kl_losses
 from dreamalloc.experiment.config import register_configs
 from dreamalloc.nn import (
@@ -34,6 +41,7 @@ from dreamalloc.nn import (
     twohot_loss,
     twohot_mean,
 )
+from dreamalloc.nn.norms import RMSNorm, rms_norm
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(deter=32, hidden=16, stoch=4, classes=4, blocks=4, units=16, enc_layers=1, dec_layers=1,
@@ -207,6 +215,55 @@ def test_block_linear_shared_input_equals_the_repeated_input():
     full = torch.cat([x.view(7, 4, 3), shared.unsqueeze(1).expand(7, 4, 5)], -1).reshape(7, -1)
     assert torch.allclose(bl.forward_shared(x, shared), bl(full), atol=1e-6)
     assert torch.allclose(bl.forward_shared(x, shared, bl.split(3)), bl(full), atol=1e-6)
+
+
+def test_compiled_rms_norm_matches_torch_values_and_gradients():
+    """The compiled RMSNorm (CPU, float32) against F.rms_norm: outputs and the gradients of input and scale, on
+    wide and narrow rows, a strided input, the no-grad path and large eps; what the kernels do not take (bfloat16,
+    an empty tensor) goes to torch and still works."""
+    torch.manual_seed(0)
+    F = torch.nn.functional
+    cases = [torch.randn(1024, 64) * 3, torch.randn(16, 512), torch.randn(5, 3, 64).transpose(0, 1),
+             torch.randn(7, 9) * 1e-3]
+    for x, eps in zip(cases, (1e-4, 1e-4, 1e-4, 1.0), strict=True):
+        x = x.requires_grad_()
+        scale = (torch.rand(x.shape[-1]) + 0.5).requires_grad_()
+        dy = torch.randn(x.shape)
+        y = rms_norm(x, scale, eps)
+        want = F.rms_norm(x, scale.shape, scale, eps)
+        assert y.shape == want.shape and torch.allclose(y, want, rtol=1e-5, atol=1e-6)
+        got, ref = torch.autograd.grad(y, (x, scale), dy), torch.autograd.grad(want, (x, scale), dy)
+        for a, b in zip(got, ref, strict=True):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), (a - b).abs().max()
+        with torch.no_grad():
+            assert torch.allclose(rms_norm(x, scale, eps), want, rtol=1e-5, atol=1e-6)
+    norm = RMSNorm(8)
+    xb = torch.randn(4, 8, dtype=torch.bfloat16)
+    assert norm(xb).dtype == torch.bfloat16 and torch.allclose(norm(xb).float(), norm(xb.float()), atol=2e-2)
+    assert norm(torch.empty(0, 8)).shape == (0, 8)
+
+
+def test_argmax_onehot_is_torch_argmax_with_its_ties_and_nans():
+    """The compiled one-hot of argmax(x + noise): torch's first index on ties, a NaN counts as the largest (the
+    first NaN wins), a strided noise tensor is read as it is, and a draw keeps its straight-through gradient."""
+    torch.manual_seed(0)
+    F = torch.nn.functional
+    x = torch.randn(64, 8, 4)
+    noise = torch.randn(64, 3, 8, 4)[:, 1]  # a view, as observe's per-step noise
+    x[0, 0] = torch.tensor([1.0, 2.0, 2.0, 0.0]) - noise[0, 0]
+    x[0, 1] = torch.tensor([1.0, float("nan"), 3.0, float("nan")])
+    x[0, 2] = torch.tensor([float("nan"), 5.0, float("nan"), 1.0])
+    got = argmax_onehot(x, noise)
+    want = F.one_hot((x + noise).argmax(-1), 4).float()
+    assert torch.equal(got, want)
+    assert got[0, 1].tolist() == [0.0, 1.0, 0.0, 0.0] and got[0, 2].tolist() == [1.0, 0.0, 0.0, 0.0]
+    logits = torch.randn(5, 8, 4, requires_grad=True)
+    probs = torch.softmax(logits, -1)
+    draw = sample_onehot(logits, torch.zeros(5, 8, 4), probs)
+    assert torch.allclose(draw.detach(), F.one_hot(logits.argmax(-1), 4).float(), atol=1e-6)  # 1 + p - p
+    w = torch.randn(5, 8, 4)
+    assert torch.allclose(torch.autograd.grad((draw * w).sum(), logits, retain_graph=True)[0],
+                          torch.autograd.grad((probs * w).sum(), logits)[0])
 
 
 def test_core_matches_the_dreamerv3_equations():

@@ -1,10 +1,114 @@
-"""RMSNorm, DreamerV3's normalisation after every hidden layer (eps 1e-4, a learned scale, no bias)."""
+"""RMSNorm, DreamerV3's normalisation after every hidden layer (eps 1e-4, a learned scale, no bias).
+
+On the CPU in float32 the forward and backward run as two compiled loops over the rows (numba): torch composes
+``F.rms_norm`` and its gradient from a power, a mean, a reciprocal square root and three products, each a pass
+over the tensor with its own autograd node, and a Dreamer update calls it several hundred times (a fifth of the
+1M preset's update, forward and backward, went there). Same equations, float32 as torch; the sums are
+vectorised, so the last bits differ from torch's (tests/test_dreamer.py compares the two, values and gradients).
+Elsewhere (CUDA, bfloat16, inside ``torch.compile`` / ONNX export) it is ``F.rms_norm``.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
+
+try:
+    import numba
+except ImportError:  # pragma: no cover - numba is a dependency
+    numba = None
+
+if numba is not None:
+    # reassociation lets the row sums vectorise; deterministic for a given machine (also the Dreamer's other kernels)
+    njit = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract", "nsz"})
+else:  # pragma: no cover
+    def njit(f):
+        return f
+
+
+@njit
+def _rms_forward(x, scale, eps, y, rstd):
+    """y = x / sqrt(mean(x^2) + eps) * scale row by row; rstd[i] = 1 / sqrt(mean(x_i^2) + eps)."""
+    n, d = x.shape
+    inv_d = np.float32(1.0 / d)
+    for i in range(n):
+        acc = np.float32(0.0)
+        for j in range(d):
+            acc += x[i, j] * x[i, j]
+        r = np.float32(1.0) / np.sqrt(acc * inv_d + np.float32(eps))
+        rstd[i] = r
+        for j in range(d):
+            y[i, j] = x[i, j] * r * scale[j]
+
+
+@njit
+def _rms_backward(x, scale, rstd, dy, dx, dscale):
+    """With xh = x r and g = dy scale: dscale = sum_i dy xh, dx = r (g - xh mean_j(g xh))."""
+    n, d = x.shape
+    inv_d = np.float32(1.0 / d)
+    acc_s = np.zeros(d, dtype=np.float64)  # summed over every row: float64, as torch's cascade keeps it exact
+    for i in range(n):
+        r = rstd[i]
+        acc = np.float32(0.0)
+        for j in range(d):
+            xh = x[i, j] * r
+            acc_s[j] += np.float64(dy[i, j] * xh)
+            acc += dy[i, j] * scale[j] * xh
+        m = acc * inv_d
+        for j in range(d):
+            dx[i, j] = r * (dy[i, j] * scale[j] - x[i, j] * r * m)
+    for j in range(d):
+        dscale[j] = np.float32(acc_s[j])
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    return x.detach().reshape(-1, x.shape[-1]).contiguous()
+
+
+def _forward(x2: torch.Tensor, scale: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    y = torch.empty_like(x2)
+    rstd = x2.new_empty(x2.shape[0])
+    _rms_forward(x2.numpy(), scale.detach().numpy(), eps, y.numpy(), rstd.numpy())
+    return y, rstd
+
+
+class _RMSNormCPU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, scale, eps):
+        x2 = _rows(x)
+        y, rstd = _forward(x2, scale, eps)
+        ctx.save_for_backward(x2, scale, rstd)
+        return y.view(x.shape)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy):
+        x2, scale, rstd = ctx.saved_tensors
+        dx = torch.empty_like(x2)
+        dscale = torch.empty_like(scale)
+        _rms_backward(x2.numpy(), scale.detach().numpy(), rstd.numpy(), _rows(dy).numpy(), dx.numpy(),
+                      dscale.numpy())
+        return dx.view(dy.shape), dscale, None
+
+
+def kernel_ok(*tensors: torch.Tensor) -> bool:
+    """Whether these tensors may go through a numba kernel: float32 on the CPU, not empty, and not while torch traces
+    (``torch.jit.trace``, ``torch.compile``, ``torch.export`` / ONNX export see torch ops only)."""
+    if numba is None or torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        return False
+    return all(t.device.type == "cpu" and t.dtype == torch.float32 and t.numel() > 0 for t in tensors)
+
+
+def rms_norm(x: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
+    """``F.rms_norm(x, scale.shape, scale, eps)`` over the last dimension (compiled loops on the CPU in float32)."""
+    if not kernel_ok(x, scale):
+        return F.rms_norm(x, scale.shape, scale, eps)
+    if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad):
+        return _RMSNormCPU.apply(x, scale, eps)
+    return _forward(_rows(x), scale, eps)[0].view(x.shape)
 
 
 class RMSNorm(nn.Module):
@@ -15,9 +119,9 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.float32:
-            return F.rms_norm(x, self.scale.shape, self.scale, self.eps)
+            return rms_norm(x, self.scale, self.eps)
         # statistics in float32 under bf16 autocast: the mean of squares loses too much precision otherwise
         return F.rms_norm(x.float(), self.scale.shape, self.scale.float(), self.eps).to(x.dtype)
 
 
-__all__ = ["RMSNorm"]
+__all__ = ["RMSNorm", "kernel_ok", "njit", "rms_norm"]
