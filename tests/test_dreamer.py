@@ -392,13 +392,48 @@ def test_discovered_and_configs_compose():
         tiny(optimizer="sgd")
 
 
-def test_bf16_and_compile_degrade_on_cpu():
+def test_bf16_degrades_on_cpu():
     with pytest.warns(UserWarning, match="bf16 needs CUDA"):
         a = tiny(precision="bf16")
     assert not a.amp
-    with pytest.warns(UserWarning, match="compile=true"):
-        a = tiny(compile=True)
-    assert a.wm.obs_step_fn is None
+
+
+def test_compile_on_cpu_compiles_the_posterior_step_to_the_same_numbers(monkeypatch):
+    """agent.compile=true on the CPU runs the posterior step through torch.compile (the prior step stays eager): the
+    world-model losses and the gradient of one update equal the eager agent's to float32 rounding; without a C++
+    compiler the agent refuses with one clear error."""
+    import shutil
+
+    monkeypatch.delenv("CXX", raising=False)
+    if not (shutil.which("g++") or shutil.which("c++")):
+        with pytest.raises(ValueError, match="compile=true on the CPU needs a C\\+\\+ compiler"):
+            tiny(compile=True)
+        pytest.skip("no C++ compiler here: torch.compile cannot run on the CPU (the refusal was checked)")
+    torch.manual_seed(0)
+    eager = tiny()
+    drive(eager, Chain(B=2), 12)  # fills the replay (and makes a few updates)
+    comp = tiny(compile=True)
+    comp.load_state_dict(eager.state_dict())
+    assert comp.wm.obs_step_fn is not None and comp._img_step is None
+    data = eager.replay.sample(4, 8)
+    out = []
+    for agent in (eager, comp):
+        torch.manual_seed(1)  # the same Gumbel noise for both (drawn before the steps, outside the compiled code)
+        d0, s0 = agent.wm.rssm.initial(4)
+        losses, *_ = agent.wm.loss(data, d0, s0)
+        total = sum(losses.values())
+        grads = torch.autograd.grad(total, [p for p in agent.wm.parameters() if p.requires_grad], allow_unused=True)
+        out.append(({k: float(v) for k, v in losses.items()}, grads))
+    assert out[0][0].keys() == out[1][0].keys()
+    for k in out[0][0]:
+        assert out[1][0][k] == pytest.approx(out[0][0][k], rel=1e-4, abs=1e-5), k
+    for ge, gc in zip(out[0][1], out[1][1], strict=True):
+        assert (ge is None) == (gc is None)
+        if ge is not None:
+            assert torch.allclose(ge, gc, rtol=1e-3, atol=1e-5)
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    with pytest.raises(ValueError, match="compile=true on the CPU needs a C\\+\\+ compiler"):
+        tiny(compile=True)
 
 
 def test_masks_honoured_in_acting_and_imagination():

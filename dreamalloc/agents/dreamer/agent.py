@@ -20,6 +20,8 @@ and imagination starts from every state of a window, in late episodes of a trial
 from __future__ import annotations
 
 import copy
+import os
+import shutil
 import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, fields
@@ -104,11 +106,15 @@ class DreamerAgent(Agent):
                                for p, e in zip(net.parameters(), enet.parameters(), strict=True) if p.requires_grad]
         self._img_step = None
         self._imag_buf: torch.Tensor | None = None  # imagined features, kept between updates
-        if c.compile and not cuda:
-            warnings.warn("agent=dreamer: compile=true is used on CUDA only; running eagerly", stacklevel=2)
-        elif c.compile:
-            self.wm.obs_step_fn = torch.compile(self.wm.rssm.post_step)
-            self._img_step = torch.compile(self.wm.rssm.img_step)
+        if c.compile:
+            # the posterior step (a sequence's 64 dependent steps of a few rows: per-op overhead) compiles on any
+            # device; the prior step on CUDA only (compiled on the CPU, imagination got slower: docs/results.md)
+            if not cuda and not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")):
+                raise ValueError("agent=dreamer: compile=true on the CPU needs a C++ compiler for torch.compile "
+                                 "(g++, or set CXX); install one or use agent.compile=false")
+            self.wm.obs_step_fn = torch.compile(self.wm.rssm.post_step, dynamic=False)
+            if cuda:
+                self._img_step = torch.compile(self.wm.rssm.img_step)
         self.params = [p for p in (*self.wm.parameters(), *self.ac.parameters()) if p.requires_grad]
         if c.optimizer == "laprop":
             self.opt = LaProp(self.params, lr=c.lr, betas=(c.beta1, c.beta2), eps=c.eps)

@@ -106,7 +106,7 @@ class DreamerConfig:
     # action spaces); 0: the actor's mode
     greedy_plan: int = 0
     # --- speed ---
-    compile: bool = False  # torch.compile the RSSM steps and the heads (CUDA only; eager elsewhere)
+    compile: bool = False  # torch.compile the posterior step (CPU and CUDA) and the prior step (CUDA)
     precision: str = "fp32"  # fp32 | bf16 (autocast; CUDA only, fp32 elsewhere)
 
 
