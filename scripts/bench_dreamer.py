@@ -99,7 +99,9 @@ def ensure_sheeprl(venv: Path) -> Path:
     return py
 
 
-def bench_ours(size: str, updates: int, warmup: int, threads: int) -> dict:
+def bench_ours(size: str, updates: int, warmup: int, threads: int, phases: bool = False, **hp) -> dict:
+    """Our updates per second (``hp``: agent overrides, e.g. imag_last=16, compile=True); with ``phases`` also the
+    milliseconds an update spends in each phase (``phase_ms``), timed over the same updates."""
     import torch
 
     from dreamalloc.agents import make_agent
@@ -108,7 +110,7 @@ def bench_ours(size: str, updates: int, warmup: int, threads: int) -> dict:
     torch.manual_seed(0)
     deter, hidden, classes, units = SIZES[size]
     agent = make_agent("dreamer", OBS_DIM, N_ACTIONS, None, "cpu", deter=deter, hidden=hidden, classes=classes,
-                       units=units, batch_size=B, batch_length=T, learning_starts=10**12, replay_size=B * 200)
+                       units=units, batch_size=B, batch_length=T, learning_starts=10**12, replay_size=B * 200, **hp)
     obs = torch.randn(B, OBS_DIM)
     state = agent.initial_state(B)
     for _ in range(T + 8):  # fill the replay with random transitions
@@ -119,16 +121,68 @@ def bench_ours(size: str, updates: int, warmup: int, threads: int) -> dict:
         obs = nobs
     for _ in range(warmup):
         agent.train_step()
+    spent = phase_timers(agent) if phases else None
     t0 = time.perf_counter()
     for _ in range(updates):
         agent.train_step()
     dt = time.perf_counter() - t0
+    out = {"updates_per_s": updates / dt, "params": sum(p.numel() for p in agent.params)}
+    if spent is not None:
+        spent.pop("restore")()
+        out["phase_ms"] = {k: round(1000 * v / updates, 1) for k, v in spent.items()}
+        out["phase_ms"]["update"] = round(1000 * dt / updates, 1)
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:
         agent.train_step()
-    return {"updates_per_s": updates / dt, "params": sum(p.numel() for p in agent.params),
-            "flop_per_update": int(counter.get_total_flops())}
+    out["flop_per_update"] = int(counter.get_total_flops())
+    return out
+
+
+def phase_timers(agent) -> dict:
+    """Wall-clock seconds per phase of ``agent.train_step``, accumulated from now on by wrapping the methods it calls
+    (on the instances; ``backward`` on torch.Tensor): the world model's loss (the posterior loop inside it counted
+    apart too), imagination, the reward and continue heads on the imagined states, the actor-critic losses,
+    backward, AGC and the optimiser step. The returned dict's ``restore`` entry undoes the wrapping."""
+    import torch
+
+    import dreamalloc.agents.dreamer.agent as agent_module
+
+    spent: dict = {}
+    undo = []
+
+    def wrap(owner, name, label):
+        f = getattr(owner, name)
+        spent[label] = 0.0
+
+        def timed(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return f(*args, **kwargs)
+            finally:
+                spent[label] += time.perf_counter() - t
+
+        setattr(owner, name, timed)
+        undo.append(lambda: setattr(owner, name, f) if owner is torch.Tensor or owner is agent_module
+                    else owner.__dict__.pop(name))
+
+    wm = agent.wm
+    wrap(wm, "loss", "world_model_loss")
+    wrap(wm.rssm, "observe", "posterior_loop")
+    wrap(wm.rssm, "imagine", "imagination")
+    wrap(wm, "reward_mean", "reward_head")
+    wrap(wm, "cont_prob", "continue_head")
+    wrap(agent.ac, "loss", "actor_critic_loss")
+    wrap(torch.Tensor, "backward", "backward")
+    wrap(agent_module, "adaptive_clip_", "agc")
+    wrap(agent.opt, "step", "optimizer")
+
+    def restore():
+        for u in reversed(undo):
+            u()
+
+    spent["restore"] = restore
+    return spent
 
 
 def dense_matmul_flops(size: str, threads: int, seconds: float = 1.0) -> float:
@@ -168,11 +222,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--venv", type=Path, default=Path.home() / ".cache" / "dreamalloc" / "sheeprl-0.8.4")
     ap.add_argument("--skip-sheeprl", action="store_true", help="measure ours only")
+    ap.add_argument("--phases", action="store_true", help="also print where our update's time goes (phase_ms)")
+    ap.add_argument("--imag-last", type=int, default=0,
+                    help="ours only (implies --skip-sheeprl): imagine from the last K steps of each sequence, as "
+                         "agent=dreamer_cpu does with 16 (0: from all of them, as sheeprl)")
+    ap.add_argument("--compile", action="store_true", help="ours only (implies --skip-sheeprl): agent.compile=true")
     a = ap.parse_args()
-    py = None if a.skip_sheeprl else ensure_sheeprl(a.venv)
+    hp = {"imag_last": a.imag_last, "compile": a.compile}
+    py = None if a.skip_sheeprl or a.imag_last or a.compile else ensure_sheeprl(a.venv)
     ratios, fractions = [], []
     for r in range(a.rounds):
-        ours = bench_ours(a.size, a.updates, a.warmup, a.threads)
+        ours = bench_ours(a.size, a.updates, a.warmup, a.threads, a.phases, **hp)
         achieved = ours["flop_per_update"] * ours["updates_per_s"]
         dense = dense_matmul_flops(a.size, a.threads)
         fractions.append(achieved / dense)
@@ -185,6 +245,8 @@ def main() -> None:
             line += (f", sheeprl dreamer_v3_5 {theirs['updates_per_s']:.3f} updates/s "
                      f"({theirs['params']:,} parameters), ratio {ratios[-1]:.2f}")
         print(line, flush=True)
+        if "phase_ms" in ours:
+            print(f"phase_ms: {json.dumps(ours['phase_ms'])}", flush=True)
     print(f"flop_fraction_of_matmul: {statistics.median(fractions):.3f}")
     if ratios:
         print(f"speedup_vs_sheeprl: {statistics.median(ratios):.2f}")

@@ -973,3 +973,23 @@ def test_lim_mixed_beats_the_best_rule_of_its_action_set(tmp_path):
     lo = x.mean() - 1.984 * x.std(ddof=1) / math.sqrt(len(x))  # t(0.975, 99)
     best = max(task["heuristics"][r] for r in ("best", "worst", "first"))
     assert lo > best, (x.mean(), lo, best)
+
+
+def test_bench_dreamer_times_the_phases_of_an_update_and_unwraps_them():
+    """scripts/bench_dreamer.py --phases: the time of each phase of an update (what docs/results.md quotes), nested
+    phases inside their parents, the top-level ones adding up to no more than the update, and every wrapped method
+    restored afterwards."""
+    from script_module import load_script
+
+    bench = load_script("bench_dreamer")
+    backward = torch.Tensor.backward
+    out = bench.bench_ours("1m", 1, 1, 1, phases=True, imag_last=16)
+    ph = out["phase_ms"]
+    assert set(ph) == {"world_model_loss", "posterior_loop", "imagination", "reward_head", "continue_head",
+                       "actor_critic_loss", "backward", "agc", "optimizer", "update"}
+    assert all(v > 0 for v in ph.values())
+    assert ph["posterior_loop"] <= ph["world_model_loss"]
+    top = ("world_model_loss", "imagination", "reward_head", "continue_head", "actor_critic_loss", "backward", "agc",
+           "optimizer")
+    assert sum(ph[k] for k in top) <= ph["update"] + 0.2  # rounding of each to 0.1 ms
+    assert torch.Tensor.backward is backward and out["flop_per_update"] > 0 and out["updates_per_s"] > 0
