@@ -162,9 +162,9 @@ def phase_timers(agent) -> dict:
             finally:
                 spent[label] += time.perf_counter() - t
 
+        own = name in vars(owner)  # a class's or module's own attribute; else an instance's method, found on its type
         setattr(owner, name, timed)
-        undo.append(lambda: setattr(owner, name, f) if owner is torch.Tensor or owner is agent_module
-                    else owner.__dict__.pop(name))
+        undo.append(lambda: setattr(owner, name, f) if own else delattr(owner, name))
 
     wm = agent.wm
     wrap(wm, "loss", "world_model_loss")

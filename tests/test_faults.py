@@ -67,8 +67,7 @@ if point == "update":
                     die()  # one optimiser step of this update applied, the rest not
             return real(self, loss)
         return step
-    # both optimiser steps: torch autograd's and the compiled path's
-    OnPolicyAgent._step, OnPolicyAgent._fast_step = dying(OnPolicyAgent._step), dying(OnPolicyAgent._fast_step)
+    OnPolicyAgent._step = dying(OnPolicyAgent._step)  # torch autograd's and the compiled path's step alike
 elif point == "checkpoint":
     real_replace = os.replace
     def replace(a, b):

@@ -33,7 +33,7 @@ class A2CAgent(OnPolicyAgent):
         c = self.cfg
         if self.fast is not None:  # the same loss in the compiled kernel (onpolicy.py, _ac_grad)
             st = self._fast_loss(next(self._minibatches(None)), adv, ret, False)
-            grad_norm = self._fast_step(st["loss"])
+            grad_norm = self._step(st["loss"])
             return {"policy_loss": float(st["policy_loss"]), "value_loss": float(st["value_loss"]),
                     "entropy": float(st["entropy"]), "grad_norm": float(grad_norm)}
         mb = self._take(next(self._minibatches(None)), adv, ret)

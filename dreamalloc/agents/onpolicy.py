@@ -449,7 +449,7 @@ class OnPolicyAgent(Agent):
     def _fast_loss(self, idx: torch.Tensor, adv: torch.Tensor, ret: torch.Tensor, ppo: bool, clip: float = 0.0,
                    ) -> dict[str, torch.Tensor]:
         """The compiled kernel's loss on rollout samples ``idx`` (PPO's clipped surrogate, else A2C's policy
-        gradient), with its gradient left in the flat buffer for ``_fast_step``; the statistics ``ppo_loss`` gives."""
+        gradient), with its gradient left in the flat buffer for ``_step``; the statistics ``ppo_loss`` gives."""
         ro, c, f = self.rollout, self.cfg, self.fast
         n = ro.T * ro.B
         out = _ac_grad(f.p, f.g, f.specs[0], f.specs[1], f.act, as_numpy(ro.obs.view(n, -1)),
@@ -460,12 +460,11 @@ class OnPolicyAgent(Agent):
                        float(c.ent_coef), float(c.vf_coef), bool(c.normalize_advantage))
         return dict(zip(_AC_STATS, torch.from_numpy(out).unbind(), strict=True))
 
-    def _fast_step(self, loss: torch.Tensor) -> torch.Tensor:
-        """``_step`` for the gradient ``_fast_loss`` left: the same clipping, optimiser and NaN / inf guard."""
-        return flat_optimizer_step(self.fast, loss, self.cfg.max_grad_norm, f"agent={self.name} net")
-
     def _step(self, loss: torch.Tensor) -> torch.Tensor:
-        """One optimiser step; ``NonFiniteLossError`` (nothing changed) for a NaN / inf loss or gradient."""
+        """One optimiser step; ``NonFiniteLossError`` (nothing changed) for a NaN / inf loss or gradient. On the
+        compiled path the gradient is the one ``_fast_loss`` left in the flat buffer (same clipping and guard)."""
+        if self.fast is not None:
+            return flat_optimizer_step(self.fast, loss, self.cfg.max_grad_norm, f"agent={self.name} net")
         return optimizer_step(self.opt, self.net.parameters(), loss, self.cfg.max_grad_norm, f"agent={self.name} net",
                               foreach=True)
 

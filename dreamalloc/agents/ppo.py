@@ -95,7 +95,7 @@ class PPOAgent(OnPolicyAgent):
                 if c.target_kl is not None and float(stats["approx_kl"]) > 1.5 * c.target_kl:
                     stopped = True
                     break
-                stats["grad_norm"] = self._fast_step(loss) if self.fast is not None else self._step(loss)
+                stats["grad_norm"] = self._step(loss)
                 for k, v in stats.items():
                     sums[k] = sums[k] + v if k in sums else v.clone()
                 n += 1

@@ -14,6 +14,9 @@ What this costs to keep: the gradients are written by hand, so every loss that r
 and the tests compare the two (tests/test_fastmlp.py: parameters after updates agree to float32 rounding).
 Supported: ``nn.Sequential`` stacks of ``nn.Linear`` with bias and one of relu / tanh between them, on the CPU
 in float32. Anything else (layer norm, other activations, pointer heads, recurrent nets, CUDA) stays on torch.
+
+The numba helpers every kernel of the package uses live here too: ``njit`` / ``njit_reassoc`` and ``kernel_ok``
+(whether tensors may leave torch for a kernel), used by norms.py's RMSNorm and the Dreamer's latent draw.
 """
 
 from __future__ import annotations
@@ -34,9 +37,21 @@ FMIN = np.float32(np.finfo(np.float32).min)  # masked_logits' fill value
 if AVAILABLE:
     # numpy's error model: a division by zero gives inf / NaN as in torch (and lets loops vectorise)
     njit = numba.njit(cache=True, nogil=True, error_model="numpy")
+    # the same with reassociation, so that sums vectorise (the Dreamer's RMSNorm; deterministic for a given machine)
+    njit_reassoc = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract", "nsz"})
 else:  # pragma: no cover
     def njit(f):
         return f
+
+    njit_reassoc = njit
+
+
+def kernel_ok(*tensors: torch.Tensor) -> bool:
+    """Whether these tensors may go through a numba kernel: float32 on the CPU, not empty, and not while torch traces
+    (``torch.jit.trace``, ``torch.compile``, ``torch.export`` / ONNX export see torch ops only)."""
+    if not AVAILABLE or torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        return False
+    return all(t.device.type == "cpu" and t.dtype == torch.float32 and t.numel() > 0 for t in tensors)
 
 
 _BLAS_PINNED = False

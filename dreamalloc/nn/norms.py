@@ -16,20 +16,10 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
-try:
-    import numba
-except ImportError:  # pragma: no cover - numba is a dependency
-    numba = None
-
-if numba is not None:
-    # reassociation lets the row sums vectorise; deterministic for a given machine (also the Dreamer's other kernels)
-    njit = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract", "nsz"})
-else:  # pragma: no cover
-    def njit(f):
-        return f
+from dreamalloc.nn.fastmlp import kernel_ok, njit_reassoc
 
 
-@njit
+@njit_reassoc
 def _rms_forward(x, scale, eps, y, rstd):
     """y = x / sqrt(mean(x^2) + eps) * scale row by row; rstd[i] = 1 / sqrt(mean(x_i^2) + eps)."""
     n, d = x.shape
@@ -44,7 +34,7 @@ def _rms_forward(x, scale, eps, y, rstd):
             y[i, j] = x[i, j] * r * scale[j]
 
 
-@njit
+@njit_reassoc
 def _rms_backward(x, scale, rstd, dy, dx, dscale):
     """With xh = x r and g = dy scale: dscale = sum_i dy xh, dx = r (g - xh mean_j(g xh))."""
     n, d = x.shape
@@ -94,14 +84,6 @@ class _RMSNormCPU(torch.autograd.Function):
         return dx.view(dy.shape), dscale, None
 
 
-def kernel_ok(*tensors: torch.Tensor) -> bool:
-    """Whether these tensors may go through a numba kernel: float32 on the CPU, not empty, and not while torch traces
-    (``torch.jit.trace``, ``torch.compile``, ``torch.export`` / ONNX export see torch ops only)."""
-    if numba is None or torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting():
-        return False
-    return all(t.device.type == "cpu" and t.dtype == torch.float32 and t.numel() > 0 for t in tensors)
-
-
 def rms_norm(x: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
     """``F.rms_norm(x, scale.shape, scale, eps)`` over the last dimension (compiled loops on the CPU in float32)."""
     if not kernel_ok(x, scale):
@@ -124,4 +106,4 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x.float(), self.scale.shape, self.scale.float(), self.eps).to(x.dtype)
 
 
-__all__ = ["RMSNorm", "kernel_ok", "njit", "rms_norm"]
+__all__ = ["RMSNorm", "rms_norm"]

@@ -15,7 +15,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from dreamalloc.nn.dense import norm_mlp, trunc_normal_in_
-from dreamalloc.nn.norms import RMSNorm, kernel_ok, njit
+from dreamalloc.nn.fastmlp import kernel_ok, njit
+from dreamalloc.nn.norms import RMSNorm
 
 
 class BlockLinear(nn.Module):
