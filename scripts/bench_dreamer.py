@@ -142,8 +142,9 @@ def bench_ours(size: str, updates: int, warmup: int, threads: int, phases: bool 
 def phase_timers(agent) -> dict:
     """Wall-clock seconds per phase of ``agent.train_step``, accumulated from now on by wrapping the methods it calls
     (on the instances; ``backward`` on torch.Tensor): the world model's loss (the posterior loop inside it counted
-    apart too), imagination, the reward and continue heads on the imagined states, the actor-critic losses,
-    backward, AGC and the optimiser step. The returned dict's ``restore`` entry undoes the wrapping."""
+    apart too), imagination, the reward, continue and critic heads on the imagined states (one pass, norm_mlps), the
+    actor-critic losses, backward, AGC and the optimiser step. The returned dict's ``restore`` entry undoes the
+    wrapping."""
     import torch
 
     import dreamalloc.agents.dreamer.agent as agent_module
@@ -170,8 +171,7 @@ def phase_timers(agent) -> dict:
     wrap(wm, "loss", "world_model_loss")
     wrap(wm.rssm, "observe", "posterior_loop")
     wrap(wm.rssm, "imagine", "imagination")
-    wrap(wm, "reward_mean", "reward_head")
-    wrap(wm, "cont_prob", "continue_head")
+    wrap(agent_module, "norm_mlps", "imagined_heads")
     wrap(agent.ac, "loss", "actor_critic_loss")
     wrap(torch.Tensor, "backward", "backward")
     wrap(agent_module, "adaptive_clip_", "agc")

@@ -36,6 +36,7 @@ from dreamalloc.agents.dreamer.config import DreamerConfig, DreamerRL2Config, ch
 from dreamalloc.agents.dreamer.plan import lookahead_q
 from dreamalloc.agents.dreamer.replay import SequenceReplay
 from dreamalloc.agents.dreamer.world_model import WorldModel
+from dreamalloc.nn.dense import norm_mlps
 from dreamalloc.nn.optim import LaProp, adaptive_clip_
 
 START_KEYS = ("trial_start", "episode_start", "_final_obs")  # info flags: the obs opens an episode (or trial)
@@ -352,18 +353,21 @@ class DreamerAgent(Agent):
 
             with torch.no_grad():
                 ifeat, iact = self.wm.rssm.imagine(d, s, policy, c.imag_length, self._img_step, self._imag_buf)
-                irew = self.wm.reward_mean(ifeat)
-                icont = self.wm.cont_prob(ifeat)
             self._imag_buf = ifeat  # reused next update (only read by this update's losses and backward)
             rfeat = feat.detach()[:, -K:]
-            if rep_h is not None:  # the critic reads [features | GRU state] (detached: the actor trains the GRU)
+            # the predicted rewards and continues and both critics in one pass over the imagined features
+            if rep_h is None:
+                irew, icont, *values = norm_mlps(ifeat, self.wm.prediction_heads() + self.ac.value_heads())
+            else:  # the critic reads [features | GRU state] (detached: the actor trains the GRU)
+                irew, icont = norm_mlps(ifeat, self.wm.prediction_heads())
                 ifeat = self.ac.inputs(ifeat, torch.stack([h.detach() for h in hs], 1))
                 rfeat = self.ac.inputs(rfeat, rep_h[:, -K:])
+                values = None
             rep = {"feat": rfeat, "reward": data["reward"][:, -K:],
                    "terminal": data["terminal"][:, -K:], "last": data["last"][:, -K:], "discount": self.wm.discount}
             actent = self.actent()
             ac_losses, metrics = self.ac.loss(ifeat, iact, irew, icont, mask0, rep if c.loss_repval > 0 else None,
-                                              torch.stack(logps, 1), actent=actent)
+                                              torch.stack(logps, 1), actent=actent, values=values)
             if c.actent_decay > 0:
                 metrics["actent"] = actent
         scales = {"dyn": c.kl_dyn, "rep": c.kl_rep, "rec": c.loss_rec, "rew": c.loss_rew, "con": c.loss_con,

@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from dreamalloc.agents.dreamer.actions import ActionSpace
 from dreamalloc.agents.dreamer.config import DreamerConfig
-from dreamalloc.nn.dense import norm_mlp
+from dreamalloc.nn.dense import norm_mlp, norm_mlps
 from dreamalloc.nn.normalize import PercentileNormalizer
 from dreamalloc.nn.twohot import symexp_bins, twohot_mean, twohot_nll
 
@@ -79,27 +79,31 @@ class ActorCritic(nn.Module):
     def _mean(self, logits: torch.Tensor) -> torch.Tensor:
         return twohot_mean(logits, self.bins)
 
+    def value_heads(self) -> list:
+        """The critic (log-probabilities, with gradient) and the slow critic (means, without) as ``norm_mlps`` takes
+        them: the losses read both on the same features."""
+        return [(self.critic, _log_softmax, True), (self.slow_critic, self._mean, False)]
+
     @torch.no_grad()
     def update_slow(self) -> None:
         torch._foreach_lerp_(list(self.slow_critic.parameters()), list(self.critic.parameters()), self.c.slow_rate)
 
     def loss(self, feat: torch.Tensor, actions: torch.Tensor, reward: torch.Tensor, cont: torch.Tensor,
              mask0: torch.Tensor | None, rep: dict | None = None, logp: torch.Tensor | None = None,
-             actent: float | None = None):
+             actent: float | None = None, values: list | None = None):
         """Imagination losses from detached imagined features [N, H+1, F], one-hot actions [N, H+1, A],
         predicted rewards and continues [N, H+1] and the start states' action masks [N, A] (or None).
         ``rep`` (optional) holds replayed features [B, T, F] with reward / terminal / last [B, T] for the
         replay value loss, where B x T = N in the order of the imagination starts. ``logp`` [N, H+1, A]: the
         policy's log-probabilities (with their graph) if imagination already computed them. ``actent``: the
-        entropy scale of this update (default: the config's ``actent``)."""
+        entropy scale of this update (default: the config's ``actent``). ``values``: ``norm_mlps(feat,
+        value_heads())`` if the caller computed it with other heads on the same features."""
         c = self.c
         # heads run on every step (the last one only bootstraps) and are sliced after: slicing the input would
         # copy the whole [N, H, F] batch of features
-        critic_lp = self.critic(feat, post=_log_softmax)  # [N, H+1]; the loss reads the first H
+        critic_lp, slow = norm_mlps(feat, self.value_heads()) if values is None else values  # [N, H+1, bins], [N, H+1]
         with torch.no_grad():
             val = twohot_mean(None, self.bins, critic_lp.exp())
-        with torch.no_grad():
-            slow = self.slow_critic(feat, post=self._mean)
             weight = torch.cumprod(cont, 1)  # the discount is inside cont (contdisc)
             ret = lambda_return(torch.zeros_like(cont), 1.0 - cont, reward, val, 1.0, c.lam)  # [N, H]
             self.retnorm.update(ret)
@@ -122,9 +126,9 @@ class ActorCritic(nn.Module):
                    "val": val.mean(), "imag_reward": reward.mean(), "imag_cont": cont.mean()}
         if rep is not None:
             B, T = rep["reward"].shape
-            lp_r = self.critic(rep["feat"], post=_log_softmax)  # [B, T]; the loss reads the first T-1
+            lp_r, slow_r = norm_mlps(rep["feat"], self.value_heads())  # [B, T, ...]; the loss reads the first T-1
+            slow_r = slow_r[:, :-1]
             with torch.no_grad():
-                slow_r = self.slow_critic(rep["feat"], post=self._mean)[:, :-1]
                 boot = ret[:, 0].reshape(B, T)
                 ret_r = lambda_return(rep["last"], rep["terminal"], rep["reward"], boot, rep["discount"], c.lam)
             vl_r = twohot_ce(lp_r, ret_r, slow_r, c.slowreg, self.bins)

@@ -9,13 +9,14 @@ it is the first row of a replayed sequence or a reset in the middle of one.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from einops import rearrange
 from torch import nn
 from torch.nn import functional as F
 
 from dreamalloc.nn.dense import norm_mlp, trunc_normal_in_
-from dreamalloc.nn.fastmlp import kernel_ok, njit
+from dreamalloc.nn.fastmlp import kernel_ok, njit, njit_reassoc
 from dreamalloc.nn.norms import RMSNorm
 
 
@@ -32,11 +33,12 @@ class BlockLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features))
         trunc_normal_in_(self.weight, in_features // blocks)
 
-    def blocks_out(self, x: torch.Tensor) -> torch.Tensor:
-        """[N, g i] -> [g, N, o] with the bias added (one fused batched matmul; the caller picks the layout)."""
+    def blocks_out(self, x: torch.Tensor, bias: bool = True) -> torch.Tensor:
+        """[N, g i] -> [g, N, o] with the bias added unless ``bias`` is False (one batched matmul; the caller picks
+        the layout)."""
         g, i, o = self.weight.shape
-        x = x.reshape(-1, g, i).transpose(0, 1)
-        return torch.bmm(x, self.weight).add_(self.bias.view(g, 1, o))
+        y = torch.bmm(x.reshape(-1, g, i).transpose(0, 1), self.weight)
+        return y.add_(self.bias.view(g, 1, o)) if bias else y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g, _, o = self.weight.shape
@@ -59,6 +61,125 @@ class BlockLinear(nn.Module):
         own = torch.bmm(x.reshape(-1, g, n).transpose(0, 1), own_w)  # [g, N, o]
         y = torch.addmm(self.bias, shared, shared_w).view(-1, g, o) + own.transpose(0, 1)
         return y.reshape(-1, g * o)
+
+
+# tanh(x) ~ x P(x^2) / Q(x^2) on |x| <= 7.9 (beyond, float32 tanh is within 3e-7 of +-1): a rational fit made for
+# this kernel, at most 6 float32 ulp from tanh (|error| < 4e-7), branch-free so that the loops below vectorise
+# (numba has no vector tanh / exp here: its scalar calls made a fused gate kernel slower than torch's)
+_TANH_P = (1.0, 0.13000459969043732, 0.00300891837105155, 1.0095295692735817e-05, -1.5387579210823787e-08,
+           2.538762776393977e-11)
+_TANH_Q = (1.0, 0.46333783864974976, 0.024121662601828575, 0.0002404282713541761)
+_P = tuple(np.float32(v) for v in _TANH_P)
+_Q = tuple(np.float32(v) for v in _TANH_Q)
+_CLAMP = np.float32(7.9)
+
+
+@njit_reassoc
+def _tanh32(x):
+    x = min(max(x, -_CLAMP), _CLAMP)
+    u = x * x
+    p = _P[0] + u * (_P[1] + u * (_P[2] + u * (_P[3] + u * (_P[4] + u * _P[5]))))
+    q = _Q[0] + u * (_Q[1] + u * (_Q[2] + u * _Q[3]))
+    return x * p / q
+
+
+@njit_reassoc
+def _sigmoid32(x):
+    return np.float32(0.5) + np.float32(0.5) * _tanh32(np.float32(0.5) * x)
+
+
+@njit_reassoc
+def _gru_forward(gates, bias, prev, out):
+    """out[i, b d + j] = prev + u (tanh(r c) - prev) with r, c, u the reset, candidate and update gates of block b
+    (``gates`` [g, N, 3 d] without their bias, ``bias`` [g 3 d]); r = sigmoid, u = sigmoid(. - 1). The inner loop
+    runs over 1-D row slices: indexing the 3-D array there made numba gather instead of load."""
+    g, n, d3 = gates.shape
+    d = d3 // 3
+    for b in range(g):
+        bb = bias[b * d3:(b + 1) * d3]
+        for i in range(n):
+            gi, pr, ou = gates[b, i], prev[i, b * d:(b + 1) * d], out[i, b * d:(b + 1) * d]
+            for j in range(d):
+                r = _sigmoid32(gi[j] + bb[j])
+                c = _tanh32(r * (gi[d + j] + bb[d + j]))
+                u = _sigmoid32(gi[2 * d + j] + bb[2 * d + j] - np.float32(1.0))
+                ou[j] = pr[j] + u * (c - pr[j])
+
+
+@njit_reassoc
+def _gru_backward(gates, bias, prev, dout, dgates, dprev):
+    """The gradients of _gru_forward's output towards the gates (``dgates`` [g, N, 3 d], also the bias's before the
+    sum over rows) and ``prev`` [N, g d], from ``dout`` [N, g d]; the gates are recomputed, not stored. Each row goes
+    through local buffers: with the arrays themselves in the inner loop numba could not rule out their overlap and
+    left it scalar (4x slower)."""
+    g, n, d3 = gates.shape
+    d = d3 // 3
+    one = np.float32(1.0)
+    x, y = np.empty(d3, np.float32), np.empty(d3, np.float32)
+    pv, dv, dpv = np.empty(d, np.float32), np.empty(d, np.float32), np.empty(d, np.float32)
+    for b in range(g):
+        bb = bias[b * d3:(b + 1) * d3]
+        for i in range(n):
+            gi = gates[b, i]
+            for k in range(d3):
+                x[k] = gi[k] + bb[k]
+            pr, dr = prev[i, b * d:(b + 1) * d], dout[i, b * d:(b + 1) * d]
+            for j in range(d):
+                pv[j], dv[j] = pr[j], dr[j]
+            for j in range(d):
+                r = _sigmoid32(x[j])
+                c = _tanh32(r * x[d + j])
+                u = _sigmoid32(x[2 * d + j] - one)
+                dpv[j] = dv[j] * (one - u)
+                dz = dv[j] * u * (one - c * c)  # z = r cp, c = tanh(z)
+                y[j] = dz * x[d + j] * r * (one - r)
+                y[d + j] = dz * r
+                y[2 * d + j] = dv[j] * (c - pv[j]) * u * (one - u)
+            dg, dp = dgates[b, i], dprev[i, b * d:(b + 1) * d]
+            for k in range(d3):
+                dg[k] = y[k]
+            for j in range(d):
+                dp[j] = dpv[j]
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().numpy())
+
+
+class _GRUUpdate(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, gates, bias, prev):
+        out = torch.empty(prev.shape, dtype=prev.dtype)
+        _gru_forward(_np(gates), _np(bias), _np(prev), out.numpy())
+        ctx.save_for_backward(gates, bias, prev)
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        gates, bias, prev = ctx.saved_tensors
+        dgates, dprev = torch.empty(gates.shape, dtype=gates.dtype), torch.empty(prev.shape, dtype=prev.dtype)
+        _gru_backward(_np(gates), _np(bias), _np(prev), _np(dout), dgates.numpy(), dprev.numpy())
+        return dgates, dgates.sum(1).reshape(-1), dprev
+
+
+def gru_update(gates: torch.Tensor, bias: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+    """DreamerV3's block-GRU update: the next state [N, g d] from the gates [g, N, 3 d] (reset, candidate, update of
+    each block, before their ``bias`` [g 3 d]) and the previous state ``prev`` [N, g d]:
+    ``u tanh(r c) + (1 - u) prev`` with r = sigmoid(reset), u = sigmoid(update - 1). On the CPU in float32 one
+    compiled pass (with its backward) instead of torch's eight passes over [g, N, d] tensors and a transposing copy
+    (a third of the imagination's time at the 1M preset); tanh and sigmoid there are a rational approximation
+    within 4e-7 of torch's (tests/test_dreamer.py)."""
+    g = gates.shape[0]
+    if kernel_ok(gates, bias, prev) and prev.dim() == 2:
+        return _GRUUpdate.apply(gates, bias, prev)
+    # (clone + add_: with ``gates + bias`` a frozen TorchScript trace of the acting step failed, a view's size wrong)
+    gates = gates.clone().add_(bias.view(g, 1, -1))
+    reset, cand, update = gates.unflatten(-1, (3, -1)).unbind(-2)  # each [g, N, d]
+    old = prev.view(prev.shape[0], g, -1).transpose(0, 1)
+    cand = torch.tanh(torch.sigmoid(reset) * cand)
+    # update * cand + (1 - update) * prev, in prev's dtype (a float32 carry under bf16 autocast)
+    new = torch.lerp(old, cand.to(prev.dtype), torch.sigmoid(update - 1.0).to(prev.dtype))
+    return new.transpose(0, 1).reshape(prev.shape)
 
 
 def softmax_small(x: torch.Tensor) -> torch.Tensor:
@@ -193,16 +314,11 @@ class RSSM(nn.Module):
             x = layers[0].forward_shared(deter, emb, w["dyn"] if w is not None else None)
             for layer in layers[1:]:
                 x = layer(x)
-            gates = self.gru.blocks_out(x)  # [g, B, 3 d]
+            gates = self.gru.blocks_out(x, bias=False)  # [g, B, 3 d]
         else:
             gates = self.gru.blocks_out(torch.cat([rearrange(deter, "b (g d) -> b g d", g=self.blocks),
-                                                   emb.unsqueeze(1).expand(-1, self.blocks, -1)], -1))
-        reset, cand, update = gates.unflatten(-1, (3, -1)).unbind(-2)  # each [g, B, d]
-        prev = deter.view(deter.shape[0], self.blocks, -1).transpose(0, 1)
-        cand = torch.tanh(torch.sigmoid(reset) * cand)
-        # update * cand + (1 - update) * prev, in prev's dtype (a float32 carry under bf16 autocast)
-        new = torch.lerp(prev, cand.to(prev.dtype), torch.sigmoid(update - 1.0).to(prev.dtype))
-        return new.transpose(0, 1).reshape(deter.shape)
+                                                   emb.unsqueeze(1).expand(-1, self.blocks, -1)], -1), bias=False)
+        return gru_update(gates, self.gru.bias, deter)
 
     def prior(self, deter: torch.Tensor) -> torch.Tensor:
         """Log-probabilities [..., S, K] of the stochastic state predicted from ``deter`` alone."""
@@ -287,5 +403,5 @@ class RSSM(nn.Module):
         return feats, torch.stack(actions, 1)
 
 
-__all__ = ["RSSM", "BlockLinear", "argmax_onehot", "categorical_kl", "gumbel_like", "sample_onehot", "softmax_small",
-           "unimix_dist", "unimix_logits"]
+__all__ = ["RSSM", "BlockLinear", "argmax_onehot", "categorical_kl", "gru_update", "gumbel_like", "sample_onehot",
+           "softmax_small", "unimix_dist", "unimix_logits"]

@@ -9,7 +9,7 @@ from torch.nn import functional as F
 from dreamalloc.agents.dreamer.actions import ActionSpace
 from dreamalloc.agents.dreamer.config import DreamerConfig
 from dreamalloc.agents.dreamer.rssm import RSSM, categorical_kl
-from dreamalloc.nn.dense import norm_mlp
+from dreamalloc.nn.dense import norm_mlp, norm_mlps
 from dreamalloc.nn.twohot import symexp_bins, symlog, twohot_loss, twohot_mean
 
 
@@ -40,12 +40,20 @@ class WorldModel(nn.Module):
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
         return self.encoder(symlog(obs))
 
+    def _reward_post(self, logits: torch.Tensor) -> torch.Tensor:
+        return twohot_mean(logits, self.bins)
+
     def reward_mean(self, feat: torch.Tensor) -> torch.Tensor:
-        return self.reward(feat, post=lambda logits: twohot_mean(logits, self.bins))
+        return self.reward(feat, post=self._reward_post)
 
     def cont_prob(self, feat: torch.Tensor) -> torch.Tensor:
         """(1 - terminal) x discount, as predicted."""
-        return torch.sigmoid(self.cont(feat).squeeze(-1).float())
+        return self.cont(feat, post=_cont_post)
+
+    def prediction_heads(self) -> list:
+        """The reward mean and continue probability heads as ``norm_mlps`` takes them (without gradient), to run with
+        other heads on the same features."""
+        return [(self.reward, self._reward_post, False), (self.cont, _cont_post, False)]
 
     def loss(self, data: dict, deter0: torch.Tensor, stoch0: torch.Tensor):
         """Losses (scalars, unscaled) on sequences [B, T] from the carry (deter0, stoch0); also the posterior
@@ -60,12 +68,18 @@ class WorldModel(nn.Module):
         prior = self.rssm.prior(deter)
         dyn, rep = kl_losses(post, prior, c.free_nats)
         feat = self.rssm.feat(deter, stoch)
-        rec = (self.decoder(feat).float() - symlog(obs)).square().sum(-1)
-        rew = twohot_loss(self.reward(feat), data["reward"], self.bins)
+        recon, rew_logits, con_logits = norm_mlps(feat, [(net, None, True) for net in (self.decoder, self.reward,
+                                                                                        self.cont)])
+        rec = (recon.float() - symlog(obs)).square().sum(-1)
+        rew = twohot_loss(rew_logits, data["reward"], self.bins)
         con_target = (~data["terminal"]).float() * self.discount
-        con = F.binary_cross_entropy_with_logits(self.cont(feat).squeeze(-1).float(), con_target, reduction="none")
+        con = F.binary_cross_entropy_with_logits(con_logits.squeeze(-1).float(), con_target, reduction="none")
         losses = {"dyn": dyn.mean(), "rep": rep.mean(), "rec": rec.mean(), "rew": rew.mean(), "con": con.mean()}
         return losses, deter, stoch, feat
+
+
+def _cont_post(logits: torch.Tensor) -> torch.Tensor:
+    return torch.sigmoid(logits.squeeze(-1).float())
 
 
 __all__ = ["WorldModel", "kl_losses"]
