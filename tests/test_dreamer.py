@@ -4,6 +4,7 @@ losses, an overfit of the world model, the configs, and (slow) CartPole-v1."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from pathlib import Path
@@ -41,6 +42,7 @@ from dreamalloc.nn import (
     twohot_loss,
     twohot_mean,
 )
+from dreamalloc.nn.dense import norm_mlp
 from dreamalloc.nn.norms import RMSNorm, rms_norm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -225,18 +227,22 @@ def test_compiled_rms_norm_matches_torch_values_and_gradients():
     F = torch.nn.functional
     cases = [torch.randn(1024, 64) * 3, torch.randn(16, 512), torch.randn(5, 3, 64).transpose(0, 1),
              torch.randn(7, 9) * 1e-3]
-    for x, eps in zip(cases, (1e-4, 1e-4, 1e-4, 1.0), strict=True):
-        x = x.requires_grad_()
+    for (x, eps), silu in itertools.product(zip(cases, (1e-4, 1e-4, 1e-4, 1.0), strict=True), (False, True)):
+        x = x.detach().requires_grad_()
         scale = (torch.rand(x.shape[-1]) + 0.5).requires_grad_()
         dy = torch.randn(x.shape)
-        y = rms_norm(x, scale, eps)
+        y = rms_norm(x, scale, eps, silu)  # silu: the fused RMSNorm -> SiLU of run_layers
         want = F.rms_norm(x, scale.shape, scale, eps)
+        want = F.silu(want) if silu else want
         assert y.shape == want.shape and torch.allclose(y, want, rtol=1e-5, atol=1e-6)
         got, ref = torch.autograd.grad(y, (x, scale), dy), torch.autograd.grad(want, (x, scale), dy)
         for a, b in zip(got, ref, strict=True):
             assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), (a - b).abs().max()
         with torch.no_grad():
-            assert torch.allclose(rms_norm(x, scale, eps), want, rtol=1e-5, atol=1e-6)
+            assert torch.allclose(rms_norm(x, scale, eps, silu), want, rtol=1e-5, atol=1e-6)
+    net = norm_mlp(12, 16, 3, 5)  # run_layers (NormMLP's forward) fuses each RMSNorm + SiLU: the Sequential's values
+    xs = torch.randn(40, 12)
+    assert torch.allclose(net(xs), torch.nn.Sequential.forward(net, xs), rtol=1e-5, atol=1e-6)
     norm = RMSNorm(8)
     xb = torch.randn(4, 8, dtype=torch.bfloat16)
     assert norm(xb).dtype == torch.bfloat16 and torch.allclose(norm(xb).float(), norm(xb.float()), atol=2e-2)
@@ -248,7 +254,7 @@ def test_norm_mlps_equal_each_net_on_its_own_values_and_gradients():
     (post included, on CPU slices for many rows and in one piece for few), the gradients of the nets that train and
     of the input equal those of separate calls, a net run without gradient gets none, and under autocast or with
     nets of different input sizes it runs them separately or says what is wrong."""
-    from dreamalloc.nn import norm_mlp, norm_mlps
+    from dreamalloc.nn import norm_mlps
 
     torch.manual_seed(0)
     nets = [norm_mlp(12, 8, 2, 5), norm_mlp(12, 6, 1, 1), norm_mlp(12, 8, 1, 7)]
@@ -295,6 +301,7 @@ def test_compiled_gru_update_matches_torch_values_and_gradients():
     imagination's and the posterior's row counts, with gates spanning the saturated range; where the kernel does
     not run (bfloat16) torch's formula does, and its approximation of tanh stays within 4e-7 everywhere."""
     from dreamalloc.agents.dreamer import rssm
+    from dreamalloc.nn import fastmlp
 
     torch.manual_seed(0)
 
@@ -318,7 +325,7 @@ def test_compiled_gru_update_matches_torch_values_and_gradients():
         with torch.no_grad():
             assert torch.equal(rssm.gru_update(gates, bias, prev), got.detach())
     x = torch.linspace(-30, 30, 600001)
-    approx = torch.tensor([rssm._tanh32(v) for v in x[::7].numpy()])  # float32 arguments: the kernels' version
+    approx = torch.tensor([fastmlp.tanh32(v) for v in x[::7].numpy()])  # float32 arguments: the kernels' version
     assert (approx - torch.tanh(x[::7])).abs().max() < 4e-7
     gb, bb, pb = (t.detach().bfloat16() for t in (gates, bias, prev))
     assert torch.allclose(rssm.gru_update(gb, bb, pb).float(), formula(gb.float(), bb.float(), pb.float()), atol=3e-2)

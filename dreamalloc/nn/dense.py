@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from dreamalloc.nn.norms import RMSNorm
+from dreamalloc.nn.norms import RMSNorm, run_layers
 
 _TRUNC_STD = 0.87962566103423978  # std of a unit normal truncated to [-2, 2]
 
@@ -44,11 +44,11 @@ class NormMLP(nn.Sequential):
     def forward(self, x: torch.Tensor, post=None) -> torch.Tensor:
         rows = x.numel() // max(x.shape[-1], 1)
         if x.device.type != "cpu" or rows <= 2 * self.CPU_ROWS:
-            out = super().forward(x)
+            out = run_layers(self, x)
             return out if post is None else post(out)
         parts = []
         for part in x.reshape(rows, x.shape[-1]).split(self.CPU_ROWS):
-            y = super().forward(part)
+            y = run_layers(self, part)
             parts.append(y if post is None else post(y))
         out = torch.cat(parts)
         return out.view(*x.shape[:-1], *out.shape[1:])
@@ -110,9 +110,7 @@ def norm_mlps(x: torch.Tensor, heads) -> list[torch.Tensor]:
         firsts_out = _SharedInputLinear.apply(piece, *wb)
         for k, ((net, post, grad), y) in enumerate(zip(heads, firsts_out, strict=True)):
             with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
-                y = y if grad else y.detach()
-                for layer in tuple(net)[1:]:
-                    y = layer(y)
+                y = run_layers(tuple(net)[1:], y if grad else y.detach())
                 parts[k].append(y if post is None else post(y))
     outs = []
     for p in parts:

@@ -198,6 +198,32 @@ def relu_(y):
             y[i] = 0
 
 
+# tanh(x) ~ x P(x^2) / Q(x^2) on |x| <= 7.9 (beyond, float32 tanh is within 3e-7 of +-1): a rational fit made for
+# the Dreamer's float32 kernels (block-GRU gates, SiLU after RMSNorm), at most 6 float32 ulp from tanh (|error| <
+# 4e-7), branch-free so that the loops calling it vectorise (numba has no vector tanh / exp here: its scalar calls made
+# a fused gate kernel slower than torch's). tanh_ below is the correctly rounded (slower) one the small MLPs use.
+_TANH_P = (1.0, 0.13000459969043732, 0.00300891837105155, 1.0095295692735817e-05, -1.5387579210823787e-08,
+           2.538762776393977e-11)
+_TANH_Q = (1.0, 0.46333783864974976, 0.024121662601828575, 0.0002404282713541761)
+_P = tuple(np.float32(v) for v in _TANH_P)
+_Q = tuple(np.float32(v) for v in _TANH_Q)
+_CLAMP = np.float32(7.9)
+
+
+@njit_reassoc
+def tanh32(x):
+    x = min(max(x, -_CLAMP), _CLAMP)
+    u = x * x
+    p = _P[0] + u * (_P[1] + u * (_P[2] + u * (_P[3] + u * (_P[4] + u * _P[5]))))
+    q = _Q[0] + u * (_Q[1] + u * (_Q[2] + u * _Q[3]))
+    return x * p / q
+
+
+@njit_reassoc
+def sigmoid32(x):
+    return np.float32(0.5) + np.float32(0.5) * tanh32(np.float32(0.5) * x)
+
+
 @njit
 def tanh_(y):
     """tanh in place, vectorisable (numba's scalar tanh is about 40x slower than a SIMD one here). In float64:
@@ -392,4 +418,4 @@ def rmsprop_step(p, g, v, steps, lr, alpha, eps, max_grad_norm):
 
 __all__ = ["AVAILABLE", "NO_MASK", "FlatMLPs", "adam_step", "as_numpy", "backward", "forward", "grad_norm", "greedy",
            "mask_args", "masked", "masked_log_softmax", "njit", "one_blas_thread", "plain_mlp", "relu_",
-           "rmsprop_step", "tanh_"]
+           "rmsprop_step", "sigmoid32", "tanh32", "tanh_"]

@@ -16,8 +16,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from dreamalloc.nn.dense import norm_mlp, trunc_normal_in_
-from dreamalloc.nn.fastmlp import kernel_ok, njit, njit_reassoc
-from dreamalloc.nn.norms import RMSNorm
+from dreamalloc.nn.fastmlp import kernel_ok, njit, njit_reassoc, sigmoid32, tanh32
+from dreamalloc.nn.norms import RMSNorm, run_layers
 
 
 class BlockLinear(nn.Module):
@@ -63,31 +63,6 @@ class BlockLinear(nn.Module):
         return y.reshape(-1, g * o)
 
 
-# tanh(x) ~ x P(x^2) / Q(x^2) on |x| <= 7.9 (beyond, float32 tanh is within 3e-7 of +-1): a rational fit made for
-# this kernel, at most 6 float32 ulp from tanh (|error| < 4e-7), branch-free so that the loops below vectorise
-# (numba has no vector tanh / exp here: its scalar calls made a fused gate kernel slower than torch's)
-_TANH_P = (1.0, 0.13000459969043732, 0.00300891837105155, 1.0095295692735817e-05, -1.5387579210823787e-08,
-           2.538762776393977e-11)
-_TANH_Q = (1.0, 0.46333783864974976, 0.024121662601828575, 0.0002404282713541761)
-_P = tuple(np.float32(v) for v in _TANH_P)
-_Q = tuple(np.float32(v) for v in _TANH_Q)
-_CLAMP = np.float32(7.9)
-
-
-@njit_reassoc
-def _tanh32(x):
-    x = min(max(x, -_CLAMP), _CLAMP)
-    u = x * x
-    p = _P[0] + u * (_P[1] + u * (_P[2] + u * (_P[3] + u * (_P[4] + u * _P[5]))))
-    q = _Q[0] + u * (_Q[1] + u * (_Q[2] + u * _Q[3]))
-    return x * p / q
-
-
-@njit_reassoc
-def _sigmoid32(x):
-    return np.float32(0.5) + np.float32(0.5) * _tanh32(np.float32(0.5) * x)
-
-
 @njit_reassoc
 def _gru_forward(gates, bias, prev, out):
     """out[i, b d + j] = prev + u (tanh(r c) - prev) with r, c, u the reset, candidate and update gates of block b
@@ -100,9 +75,9 @@ def _gru_forward(gates, bias, prev, out):
         for i in range(n):
             gi, pr, ou = gates[b, i], prev[i, b * d:(b + 1) * d], out[i, b * d:(b + 1) * d]
             for j in range(d):
-                r = _sigmoid32(gi[j] + bb[j])
-                c = _tanh32(r * (gi[d + j] + bb[d + j]))
-                u = _sigmoid32(gi[2 * d + j] + bb[2 * d + j] - np.float32(1.0))
+                r = sigmoid32(gi[j] + bb[j])
+                c = tanh32(r * (gi[d + j] + bb[d + j]))
+                u = sigmoid32(gi[2 * d + j] + bb[2 * d + j] - np.float32(1.0))
                 ou[j] = pr[j] + u * (c - pr[j])
 
 
@@ -127,9 +102,9 @@ def _gru_backward(gates, bias, prev, dout, dgates, dprev):
             for j in range(d):
                 pv[j], dv[j] = pr[j], dr[j]
             for j in range(d):
-                r = _sigmoid32(x[j])
-                c = _tanh32(r * x[d + j])
-                u = _sigmoid32(x[2 * d + j] - one)
+                r = sigmoid32(x[j])
+                c = tanh32(r * x[d + j])
+                u = sigmoid32(x[2 * d + j] - one)
                 dpv[j] = dv[j] * (one - u)
                 dz = dv[j] * u * (one - c * c)  # z = r cp, c = tanh(z)
                 y[j] = dz * x[d + j] * r * (one - r)
@@ -167,8 +142,8 @@ def gru_update(gates: torch.Tensor, bias: torch.Tensor, prev: torch.Tensor) -> t
     each block, before their ``bias`` [g 3 d]) and the previous state ``prev`` [N, g d]:
     ``u tanh(r c) + (1 - u) prev`` with r = sigmoid(reset), u = sigmoid(update - 1). On the CPU in float32 one
     compiled pass (with its backward) instead of torch's eight passes over [g, N, d] tensors and a transposing copy
-    (a third of the imagination's time at the 1M preset); tanh and sigmoid there are a rational approximation
-    within 4e-7 of torch's (tests/test_dreamer.py)."""
+    (a third of the imagination's time at the 1M preset); tanh and sigmoid there are fastmlp's rational
+    approximation, within 4e-7 of torch's (tests/test_dreamer.py)."""
     g = gates.shape[0]
     if kernel_ok(gates, bias, prev) and prev.dim() == 2:
         return _GRUUpdate.apply(gates, bias, prev)
@@ -311,9 +286,7 @@ class RSSM(nn.Module):
         # block j of the GRU's input is [deter's block j, emb]; forward_shared never materialises it g times
         layers = list(self.dynhid)
         if layers:
-            x = layers[0].forward_shared(deter, emb, w["dyn"] if w is not None else None)
-            for layer in layers[1:]:
-                x = layer(x)
+            x = run_layers(layers[1:], layers[0].forward_shared(deter, emb, w["dyn"] if w is not None else None))
             gates = self.gru.blocks_out(x, bias=False)  # [g, B, 3 d]
         else:
             gates = self.gru.blocks_out(torch.cat([rearrange(deter, "b (g d) -> b g d", g=self.blocks),
@@ -344,9 +317,7 @@ class RSSM(nn.Module):
         if keep is not None:
             deter, stoch = deter * keep, stoch * keep.unsqueeze(-1)
         deter = self.core(deter, stoch, None, act_emb, w)
-        x = torch.addmm(tok, deter, w["obs"])
-        for layer in self._obs_rest:
-            x = layer(x)
+        x = run_layers(self._obs_rest, torch.addmm(tok, deter, w["obs"]))
         logits, probs = unimix_dist(rearrange(x, "... (s k) -> ... s k", s=self.stoch), self.unimix)
         return deter, sample_onehot(logits, noise, probs), logits
 
