@@ -76,7 +76,7 @@ class _SharedInputLinear(torch.autograd.Function):
                 out += [None, None]
                 continue
             if need[0]:
-                gx = g @ w if gx is None else gx.addmm_(g, w)
+                gx = g @ w if gx is None else torch.addmm(gx, g, w)  # (not addmm_: FLOP counters skip it)
             out += [g.t() @ x if need[1 + 2 * i] else None, g.sum(0) if need[2 + 2 * i] else None]
         return (gx, *out)
 
