@@ -20,43 +20,9 @@ from dreamalloc.nn.fastmlp import kernel_ok, njit_reassoc, sigmoid32
 
 
 @njit_reassoc
-def _rms_forward(x, scale, eps, y, rstd):
-    """y = x / sqrt(mean(x^2) + eps) * scale row by row; rstd[i] = 1 / sqrt(mean(x_i^2) + eps)."""
-    n, d = x.shape
-    inv_d = np.float32(1.0 / d)
-    for i in range(n):
-        acc = np.float32(0.0)
-        for j in range(d):
-            acc += x[i, j] * x[i, j]
-        r = np.float32(1.0) / np.sqrt(acc * inv_d + np.float32(eps))
-        rstd[i] = r
-        for j in range(d):
-            y[i, j] = x[i, j] * r * scale[j]
-
-
-@njit_reassoc
-def _rms_backward(x, scale, rstd, dy, dx, dscale):
-    """With xh = x r and g = dy scale: dscale = sum_i dy xh, dx = r (g - xh mean_j(g xh))."""
-    n, d = x.shape
-    inv_d = np.float32(1.0 / d)
-    acc_s = np.zeros(d, dtype=np.float64)  # summed over every row (up to ~16k): float64 keeps the rounding small
-    for i in range(n):
-        r = rstd[i]
-        acc = np.float32(0.0)
-        for j in range(d):
-            xh = x[i, j] * r
-            acc_s[j] += np.float64(dy[i, j] * xh)
-            acc += dy[i, j] * scale[j] * xh
-        m = acc * inv_d
-        for j in range(d):
-            dx[i, j] = r * (dy[i, j] * scale[j] - x[i, j] * r * m)
-    for j in range(d):
-        dscale[j] = np.float32(acc_s[j])
-
-
-@njit_reassoc
-def _rms_silu_forward(x, scale, eps, y, rstd):
-    """y = silu(h), h = x / sqrt(mean(x^2) + eps) * scale, row by row (rstd as _rms_forward)."""
+def _rms_forward(x, scale, eps, silu, y, rstd):
+    """y = h = x / sqrt(mean(x^2) + eps) * scale row by row, or silu(h) = h sigmoid(h) with ``silu``;
+    rstd[i] = 1 / sqrt(mean(x_i^2) + eps)."""
     n, d = x.shape
     inv_d = np.float32(1.0 / d)
     for i in range(n):
@@ -67,25 +33,28 @@ def _rms_silu_forward(x, scale, eps, y, rstd):
         rstd[i] = r
         for j in range(d):
             h = x[i, j] * r * scale[j]
-            y[i, j] = h * sigmoid32(h)
+            y[i, j] = h * sigmoid32(h) if silu else h
 
 
 @njit_reassoc
-def _rms_silu_backward(x, scale, rstd, dy, dx, dscale):
-    """_rms_backward with dh = dy silu'(h) in place of dy (h recomputed): silu'(h) = s + h s (1 - s), s = sigmoid(h)."""
+def _rms_backward(x, scale, rstd, silu, dy, dx, dscale):
+    """With xh = x r, h = xh scale, dh = dy (times silu'(h) = s + h s (1 - s), s = sigmoid(h), with ``silu``) and
+    g = dh scale: dscale = sum_i dh xh, dx = r (g - xh mean_j(g xh))."""
     n, d = x.shape
     inv_d = np.float32(1.0 / d)
     one = np.float32(1.0)
-    acc_s = np.zeros(d, dtype=np.float64)
-    g = np.empty(d, np.float32)  # a row's dh * scale (a local buffer: the loop vectorises)
+    acc_s = np.zeros(d, dtype=np.float64)  # summed over every row (up to ~16k): float64 keeps the rounding small
+    g = np.empty(d, np.float32)  # a row's g (a local buffer: the loop vectorises)
     for i in range(n):
         r = rstd[i]
         acc = np.float32(0.0)
         for j in range(d):
             xh = x[i, j] * r
-            h = xh * scale[j]
-            s = sigmoid32(h)
-            dh = dy[i, j] * (s + h * s * (one - s))
+            dh = dy[i, j]
+            if silu:
+                h = xh * scale[j]
+                s = sigmoid32(h)
+                dh = dh * (s + h * s * (one - s))
             acc_s[j] += np.float64(dh * xh)
             g[j] = dh * scale[j]
             acc += g[j] * xh
@@ -103,7 +72,7 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
 def _forward(x2: torch.Tensor, scale: torch.Tensor, eps: float, silu: bool) -> tuple[torch.Tensor, torch.Tensor]:
     y = torch.empty_like(x2)
     rstd = x2.new_empty(x2.shape[0])
-    (_rms_silu_forward if silu else _rms_forward)(x2.numpy(), scale.detach().numpy(), eps, y.numpy(), rstd.numpy())
+    _rms_forward(x2.numpy(), scale.detach().numpy(), eps, silu, y.numpy(), rstd.numpy())
     return y, rstd
 
 
@@ -122,8 +91,8 @@ class _RMSNormCPU(torch.autograd.Function):
         x2, scale, rstd = ctx.saved_tensors
         dx = torch.empty_like(x2)
         dscale = torch.empty_like(scale)
-        (_rms_silu_backward if ctx.silu else _rms_backward)(x2.numpy(), scale.detach().numpy(), rstd.numpy(),
-                                                            _rows(dy).numpy(), dx.numpy(), dscale.numpy())
+        _rms_backward(x2.numpy(), scale.detach().numpy(), rstd.numpy(), ctx.silu, _rows(dy).numpy(), dx.numpy(),
+                      dscale.numpy())
         return dx.view(dy.shape), dscale, None, None
 
 

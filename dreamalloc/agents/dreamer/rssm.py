@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dreamalloc.nn.dense import norm_mlp, trunc_normal_in_
-from dreamalloc.nn.fastmlp import kernel_ok, njit, njit_reassoc, sigmoid32, tanh32
+from dreamalloc.nn.fastmlp import as_numpy, kernel_ok, njit, njit_reassoc, sigmoid32, tanh32
 from dreamalloc.nn.norms import RMSNorm, run_layers
 
 
@@ -117,15 +117,11 @@ def _gru_backward(gates, bias, prev, dout, dgates, dprev):
                 dp[j] = dpv[j]
 
 
-def _np(t: torch.Tensor) -> np.ndarray:
-    return np.ascontiguousarray(t.detach().numpy())
-
-
 class _GRUUpdate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, gates, bias, prev):
         out = torch.empty(prev.shape, dtype=prev.dtype)
-        _gru_forward(_np(gates), _np(bias), _np(prev), out.numpy())
+        _gru_forward(as_numpy(gates), as_numpy(bias), as_numpy(prev), out.numpy())
         ctx.save_for_backward(gates, bias, prev)
         return out
 
@@ -133,7 +129,7 @@ class _GRUUpdate(torch.autograd.Function):
     def backward(ctx, dout):
         gates, bias, prev = ctx.saved_tensors
         dgates, dprev = torch.empty(gates.shape, dtype=gates.dtype), torch.empty(prev.shape, dtype=prev.dtype)
-        _gru_backward(_np(gates), _np(bias), _np(prev), _np(dout), dgates.numpy(), dprev.numpy())
+        _gru_backward(as_numpy(gates), as_numpy(bias), as_numpy(prev), as_numpy(dout), dgates.numpy(), dprev.numpy())
         return dgates, dgates.sum(1).reshape(-1), dprev
 
 

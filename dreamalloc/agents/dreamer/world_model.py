@@ -22,6 +22,11 @@ def kl_losses(post: torch.Tensor, prior: torch.Tensor, free_nats: float) -> tupl
     return dyn.clamp(min=free_nats), rep.clamp(min=free_nats)
 
 
+def _cont_post(logits: torch.Tensor) -> torch.Tensor:
+    """The continue head's probability from its logit [..., 1]."""
+    return torch.sigmoid(logits.squeeze(-1).float())
+
+
 class WorldModel(nn.Module):
     def __init__(self, obs_dim: int, space: ActionSpace, c: DreamerConfig):
         super().__init__()
@@ -76,10 +81,6 @@ class WorldModel(nn.Module):
         con = F.binary_cross_entropy_with_logits(con_logits.squeeze(-1).float(), con_target, reduction="none")
         losses = {"dyn": dyn.mean(), "rep": rep.mean(), "rec": rec.mean(), "rew": rew.mean(), "con": con.mean()}
         return losses, deter, stoch, feat
-
-
-def _cont_post(logits: torch.Tensor) -> torch.Tensor:
-    return torch.sigmoid(logits.squeeze(-1).float())
 
 
 __all__ = ["WorldModel", "kl_losses"]
